@@ -1,0 +1,160 @@
+/*
+ * catalog.h - models, prices, token tables, capabilities and routes, loaded from JSON.
+ *
+ * The catalog is data (deploy/catalog.json, or the user's own file): no price lives in C.
+ * Money is integer micro-dollars (imgq_micros).  Token prices are micro-dollars per one
+ * million tokens; flat prices are micro-dollars per image; a route's price group is a
+ * multiplier in parts per million (300000 = 0.30 of list).
+ *
+ * Ownership: a catalog owns every model and route in it; pointers returned by lookups are
+ * borrowed and live until imgq_catalog_free().  A loaded catalog is immutable, so it may be
+ * read from any thread.
+ */
+#ifndef IMGQ_CATALOG_H
+#define IMGQ_CATALOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imgq/error.h"
+
+typedef int64_t imgq_micros; /* US dollars x 1,000,000 */
+
+enum imgq_billing {
+    IMGQ_BILL_TOKENS = 1,   /* usage tokens x per-1M-token prices */
+    IMGQ_BILL_PER_IMAGE = 2 /* flat price per generated image */
+};
+
+/* Prices in micro-dollars per 1M tokens (token billing) or per image (per_image). */
+struct imgq_prices {
+    int64_t text_in;
+    int64_t cached_text_in;
+    int64_t image_in;
+    int64_t cached_image_in;
+    int64_t image_out;
+    int64_t text_out;
+    int64_t per_image;
+};
+
+/* One row of a quality x size output-token table. */
+struct imgq_token_row {
+    int width, height;
+    char *quality;
+    int64_t tokens;
+};
+
+struct imgq_model {
+    char *name;
+    char *provider; /* "openai", "google", ... */
+    char *api;      /* wire shape: "openai-images", ... */
+    enum imgq_billing billing;
+    struct imgq_prices prices;
+    int n_max;              /* largest n a job may ask for */
+    int n_per_call;         /* images one provider call can return (1 = fan out) */
+    int max_prompt_chars;   /* 0 = no limit */
+    int max_references;     /* reference images accepted */
+    int64_t ref_image_tokens; /* input image tokens per reference image (token billing) */
+    char **sizes;           /* allowed "WxH" strings; NULL-terminated */
+    char **qualities;       /* allowed quality values; NULL-terminated; "auto" = worst case */
+    struct imgq_token_row *tokens; /* output-token table */
+    size_t ntokens;
+    bool charges_failures; /* provider bills failed requests */
+    char *deprecated;      /* "YYYY-MM-DD" or NULL */
+    char *shutdown;        /* "YYYY-MM-DD" or NULL */
+    char *successor;       /* model to use instead, or NULL */
+    char *source;          /* where the figures come from */
+    char *as_of;           /* date of the figures */
+};
+
+struct imgq_route {
+    char *name;
+    int64_t multiplier_ppm; /* 1000000 = list price */
+    char *description;
+};
+
+typedef struct imgq_catalog imgq_catalog;
+
+/*
+ * Load a catalog from a JSON file (path) or string (text).  On error returns IMGQ_EIO (file),
+ * IMGQ_EPARSE (JSON) or IMGQ_EINVAL (a field is missing or wrong) and, when errbuf is not NULL,
+ * writes a message naming the file, the model or route and the field.  *out is untouched on
+ * error.  The caller frees the catalog with imgq_catalog_free().
+ */
+int imgq_catalog_load(const char *path, imgq_catalog **out, char *errbuf,
+                      size_t errlen) IMGQ_MUST_CHECK;
+int imgq_catalog_load_string(const char *text, imgq_catalog **out, char *errbuf,
+                             size_t errlen) IMGQ_MUST_CHECK;
+void imgq_catalog_free(imgq_catalog *cat);
+
+/* The catalog's version string (borrowed). */
+const char *imgq_catalog_version(const imgq_catalog *cat);
+
+/* Model by name or alias; NULL if unknown.  Aliases resolve to their target model. */
+const struct imgq_model *imgq_catalog_model(const imgq_catalog *cat, const char *name);
+/* Model by index, 0..count-1, for listings; NULL past the end. */
+const struct imgq_model *imgq_catalog_model_at(const imgq_catalog *cat, size_t i);
+/* Route (price group) by name; NULL names the list-price route "list". NULL if unknown. */
+const struct imgq_route *imgq_catalog_route(const imgq_catalog *cat, const char *name);
+
+/* Parse "WxH" into positive integers.  IMGQ_EINVAL if malformed. */
+int imgq_size_parse(const char *size, int *w, int *h) IMGQ_MUST_CHECK;
+/* Whether the model allows this exact size string / quality value. */
+bool imgq_model_allows_size(const struct imgq_model *m, const char *size);
+bool imgq_model_allows_quality(const struct imgq_model *m, const char *quality);
+
+/*
+ * Output image tokens of one image at this quality and size, from the model's table.
+ * quality NULL or "auto" means the most expensive quality of that size (the worst case).
+ * IMGQ_ENOTFOUND if the table has no row for it.
+ */
+int imgq_model_output_tokens(const struct imgq_model *m, const char *quality, int w, int h,
+                             int64_t *tokens) IMGQ_MUST_CHECK;
+
+/* Usage of one provider call, as the provider returned it (tokens, or images for flat). */
+struct imgq_usage {
+    int64_t text_in;
+    int64_t cached_text_in;
+    int64_t image_in;
+    int64_t cached_image_in;
+    int64_t image_out;
+    int64_t text_out;
+    int64_t images; /* images generated by the call */
+};
+
+/*
+ * Cost of one call from its usage: sum of tokens x price (or images x per_image), times the
+ * route's multiplier (NULL = list), rounded half up to the micro-dollar once per call.
+ * IMGQ_ERANGE on overflow.
+ */
+int imgq_cost_from_usage(const struct imgq_model *m, const struct imgq_route *route,
+                         const struct imgq_usage *u, imgq_micros *out) IMGQ_MUST_CHECK;
+
+/* The shape of a request, enough to bound its cost before it is sent. */
+struct imgq_request_shape {
+    const char *quality; /* NULL or "auto" = worst quality */
+    int width, height;
+    int n;              /* images asked of this call */
+    size_t prompt_bytes; /* a token is at least one byte, so bytes bound text tokens */
+    int references;     /* reference images sent */
+};
+
+/*
+ * Worst-case usage and cost of a call of this shape: what imgq reserves before spending and
+ * bills when a provider returns no usage.  IMGQ_ENOTFOUND if the token table lacks the size.
+ */
+int imgq_ceiling_usage(const struct imgq_model *m, const struct imgq_request_shape *r,
+                       struct imgq_usage *out) IMGQ_MUST_CHECK;
+int imgq_cost_ceiling(const struct imgq_model *m, const struct imgq_route *route,
+                      const struct imgq_request_shape *r, imgq_micros *out) IMGQ_MUST_CHECK;
+
+/*
+ * Money text.  imgq_money_format writes "$4,250.00" style text with 'decimals' digits after
+ * the point (0..6; the value is rounded half away from zero), thousands separated by commas.
+ * imgq_money_parse reads "12", "0.5", "$1,234.567890" into micro-dollars; IMGQ_EINVAL if it is
+ * not a number or has more than 6 decimals, IMGQ_ERANGE on overflow.
+ */
+void imgq_money_format(imgq_micros v, int decimals, char *buf, size_t len);
+int imgq_money_parse(const char *s, imgq_micros *out) IMGQ_MUST_CHECK;
+
+#endif
