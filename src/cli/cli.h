@@ -6,10 +6,26 @@
 #ifndef IMGQ_CLI_H
 #define IMGQ_CLI_H
 
+#include "imgq/catalog.h"
+#include "imgq/config.h"
+#include "imgq/queue.h"
+
 int imgq_cmd_submit(int argc, char **argv);
 int imgq_cmd_batch(int argc, char **argv);
 int imgq_cmd_job(int argc, char **argv);
 int imgq_cmd_cost(int argc, char **argv);
 int imgq_cmd_presign(int argc, char **argv);
+
+/* The configuration after global flags (--config, --redis, --queue, --prefix, --catalog). */
+struct imgq_config *imgq__cli_config(void);
+/* Load the configured catalog, or print why not and return NULL.  The CLI owns it. */
+const imgq_catalog *imgq__cli_catalog(void);
+/* Open the configured queue, or print why not and return NULL.  The CLI owns it. */
+imgq_queue *imgq__cli_queue(void);
+
+/* Exit statuses. */
+#define IMGQ_EXIT_OK 0
+#define IMGQ_EXIT_FAIL 1
+#define IMGQ_EXIT_USAGE 2
 
 #endif

@@ -1,0 +1,85 @@
+/*
+ * job.h - the job model: one JSON object per job, validated against the catalog.
+ *
+ * A job uses the OpenAI Images request field names (prompt, model, n, size, quality,
+ * output_format, output_compression, background, moderation, user) plus imgq's own: id (the
+ * client's idempotency key), priority, team, route (price group), metadata (opaque, returned
+ * untouched), webhook, max_attempts.  Validation happens before anything is enqueued, so an
+ * invalid job never reaches a worker, and every problem names the field and the reason.
+ *
+ * Ownership: a spec owns its strings and its metadata reference; imgq_job_spec_clear frees
+ * them.  Parsing does not block.
+ */
+#ifndef IMGQ_JOB_H
+#define IMGQ_JOB_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "imgq/catalog.h"
+#include "imgq/error.h"
+#include "imgq/queue.h"
+
+#define IMGQ_JOB_ID_MAX 128
+
+struct imgq_job_spec {
+    char *id;    /* client idempotency key, or NULL */
+    char *model; /* catalog model name (an alias is resolved) */
+    char *alias; /* the name the job used, when it was an alias; else NULL */
+    char *prompt;
+    int n;
+    char *size;
+    int width, height;
+    char *quality;          /* NULL when the model has no quality knob */
+    char *output_format;    /* "webp" (default) or "png" */
+    int output_compression; /* 0..100 */
+    char *background;       /* NULL or transparent|opaque|auto */
+    char *moderation;       /* NULL or low|auto */
+    char *user;             /* NULL or the end-user id passed to the provider */
+    char *route;            /* price group, default "list" */
+    char *team;             /* "" when none */
+    char *webhook;          /* NULL or an http(s) URL */
+    enum imgq_priority priority;
+    int max_attempts;
+    json_t *metadata; /* NULL or a JSON object (owned reference) */
+};
+
+/* Defaults for fields a line leaves out (from the submit command's flags). */
+struct imgq_job_defaults {
+    const char *team;
+    const char *route;
+    enum imgq_priority priority;
+    int max_attempts;
+};
+
+/* Why a job was refused: the field and a sentence. */
+struct imgq_job_problem {
+    char field[64];
+    char reason[400];
+};
+
+/*
+ * Parse and validate one job from JSON text against the catalog, as of 'today' (UTC date used
+ * for model lifecycle checks).  On success fills *out (clear it later) and, if the model is
+ * deprecated, writes a warning into warn (else warn[0] = '\0').  On failure returns
+ * IMGQ_EPARSE (not JSON / not an object) or IMGQ_EINVAL, fills *why, and leaves *out cleared.
+ */
+int imgq_job_parse(const imgq_catalog *cat, const char *text, size_t len,
+                   const struct imgq_job_defaults *defaults, time_t today,
+                   struct imgq_job_spec *out, struct imgq_job_problem *why, char *warn,
+                   size_t warnlen) IMGQ_MUST_CHECK;
+
+/* The normalised spec as compact JSON (new string), as stored on the job in Redis. */
+char *imgq_job_spec_to_json(const struct imgq_job_spec *spec);
+/*
+ * Read a stored spec back (worker side).  The catalog checks were made at submit; this only
+ * checks types.  IMGQ_EPARSE/IMGQ_EINVAL on damage.
+ */
+int imgq_job_spec_from_json(const char *json, struct imgq_job_spec *out) IMGQ_MUST_CHECK;
+void imgq_job_spec_clear(struct imgq_job_spec *spec);
+
+/* Whether this build can call providers speaking 'api' (catalog field model.api). */
+int imgq_provider_api_supported(const char *api);
+
+#endif

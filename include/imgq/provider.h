@@ -1,0 +1,81 @@
+/*
+ * provider.h - provider adapters: build a provider's HTTP request for a job, and turn its
+ * response into images, usage and a classified error.
+ *
+ * An adapter does no I/O: the worker sends the request through imgq_http and hands the
+ * response back here, so adapters are tested on bytes alone.  Errors are classified once,
+ * here, so that the retry policy (retryable or not, and how long to wait) is the same for
+ * every provider.
+ *
+ * Ownership: a request returned by a build function belongs to the caller (submit it or free
+ * it).  A result owns its images and usage JSON; imgq_provider_result_clear frees them.
+ */
+#ifndef IMGQ_PROVIDER_H
+#define IMGQ_PROVIDER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imgq/catalog.h"
+#include "imgq/http.h"
+#include "imgq/job.h"
+
+enum imgq_error_class {
+    IMGQ_CLASS_NONE = 0,
+    IMGQ_CLASS_TIMEOUT,         /* no answer in time: retry */
+    IMGQ_CLASS_NETWORK,         /* connection refused/reset/DNS: retry */
+    IMGQ_CLASS_RATE_LIMIT,      /* 429: retry after the hint; does not use up an attempt */
+    IMGQ_CLASS_SERVER,          /* 5xx, 408, 409: retry */
+    IMGQ_CLASS_BAD_RESPONSE,    /* 2xx we cannot use: retry */
+    IMGQ_CLASS_STORAGE,         /* storing the result failed: retry */
+    IMGQ_CLASS_INVALID_REQUEST, /* 400/404/422: the request is wrong; do not retry */
+    IMGQ_CLASS_CONTENT_POLICY,  /* the provider's safety system refused: do not retry */
+    IMGQ_CLASS_AUTH             /* 401/403: credentials; do not retry */
+};
+
+const char *imgq_error_class_name(enum imgq_error_class c);
+bool imgq_error_class_retryable(enum imgq_error_class c);
+
+/* Where and how to reach a provider. */
+struct imgq_provider_endpoint {
+    const char *base_url; /* e.g. https://api.openai.com/v1 */
+    const char *api_key;
+    long timeout_ms;
+};
+
+struct imgq_provider_result {
+    enum imgq_error_class cls; /* NONE on success */
+    long status;               /* HTTP status, 0 if none */
+    char message[512];         /* the provider's error message, or ours */
+    char code[64];             /* the provider's error code, e.g. moderation_blocked */
+    long retry_after_ms;       /* the provider's hint, -1 if none */
+    char request_id[128];      /* x-request-id or equivalent, "" if none */
+    /* success */
+    uint8_t **images; /* decoded image bytes, one per image */
+    size_t *image_lens;
+    int nimages;
+    bool usage_present;      /* false: bill at the ceiling */
+    struct imgq_usage usage; /* tokens as the provider reported them */
+    json_t *usage_json;      /* the usage object as returned (new reference) or NULL */
+};
+
+void imgq_provider_result_clear(struct imgq_provider_result *r);
+
+/*
+ * OpenAI Images generations (also any OpenAI-compatible gateway): POST BASE/images/generations
+ * with n images in one call.  Never returns NULL.
+ */
+imgq_http_request *imgq_openai_build(const struct imgq_provider_endpoint *ep,
+                                     const struct imgq_job_spec *spec, int n);
+/*
+ * Interpret the response of a request built above that asked for n images.  Fills *out
+ * (cls NONE with n images on success).  Never fails: every malformed answer is a class.
+ */
+void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+
+/* Parse a Retry-After value (seconds or an HTTP date) relative to now; -1 if unusable. */
+long imgq_retry_after_ms(const char *value, long now_s);
+
+#endif

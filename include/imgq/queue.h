@@ -1,0 +1,111 @@
+/*
+ * queue.h - the Redis side of imgq: key layout, atomic scripts, and the synchronous client
+ * that the CLI uses.  The worker drives the same scripts asynchronously (workers/).
+ *
+ * Every state change of a job is one Lua script (src/lua/, one file per script), run by EVALSHA and
+ * reloaded on NOSCRIPT.  All keys of a queue share the hash tag {QUEUE}, so a queue maps to a
+ * single Redis Cluster slot; the key prefix is configurable.
+ *
+ * Threading: an imgq_queue is one blocking Redis connection; use it from one thread.
+ * Ownership: strings returned through out-parameters are new and the caller frees them;
+ * json_t results are new references.
+ */
+#ifndef IMGQ_QUEUE_H
+#define IMGQ_QUEUE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imgq/error.h"
+
+/* The scripts, each with its SHA-1 for EVALSHA. */
+enum imgq_script_id {
+    IMGQ_SCRIPT_SUBMIT,
+    IMGQ_SCRIPT_CLAIM,
+    IMGQ_SCRIPT_COMPLETE,
+    IMGQ_SCRIPT_FAIL,
+    IMGQ_SCRIPT_EXTEND,
+    IMGQ_SCRIPT_REAP,
+    IMGQ_SCRIPT_RELEASE,
+    IMGQ_SCRIPT_COUNT
+};
+struct imgq_script {
+    const char *name;
+    const char *body;
+    char sha[41];
+};
+/* The script table; SHA-1s are computed on first call.  Thread-safe after the first call. */
+const struct imgq_script *imgq_script_get(enum imgq_script_id id);
+
+/* Job priorities: lower value is served first. */
+enum imgq_priority { IMGQ_PRIO_HIGH = 0, IMGQ_PRIO_NORMAL = 1, IMGQ_PRIO_LOW = 2 };
+/* "high" / "normal" / "low" -> priority; IMGQ_EINVAL otherwise. */
+int imgq_priority_parse(const char *s, enum imgq_priority *out) IMGQ_MUST_CHECK;
+const char *imgq_priority_name(enum imgq_priority p);
+
+/* Where a queue's keys live: "PREFIX:{QUEUE}:" and the names built from it. */
+struct imgq_keys {
+    char base[192]; /* "PREFIX:{QUEUE}:" */
+    char ready[224], delayed[224], leases[224], seq[224], idem[224], batches[224], wake[224];
+};
+/* IMGQ_EINVAL if prefix or queue is empty, too long, or contains braces. */
+int imgq_keys_init(struct imgq_keys *k, const char *prefix, const char *queue) IMGQ_MUST_CHECK;
+/* Key of a job or batch, into buf; returns buf. */
+char *imgq_keys_job(const struct imgq_keys *k, const char *job_id, char *buf, size_t len);
+char *imgq_keys_batch(const struct imgq_keys *k, const char *batch_id, char *buf, size_t len);
+char *imgq_keys_batch_jobs(const struct imgq_keys *k, const char *batch_id, char *buf, size_t len);
+
+/* A parsed redis://[user:pass@]host[:port][/db] URL. */
+struct imgq_redis_url {
+    char *host;
+    int port;
+    char *user;     /* NULL if none */
+    char *password; /* NULL if none */
+    int db;
+};
+/* IMGQ_EINVAL with a message in err for anything else (rediss:// names the TLS proxy way). */
+int imgq_redis_url_parse(const char *url, struct imgq_redis_url *out, char *err,
+                         size_t errlen) IMGQ_MUST_CHECK;
+void imgq_redis_url_clear(struct imgq_redis_url *u);
+
+typedef struct imgq_queue imgq_queue;
+
+/*
+ * Connect (blocking) to the Redis at url, AUTH and SELECT as the URL says.  IMGQ_EINVAL for a
+ * bad URL or names, IMGQ_EREDIS when Redis cannot be reached; err gets the reason.
+ */
+int imgq_queue_open(const char *url, const char *prefix, const char *queue, imgq_queue **out,
+                    char *err, size_t errlen) IMGQ_MUST_CHECK;
+void imgq_queue_close(imgq_queue *q);
+const struct imgq_keys *imgq_queue_keys(const imgq_queue *q);
+
+/* One job to submit.  All strings are borrowed for the duration of the call. */
+struct imgq_submit_item {
+    const char *job_id; /* used only if the idempotency key is new */
+    const char *idem;   /* idempotency key */
+    enum imgq_priority priority;
+    const char *team;
+    const char *spec; /* the normalised job JSON */
+    int max_attempts;
+};
+
+/*
+ * Enqueue items into batch, pipelined in chunks (a large file is a few round trips, not one
+ * per line).  created[i] (may be NULL) becomes 1 if item i was enqueued, 0 if its idempotency
+ * key was already known.  Each chunk is atomic; if the connection fails mid-way, what was
+ * written stays and resubmitting the same items completes the rest without duplicates.
+ */
+int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_submit_item *items,
+                      size_t n, unsigned char *created, char *err, size_t errlen) IMGQ_MUST_CHECK;
+
+/* The batch's counters as a new JSON object; IMGQ_ENOTFOUND if no such batch. */
+int imgq_queue_batch_info(imgq_queue *q, const char *batch, json_t **out) IMGQ_MUST_CHECK;
+/* The batch's job ids in submission order; *ids is a new array of new strings. */
+int imgq_queue_batch_jobs(imgq_queue *q, const char *batch, char ***ids, size_t *n) IMGQ_MUST_CHECK;
+/* A job's fields as a new JSON object (spec, result and error parsed); IMGQ_ENOTFOUND. */
+int imgq_queue_job_info(imgq_queue *q, const char *job_id, json_t **out) IMGQ_MUST_CHECK;
+/* Fetch many jobs with one pipelined round trip; out[i] is NULL for a missing job. */
+int imgq_queue_jobs_info(imgq_queue *q, char **ids, size_t n, json_t **out) IMGQ_MUST_CHECK;
+
+#endif

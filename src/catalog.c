@@ -1,0 +1,716 @@
+/*
+ * catalog.c - loading the price catalog and computing costs from it.
+ *
+ * Costs are computed in 128-bit integers: tokens x (micro-dollars per 1M tokens) x (route
+ * multiplier in ppm) can pass 2^63 for large monthly workloads, and the result is divided
+ * and rounded exactly once per call, so no float ever touches money.
+ */
+#include "imgq/catalog.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgq/alloc.h"
+
+struct alias {
+    char *name;
+    const struct imgq_model *target;
+};
+
+struct imgq_catalog {
+    char *version;
+    struct imgq_model *models;
+    size_t nmodels;
+    struct imgq_route *routes;
+    size_t nroutes;
+    struct alias *aliases;
+    size_t naliases;
+};
+
+/* Loading ------------------------------------------------------------------------------ */
+
+struct loader {
+    char *err;
+    size_t errlen;
+    const char *origin; /* file name or "<string>" for messages */
+};
+
+static int fail(struct loader *ld, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(struct loader *ld, int code, const char *fmt, ...)
+{
+    if (ld->err && ld->errlen) {
+        int n = snprintf(ld->err, ld->errlen, "%s: ", ld->origin);
+        if (n < 0 || (size_t)n >= ld->errlen)
+            return code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static char *opt_str(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_string(v) ? imgq_xstrdup(json_string_value(v)) : NULL;
+}
+
+/* A non-negative integer field; absent = dflt.  Money and tokens must be integers. */
+static int get_int(struct loader *ld, json_t *obj, const char *where, const char *key, int64_t dflt,
+                   int64_t *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        *out = dflt;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return fail(ld, IMGQ_EINVAL, "%s: field '%s' must be a non-negative integer", where, key);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int get_small_int(struct loader *ld, json_t *obj, const char *where, const char *key,
+                         int dflt, int *out)
+{
+    int64_t v = 0;
+    int r = get_int(ld, obj, where, key, dflt, &v);
+    if (r)
+        return r;
+    if (v > 1000000)
+        return fail(ld, IMGQ_EINVAL, "%s: field '%s' is too large", where, key);
+    *out = (int)v;
+    return 0;
+}
+
+static int load_strings(struct loader *ld, json_t *obj, const char *where, const char *key,
+                        char ***out)
+{
+    json_t *arr = json_object_get(obj, key);
+    if (!arr) {
+        *out = imgq_xcalloc(1, sizeof(char *));
+        return 0;
+    }
+    if (!json_is_array(arr))
+        return fail(ld, IMGQ_EINVAL, "%s: field '%s' must be an array of strings", where, key);
+    size_t n = json_array_size(arr);
+    char **v = imgq_xcalloc(n + 1, sizeof(char *));
+    *out = v;
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = json_array_get(arr, i);
+        if (!json_is_string(s))
+            return fail(ld, IMGQ_EINVAL, "%s: %s[%zu] must be a string", where, key, i);
+        v[i] = imgq_xstrdup(json_string_value(s));
+    }
+    return 0;
+}
+
+/* A table {"WxH": {"quality": integer, ...}, ...} into rows. */
+static int load_table(struct loader *ld, json_t *obj, const char *where, const char *key,
+                      struct imgq_token_row **rows, size_t *nrows)
+{
+    json_t *tab = json_object_get(obj, key);
+    *rows = NULL;
+    *nrows = 0;
+    if (!tab)
+        return 0;
+    if (!json_is_object(tab))
+        return fail(ld, IMGQ_EINVAL, "%s: field '%s' must be an object of sizes", where, key);
+    size_t cap = 0;
+    const char *size;
+    json_t *quals;
+    json_object_foreach(tab, size, quals)
+    {
+        int w, h;
+        if (imgq_size_parse(size, &w, &h) != 0)
+            return fail(ld, IMGQ_EINVAL, "%s: %s: '%s' is not a WxH size", where, key, size);
+        if (!json_is_object(quals))
+            return fail(ld, IMGQ_EINVAL, "%s: %s.%s must map quality to an integer", where, key,
+                        size);
+        const char *q;
+        json_t *v;
+        json_object_foreach(quals, q, v)
+        {
+            if (!json_is_integer(v) || json_integer_value(v) < 0)
+                return fail(ld, IMGQ_EINVAL, "%s: %s.%s.%s must be a non-negative integer", where,
+                            key, size, q);
+            if (*nrows == cap) {
+                cap = cap ? cap * 2 : 8;
+                *rows = imgq_xrealloc(*rows, cap * sizeof(**rows));
+            }
+            struct imgq_token_row *r = &(*rows)[(*nrows)++];
+            r->width = w;
+            r->height = h;
+            r->quality = imgq_xstrdup(q);
+            r->tokens = json_integer_value(v);
+        }
+    }
+    return 0;
+}
+
+static int load_prices(struct loader *ld, json_t *m, const char *where, struct imgq_prices *p)
+{
+    json_t *pr = json_object_get(m, "prices");
+    if (!json_is_object(pr))
+        return fail(ld, IMGQ_EINVAL, "model '%s': field 'prices' missing or not an object", where);
+    static const struct {
+        const char *key;
+        size_t off;
+    } fields[] = {
+        {"text_in", offsetof(struct imgq_prices, text_in)},
+        {"cached_text_in", offsetof(struct imgq_prices, cached_text_in)},
+        {"image_in", offsetof(struct imgq_prices, image_in)},
+        {"cached_image_in", offsetof(struct imgq_prices, cached_image_in)},
+        {"image_out", offsetof(struct imgq_prices, image_out)},
+        {"text_out", offsetof(struct imgq_prices, text_out)},
+        {"per_image", offsetof(struct imgq_prices, per_image)},
+    };
+    char ctx[256];
+    snprintf(ctx, sizeof ctx, "model '%s' prices", where);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        int64_t *dst = (int64_t *)((char *)p + fields[i].off);
+        int r = get_int(ld, pr, ctx, fields[i].key, 0, dst);
+        if (r)
+            return r;
+    }
+    /* Cached rates default to the uncached ones: never bill less than the catalog says. */
+    if (!json_object_get(pr, "cached_text_in"))
+        p->cached_text_in = p->text_in;
+    if (!json_object_get(pr, "cached_image_in"))
+        p->cached_image_in = p->image_in;
+    return 0;
+}
+
+static int load_model(struct loader *ld, const char *name, json_t *m, struct imgq_model *out)
+{
+    char ctx[256];
+    snprintf(ctx, sizeof ctx, "model '%s'", name);
+    out->name = imgq_xstrdup(name);
+    if (!json_is_object(m))
+        return fail(ld, IMGQ_EINVAL, "%s: must be an object", ctx);
+    out->provider = opt_str(m, "provider");
+    out->api = opt_str(m, "api");
+    if (!out->provider || !out->api)
+        return fail(ld, IMGQ_EINVAL, "%s: fields 'provider' and 'api' are required strings", ctx);
+    const char *billing = json_string_value(json_object_get(m, "billing"));
+    if (billing && strcmp(billing, "tokens") == 0)
+        out->billing = IMGQ_BILL_TOKENS;
+    else if (billing && strcmp(billing, "per_image") == 0)
+        out->billing = IMGQ_BILL_PER_IMAGE;
+    else
+        return fail(ld, IMGQ_EINVAL, "%s: field 'billing' must be \"tokens\" or \"per_image\"",
+                    ctx);
+    int r;
+    if ((r = load_prices(ld, m, name, &out->prices)) || //
+        (r = get_small_int(ld, m, ctx, "n_max", 1, &out->n_max)) ||
+        (r = get_small_int(ld, m, ctx, "n_per_call", 1, &out->n_per_call)) ||
+        (r = get_small_int(ld, m, ctx, "max_prompt_chars", 0, &out->max_prompt_chars)) ||
+        (r = get_small_int(ld, m, ctx, "max_references", 0, &out->max_references)) ||
+        (r = get_int(ld, m, ctx, "ref_image_tokens", 0, &out->ref_image_tokens)) ||
+        (r = load_strings(ld, m, ctx, "sizes", &out->sizes)) ||
+        (r = load_strings(ld, m, ctx, "qualities", &out->qualities)) ||
+        (r = load_table(ld, m, ctx, "output_tokens", &out->tokens, &out->ntokens)) ||
+        (r = load_table(ld, m, ctx, "image_prices", &out->image_prices, &out->nimage_prices)))
+        return r;
+    if (out->n_max < 1 || out->n_per_call < 1)
+        return fail(ld, IMGQ_EINVAL, "%s: 'n_max' and 'n_per_call' must be at least 1", ctx);
+    if (!out->sizes[0])
+        return fail(ld, IMGQ_EINVAL, "%s: field 'sizes' must list at least one size", ctx);
+    for (char **s = out->sizes; *s; s++) {
+        int w, h;
+        if (imgq_size_parse(*s, &w, &h) != 0)
+            return fail(ld, IMGQ_EINVAL, "%s: size '%s' is not WxH", ctx, *s);
+    }
+    if (out->billing == IMGQ_BILL_TOKENS) {
+        if (out->ntokens == 0)
+            return fail(ld, IMGQ_EINVAL, "%s: token billing needs an 'output_tokens' table", ctx);
+        /* Every allowed size must be priceable, or the ceiling could not be computed. */
+        for (char **s = out->sizes; *s; s++) {
+            int w, h;
+            int64_t t;
+            if (imgq_size_parse(*s, &w, &h) != 0 ||
+                imgq_model_output_tokens(out, NULL, w, h, &t) != 0)
+                return fail(ld, IMGQ_EINVAL, "%s: size '%s' has no row in 'output_tokens'", ctx,
+                            *s);
+        }
+    } else if (out->prices.per_image == 0 && out->nimage_prices == 0) {
+        return fail(ld, IMGQ_EINVAL,
+                    "%s: per_image billing needs prices.per_image or "
+                    "'image_prices'",
+                    ctx);
+    }
+    json_t *cf = json_object_get(m, "charges_failures");
+    out->charges_failures = json_is_true(cf);
+    json_t *life = json_object_get(m, "lifecycle");
+    if (life && !json_is_object(life))
+        return fail(ld, IMGQ_EINVAL, "%s: field 'lifecycle' must be an object", ctx);
+    out->deprecated = opt_str(life, "deprecated");
+    out->shutdown = opt_str(life, "shutdown");
+    out->successor = opt_str(life, "successor");
+    out->source = opt_str(m, "source");
+    out->as_of = opt_str(m, "as_of");
+    return 0;
+}
+
+static int load_root(struct loader *ld, json_t *root, imgq_catalog *cat)
+{
+    if (!json_is_object(root))
+        return fail(ld, IMGQ_EINVAL, "the catalog must be a JSON object");
+    cat->version = opt_str(root, "version");
+    if (!cat->version)
+        return fail(ld, IMGQ_EINVAL, "field 'version' is required");
+
+    json_t *models = json_object_get(root, "models");
+    if (!json_is_object(models) || json_object_size(models) == 0)
+        return fail(ld, IMGQ_EINVAL, "field 'models' must be a non-empty object");
+    cat->models = imgq_xcalloc(json_object_size(models), sizeof(struct imgq_model));
+    const char *key;
+    json_t *val;
+    json_object_foreach(models, key, val)
+    {
+        int r = load_model(ld, key, val, &cat->models[cat->nmodels++]);
+        if (r)
+            return r;
+    }
+
+    json_t *routes = json_object_get(root, "routes");
+    if (routes && !json_is_object(routes))
+        return fail(ld, IMGQ_EINVAL, "field 'routes' must be an object");
+    /* "list" always exists, at 1.0x, so a job without a route has a price. */
+    cat->routes = imgq_xcalloc(json_object_size(routes) + 1, sizeof(struct imgq_route));
+    bool have_list = false;
+    json_object_foreach(routes, key, val)
+    {
+        struct imgq_route *rt = &cat->routes[cat->nroutes++];
+        char ctx[256];
+        snprintf(ctx, sizeof ctx, "route '%s'", key);
+        rt->name = imgq_xstrdup(key);
+        if (!json_is_object(val))
+            return fail(ld, IMGQ_EINVAL, "%s: must be an object", ctx);
+        int r = get_int(ld, val, ctx, "multiplier_ppm", -1, &rt->multiplier_ppm);
+        if (r)
+            return r;
+        if (rt->multiplier_ppm <= 0)
+            return fail(ld, IMGQ_EINVAL, "%s: 'multiplier_ppm' must be a positive integer", ctx);
+        rt->description = opt_str(val, "description");
+        if (strcmp(key, "list") == 0)
+            have_list = true;
+    }
+    if (!have_list) {
+        struct imgq_route *rt = &cat->routes[cat->nroutes++];
+        rt->name = imgq_xstrdup("list");
+        rt->multiplier_ppm = 1000000;
+        rt->description = imgq_xstrdup("provider list price");
+    }
+
+    json_t *aliases = json_object_get(root, "aliases");
+    if (aliases && !json_is_object(aliases))
+        return fail(ld, IMGQ_EINVAL, "field 'aliases' must be an object");
+    cat->aliases = imgq_xcalloc(json_object_size(aliases) + 1, sizeof(struct alias));
+    json_object_foreach(aliases, key, val)
+    {
+        const char *target = json_string_value(val);
+        struct alias *a = &cat->aliases[cat->naliases++];
+        a->name = imgq_xstrdup(key);
+        for (size_t i = 0; target && i < cat->nmodels; i++)
+            if (strcmp(cat->models[i].name, target) == 0)
+                a->target = &cat->models[i];
+        if (!a->target)
+            return fail(ld, IMGQ_EINVAL, "alias '%s' names no model of the catalog", key);
+    }
+    return 0;
+}
+
+static int load_json(json_t *root, const char *origin, imgq_catalog **out, char *errbuf,
+                     size_t errlen)
+{
+    struct loader ld = {errbuf, errlen, origin};
+    imgq_catalog *cat = imgq_xcalloc(1, sizeof *cat);
+    int r = load_root(&ld, root, cat);
+    json_decref(root);
+    if (r) {
+        imgq_catalog_free(cat);
+        return r;
+    }
+    *out = cat;
+    return 0;
+}
+
+int imgq_catalog_load(const char *path, imgq_catalog **out, char *errbuf, size_t errlen)
+{
+    struct loader ld = {errbuf, errlen, path};
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return fail(&ld, IMGQ_EIO, "cannot open: %s", strerror(errno));
+    json_error_t je;
+    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
+    fclose(f);
+    if (!root)
+        return fail(&ld, IMGQ_EPARSE, "line %d column %d: %s", je.line, je.column, je.text);
+    return load_json(root, path, out, errbuf, errlen);
+}
+
+int imgq_catalog_load_string(const char *text, imgq_catalog **out, char *errbuf, size_t errlen)
+{
+    struct loader ld = {errbuf, errlen, "<catalog>"};
+    json_error_t je;
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return fail(&ld, IMGQ_EPARSE, "line %d column %d: %s", je.line, je.column, je.text);
+    return load_json(root, "<catalog>", out, errbuf, errlen);
+}
+
+static void free_strings(char **v)
+{
+    for (char **p = v; p && *p; p++)
+        free(*p);
+    free(v);
+}
+
+static void free_rows(struct imgq_token_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(rows[i].quality);
+    free(rows);
+}
+
+void imgq_catalog_free(imgq_catalog *cat)
+{
+    if (!cat)
+        return;
+    for (size_t i = 0; i < cat->nmodels; i++) {
+        struct imgq_model *m = &cat->models[i];
+        free(m->name);
+        free(m->provider);
+        free(m->api);
+        free_strings(m->sizes);
+        free_strings(m->qualities);
+        free_rows(m->tokens, m->ntokens);
+        free_rows(m->image_prices, m->nimage_prices);
+        free(m->deprecated);
+        free(m->shutdown);
+        free(m->successor);
+        free(m->source);
+        free(m->as_of);
+    }
+    free(cat->models);
+    for (size_t i = 0; i < cat->nroutes; i++) {
+        free(cat->routes[i].name);
+        free(cat->routes[i].description);
+    }
+    free(cat->routes);
+    for (size_t i = 0; i < cat->naliases; i++)
+        free(cat->aliases[i].name);
+    free(cat->aliases);
+    free(cat->version);
+    free(cat);
+}
+
+/* Lookups ------------------------------------------------------------------------------ */
+
+const char *imgq_catalog_version(const imgq_catalog *cat)
+{
+    return cat->version;
+}
+
+const struct imgq_model *imgq_catalog_model(const imgq_catalog *cat, const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < cat->nmodels; i++)
+        if (strcmp(cat->models[i].name, name) == 0)
+            return &cat->models[i];
+    for (size_t i = 0; i < cat->naliases; i++)
+        if (strcmp(cat->aliases[i].name, name) == 0)
+            return cat->aliases[i].target;
+    return NULL;
+}
+
+const struct imgq_model *imgq_catalog_model_at(const imgq_catalog *cat, size_t i)
+{
+    return i < cat->nmodels ? &cat->models[i] : NULL;
+}
+
+const struct imgq_route *imgq_catalog_route(const imgq_catalog *cat, const char *name)
+{
+    if (!name)
+        name = "list";
+    for (size_t i = 0; i < cat->nroutes; i++)
+        if (strcmp(cat->routes[i].name, name) == 0)
+            return &cat->routes[i];
+    return NULL;
+}
+
+const struct imgq_route *imgq_catalog_route_at(const imgq_catalog *cat, size_t i)
+{
+    return i < cat->nroutes ? &cat->routes[i] : NULL;
+}
+
+int imgq_size_parse(const char *size, int *w, int *h)
+{
+    if (!size)
+        return IMGQ_EINVAL;
+    const char *p = size;
+    long v[2];
+    for (int i = 0; i < 2; i++) {
+        if (*p < '1' || *p > '9')
+            return IMGQ_EINVAL;
+        long x = 0;
+        while (*p >= '0' && *p <= '9') {
+            x = x * 10 + (*p++ - '0');
+            if (x > 100000)
+                return IMGQ_EINVAL;
+        }
+        v[i] = x;
+        if (i == 0 && *p++ != 'x')
+            return IMGQ_EINVAL;
+    }
+    if (*p)
+        return IMGQ_EINVAL;
+    *w = (int)v[0];
+    *h = (int)v[1];
+    return 0;
+}
+
+static bool in_list(char **list, const char *s)
+{
+    for (char **p = list; p && *p; p++)
+        if (strcmp(*p, s) == 0)
+            return true;
+    return false;
+}
+
+bool imgq_model_allows_size(const struct imgq_model *m, const char *size)
+{
+    return size && in_list(m->sizes, size);
+}
+
+bool imgq_model_allows_quality(const struct imgq_model *m, const char *quality)
+{
+    return quality && in_list(m->qualities, quality);
+}
+
+/* The row for (quality, w, h); quality NULL/"auto" without an "auto" row = the largest. */
+static int table_lookup(const struct imgq_token_row *rows, size_t n, const char *quality, int w,
+                        int h, int64_t *out)
+{
+    bool worst = !quality || strcmp(quality, "auto") == 0;
+    bool found = false;
+    int64_t best = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct imgq_token_row *r = &rows[i];
+        if (r->width != w || r->height != h)
+            continue;
+        if (quality && strcmp(r->quality, quality) == 0) {
+            *out = r->tokens;
+            return 0;
+        }
+        if (worst && (!found || r->tokens > best)) {
+            best = r->tokens;
+            found = true;
+        }
+    }
+    if (!found)
+        return IMGQ_ENOTFOUND;
+    *out = best;
+    return 0;
+}
+
+int imgq_model_output_tokens(const struct imgq_model *m, const char *quality, int w, int h,
+                             int64_t *tokens)
+{
+    return table_lookup(m->tokens, m->ntokens, quality, w, h, tokens);
+}
+
+int imgq_model_image_price(const struct imgq_model *m, const char *quality, int w, int h,
+                           imgq_micros *price)
+{
+    if (m->nimage_prices &&
+        table_lookup(m->image_prices, m->nimage_prices, quality, w, h, price) == 0)
+        return 0;
+    if (m->prices.per_image > 0) {
+        *price = m->prices.per_image;
+        return 0;
+    }
+    return IMGQ_ENOTFOUND;
+}
+
+/* Costs -------------------------------------------------------------------------------- */
+
+typedef __int128 i128; /* GCC/Clang extension: exact intermediate products for money */
+
+/* a*b + acc, refusing overflow of the 128-bit intermediate (prices and multipliers are any
+ * int64 the catalog holds, so even 128 bits can overflow). */
+static bool mul_add(i128 *acc, i128 a, i128 b)
+{
+    i128 p;
+    return !__builtin_mul_overflow(a, b, &p) && !__builtin_add_overflow(*acc, p, acc);
+}
+
+static int finish(i128 sum, i128 scale, const struct imgq_route *route, imgq_micros *out)
+{
+    i128 mult = route ? route->multiplier_ppm : 1000000;
+    i128 den = scale * 1000000, v = 0;
+    if (!mul_add(&v, sum, mult) || __builtin_add_overflow(v, den / 2, &v))
+        return IMGQ_ERANGE;
+    v /= den;
+    if (v > INT64_MAX)
+        return IMGQ_ERANGE;
+    *out = (imgq_micros)v;
+    return 0;
+}
+
+static bool usage_valid(const struct imgq_usage *u)
+{
+    return u->text_in >= 0 && u->cached_text_in >= 0 && u->image_in >= 0 &&
+           u->cached_image_in >= 0 && u->image_out >= 0 && u->text_out >= 0 && u->images >= 0;
+}
+
+int imgq_cost_from_usage(const struct imgq_model *m, const struct imgq_route *route,
+                         const struct imgq_usage *u, imgq_micros *out)
+{
+    if (!usage_valid(u))
+        return IMGQ_EINVAL;
+    /* Token counts are bounded so the 128-bit products below cannot overflow. */
+    const int64_t lim = INT64_C(1) << 50;
+    if (u->text_in > lim || u->cached_text_in > lim || u->image_in > lim ||
+        u->cached_image_in > lim || u->image_out > lim || u->text_out > lim || u->images > lim)
+        return IMGQ_ERANGE;
+    const struct imgq_prices *p = &m->prices;
+    if (m->billing == IMGQ_BILL_PER_IMAGE) {
+        imgq_micros each;
+        int r = imgq_model_image_price(m, u->quality, u->width, u->height, &each);
+        if (r)
+            return r;
+        i128 sum = 0;
+        if (!mul_add(&sum, u->images, each))
+            return IMGQ_ERANGE;
+        return finish(sum, 1, route, out);
+    }
+    i128 sum = 0;
+    if (!mul_add(&sum, u->text_in, p->text_in) ||
+        !mul_add(&sum, u->cached_text_in, p->cached_text_in) ||
+        !mul_add(&sum, u->image_in, p->image_in) ||
+        !mul_add(&sum, u->cached_image_in, p->cached_image_in) ||
+        !mul_add(&sum, u->image_out, p->image_out) || !mul_add(&sum, u->text_out, p->text_out))
+        return IMGQ_ERANGE;
+    return finish(sum, 1000000, route, out);
+}
+
+int imgq_ceiling_usage(const struct imgq_model *m, const struct imgq_request_shape *r,
+                       struct imgq_usage *out)
+{
+    if (r->n < 1 || r->references < 0)
+        return IMGQ_EINVAL;
+    memset(out, 0, sizeof *out);
+    out->images = r->n;
+    out->quality = r->quality;
+    out->width = r->width;
+    out->height = r->height;
+    if (m->billing == IMGQ_BILL_PER_IMAGE) {
+        imgq_micros each;
+        return imgq_model_image_price(m, r->quality, r->width, r->height, &each);
+    }
+    int64_t per_image;
+    int rc = imgq_model_output_tokens(m, r->quality, r->width, r->height, &per_image);
+    if (rc)
+        return rc;
+    /* With n>1 the prompt and references are billed once per image. */
+    out->text_in = (int64_t)(r->prompt_bytes ? r->prompt_bytes : 1) * r->n;
+    out->image_in = (int64_t)r->references * m->ref_image_tokens * r->n;
+    out->image_out = per_image * r->n;
+    return 0;
+}
+
+int imgq_cost_ceiling(const struct imgq_model *m, const struct imgq_route *route,
+                      const struct imgq_request_shape *r, imgq_micros *out)
+{
+    struct imgq_usage u;
+    int rc = imgq_ceiling_usage(m, r, &u);
+    if (rc)
+        return rc;
+    return imgq_cost_from_usage(m, route, &u, out);
+}
+
+/* Money text --------------------------------------------------------------------------- */
+
+void imgq_money_format(imgq_micros v, int decimals, char *buf, size_t len)
+{
+    if (decimals < 0)
+        decimals = 0;
+    if (decimals > 6)
+        decimals = 6;
+    bool neg = v < 0;
+    uint64_t a = neg ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    uint64_t unit = 1;
+    for (int i = 0; i < 6 - decimals; i++)
+        unit *= 10;
+    a = (a + unit / 2) / unit; /* round half away from zero at the shown precision */
+    uint64_t scale = 1;
+    for (int i = 0; i < decimals; i++)
+        scale *= 10;
+    uint64_t whole = a / scale, frac = a % scale;
+
+    char digits[32], grouped[48];
+    int nd = snprintf(digits, sizeof digits, "%" PRIu64, whole);
+    int g = 0;
+    for (int i = 0; i < nd; i++) {
+        if (i > 0 && (nd - i) % 3 == 0)
+            grouped[g++] = ',';
+        grouped[g++] = digits[i];
+    }
+    grouped[g] = '\0';
+    if (decimals > 0)
+        snprintf(buf, len, "%s$%s.%0*" PRIu64, neg ? "-" : "", grouped, decimals, frac);
+    else
+        snprintf(buf, len, "%s$%s", neg ? "-" : "", grouped);
+}
+
+int imgq_money_parse(const char *s, imgq_micros *out)
+{
+    if (!s)
+        return IMGQ_EINVAL;
+    bool neg = false;
+    if (*s == '-') {
+        neg = true;
+        s++;
+    }
+    if (*s == '$')
+        s++;
+    int64_t whole = 0, frac = 0;
+    int nfrac = 0, ndig = 0;
+    for (; *s && *s != '.'; s++) {
+        if (*s == ',')
+            continue;
+        if (*s < '0' || *s > '9')
+            return IMGQ_EINVAL;
+        if (whole > (INT64_MAX / 1000000 - 9) / 10)
+            return IMGQ_ERANGE;
+        whole = whole * 10 + (*s - '0');
+        ndig++;
+    }
+    if (*s == '.') {
+        for (s++; *s; s++) {
+            if (*s < '0' || *s > '9' || nfrac == 6)
+                return IMGQ_EINVAL;
+            frac = frac * 10 + (*s - '0');
+            nfrac++;
+            ndig++;
+        }
+    }
+    if (ndig == 0)
+        return IMGQ_EINVAL;
+    for (int i = nfrac; i < 6; i++)
+        frac *= 10;
+    int64_t v = whole * 1000000 + frac;
+    *out = neg ? -v : v;
+    return 0;
+}

@@ -1,0 +1,272 @@
+/* cmd_batch.c - imgq batch status|results and imgq job show: reading state back. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "imgq/alloc.h"
+
+static const char *const states[] = {"queued", "running", "retrying", "done", "failed", NULL};
+
+static json_int_t field_int(json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+static int has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return 1;
+    return 0;
+}
+
+/* The first argument that is not a flag, after 'skip' leading words. */
+static const char *positional(int argc, char **argv, int skip)
+{
+    for (int i = skip; i < argc; i++)
+        if (argv[i][0] != '-')
+            return argv[i];
+    return NULL;
+}
+
+static void print_money(FILE *f, const char *label, imgq_micros v)
+{
+    char buf[64];
+    imgq_money_format(v, 6, buf, sizeof buf);
+    fprintf(f, "%s%s", label, buf);
+}
+
+static int batch_status(const char *id, int json)
+{
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    json_t *info;
+    int r = imgq_queue_batch_info(q, id, &info);
+    if (r == IMGQ_ENOTFOUND) {
+        fprintf(stderr, "imgq batch status: no batch '%s' in queue '%s'\n", id,
+                imgq__cli_config()->queue);
+        return IMGQ_EXIT_FAIL;
+    }
+    if (r) {
+        fprintf(stderr, "imgq batch status: %s\n", imgq_strerror(r));
+        return IMGQ_EXIT_FAIL;
+    }
+    json_int_t total = field_int(info, "total"), cost = field_int(info, "cost");
+    json_int_t ended = field_int(info, "done") + field_int(info, "failed");
+    if (json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "batch", json_string(id));
+        json_object_set_new(o, "total", json_integer(total));
+        json_t *counts = json_object();
+        for (const char *const *s = states; *s; s++)
+            json_object_set_new(counts, *s, json_integer(field_int(info, *s)));
+        json_object_set_new(o, "counts", counts);
+        json_object_set_new(o, "images", json_integer(field_int(info, "images")));
+        json_object_set_new(o, "cost_micros", json_integer(cost));
+        char usd[64];
+        snprintf(usd, sizeof usd, "%" PRId64 ".%06" PRId64, (int64_t)cost / 1000000,
+                 (int64_t)cost % 1000000);
+        json_object_set_new(o, "cost_usd", json_string(usd));
+        json_object_set_new(o, "finished", json_boolean(json_object_get(info, "finished")));
+        json_object_set(o, "created_ms", json_object_get(info, "created"));
+        if (json_object_get(info, "finished"))
+            json_object_set(o, "finished_ms", json_object_get(info, "finished"));
+        char *text = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+        json_decref(o);
+    } else {
+        printf("batch %s: %lld of %lld jobs ended%s\n", id, (long long)ended, (long long)total,
+               json_object_get(info, "finished") ? " (finished)" : "");
+        for (const char *const *s = states; *s; s++)
+            printf("  %-9s %lld\n", *s, (long long)field_int(info, *s));
+        printf("  images    %lld\n", (long long)field_int(info, "images"));
+        print_money(stdout, "  cost      ", cost);
+        printf("\n");
+    }
+    json_decref(info);
+    return IMGQ_EXIT_OK;
+}
+
+/* One result line: the fields a script needs, from the job record. */
+static json_t *result_line(json_t *job)
+{
+    json_t *o = json_object();
+    json_t *spec = json_object_get(job, "spec"), *result = json_object_get(job, "result");
+    json_object_set(o, "id", json_object_get(job, "id"));
+    if (json_object_get(spec, "id"))
+        json_object_set(o, "client_id", json_object_get(spec, "id"));
+    json_object_set(o, "state", json_object_get(job, "state"));
+    json_object_set(o, "model", json_object_get(spec, "model"));
+    json_object_set(o, "quality", json_object_get(spec, "quality"));
+    json_object_set(o, "size", json_object_get(spec, "size"));
+    json_object_set(o, "n", json_object_get(spec, "n"));
+    json_object_set(o, "attempts", json_object_get(job, "attempts"));
+    json_int_t cost = json_integer_value(json_object_get(job, "cost"));
+    json_object_set_new(o, "cost_micros", json_integer(cost));
+    char usd[64];
+    snprintf(usd, sizeof usd, "%lld.%06lld", (long long)(cost / 1000000),
+             (long long)(cost % 1000000));
+    json_object_set_new(o, "cost_usd", json_string(usd));
+    if (result) {
+        json_object_set(o, "usage", json_object_get(result, "usage"));
+        json_object_set(o, "billed", json_object_get(result, "billed"));
+        json_object_set(o, "images", json_object_get(result, "images"));
+    }
+    if (json_object_get(job, "error"))
+        json_object_set(o, "error", json_object_get(job, "error"));
+    if (json_object_get(spec, "metadata"))
+        json_object_set(o, "metadata", json_object_get(spec, "metadata"));
+    return o;
+}
+
+/* A row of the human table: job, model, quality, size, n, state, cost, then its S3 keys. */
+static void table_row(json_t *line, imgq_micros *sum, size_t *images)
+{
+    const char *jid = json_string_value(json_object_get(line, "client_id"));
+    if (!jid)
+        jid = json_string_value(json_object_get(line, "id"));
+    json_int_t cost = json_integer_value(json_object_get(line, "cost_micros"));
+    char money[48];
+    imgq_money_format(cost, 6, money, sizeof money);
+    const char *q = json_string_value(json_object_get(line, "quality"));
+    json_t *imgs = json_object_get(line, "images");
+    const char *key = json_string_value(json_object_get(json_array_get(imgs, 0), "key"));
+    printf("%-22s %-17s %-7s %-10s %2lld %-7s %12s  %s\n", jid ? jid : "?",
+           json_string_value(json_object_get(line, "model")), q ? q : "-",
+           json_string_value(json_object_get(line, "size")),
+           (long long)json_integer_value(json_object_get(line, "n")),
+           json_string_value(json_object_get(line, "state")), money, key ? key : "-");
+    for (size_t i = 1; i < json_array_size(imgs); i++)
+        printf("%-84s  %s\n", "",
+               json_string_value(json_object_get(json_array_get(imgs, i), "key")));
+    *sum += cost;
+    *images += json_array_size(imgs);
+}
+
+static int batch_results(const char *id, int table)
+{
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    char **ids;
+    size_t n;
+    json_t *info;
+    int r = imgq_queue_batch_info(q, id, &info);
+    if (r) {
+        fprintf(stderr, "imgq batch results: %s\n",
+                r == IMGQ_ENOTFOUND ? "no such batch" : imgq_strerror(r));
+        return IMGQ_EXIT_FAIL;
+    }
+    imgq_micros counter = json_integer_value(json_object_get(info, "cost"));
+    json_decref(info);
+    if ((r = imgq_queue_batch_jobs(q, id, &ids, &n)) != 0) {
+        fprintf(stderr, "imgq batch results: %s\n", imgq_strerror(r));
+        return IMGQ_EXIT_FAIL;
+    }
+    int rc = IMGQ_EXIT_OK;
+    imgq_micros sum = 0;
+    size_t images = 0, shown = 0;
+    if (table)
+        printf("%-22s %-17s %-7s %-10s %2s %-7s %12s  %s\n", "JOB", "MODEL", "QUALITY", "SIZE", "N",
+               "STATE", "COST", "S3 KEY");
+    const size_t step = 1024;
+    json_t **jobs = imgq_xcalloc(step, sizeof *jobs);
+    for (size_t lo = 0; lo < n && rc == IMGQ_EXIT_OK; lo += step) {
+        size_t cnt = n - lo < step ? n - lo : step;
+        if (imgq_queue_jobs_info(q, ids + lo, cnt, jobs) != 0) {
+            fprintf(stderr, "imgq batch results: redis error\n");
+            rc = IMGQ_EXIT_FAIL;
+            break;
+        }
+        for (size_t i = 0; i < cnt; i++) {
+            if (!jobs[i])
+                continue;
+            json_t *line = result_line(jobs[i]);
+            if (table) {
+                table_row(line, &sum, &images);
+            } else {
+                char *text = json_dumps(line, JSON_COMPACT);
+                printf("%s\n", text);
+                free(text);
+            }
+            shown++;
+            json_decref(line);
+            json_decref(jobs[i]);
+        }
+    }
+    free(jobs);
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    if (table && rc == IMGQ_EXIT_OK) {
+        char a[48], b[48];
+        imgq_money_format(sum, 6, a, sizeof a);
+        imgq_money_format(counter, 6, b, sizeof b);
+        printf("TOTAL: %zu jobs, %zu images, %s (sum of job costs); batch ledger %s%s\n", shown,
+               images, a, b, sum == counter ? "" : "  MISMATCH");
+        if (sum != counter)
+            rc = IMGQ_EXIT_FAIL;
+    }
+    return rc;
+}
+
+int imgq_cmd_batch(int argc, char **argv)
+{
+    const char *sub = argc > 1 ? argv[1] : NULL;
+    const char *id = positional(argc, argv, 2);
+    if (!sub || !id) {
+        fprintf(stderr, "usage: imgq batch status ID [--json] | imgq batch results ID [--table]\n");
+        return IMGQ_EXIT_USAGE;
+    }
+    if (strcmp(sub, "status") == 0)
+        return batch_status(id, has_flag(argc, argv, "--json"));
+    if (strcmp(sub, "results") == 0)
+        return batch_results(id, has_flag(argc, argv, "--table"));
+    fprintf(stderr, "imgq batch: unknown subcommand '%s' (status, results)\n", sub);
+    return IMGQ_EXIT_USAGE;
+}
+
+int imgq_cmd_job(int argc, char **argv)
+{
+    const char *id = positional(argc, argv, 2);
+    if (argc < 3 || strcmp(argv[1], "show") != 0 || !id) {
+        fprintf(stderr, "usage: imgq job show ID\n");
+        return IMGQ_EXIT_USAGE;
+    }
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    json_t *job;
+    int r = imgq_queue_job_info(q, id, &job);
+    if (r) {
+        fprintf(stderr, "imgq job show: %s: %s\n", id,
+                r == IMGQ_ENOTFOUND ? "no such job" : imgq_strerror(r));
+        return IMGQ_EXIT_FAIL;
+    }
+    /* The attempt log is stored as JSON lines; show it as an array. */
+    const char *log = json_string_value(json_object_get(job, "log"));
+    if (log) {
+        json_t *arr = json_array();
+        const char *p = log;
+        while (*p) {
+            const char *nl = strchr(p, '\n');
+            size_t len = nl ? (size_t)(nl - p) : strlen(p);
+            json_t *e = json_loadb(p, len, 0, NULL);
+            if (e)
+                json_array_append_new(arr, e);
+            p += len + (nl ? 1 : 0);
+        }
+        json_object_set_new(job, "attempt_log", arr);
+        json_object_del(job, "log");
+    }
+    json_object_del(job, "token");
+    char *text = json_dumps(job, JSON_INDENT(2) | JSON_SORT_KEYS);
+    printf("%s\n", text);
+    free(text);
+    json_decref(job);
+    return IMGQ_EXIT_OK;
+}

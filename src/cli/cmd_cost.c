@@ -1,0 +1,206 @@
+/*
+ * cmd_cost.c - imgq cost: the procurement calculator.  What a token workload costs on each
+ * route (price group) of the catalog, computed by the same code that bills jobs.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* "100M", "1.5k", "20,000,000" -> tokens; -1 if malformed. */
+static int64_t parse_count(const char *s)
+{
+    int64_t whole = 0, frac = 0, fscale = 1;
+    int digits = 0, in_frac = 0;
+    for (; *s; s++) {
+        if (*s == ',' || *s == '_')
+            continue;
+        if (*s == '.' && !in_frac) {
+            in_frac = 1;
+            continue;
+        }
+        if (*s < '0' || *s > '9')
+            break;
+        if (whole > INT64_MAX / 100 || fscale > 1000000000)
+            return -1;
+        if (in_frac) {
+            frac = frac * 10 + (*s - '0');
+            fscale *= 10;
+        } else {
+            whole = whole * 10 + (*s - '0');
+        }
+        digits++;
+    }
+    int64_t mult = 1;
+    switch (*s) {
+    case '\0':
+        break;
+    case 'k':
+    case 'K':
+        mult = 1000;
+        s++;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1000000;
+        s++;
+        break;
+    case 'b':
+    case 'B':
+    case 'g':
+    case 'G':
+        mult = 1000000000;
+        s++;
+        break;
+    default:
+        return -1;
+    }
+    if (*s || !digits || whole > INT64_MAX / mult / 2)
+        return -1;
+    if (frac && (mult % fscale) != 0)
+        return -1; /* 1.5 tokens is not a count */
+    return whole * mult + frac * (mult / fscale);
+}
+
+static void grouped(int64_t v, char *buf, size_t len)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v), o = 0;
+    for (int i = 0; i < n && (size_t)o + 2 < len; i++) {
+        if (i > 0 && (n - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+}
+
+int imgq_cmd_cost(int argc, char **argv)
+{
+    const char *model = NULL, *route = NULL;
+    struct imgq_usage u = {0};
+    int json = 0;
+    static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
+                                         {"text-in", required_argument, NULL, 't'},
+                                         {"image-in", required_argument, NULL, 'i'},
+                                         {"image-out", required_argument, NULL, 'o'},
+                                         {"text-out", required_argument, NULL, 'x'},
+                                         {"images", required_argument, NULL, 'n'},
+                                         {"route", required_argument, NULL, 'r'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int64_t *dst = NULL;
+        const char *flag = NULL;
+        switch (c) {
+        case 'm':
+            model = optarg;
+            continue;
+        case 'r':
+            route = optarg;
+            continue;
+        case 'j':
+            json = 1;
+            continue;
+        case 't':
+            dst = &u.text_in, flag = "--text-in";
+            break;
+        case 'i':
+            dst = &u.image_in, flag = "--image-in";
+            break;
+        case 'o':
+            dst = &u.image_out, flag = "--image-out";
+            break;
+        case 'x':
+            dst = &u.text_out, flag = "--text-out";
+            break;
+        case 'n':
+            dst = &u.images, flag = "--images";
+            break;
+        default:
+            return IMGQ_EXIT_USAGE;
+        }
+        *dst = parse_count(optarg);
+        if (*dst < 0) {
+            fprintf(stderr, "imgq cost: %s '%s' is not a token count (e.g. 20000000, 20M)\n", flag,
+                    optarg);
+            return IMGQ_EXIT_USAGE;
+        }
+    }
+    if (!model || optind != argc) {
+        fprintf(stderr, "usage: imgq cost --model M [--text-in N] [--image-in N] "
+                        "[--image-out N] [--text-out N] [--images N] [--route R] [--json]\n");
+        return IMGQ_EXIT_USAGE;
+    }
+    const imgq_catalog *cat = imgq__cli_catalog();
+    if (!cat)
+        return IMGQ_EXIT_FAIL;
+    const struct imgq_model *m = imgq_catalog_model(cat, model);
+    if (!m) {
+        fprintf(stderr, "imgq cost: --model '%s' is not in the catalog\n", model);
+        return IMGQ_EXIT_USAGE;
+    }
+    if (m->billing == IMGQ_BILL_PER_IMAGE && u.images == 0) {
+        fprintf(stderr, "imgq cost: model '%s' is priced per image; give --images N\n", m->name);
+        return IMGQ_EXIT_USAGE;
+    }
+    if (route && !imgq_catalog_route(cat, route)) {
+        fprintf(stderr, "imgq cost: --route '%s' is not a route of the catalog\n", route);
+        return IMGQ_EXIT_USAGE;
+    }
+    json_t *out = json ? json_array() : NULL;
+    if (!json) {
+        char a[32], b[32], d[32], e[32];
+        grouped(u.text_in, a, sizeof a);
+        grouped(u.image_in, b, sizeof b);
+        grouped(u.image_out, d, sizeof d);
+        grouped(u.text_out, e, sizeof e);
+        if (m->billing == IMGQ_BILL_TOKENS)
+            printf("%s: %s text-in, %s image-in, %s image-out, %s text-out tokens\n", m->name, a, b,
+                   d, e);
+        else
+            printf("%s: %" PRId64 " images\n", m->name, u.images);
+        printf("%-24s %10s %16s\n", "route", "multiplier", "cost");
+    }
+    int rc = IMGQ_EXIT_OK;
+    for (size_t i = 0;; i++) {
+        const struct imgq_route *rt =
+            route ? imgq_catalog_route(cat, route) : imgq_catalog_route_at(cat, i);
+        if (!rt)
+            break;
+        imgq_micros cost;
+        int r = imgq_cost_from_usage(m, rt, &u, &cost);
+        if (r) {
+            fprintf(stderr, "imgq cost: %s\n", imgq_strerror(r));
+            rc = IMGQ_EXIT_FAIL;
+            break;
+        }
+        /* Cents when the figure is whole cents, else every micro-dollar. */
+        char money[64];
+        imgq_money_format(cost, json || cost % 10000 ? 6 : 2, money, sizeof money);
+        if (json) {
+            json_t *o = json_object();
+            json_object_set_new(o, "model", json_string(m->name));
+            json_object_set_new(o, "route", json_string(rt->name));
+            json_object_set_new(o, "multiplier_ppm", json_integer(rt->multiplier_ppm));
+            json_object_set_new(o, "cost_micros", json_integer(cost));
+            json_object_set_new(o, "cost", json_string(money));
+            json_array_append_new(out, o);
+        } else {
+            printf("%-24s %6" PRId64 ".%02" PRId64 " %16s\n", rt->name,
+                   rt->multiplier_ppm / 1000000, (rt->multiplier_ppm % 1000000) / 10000, money);
+        }
+        if (route)
+            break;
+    }
+    if (json) {
+        char *text = json_dumps(out, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+        json_decref(out);
+    }
+    return rc;
+}

@@ -1,0 +1,205 @@
+/*
+ * cmd_presign.c - "imgq presign": print a presigned URL for an S3 object.
+ *
+ *   imgq presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ] [--method GET]
+ *
+ * Credentials, region and endpoint come from the environment as for every S3 access (see
+ * imgq_s3_config_from_env in s3.h); the config file's s3.endpoint and s3.region fill in what
+ * the environment leaves unset.  The bucket named in the s3:// URL is the one used, and the
+ * key is taken as written (no key prefix is added).  --at signs as of another time (for
+ * reproducible URLs and tests).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "imgq/alloc.h"
+#include "imgq/s3.h"
+
+#define USAGE                                                                                      \
+    "usage: imgq presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ]\n"              \
+    "                    [--method GET|PUT|HEAD|DELETE]\n"
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("imgq presign: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n" USAGE, stderr);
+    return IMGQ_EXIT_USAGE;
+}
+
+/* Strict YYYYMMDDTHHMMSSZ, as UTC; false if malformed or not a real date and time. */
+static bool parse_amz_date(const char *s, time_t *out)
+{
+    struct tm tm;
+    char *end;
+
+    if (strlen(s) != 16 || s[8] != 'T' || s[15] != 'Z')
+        return false;
+    for (int i = 0; i < 15; i++)
+        if (i != 8 && !isdigit((unsigned char)s[i]))
+            return false;
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(s, "%Y%m%dT%H%M%SZ", &tm);
+    if (!end || *end)
+        return false;
+    int year = tm.tm_year, mon = tm.tm_mon, mday = tm.tm_mday;
+    int hour = tm.tm_hour, min = tm.tm_min, sec = tm.tm_sec;
+    time_t t = timegm(&tm);
+    /* timegm normalises 20230231 into March: reject dates that moved. */
+    if (t == (time_t)-1 || tm.tm_year != year || tm.tm_mon != mon || tm.tm_mday != mday ||
+        tm.tm_hour != hour || tm.tm_min != min || tm.tm_sec != sec)
+        return false;
+    *out = t;
+    return true;
+}
+
+static bool parse_long(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || !isdigit((unsigned char)s[0]))
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Value of "--name VALUE" or "--name=VALUE" at argv[*i], advancing *i; NULL if missing. */
+static const char *option_value(int argc, char **argv, int *i, const char *name, bool *matched)
+{
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+    *matched = false;
+    if (strncmp(a, name, n) != 0)
+        return NULL;
+    if (a[n] == '=') {
+        *matched = true;
+        return a + n + 1;
+    }
+    if (a[n] != '\0')
+        return NULL;
+    *matched = true;
+    if (*i + 1 >= argc)
+        return NULL;
+    return argv[++*i];
+}
+
+/* The config file's S3 endpoint and region, where the environment names none. */
+static void apply_config_file(struct imgq_s3_config *cfg)
+{
+    const struct imgq_config *conf = imgq__cli_config();
+    const char *style = getenv("IMGQ_S3_ADDRESSING_STYLE");
+
+    if (!conf)
+        return;
+    if (!cfg->endpoint && conf->s3_endpoint && *conf->s3_endpoint) {
+        imgq_s3_config_set(&cfg->endpoint, conf->s3_endpoint);
+        cfg->path_style = !(style && strcmp(style, "virtual") == 0);
+    }
+    const char *r1 = getenv("AWS_REGION"), *r2 = getenv("AWS_DEFAULT_REGION");
+    if ((!r1 || !*r1) && (!r2 || !*r2) && conf->s3_region && *conf->s3_region)
+        imgq_s3_config_set(&cfg->region, conf->s3_region);
+}
+
+int imgq_cmd_presign(int argc, char **argv)
+{
+    const char *target = NULL, *expires_s = NULL, *at_s = NULL, *method_s = "GET";
+    char method[8];
+    long expires;
+    time_t at = time(NULL);
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        bool m;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(USAGE, stdout);
+            return IMGQ_EXIT_OK;
+        }
+        if ((v = option_value(argc, argv, &i, "--expires", &m)) || m) {
+            if (!v)
+                return usage_error("--expires needs a value (seconds)");
+            expires_s = v;
+        } else if ((v = option_value(argc, argv, &i, "--at", &m)) || m) {
+            if (!v)
+                return usage_error("--at needs a value (YYYYMMDDTHHMMSSZ)");
+            at_s = v;
+        } else if ((v = option_value(argc, argv, &i, "--method", &m)) || m) {
+            if (!v)
+                return usage_error("--method needs a value");
+            method_s = v;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            return usage_error("unknown option '%s'", a);
+        } else if (target) {
+            return usage_error("unexpected argument '%s' (one s3://BUCKET/KEY only)", a);
+        } else {
+            target = a;
+        }
+    }
+    if (!target)
+        return usage_error("missing s3://BUCKET/KEY");
+    if (strncmp(target, "s3://", 5) != 0)
+        return usage_error("'%s' is not an s3://BUCKET/KEY URL", target);
+    const char *slash = strchr(target + 5, '/');
+    if (!slash || slash == target + 5 || slash[1] == '\0')
+        return usage_error("'%s' must name a bucket and a key: s3://BUCKET/KEY", target);
+    if (!expires_s)
+        return usage_error("missing --expires SECONDS (1..604800)");
+    if (!parse_long(expires_s, &expires) || expires < 1 || expires > IMGQ_S3_PRESIGN_MAX_EXPIRES)
+        return usage_error("--expires '%s' must be a whole number of seconds from 1 to 604800",
+                           expires_s);
+    if (at_s && !parse_amz_date(at_s, &at))
+        return usage_error("--at '%s' must be a UTC time written YYYYMMDDTHHMMSSZ", at_s);
+    size_t mlen = strlen(method_s);
+    if (mlen == 0 || mlen >= sizeof(method))
+        return usage_error("--method '%s' must be GET, PUT, HEAD or DELETE", method_s);
+    for (size_t i = 0; i <= mlen; i++)
+        method[i] = (char)toupper((unsigned char)method_s[i]);
+    if (strcmp(method, "GET") && strcmp(method, "PUT") && strcmp(method, "HEAD") &&
+        strcmp(method, "DELETE"))
+        return usage_error("--method '%s' must be GET, PUT, HEAD or DELETE", method_s);
+
+    struct imgq_s3_config cfg;
+    const char *why = NULL;
+    char *problem = NULL, *url = NULL;
+    int status = IMGQ_EXIT_FAIL;
+
+    imgq_s3_config_init(&cfg);
+    if (imgq_s3_config_from_env(&cfg, &why) < 0) {
+        fprintf(stderr, "imgq presign: %s\n", why);
+        goto out;
+    }
+    apply_config_file(&cfg);
+    char *bucket = imgq_xstrndup(target + 5, (size_t)(slash - (target + 5)));
+    imgq_s3_config_set(&cfg.bucket, bucket);
+    free(bucket);
+    if (imgq_s3_config_check(&cfg, true, &problem) < 0) {
+        fprintf(stderr, "imgq presign: %s\n", problem);
+        goto out;
+    }
+    int rc = imgq_s3_presign(&cfg, method, cfg.bucket, slash + 1, expires, at, &url);
+    if (rc == IMGQ_EINVAL) {
+        status = usage_error("cannot presign '%s': invalid bucket name or key", target);
+        goto out;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "imgq presign: %s: %s\n", target, imgq_strerror(rc));
+        goto out;
+    }
+    printf("%s\n", url);
+    status = fflush(stdout) == 0 ? IMGQ_EXIT_OK : IMGQ_EXIT_FAIL;
+out:
+    free(url);
+    free(problem);
+    imgq_s3_config_clear(&cfg);
+    return status;
+}

@@ -1,0 +1,323 @@
+/*
+ * cmd_submit.c - imgq submit: validate a whole JSONL file, then enqueue it.
+ *
+ * All or nothing: the first pass validates every line and reports every bad one; only a
+ * clean file reaches the second pass, which enqueues in pipelined chunks.  Neither pass keeps
+ * the file in memory, so a million-line catalog submits in flat memory (standard input is
+ * spooled to a temporary file so it can be read twice).
+ *
+ * Idempotency: a line's key is its team and "id"; a line without "id" gets one from the
+ * batch name, its line number and its content, so resubmitting the same file under the same
+ * --batch enqueues nothing twice.
+ */
+#include <getopt.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "imgq/alloc.h"
+#include "imgq/job.h"
+
+#define CHUNK 4096 /* jobs handed to imgq_queue_submit at once */
+
+struct pending {
+    struct imgq_submit_item items[CHUNK];
+    char *ids[CHUNK], *idems[CHUNK], *specs[CHUNK], *teams[CHUNK];
+    unsigned char created[CHUNK];
+    size_t n;
+    size_t total_created, total_existing;
+};
+
+static void random_id(char prefix, char *buf, size_t len)
+{
+    static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+    unsigned char raw[12];
+    if (RAND_bytes(raw, sizeof raw) != 1)
+        abort();
+    size_t o = 0;
+    buf[o++] = prefix;
+    for (size_t i = 0; i < sizeof raw && o + 1 < len; i++)
+        buf[o++] = alphabet[raw[i] & 31];
+    buf[o] = '\0';
+}
+
+static void sha256_hex(const char *data, size_t len, char out[65])
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static int valid_batch_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return 0;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") == n;
+}
+
+static void pending_clear(struct pending *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->ids[i]);
+        free(p->idems[i]);
+        free(p->specs[i]);
+        free(p->teams[i]);
+    }
+    p->n = 0;
+}
+
+static int flush(imgq_queue *q, const char *batch, struct pending *p)
+{
+    if (p->n == 0)
+        return 0;
+    char err[512];
+    int r = imgq_queue_submit(q, batch, p->items, p->n, p->created, err, sizeof err);
+    if (r) {
+        fprintf(stderr, "imgq submit: %s\n", err);
+        pending_clear(p);
+        return r;
+    }
+    for (size_t i = 0; i < p->n; i++)
+        p->created[i] ? p->total_created++ : p->total_existing++;
+    pending_clear(p);
+    return 0;
+}
+
+static FILE *open_input(const char *path)
+{
+    if (strcmp(path, "-") != 0)
+        return fopen(path, "rb");
+    /* Spool standard input so the enqueue pass can read it again. */
+    FILE *tmp = tmpfile();
+    if (!tmp)
+        return NULL;
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, stdin)) > 0)
+        if (fwrite(buf, 1, n, tmp) != n) {
+            fclose(tmp);
+            return NULL;
+        }
+    rewind(tmp);
+    return tmp;
+}
+
+static int blank(const char *line, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r' && line[i] != '\n')
+            return 0;
+    return 1;
+}
+
+int imgq_cmd_submit(int argc, char **argv)
+{
+    const char *batch = NULL;
+    struct imgq_job_defaults d = {.priority = IMGQ_PRIO_NORMAL, .max_attempts = 5};
+    int json = 0, dry_run = 0;
+    static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
+                                         {"priority", required_argument, NULL, 'p'},
+                                         {"team", required_argument, NULL, 't'},
+                                         {"route", required_argument, NULL, 'r'},
+                                         {"max-attempts", required_argument, NULL, 'm'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"dry-run", no_argument, NULL, 'n'},
+                                         {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            batch = optarg;
+            break;
+        case 'p': {
+            enum imgq_priority pr;
+            if (imgq_priority_parse(optarg, &pr) != 0) {
+                fprintf(stderr, "imgq submit: --priority '%s': use low, normal or high\n", optarg);
+                return IMGQ_EXIT_USAGE;
+            }
+            d.priority = pr;
+            break;
+        }
+        case 't':
+            d.team = optarg;
+            break;
+        case 'r':
+            d.route = optarg;
+            break;
+        case 'm':
+            d.max_attempts = atoi(optarg);
+            if (d.max_attempts < 1 || d.max_attempts > 100) {
+                fprintf(stderr, "imgq submit: --max-attempts '%s': use 1 to 100\n", optarg);
+                return IMGQ_EXIT_USAGE;
+            }
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'n':
+            dry_run = 1;
+            break;
+        default:
+            return IMGQ_EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc) {
+        fprintf(stderr, "usage: imgq submit FILE.jsonl|- [--batch NAME] [--priority P] "
+                        "[--team T] [--route R] [--max-attempts N] [--dry-run] [--json]\n");
+        return IMGQ_EXIT_USAGE;
+    }
+    const char *path = argv[optind];
+    char batch_buf[80];
+    if (batch && !valid_batch_name(batch)) {
+        fprintf(stderr, "imgq submit: --batch '%s': use 1-64 letters, digits, -_.:\n", batch);
+        return IMGQ_EXIT_USAGE;
+    }
+    if (!batch) {
+        char rnd[16];
+        random_id('b', rnd, 9);
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        char stamp[32];
+        strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+        snprintf(batch_buf, sizeof batch_buf, "b%s-%s", stamp, rnd + 1);
+        batch = batch_buf;
+    }
+    const imgq_catalog *cat = imgq__cli_catalog();
+    if (!cat)
+        return IMGQ_EXIT_FAIL;
+    if (d.route && !imgq_catalog_route(cat, d.route)) {
+        fprintf(stderr, "imgq submit: --route '%s' is not a route of the catalog\n", d.route);
+        return IMGQ_EXIT_USAGE;
+    }
+    FILE *f = open_input(path);
+    if (!f) {
+        fprintf(stderr, "imgq submit: %s: cannot read: %m\n", path);
+        return IMGQ_EXIT_FAIL;
+    }
+    const char *shown = strcmp(path, "-") == 0 ? "<stdin>" : path;
+    time_t today = time(NULL);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    size_t lineno = 0, jobs = 0, bad = 0;
+    int rc = IMGQ_EXIT_OK;
+
+    /* Pass 1: validate everything, report every bad line. */
+    while ((len = getline(&line, &cap, f)) != -1) {
+        lineno++;
+        if (blank(line, (size_t)len))
+            continue;
+        struct imgq_job_spec spec;
+        struct imgq_job_problem why;
+        char warn[256];
+        if (imgq_job_parse(cat, line, (size_t)len, &d, today, &spec, &why, warn, sizeof warn) !=
+            0) {
+            bad++;
+            fprintf(stderr, "%s:%zu: %s: %s\n", shown, lineno, why.field, why.reason);
+            continue;
+        }
+        if (warn[0])
+            fprintf(stderr, "%s:%zu: warning: %s\n", shown, lineno, warn);
+        imgq_job_spec_clear(&spec);
+        jobs++;
+    }
+    if (ferror(f)) {
+        fprintf(stderr, "imgq submit: %s: read error\n", shown);
+        rc = IMGQ_EXIT_FAIL;
+        goto out;
+    }
+    if (bad) {
+        fprintf(stderr, "imgq submit: %zu of %zu lines invalid; nothing was enqueued\n", bad,
+                bad + jobs);
+        rc = IMGQ_EXIT_FAIL;
+        goto out;
+    }
+    if (jobs == 0) {
+        fprintf(stderr, "imgq submit: %s has no jobs; nothing was enqueued\n", shown);
+        rc = IMGQ_EXIT_FAIL;
+        goto out;
+    }
+    if (dry_run) {
+        if (json)
+            printf("{\"valid\":%zu,\"enqueued\":0}\n", jobs);
+        else
+            fprintf(stderr, "imgq submit: %zu jobs valid (dry run, nothing enqueued)\n", jobs);
+        goto out;
+    }
+
+    /* Pass 2: enqueue. */
+    imgq_queue *q = imgq__cli_queue();
+    if (!q) {
+        rc = IMGQ_EXIT_FAIL;
+        goto out;
+    }
+    struct pending *p = imgq_xcalloc(1, sizeof *p);
+    rewind(f);
+    lineno = 0;
+    while ((len = getline(&line, &cap, f)) != -1) {
+        lineno++;
+        if (blank(line, (size_t)len))
+            continue;
+        struct imgq_job_spec spec;
+        struct imgq_job_problem why;
+        if (imgq_job_parse(cat, line, (size_t)len, &d, today, &spec, &why, NULL, 0) != 0) {
+            /* The file changed under us between the passes. */
+            fprintf(stderr, "%s:%zu: %s: %s (file changed during submit)\n", shown, lineno,
+                    why.field, why.reason);
+            rc = IMGQ_EXIT_FAIL;
+            break;
+        }
+        char id[32], hash[65];
+        random_id('j', id, 14);
+        char *idem;
+        if (spec.id) {
+            idem = imgq_xasprintf("%s\x1f%s", spec.team, spec.id);
+        } else {
+            sha256_hex(line, (size_t)len, hash);
+            idem = imgq_xasprintf("%s\x1f@%s:%zu:%.32s", spec.team, batch, lineno, hash);
+        }
+        size_t i = p->n++;
+        p->ids[i] = imgq_xstrdup(id);
+        p->idems[i] = idem;
+        p->specs[i] = imgq_job_spec_to_json(&spec);
+        p->teams[i] = imgq_xstrdup(spec.team);
+        p->items[i] = (struct imgq_submit_item){p->ids[i],   p->idems[i], spec.priority,
+                                                p->teams[i], p->specs[i], spec.max_attempts};
+        imgq_job_spec_clear(&spec);
+        if (p->n == CHUNK && flush(q, batch, p) != 0) {
+            rc = IMGQ_EXIT_FAIL;
+            break;
+        }
+    }
+    if (rc == IMGQ_EXIT_OK && flush(q, batch, p) != 0)
+        rc = IMGQ_EXIT_FAIL;
+    pending_clear(p);
+    if (rc == IMGQ_EXIT_OK) {
+        if (json)
+            printf("{\"batch\":\"%s\",\"created\":%zu,\"existing\":%zu}\n", batch, p->total_created,
+                   p->total_existing);
+        else {
+            printf("%s\n", batch);
+            fprintf(stderr, "imgq submit: batch %s: %zu jobs enqueued, %zu already present\n",
+                    batch, p->total_created, p->total_existing);
+        }
+    } else {
+        fprintf(stderr,
+                "imgq submit: batch %s: %zu jobs were enqueued before the failure; submit the "
+                "same file with --batch %s again to enqueue the rest without duplicates\n",
+                batch, p->total_created, batch);
+    }
+    free(p);
+out:
+    free(line);
+    fclose(f);
+    return rc;
+}

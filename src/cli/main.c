@@ -1,0 +1,150 @@
+/* main.c - the imgq command: global flags, configuration, and dispatch to subcommands. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "imgq/alloc.h"
+
+static struct imgq_config config;
+static imgq_catalog *catalog;
+static imgq_queue *queue;
+
+struct imgq_config *imgq__cli_config(void)
+{
+    return &config;
+}
+
+const imgq_catalog *imgq__cli_catalog(void)
+{
+    if (!catalog) {
+        char err[512];
+        if (imgq_catalog_load(config.catalog, &catalog, err, sizeof err) != 0) {
+            fprintf(stderr, "imgq: catalog %s\n", err);
+            return NULL;
+        }
+    }
+    return catalog;
+}
+
+imgq_queue *imgq__cli_queue(void)
+{
+    if (!queue) {
+        char err[512];
+        if (imgq_queue_open(config.redis_url, config.prefix, config.queue, &queue, err,
+                            sizeof err) != 0) {
+            fprintf(stderr, "imgq: %s\n", err);
+            return NULL;
+        }
+    }
+    return queue;
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: imgq [--config FILE] [--redis URL] [--queue NAME] [--prefix P] "
+          "[--catalog FILE] COMMAND ...\n"
+          "\n"
+          "commands:\n"
+          "  submit FILE.jsonl|- [--batch NAME] [--priority low|normal|high] [--team T]\n"
+          "         [--route R] [--max-attempts N] [--dry-run] [--json]\n"
+          "  batch status ID [--json]      counts by state and cost so far\n"
+          "  batch results ID [--table]    one JSON line per job, or a table with totals\n"
+          "  job show ID                   everything about one job\n"
+          "  cost --model M [--text-in N] [--image-in N] [--image-out N] [--text-out N]\n"
+          "       [--route R] [--json]     cost of a token workload (N takes k, M, B)\n"
+          "  presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ]\n"
+          "\n"
+          "environment: IMGQ_CONFIG, IMGQ_REDIS_URL, IMGQ_QUEUE, IMGQ_PREFIX, IMGQ_CATALOG,\n"
+          "  IMGQ_S3_BUCKET, AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...\n",
+          f);
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_file = NULL, *redis = NULL, *qname = NULL, *prefix = NULL, *cat = NULL;
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"redis", required_argument, NULL, 'r'},
+                                         {"queue", required_argument, NULL, 'q'},
+                                         {"prefix", required_argument, NULL, 'p'},
+                                         {"catalog", required_argument, NULL, 'C'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    /* libcurl leaves signals alone; a peer hanging up must not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    int c;
+    /* '+' stops at the subcommand, whose own flags follow it. */
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_file = optarg;
+            break;
+        case 'r':
+            redis = optarg;
+            break;
+        case 'q':
+            qname = optarg;
+            break;
+        case 'p':
+            prefix = optarg;
+            break;
+        case 'C':
+            cat = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return IMGQ_EXIT_OK;
+        default:
+            usage(stderr);
+            return IMGQ_EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return IMGQ_EXIT_USAGE;
+    }
+    char err[512];
+    if (imgq_config_load(&config, config_file, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq: config %s\n", err);
+        return IMGQ_EXIT_USAGE;
+    }
+    imgq_config_set(&config.redis_url, redis);
+    imgq_config_set(&config.queue, qname);
+    imgq_config_set(&config.prefix, prefix);
+    imgq_config_set(&config.catalog, cat);
+
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"submit", imgq_cmd_submit},
+                {"batch", imgq_cmd_batch},
+                {"job", imgq_cmd_job},
+                {"cost", imgq_cmd_cost},
+                {"presign", imgq_cmd_presign}};
+    int rc = -1;
+    const char *name = argv[optind];
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(cmds[i].name, name) == 0) {
+            int sub_argc = argc - optind;
+            char **sub_argv = argv + optind;
+            optind = 0; /* glibc: 0 re-initialises getopt for the subcommand */
+            rc = cmds[i].fn(sub_argc, sub_argv);
+            break;
+        }
+    if (rc == -1) {
+        if (strcmp(name, "help") == 0) {
+            usage(stdout);
+            rc = IMGQ_EXIT_OK;
+        } else {
+            fprintf(stderr, "imgq: unknown command '%s'\n", name);
+            usage(stderr);
+            rc = IMGQ_EXIT_USAGE;
+        }
+    }
+    imgq_queue_close(queue);
+    imgq_catalog_free(catalog);
+    imgq_config_clear(&config);
+    return rc;
+}

@@ -1,0 +1,423 @@
+/*
+ * job.c - parsing and validating jobs, and their stored form.
+ */
+#include "imgq/job.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgq/alloc.h"
+
+#define METADATA_MAX 16384
+#define WEBHOOK_MAX 2048
+
+static const char *const known_fields[] = {
+    "id",           "prompt",     "model",         "n",
+    "size",         "quality",    "output_format", "output_compression",
+    "background",   "moderation", "user",          "route",
+    "team",         "webhook",    "priority",      "metadata",
+    "max_attempts", NULL};
+
+int imgq_provider_api_supported(const char *api)
+{
+    return api && strcmp(api, "openai-images") == 0;
+}
+
+static int problem(struct imgq_job_problem *why, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int problem(struct imgq_job_problem *why, const char *field, const char *fmt, ...)
+{
+    snprintf(why->field, sizeof why->field, "%s", field);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why->reason, sizeof why->reason, fmt, ap);
+    va_end(ap);
+    return IMGQ_EINVAL;
+}
+
+/* Characters, not bytes: providers count the prompt limit in characters. */
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+static void list_join(char **list, char *buf, size_t len)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (char **p = list; p && *p && o < len; p++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%s", p == list ? "" : ", ", *p);
+}
+
+/* An optional string field; IMGQ_EINVAL if present but not a string. */
+static int opt_string(json_t *o, const char *key, char **out, struct imgq_job_problem *why)
+{
+    json_t *v = json_object_get(o, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return problem(why, key, "must be a string");
+    *out = imgq_xstrdup(json_string_value(v));
+    return 0;
+}
+
+static int one_of(const char *field, const char *v, const char *const *allowed,
+                  struct imgq_job_problem *why)
+{
+    char list[256] = "";
+    size_t o = 0;
+    for (const char *const *a = allowed; *a; a++) {
+        if (strcmp(v, *a) == 0)
+            return 0;
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", a == allowed ? "" : ", ", *a);
+    }
+    return problem(why, field, "'%s' is not one of: %s", v, list);
+}
+
+static int valid_name(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.' || *s == ':' || *s == '/'))
+            return 0;
+    return 1;
+}
+
+static int today_after(time_t today, const char *date)
+{
+    char buf[16];
+    struct tm tm;
+    gmtime_r(&today, &tm);
+    strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+    return strcmp(buf, date) >= 0;
+}
+
+static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_defaults *d,
+                    time_t today, struct imgq_job_spec *s, struct imgq_job_problem *why, char *warn,
+                    size_t warnlen)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(o, key, val)
+    {
+        int known = 0;
+        for (const char *const *k = known_fields; *k && !known; k++)
+            known = strcmp(*k, key) == 0;
+        if (!known)
+            return problem(why, key,
+                           "unknown field (a typo? imgq takes the OpenAI Images "
+                           "request fields plus id, priority, team, route, "
+                           "metadata, webhook, max_attempts)");
+    }
+    int r;
+    if ((r = opt_string(o, "id", &s->id, why)))
+        return r;
+    if (s->id && (!*s->id || strlen(s->id) > IMGQ_JOB_ID_MAX || strpbrk(s->id, "\r\n\t")))
+        return problem(why, "id", "must be 1 to %d characters without control characters",
+                       IMGQ_JOB_ID_MAX);
+
+    /* prompt */
+    json_t *p = json_object_get(o, "prompt");
+    if (!p)
+        return problem(why, "prompt", "is required");
+    if (!json_is_string(p))
+        return problem(why, "prompt", "must be a string");
+    const char *ps = json_string_value(p);
+    if (ps[strspn(ps, " \t\r\n")] == '\0')
+        return problem(why, "prompt", "is empty");
+    s->prompt = imgq_xstrdup(ps);
+
+    /* model */
+    json_t *mv = json_object_get(o, "model");
+    if (!mv)
+        return problem(why, "model", "is required");
+    if (!json_is_string(mv))
+        return problem(why, "model", "must be a string");
+    const char *mname = json_string_value(mv);
+    const struct imgq_model *m = imgq_catalog_model(cat, mname);
+    if (!m)
+        return problem(why, "model", "'%s' is not in the catalog (version %s)", mname,
+                       imgq_catalog_version(cat));
+    s->model = imgq_xstrdup(m->name);
+    if (strcmp(m->name, mname) != 0)
+        s->alias = imgq_xstrdup(mname);
+    if (m->shutdown && today_after(today, m->shutdown))
+        return problem(why, "model", "'%s' was shut down on %s%s%s%s", m->name, m->shutdown,
+                       m->successor ? "; use '" : "", m->successor ? m->successor : "",
+                       m->successor ? "' instead" : "");
+    if (!imgq_provider_api_supported(m->api))
+        return problem(why, "model",
+                       "'%s' is served by the %s API, which this imgq build cannot call yet",
+                       m->name, m->api);
+    if (warn && warnlen) {
+        warn[0] = '\0';
+        if (m->deprecated && today_after(today, m->deprecated))
+            snprintf(warn, warnlen, "model '%s' is deprecated since %s%s%s%s", m->name,
+                     m->deprecated, m->shutdown ? " and shuts down on " : "",
+                     m->shutdown ? m->shutdown : "",
+                     m->successor ? "; plan a move to its successor" : "");
+    }
+
+    /* n */
+    json_t *nv = json_object_get(o, "n");
+    s->n = 1;
+    if (nv && !json_is_null(nv)) {
+        if (!json_is_integer(nv))
+            return problem(why, "n", "must be an integer");
+        json_int_t n = json_integer_value(nv);
+        if (n < 1 || n > m->n_max)
+            return problem(why, "n", "%lld is out of range for model '%s' (1 to %d)", (long long)n,
+                           m->name, m->n_max);
+        s->n = (int)n;
+    }
+
+    /* size */
+    char allowed[512];
+    if ((r = opt_string(o, "size", &s->size, why)))
+        return r;
+    if (!s->size)
+        s->size = imgq_xstrdup(m->sizes[0]);
+    if (!imgq_model_allows_size(m, s->size)) {
+        list_join(m->sizes, allowed, sizeof allowed);
+        return problem(why, "size", "'%s' is not allowed for model '%s' (allowed: %s)", s->size,
+                       m->name, allowed);
+    }
+    if (imgq_size_parse(s->size, &s->width, &s->height) != 0)
+        return problem(why, "size", "'%s' is not WxH", s->size);
+
+    /* quality */
+    if ((r = opt_string(o, "quality", &s->quality, why)))
+        return r;
+    if (!m->qualities[0]) {
+        if (s->quality && strcmp(s->quality, "auto") != 0)
+            return problem(why, "quality", "model '%s' has no quality setting", m->name);
+        free(s->quality);
+        s->quality = NULL;
+    } else {
+        if (!s->quality)
+            s->quality = imgq_xstrdup("auto");
+        if (!imgq_model_allows_quality(m, s->quality)) {
+            list_join(m->qualities, allowed, sizeof allowed);
+            return problem(why, "quality", "'%s' is not allowed for model '%s' (allowed: %s)",
+                           s->quality, m->name, allowed);
+        }
+    }
+
+    /* output */
+    static const char *const formats[] = {"webp", "png", NULL};
+    if ((r = opt_string(o, "output_format", &s->output_format, why)))
+        return r;
+    if (!s->output_format)
+        s->output_format = imgq_xstrdup("webp");
+    if (strcmp(s->output_format, "jpeg") == 0)
+        return problem(why, "output_format",
+                       "'jpeg' storage is not supported yet; use webp or "
+                       "png");
+    if ((r = one_of("output_format", s->output_format, formats, why)))
+        return r;
+    json_t *cv = json_object_get(o, "output_compression");
+    s->output_compression = 85;
+    if (cv && !json_is_null(cv)) {
+        if (!json_is_integer(cv) || json_integer_value(cv) < 0 || json_integer_value(cv) > 100)
+            return problem(why, "output_compression", "must be an integer from 0 to 100");
+        s->output_compression = (int)json_integer_value(cv);
+    }
+    static const char *const backgrounds[] = {"transparent", "opaque", "auto", NULL};
+    static const char *const moderations[] = {"low", "auto", NULL};
+    if ((r = opt_string(o, "background", &s->background, why)) ||
+        (s->background && (r = one_of("background", s->background, backgrounds, why))) ||
+        (r = opt_string(o, "moderation", &s->moderation, why)) ||
+        (s->moderation && (r = one_of("moderation", s->moderation, moderations, why))) ||
+        (r = opt_string(o, "user", &s->user, why)))
+        return r;
+
+    /* routing and ownership */
+    if ((r = opt_string(o, "route", &s->route, why)))
+        return r;
+    if (!s->route)
+        s->route = imgq_xstrdup(d && d->route ? d->route : "list");
+    if (!imgq_catalog_route(cat, s->route))
+        return problem(why, "route", "'%s' is not a route of the catalog", s->route);
+    if ((r = opt_string(o, "team", &s->team, why)))
+        return r;
+    if (!s->team)
+        s->team = imgq_xstrdup(d && d->team ? d->team : "");
+    if (*s->team && !valid_name(s->team, 64))
+        return problem(why, "team", "'%s' must be 1-64 characters of letters, digits, -_.:/",
+                       s->team);
+    s->priority = d ? d->priority : IMGQ_PRIO_NORMAL;
+    json_t *pv = json_object_get(o, "priority");
+    if (pv && !json_is_null(pv)) {
+        enum imgq_priority pr;
+        if (!json_is_string(pv) || imgq_priority_parse(json_string_value(pv), &pr) != 0)
+            return problem(why, "priority", "must be \"high\", \"normal\" or \"low\"");
+        s->priority = pr;
+    }
+    s->max_attempts = d && d->max_attempts > 0 ? d->max_attempts : 5;
+    json_t *av = json_object_get(o, "max_attempts");
+    if (av && !json_is_null(av)) {
+        if (!json_is_integer(av) || json_integer_value(av) < 1 || json_integer_value(av) > 100)
+            return problem(why, "max_attempts", "must be an integer from 1 to 100");
+        s->max_attempts = (int)json_integer_value(av);
+    }
+    if ((r = opt_string(o, "webhook", &s->webhook, why)))
+        return r;
+    if (s->webhook &&
+        ((strncmp(s->webhook, "https://", 8) != 0 && strncmp(s->webhook, "http://", 7) != 0) ||
+         strlen(s->webhook) > WEBHOOK_MAX))
+        return problem(why, "webhook", "must be an http:// or https:// URL of at most %d bytes",
+                       WEBHOOK_MAX);
+    json_t *md = json_object_get(o, "metadata");
+    if (md && !json_is_null(md)) {
+        if (!json_is_object(md))
+            return problem(why, "metadata", "must be a JSON object");
+        char *text = json_dumps(md, JSON_COMPACT);
+        size_t len = text ? strlen(text) : 0;
+        free(text);
+        if (len > METADATA_MAX)
+            return problem(why, "metadata", "is %zu bytes; the limit is %d", len, METADATA_MAX);
+        s->metadata = json_incref(md);
+    }
+    if (m->max_prompt_chars > 0 && utf8_chars(s->prompt) > (size_t)m->max_prompt_chars)
+        return problem(why, "prompt", "has %zu characters; model '%s' takes at most %d",
+                       utf8_chars(s->prompt), m->name, m->max_prompt_chars);
+    return 0;
+}
+
+int imgq_job_parse(const imgq_catalog *cat, const char *text, size_t len,
+                   const struct imgq_job_defaults *defaults, time_t today,
+                   struct imgq_job_spec *out, struct imgq_job_problem *why, char *warn,
+                   size_t warnlen)
+{
+    memset(out, 0, sizeof *out);
+    memset(why, 0, sizeof *why);
+    if (warn && warnlen)
+        warn[0] = '\0';
+    json_error_t je;
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!o) {
+        problem(why, "(json)", "column %d: %s", je.column, je.text);
+        return IMGQ_EPARSE;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
+        problem(why, "(json)", "a job must be a JSON object");
+        return IMGQ_EPARSE;
+    }
+    int r = validate(cat, o, defaults, today, out, why, warn, warnlen);
+    json_decref(o);
+    if (r)
+        imgq_job_spec_clear(out);
+    return r;
+}
+
+static void set_str(json_t *o, const char *k, const char *v)
+{
+    if (v)
+        json_object_set_new(o, k, json_string(v));
+}
+
+char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
+{
+    json_t *o = json_object();
+    set_str(o, "id", s->id);
+    set_str(o, "model", s->model);
+    set_str(o, "alias", s->alias);
+    set_str(o, "prompt", s->prompt);
+    json_object_set_new(o, "n", json_integer(s->n));
+    set_str(o, "size", s->size);
+    set_str(o, "quality", s->quality);
+    set_str(o, "output_format", s->output_format);
+    json_object_set_new(o, "output_compression", json_integer(s->output_compression));
+    set_str(o, "background", s->background);
+    set_str(o, "moderation", s->moderation);
+    set_str(o, "user", s->user);
+    set_str(o, "route", s->route);
+    set_str(o, "team", s->team);
+    set_str(o, "webhook", s->webhook);
+    set_str(o, "priority", imgq_priority_name(s->priority));
+    json_object_set_new(o, "max_attempts", json_integer(s->max_attempts));
+    if (s->metadata)
+        json_object_set(o, "metadata", s->metadata);
+    char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(o);
+    if (!text)
+        abort(); /* only allocation can fail here (alloc.h policy) */
+    return text;
+}
+
+static char *dup_field(json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? imgq_xstrdup(v) : NULL;
+}
+
+int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
+{
+    memset(s, 0, sizeof *s);
+    json_t *o = json_loads(text, 0, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return IMGQ_EPARSE;
+    }
+    s->id = dup_field(o, "id");
+    s->model = dup_field(o, "model");
+    s->alias = dup_field(o, "alias");
+    s->prompt = dup_field(o, "prompt");
+    s->n = (int)json_integer_value(json_object_get(o, "n"));
+    s->size = dup_field(o, "size");
+    s->quality = dup_field(o, "quality");
+    s->output_format = dup_field(o, "output_format");
+    s->output_compression = (int)json_integer_value(json_object_get(o, "output_compression"));
+    s->background = dup_field(o, "background");
+    s->moderation = dup_field(o, "moderation");
+    s->user = dup_field(o, "user");
+    s->route = dup_field(o, "route");
+    s->team = dup_field(o, "team");
+    s->webhook = dup_field(o, "webhook");
+    enum imgq_priority pr;
+    s->priority = IMGQ_PRIO_NORMAL;
+    if (imgq_priority_parse(json_string_value(json_object_get(o, "priority")), &pr) == 0)
+        s->priority = pr;
+    s->max_attempts = (int)json_integer_value(json_object_get(o, "max_attempts"));
+    json_t *md = json_object_get(o, "metadata");
+    if (json_is_object(md))
+        s->metadata = json_incref(md);
+    json_decref(o);
+    if (!s->model || !s->prompt || !s->size || !s->output_format || !s->route || s->n < 1 ||
+        imgq_size_parse(s->size, &s->width, &s->height) != 0) {
+        imgq_job_spec_clear(s);
+        return IMGQ_EINVAL;
+    }
+    return 0;
+}
+
+void imgq_job_spec_clear(struct imgq_job_spec *s)
+{
+    free(s->id);
+    free(s->model);
+    free(s->alias);
+    free(s->prompt);
+    free(s->size);
+    free(s->quality);
+    free(s->output_format);
+    free(s->background);
+    free(s->moderation);
+    free(s->user);
+    free(s->route);
+    free(s->team);
+    free(s->webhook);
+    json_decref(s->metadata);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,16 @@
+-- release: a worker shutting down hands a running job back without using up an attempt.
+-- KEYS: ready, leases
+-- ARGV: prefix, job id, token
+-- Returns 1 when handed back, 0 when the lease was already lost.
+local id, tok = ARGV[2], ARGV[3]
+local jk = pfx .. 'j:' .. id
+local h = redis.call('HMGET', jk, 'state', 'token', 'score', 'batch')
+if h[1] ~= 'running' or h[2] ~= tok then return 0 end
+redis.call('HDEL', jk, 'token')
+redis.call('HINCRBY', jk, 'attempts', -1)
+redis.call('HSET', jk, 'state', 'queued')
+redis.call('ZREM', KEYS[2], id)
+redis.call('ZADD', KEYS[1], h[3], id)
+batch_move(h[4], 'running', 'queued')
+redis.call('PUBLISH', pfx .. 'wake', 1)
+return 1

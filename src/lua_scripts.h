@@ -1,0 +1,13 @@
+/* lua_scripts.h - the queue's Lua scripts, compiled in from src/lua/ (private to libimgq). */
+#ifndef IMGQ_LUA_SCRIPTS_H
+#define IMGQ_LUA_SCRIPTS_H
+
+extern const char imgq__lua_submit[];
+extern const char imgq__lua_claim[];
+extern const char imgq__lua_complete[];
+extern const char imgq__lua_fail[];
+extern const char imgq__lua_extend[];
+extern const char imgq__lua_reap[];
+extern const char imgq__lua_release[];
+
+#endif

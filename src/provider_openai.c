@@ -1,0 +1,238 @@
+/*
+ * provider_openai.c - the OpenAI Images API adapter, and the error classes shared by all
+ * adapters.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "imgq/alloc.h"
+#include "imgq/base64.h"
+#include "imgq/provider.h"
+
+const char *imgq_error_class_name(enum imgq_error_class c)
+{
+    switch (c) {
+    case IMGQ_CLASS_NONE:
+        return "none";
+    case IMGQ_CLASS_TIMEOUT:
+        return "timeout";
+    case IMGQ_CLASS_NETWORK:
+        return "network";
+    case IMGQ_CLASS_RATE_LIMIT:
+        return "rate_limit";
+    case IMGQ_CLASS_SERVER:
+        return "server";
+    case IMGQ_CLASS_BAD_RESPONSE:
+        return "bad_response";
+    case IMGQ_CLASS_STORAGE:
+        return "storage";
+    case IMGQ_CLASS_INVALID_REQUEST:
+        return "invalid_request";
+    case IMGQ_CLASS_CONTENT_POLICY:
+        return "content_policy";
+    case IMGQ_CLASS_AUTH:
+        return "auth";
+    }
+    return "unknown";
+}
+
+bool imgq_error_class_retryable(enum imgq_error_class c)
+{
+    switch (c) {
+    case IMGQ_CLASS_TIMEOUT:
+    case IMGQ_CLASS_NETWORK:
+    case IMGQ_CLASS_RATE_LIMIT:
+    case IMGQ_CLASS_SERVER:
+    case IMGQ_CLASS_BAD_RESPONSE:
+    case IMGQ_CLASS_STORAGE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+void imgq_provider_result_clear(struct imgq_provider_result *r)
+{
+    for (int i = 0; i < r->nimages; i++)
+        free(r->images[i]);
+    free(r->images);
+    free(r->image_lens);
+    json_decref(r->usage_json);
+    memset(r, 0, sizeof *r);
+}
+
+long imgq_retry_after_ms(const char *value, long now_s)
+{
+    if (!value || !*value)
+        return -1;
+    char *end;
+    double secs = strtod(value, &end);
+    if (end != value && *end == '\0') {
+        if (!(secs >= 0 && secs <= 86400)) /* also refuses NaN */
+            return -1;
+        return (long)(secs * 1000);
+    }
+    struct tm tm = {0};
+    const char *p = strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!p || *p)
+        return -1;
+    long at = (long)timegm(&tm);
+    long d = at - now_s;
+    return d < 0 ? 0 : (d > 86400 ? -1 : d * 1000);
+}
+
+imgq_http_request *imgq_openai_build(const struct imgq_provider_endpoint *ep,
+                                     const struct imgq_job_spec *s, int n)
+{
+    char *url = imgq_xasprintf("%s/images/generations", ep->base_url);
+    imgq_http_request *req = imgq_http_request_new("POST", url);
+    free(url);
+    json_t *o = json_object();
+    json_object_set_new(o, "model", json_string(s->model));
+    json_object_set_new(o, "prompt", json_string(s->prompt));
+    json_object_set_new(o, "n", json_integer(n));
+    json_object_set_new(o, "size", json_string(s->size));
+    if (s->quality)
+        json_object_set_new(o, "quality", json_string(s->quality));
+    /* Lossless transfer; the worker encodes the stored format itself. */
+    json_object_set_new(o, "output_format", json_string("png"));
+    if (s->background)
+        json_object_set_new(o, "background", json_string(s->background));
+    if (s->moderation)
+        json_object_set_new(o, "moderation", json_string(s->moderation));
+    if (s->user)
+        json_object_set_new(o, "user", json_string(s->user));
+    char *body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!body)
+        abort(); /* allocation failure: alloc.h policy */
+    imgq_http_request_set_body(req, body, strlen(body));
+    free(body);
+    char *auth = imgq_xasprintf("Bearer %s", ep->api_key ? ep->api_key : "");
+    /* Values here are ours or the operator's; a key with CR/LF in it is refused, the request
+     * goes without it, and the provider's 401 classifies the job as an auth failure. */
+    int refused = imgq_http_request_add_header(req, "Authorization", auth);
+    free(auth);
+    refused |= imgq_http_request_add_header(req, "Content-Type", "application/json");
+    (void)refused;
+    imgq_http_request_set_timeouts(req, ep->timeout_ms > 0 ? ep->timeout_ms : 300000, 10000);
+    return req;
+}
+
+static int64_t int_at(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? json_integer_value(v) : 0;
+}
+
+static void error_body(json_t *root, struct imgq_provider_result *out)
+{
+    json_t *e = json_object_get(root, "error");
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    const char *code = json_string_value(json_object_get(e, "code"));
+    if (msg)
+        snprintf(out->message, sizeof out->message, "%s", msg);
+    if (code)
+        snprintf(out->code, sizeof out->code, "%s", code);
+}
+
+void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out)
+{
+    memset(out, 0, sizeof *out);
+    out->retry_after_ms = -1;
+    out->status = res->status;
+    const char *rid = imgq_http_response_header(res, "x-request-id");
+    if (rid)
+        snprintf(out->request_id, sizeof out->request_id, "%s", rid);
+    if (res->err) {
+        out->cls = res->timed_out            ? IMGQ_CLASS_TIMEOUT
+                   : res->err == IMGQ_ERANGE ? IMGQ_CLASS_BAD_RESPONSE /* over the body cap */
+                                             : IMGQ_CLASS_NETWORK;
+        snprintf(out->message, sizeof out->message, "%s", res->error);
+        return;
+    }
+    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    if (res->status != 200) {
+        error_body(root, out);
+        if (!out->message[0])
+            snprintf(out->message, sizeof out->message, "HTTP %ld", res->status);
+        long s = res->status;
+        if (s == 429) {
+            out->cls = IMGQ_CLASS_RATE_LIMIT;
+            const char *ms = imgq_http_response_header(res, "retry-after-ms");
+            const char *ra = imgq_http_response_header(res, "retry-after");
+            char *end = NULL;
+            long v = ms ? strtol(ms, &end, 10) : -1;
+            if (ms && end != ms && *end == '\0' && v > 0 && v <= 86400000)
+                out->retry_after_ms = v;
+            else
+                out->retry_after_ms = imgq_retry_after_ms(ra, (long)time(NULL));
+        } else if (s >= 500 || s == 408 || s == 409) {
+            out->cls = IMGQ_CLASS_SERVER;
+        } else if (s == 401 || s == 403) {
+            out->cls = IMGQ_CLASS_AUTH;
+        } else if (strcmp(out->code, "moderation_blocked") == 0 ||
+                   strcmp(out->code, "content_policy_violation") == 0 ||
+                   strstr(out->message, "safety system")) {
+            out->cls = IMGQ_CLASS_CONTENT_POLICY;
+        } else if (s >= 400 && s < 500) {
+            out->cls = IMGQ_CLASS_INVALID_REQUEST;
+        } else {
+            out->cls = IMGQ_CLASS_BAD_RESPONSE; /* 1xx/2xx other than 200, 3xx */
+        }
+        json_decref(root);
+        return;
+    }
+    json_t *data = json_object_get(root, "data");
+    if (!json_is_array(data) || json_array_size(data) != (size_t)n) {
+        out->cls = IMGQ_CLASS_BAD_RESPONSE;
+        snprintf(out->message, sizeof out->message, "200 response without %d images in 'data'", n);
+        json_decref(root);
+        return;
+    }
+    out->images = imgq_xcalloc((size_t)n, sizeof *out->images);
+    out->image_lens = imgq_xcalloc((size_t)n, sizeof *out->image_lens);
+    for (int i = 0; i < n; i++) {
+        json_t *b64 = json_object_get(json_array_get(data, (size_t)i), "b64_json");
+        if (!json_is_string(b64) ||
+            imgq_base64_decode(json_string_value(b64), json_string_length(b64), &out->images[i],
+                               &out->image_lens[i]) != 0) {
+            out->cls = IMGQ_CLASS_BAD_RESPONSE;
+            snprintf(out->message, sizeof out->message,
+                     "200 response: data[%d].b64_json missing or not base64", i);
+            json_decref(root);
+            return;
+        }
+        out->nimages = i + 1;
+    }
+    json_t *u = json_object_get(root, "usage");
+    if (json_is_object(u)) {
+        json_t *in = json_object_get(u, "input_tokens_details");
+        json_t *outd = json_object_get(u, "output_tokens_details");
+        out->usage_present = true;
+        out->usage_json = json_incref(u);
+        int64_t input = int_at(u, "input_tokens"), output = int_at(u, "output_tokens");
+        if (json_is_object(in)) {
+            out->usage.text_in = int_at(in, "text_tokens");
+            out->usage.image_in = int_at(in, "image_tokens");
+            /* Tokens the details do not account for are billed at the text rate. */
+            if (input > out->usage.text_in + out->usage.image_in)
+                out->usage.text_in = input - out->usage.image_in;
+        } else {
+            out->usage.text_in = input;
+        }
+        if (json_is_object(outd)) {
+            out->usage.image_out = int_at(outd, "image_tokens");
+            out->usage.text_out = int_at(outd, "text_tokens");
+            if (output > out->usage.image_out + out->usage.text_out)
+                out->usage.image_out = output - out->usage.text_out;
+        } else {
+            out->usage.image_out = output;
+        }
+        out->usage.images = n;
+    }
+    json_decref(root);
+}

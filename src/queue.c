@@ -1,0 +1,519 @@
+/*
+ * queue.c - key layout, script table, and the blocking Redis client used by the CLI.
+ */
+#include "imgq/queue.h"
+
+#include <hiredis/hiredis.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgq/alloc.h"
+#include "lua_scripts.h"
+
+/* Scripts ------------------------------------------------------------------------------ */
+
+static struct imgq_script scripts[IMGQ_SCRIPT_COUNT] = {
+    [IMGQ_SCRIPT_SUBMIT] = {"submit", imgq__lua_submit, ""},
+    [IMGQ_SCRIPT_CLAIM] = {"claim", imgq__lua_claim, ""},
+    [IMGQ_SCRIPT_COMPLETE] = {"complete", imgq__lua_complete, ""},
+    [IMGQ_SCRIPT_FAIL] = {"fail", imgq__lua_fail, ""},
+    [IMGQ_SCRIPT_EXTEND] = {"extend", imgq__lua_extend, ""},
+    [IMGQ_SCRIPT_REAP] = {"reap", imgq__lua_reap, ""},
+    [IMGQ_SCRIPT_RELEASE] = {"release", imgq__lua_release, ""},
+};
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+static void scripts_hash(void)
+{
+    for (int i = 0; i < IMGQ_SCRIPT_COUNT; i++) {
+        unsigned char md[SHA_DIGEST_LENGTH];
+        SHA1((const unsigned char *)scripts[i].body, strlen(scripts[i].body), md);
+        for (int j = 0; j < SHA_DIGEST_LENGTH; j++)
+            snprintf(scripts[i].sha + 2 * j, 3, "%02x", md[j]);
+    }
+}
+
+const struct imgq_script *imgq_script_get(enum imgq_script_id id)
+{
+    pthread_once(&scripts_once, scripts_hash);
+    return &scripts[id];
+}
+
+/* Priorities --------------------------------------------------------------------------- */
+
+int imgq_priority_parse(const char *s, enum imgq_priority *out)
+{
+    static const char *names[] = {"high", "normal", "low"};
+    for (int i = 0; s && i < 3; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (enum imgq_priority)i;
+            return 0;
+        }
+    return IMGQ_EINVAL;
+}
+
+const char *imgq_priority_name(enum imgq_priority p)
+{
+    switch (p) {
+    case IMGQ_PRIO_HIGH:
+        return "high";
+    case IMGQ_PRIO_NORMAL:
+        return "normal";
+    case IMGQ_PRIO_LOW:
+        return "low";
+    }
+    return "normal";
+}
+
+/* Keys --------------------------------------------------------------------------------- */
+
+int imgq_keys_init(struct imgq_keys *k, const char *prefix, const char *queue)
+{
+    if (!prefix || !queue || !*queue || strlen(prefix) > 64 || strlen(queue) > 64 ||
+        strpbrk(prefix, "{}") || strpbrk(queue, "{}"))
+        return IMGQ_EINVAL;
+    snprintf(k->base, sizeof k->base, "%s%s{%s}:", prefix, *prefix ? ":" : "", queue);
+    snprintf(k->ready, sizeof k->ready, "%sready", k->base);
+    snprintf(k->delayed, sizeof k->delayed, "%sdelayed", k->base);
+    snprintf(k->leases, sizeof k->leases, "%sleases", k->base);
+    snprintf(k->seq, sizeof k->seq, "%sseq", k->base);
+    snprintf(k->idem, sizeof k->idem, "%sidem", k->base);
+    snprintf(k->batches, sizeof k->batches, "%sbatches", k->base);
+    snprintf(k->wake, sizeof k->wake, "%swake", k->base);
+    return 0;
+}
+
+char *imgq_keys_job(const struct imgq_keys *k, const char *job_id, char *buf, size_t len)
+{
+    snprintf(buf, len, "%sj:%s", k->base, job_id);
+    return buf;
+}
+
+char *imgq_keys_batch(const struct imgq_keys *k, const char *batch_id, char *buf, size_t len)
+{
+    snprintf(buf, len, "%sb:%s", k->base, batch_id);
+    return buf;
+}
+
+char *imgq_keys_batch_jobs(const struct imgq_keys *k, const char *batch_id, char *buf, size_t len)
+{
+    snprintf(buf, len, "%sb:%s:jobs", k->base, batch_id);
+    return buf;
+}
+
+/* Redis URLs --------------------------------------------------------------------------- */
+
+static char *pct_decode(const char *s, size_t n)
+{
+    char *out = imgq_xmalloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        unsigned hi, lo;
+        if (s[i] == '%' && i + 2 < n && sscanf(s + i + 1, "%1x%1x", &hi, &lo) == 2) {
+            *o++ = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* The URL as it may appear in a message: credentials replaced by "***". */
+static void redact_url(const char *url, char *buf, size_t len)
+{
+    const char *scheme_end = strstr(url, "://");
+    const char *start = scheme_end ? scheme_end + 3 : url;
+    const char *at = strchr(start, '@');
+    const char *slash = strchr(start, '/');
+    if (at && (!slash || at < slash))
+        snprintf(buf, len, "%.*s***%s", (int)(start - url), url, at);
+    else
+        snprintf(buf, len, "%s", url);
+}
+
+int imgq_redis_url_parse(const char *url, struct imgq_redis_url *out, char *err, size_t errlen)
+{
+    char shown[512];
+    redact_url(url ? url : "(null)", shown, sizeof shown);
+    memset(out, 0, sizeof *out);
+    out->port = 6379;
+    if (!url || strncmp(url, "redis://", 8) != 0) {
+        if (url && strncmp(url, "rediss://", 9) == 0)
+            snprintf(err, errlen,
+                     "redis URL '%s': TLS (rediss://) is not built in; run a local TLS proxy "
+                     "(e.g. stunnel) and point redis:// at it",
+                     shown);
+        else
+            snprintf(err, errlen, "redis URL '%s': must start with redis://", shown);
+        return IMGQ_EINVAL;
+    }
+    const char *p = url + 8;
+    const char *end = p + strcspn(p, "/?");
+    const char *at = memchr(p, '@', (size_t)(end - p));
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            if (colon > p)
+                out->user = pct_decode(p, (size_t)(colon - p));
+            out->password = pct_decode(colon + 1, (size_t)(at - colon - 1));
+        } else {
+            out->password = pct_decode(p, (size_t)(at - p));
+        }
+        p = at + 1;
+    }
+    const char *hend = end;
+    const char *colon = NULL;
+    if (*p == '[') { /* [::1]:6379 */
+        const char *rb = memchr(p, ']', (size_t)(end - p));
+        if (!rb)
+            goto bad;
+        out->host = imgq_xstrndup(p + 1, (size_t)(rb - p - 1));
+        if (rb + 1 < end && rb[1] != ':')
+            goto bad;
+        colon = rb + 1 < end ? rb + 1 : NULL;
+    } else {
+        colon = memchr(p, ':', (size_t)(end - p));
+        if (colon)
+            hend = colon;
+        out->host = imgq_xstrndup(p, (size_t)(hend - p));
+    }
+    if (!*out->host) {
+        free(out->host);
+        out->host = imgq_xstrdup("127.0.0.1");
+    }
+    if (colon) {
+        char *e;
+        long port = strtol(colon + 1, &e, 10);
+        if (e != end || port < 1 || port > 65535)
+            goto bad;
+        out->port = (int)port;
+    }
+    if (*end == '/' && end[1]) {
+        char *e;
+        long db = strtol(end + 1, &e, 10);
+        if ((*e && *e != '?') || db < 0 || db > 100000)
+            goto bad;
+        out->db = (int)db;
+    }
+    return 0;
+bad:
+    snprintf(err, errlen, "redis URL '%s': expected redis://[user:pass@]host[:port][/db]", shown);
+    imgq_redis_url_clear(out);
+    return IMGQ_EINVAL;
+}
+
+void imgq_redis_url_clear(struct imgq_redis_url *u)
+{
+    free(u->host);
+    free(u->user);
+    free(u->password);
+    memset(u, 0, sizeof *u);
+}
+
+/* The blocking client ------------------------------------------------------------------ */
+
+struct imgq_queue {
+    redisContext *rc;
+    struct imgq_keys keys;
+};
+
+static int reply_error(redisReply *r, redisContext *rc, char *err, size_t errlen)
+{
+    if (!r)
+        snprintf(err, errlen, "redis: %s", rc->errstr[0] ? rc->errstr : "connection lost");
+    else
+        snprintf(err, errlen, "redis: %s", r->str ? r->str : "unexpected reply");
+    return IMGQ_EREDIS;
+}
+
+int imgq_queue_open(const char *url, const char *prefix, const char *queue, imgq_queue **out,
+                    char *err, size_t errlen)
+{
+    struct imgq_redis_url u;
+    int rc = imgq_redis_url_parse(url, &u, err, errlen);
+    if (rc)
+        return rc;
+    imgq_queue *q = imgq_xcalloc(1, sizeof *q);
+    redisReply *r = NULL;
+    if (imgq_keys_init(&q->keys, prefix, queue) != 0) {
+        snprintf(err, errlen, "queue name '%s' or prefix '%s' is empty, too long or has braces",
+                 queue, prefix);
+        rc = IMGQ_EINVAL;
+        goto fail;
+    }
+    struct timeval tv = {5, 0};
+    q->rc = redisConnectWithTimeout(u.host, u.port, tv);
+    if (!q->rc || q->rc->err) {
+        snprintf(err, errlen, "redis %s:%d: %s", u.host, u.port,
+                 q->rc ? q->rc->errstr : "cannot allocate");
+        rc = IMGQ_EREDIS;
+        goto fail;
+    }
+    redisSetTimeout(q->rc, (struct timeval){30, 0});
+    if (u.password) {
+        r = u.user ? redisCommand(q->rc, "AUTH %s %s", u.user, u.password)
+                   : redisCommand(q->rc, "AUTH %s", u.password);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            rc = reply_error(r, q->rc, err, errlen);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    if (u.db) {
+        r = redisCommand(q->rc, "SELECT %d", u.db);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            rc = reply_error(r, q->rc, err, errlen);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    imgq_redis_url_clear(&u);
+    *out = q;
+    return 0;
+fail:
+    if (r)
+        freeReplyObject(r);
+    imgq_redis_url_clear(&u);
+    imgq_queue_close(q);
+    return rc;
+}
+
+void imgq_queue_close(imgq_queue *q)
+{
+    if (!q)
+        return;
+    if (q->rc)
+        redisFree(q->rc);
+    free(q);
+}
+
+const struct imgq_keys *imgq_queue_keys(const imgq_queue *q)
+{
+    return &q->keys;
+}
+
+/* Argument vector under construction for one EVALSHA. */
+struct argv {
+    const char **v;
+    size_t *len;
+    char **owned; /* numbers formatted here */
+    size_t n, cap, nowned;
+};
+
+static void argv_add(struct argv *a, const char *s)
+{
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 64;
+        a->v = imgq_xrealloc(a->v, a->cap * sizeof *a->v);
+        a->len = imgq_xrealloc(a->len, a->cap * sizeof *a->len);
+        a->owned = imgq_xrealloc(a->owned, a->cap * sizeof *a->owned);
+    }
+    a->v[a->n] = s;
+    a->len[a->n] = strlen(s);
+    a->n++;
+}
+
+static void argv_addf(struct argv *a, long long x)
+{
+    char *s = imgq_xasprintf("%lld", x);
+    argv_add(a, s);
+    a->owned[a->nowned++] = s;
+}
+
+static void argv_free(struct argv *a)
+{
+    for (size_t i = 0; i < a->nowned; i++)
+        free(a->owned[i]);
+    free(a->v);
+    free(a->len);
+    free(a->owned);
+    memset(a, 0, sizeof *a);
+}
+
+/* Load every script once per connection, so the pipelined EVALSHAs cannot miss. */
+static int load_scripts(imgq_queue *q, char *err, size_t errlen)
+{
+    for (int i = 0; i < IMGQ_SCRIPT_COUNT; i++) {
+        const struct imgq_script *s = imgq_script_get((enum imgq_script_id)i);
+        redisReply *r = redisCommand(q->rc, "SCRIPT LOAD %s", s->body);
+        if (!r || r->type != REDIS_REPLY_STRING || strcmp(r->str, s->sha) != 0) {
+            int rc = reply_error(r, q->rc, err, errlen);
+            if (r)
+                freeReplyObject(r);
+            return rc;
+        }
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+#define SUBMIT_CHUNK 256 /* jobs per EVALSHA: bounded script run time, few round trips */
+#define SUBMIT_WINDOW 16 /* chunks in flight on the pipeline */
+
+int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_submit_item *items,
+                      size_t n, unsigned char *created, char *err, size_t errlen)
+{
+    int rc = load_scripts(q, err, errlen);
+    if (rc)
+        return rc;
+    const struct imgq_script *s = imgq_script_get(IMGQ_SCRIPT_SUBMIT);
+    char bk[320], bj[320];
+    imgq_keys_batch(&q->keys, batch, bk, sizeof bk);
+    imgq_keys_batch_jobs(&q->keys, batch, bj, sizeof bj);
+    size_t nchunks = (n + SUBMIT_CHUNK - 1) / SUBMIT_CHUNK;
+    size_t sent = 0, received = 0;
+    while (received < nchunks) {
+        while (sent < nchunks && sent - received < SUBMIT_WINDOW) {
+            size_t lo = sent * SUBMIT_CHUNK, hi = lo + SUBMIT_CHUNK < n ? lo + SUBMIT_CHUNK : n;
+            struct argv a = {0};
+            argv_add(&a, "EVALSHA");
+            argv_add(&a, s->sha);
+            argv_add(&a, "6");
+            argv_add(&a, q->keys.ready);
+            argv_add(&a, q->keys.seq);
+            argv_add(&a, q->keys.idem);
+            argv_add(&a, bk);
+            argv_add(&a, bj);
+            argv_add(&a, q->keys.batches);
+            argv_add(&a, q->keys.base);
+            argv_add(&a, batch);
+            argv_addf(&a, (long long)(hi - lo));
+            for (size_t i = lo; i < hi; i++) {
+                argv_add(&a, items[i].job_id);
+                argv_add(&a, items[i].idem);
+                argv_addf(&a, items[i].priority);
+                argv_add(&a, items[i].team ? items[i].team : "");
+                argv_add(&a, items[i].spec);
+                argv_addf(&a, items[i].max_attempts);
+            }
+            int ar = redisAppendCommandArgv(q->rc, (int)a.n, a.v, a.len);
+            argv_free(&a);
+            if (ar != REDIS_OK)
+                return reply_error(NULL, q->rc, err, errlen);
+            sent++;
+        }
+        redisReply *r = NULL;
+        if (redisGetReply(q->rc, (void **)&r) != REDIS_OK || !r || r->type != REDIS_REPLY_ARRAY) {
+            rc = reply_error(r, q->rc, err, errlen);
+            if (r)
+                freeReplyObject(r);
+            return rc;
+        }
+        size_t lo = received * SUBMIT_CHUNK;
+        for (size_t i = 0; i + 1 < r->elements; i += 2)
+            if (created && lo + i / 2 < n)
+                created[lo + i / 2] = r->element[i + 1]->integer == 1;
+        freeReplyObject(r);
+        received++;
+    }
+    return 0;
+}
+
+static json_t *hash_to_json(redisReply *r)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!k || !v)
+            continue;
+        /* JSON-valued fields are parsed; counters become integers. */
+        if (strcmp(k, "spec") == 0 || strcmp(k, "result") == 0 || strcmp(k, "error") == 0) {
+            json_t *j = json_loads(v, 0, NULL);
+            json_object_set_new(o, k, j ? j : json_string(v));
+            continue;
+        }
+        char *e;
+        long long x = strtoll(v, &e, 10);
+        if (*v && !*e && strcmp(k, "token") != 0)
+            json_object_set_new(o, k, json_integer(x));
+        else
+            json_object_set_new(o, k, json_string(v));
+    }
+    return o;
+}
+
+int imgq_queue_batch_info(imgq_queue *q, const char *batch, json_t **out)
+{
+    char bk[320];
+    redisReply *r =
+        redisCommand(q->rc, "HGETALL %s", imgq_keys_batch(&q->keys, batch, bk, sizeof bk));
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return IMGQ_EREDIS;
+    }
+    if (r->elements == 0) {
+        freeReplyObject(r);
+        return IMGQ_ENOTFOUND;
+    }
+    *out = hash_to_json(r);
+    freeReplyObject(r);
+    return 0;
+}
+
+int imgq_queue_batch_jobs(imgq_queue *q, const char *batch, char ***ids, size_t *n)
+{
+    char bj[320];
+    redisReply *r =
+        redisCommand(q->rc, "LRANGE %s 0 -1", imgq_keys_batch_jobs(&q->keys, batch, bj, sizeof bj));
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return IMGQ_EREDIS;
+    }
+    *n = r->elements;
+    *ids = imgq_xcalloc(r->elements + 1, sizeof(char *));
+    for (size_t i = 0; i < r->elements; i++)
+        (*ids)[i] = imgq_xstrdup(r->element[i]->str ? r->element[i]->str : "");
+    freeReplyObject(r);
+    return 0;
+}
+
+int imgq_queue_jobs_info(imgq_queue *q, char **ids, size_t n, json_t **out)
+{
+    const size_t window = 512;
+    size_t sent = 0, got = 0;
+    while (got < n) {
+        while (sent < n && sent - got < window) {
+            char jk[320];
+            if (redisAppendCommand(q->rc, "HGETALL %s",
+                                   imgq_keys_job(&q->keys, ids[sent], jk, sizeof jk)) != REDIS_OK)
+                goto fail;
+            sent++;
+        }
+        redisReply *r = NULL;
+        if (redisGetReply(q->rc, (void **)&r) != REDIS_OK || !r || r->type != REDIS_REPLY_ARRAY) {
+            if (r)
+                freeReplyObject(r);
+            goto fail;
+        }
+        out[got] = r->elements ? hash_to_json(r) : NULL;
+        if (out[got])
+            json_object_set_new(out[got], "id", json_string(ids[got]));
+        freeReplyObject(r);
+        got++;
+    }
+    return 0;
+fail:
+    for (size_t i = 0; i < got; i++)
+        json_decref(out[i]);
+    /* The connection is out of step with its replies now; it is not reused after this. */
+    return IMGQ_EREDIS;
+}
+
+int imgq_queue_job_info(imgq_queue *q, const char *job_id, json_t **out)
+{
+    char *ids[1] = {(char *)job_id};
+    json_t *j[1] = {NULL};
+    int rc = imgq_queue_jobs_info(q, ids, 1, j);
+    if (rc)
+        return rc;
+    if (!j[0])
+        return IMGQ_ENOTFOUND;
+    *out = j[0];
+    return 0;
+}

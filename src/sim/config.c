@@ -1,0 +1,257 @@
+/* config.c - imgq-sim's knobs from the command line and from a JSON file (--config). */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgq/alloc.h"
+#include "imgq/config.h"
+#include "imgq/error.h"
+#include "sim.h"
+
+void sim_config_init(struct sim_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->host = imgq_xstrdup("127.0.0.1");
+    c->port = 0;
+    c->catalog_path = imgq_config_default_catalog();
+    c->retry_after_s = 1;
+    c->auto_quality = imgq_xstrdup("medium");
+    c->max_body_bytes = 64u * 1024 * 1024;
+}
+
+void sim_config_release(struct sim_config *c)
+{
+    free(c->host);
+    free(c->catalog_path);
+    free(c->auto_quality);
+    memset(c, 0, sizeof(*c));
+}
+
+void sim_usage(FILE *f)
+{
+    fputs("usage: imgq-sim [options]\n"
+          "A simulator of image-generation providers (the OpenAI Images API) on loopback.\n"
+          "\n"
+          "  --host ADDR              listen address (default 127.0.0.1)\n"
+          "  --port N                 port; 0 picks a free one (default 0); prints\n"
+          "                           'listening on http://HOST:PORT' when ready\n"
+          "  --catalog FILE           model catalog (default $IMGQ_CATALOG, else the\n"
+          "                           deploy/catalog.json shipped with imgq)\n"
+          "  --latency-ms N           delay before answering a generation (default 0)\n"
+          "  --latency-jitter-ms N    plus a uniform random 0..N ms (default 0)\n"
+          "  --fail-429 R             fraction 0..1 of generations answered 429\n"
+          "  --retry-after S          retry-after seconds on 429 (default 1)\n"
+          "  --fail-500 R             fraction answered 500\n"
+          "  --fail-moderation R      fraction answered 400 moderation_blocked\n"
+          "  --no-usage R             fraction of successes without the usage object\n"
+          "  --rpm N                  requests per minute: advertised in x-ratelimit-*, and\n"
+          "                           enforced with 429 when N > 0 (default 0: 5000 advertised)\n"
+          "  --auto-quality Q         what quality \"auto\" becomes (default medium)\n"
+          "  --max-body-bytes N       largest request body (default 64 MiB)\n"
+          "  --seed N                 seed of the random generator (default: from the clock)\n"
+          "  --config FILE.json       the same knobs as JSON keys (latency_ms, fail_429, ...);\n"
+          "                           flags given on the command line win\n"
+          "  --verbose                log one line per request to stderr\n"
+          "  --help\n"
+          "\n"
+          "Prompt triggers force an outcome whatever the rates: [sim:429] [sim:500]\n"
+          "[sim:moderation] [sim:no-usage] [sim:fail-once:KEY] (500 the first time KEY is seen)\n"
+          "[sim:latency:MS].  GET /sim/stats shows counters; POST /sim/reset zeroes them\n"
+          "(POST /sim/reset?fail_once=1 also forgets fail-once keys).\n",
+          f);
+}
+
+static int parse_u64(const char *v, uint64_t max, uint64_t *out)
+{
+    char *end;
+    if (!v || !*v || *v == '-')
+        return IMGQ_EINVAL;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno || *end || n > max)
+        return IMGQ_EINVAL;
+    *out = n;
+    return 0;
+}
+
+static int parse_rate(const char *v, double *out)
+{
+    char *end;
+    if (!v || !*v)
+        return IMGQ_EINVAL;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || *end || !isfinite(d) || d < 0 || d > 1)
+        return IMGQ_EINVAL;
+    *out = d;
+    return 0;
+}
+
+/* Set one knob by name (flag without "--", dashes, or JSON key, underscores) from text. */
+static int set_knob(struct sim_config *c, const char *name, const char *v, char *err, size_t errlen)
+{
+    char key[64];
+    uint64_t n;
+    int rc = 0;
+
+    if (strlen(name) >= sizeof(key))
+        goto unknown;
+    for (size_t i = 0;; i++) {
+        key[i] = name[i] == '-' ? '_' : name[i];
+        if (!name[i])
+            break;
+    }
+    if (strcmp(key, "host") == 0) {
+        free(c->host);
+        c->host = imgq_xstrdup(v);
+    } else if (strcmp(key, "port") == 0) {
+        rc = parse_u64(v, 65535, &n);
+        c->port = (int)n;
+    } else if (strcmp(key, "catalog") == 0) {
+        free(c->catalog_path);
+        c->catalog_path = imgq_xstrdup(v);
+    } else if (strcmp(key, "latency_ms") == 0) {
+        rc = parse_u64(v, 86400000, &c->latency_ms);
+    } else if (strcmp(key, "latency_jitter_ms") == 0) {
+        rc = parse_u64(v, 86400000, &c->latency_jitter_ms);
+    } else if (strcmp(key, "fail_429") == 0) {
+        rc = parse_rate(v, &c->fail_429);
+    } else if (strcmp(key, "fail_500") == 0) {
+        rc = parse_rate(v, &c->fail_500);
+    } else if (strcmp(key, "fail_moderation") == 0) {
+        rc = parse_rate(v, &c->fail_moderation);
+    } else if (strcmp(key, "no_usage") == 0) {
+        rc = parse_rate(v, &c->no_usage);
+    } else if (strcmp(key, "retry_after") == 0) {
+        rc = parse_u64(v, 86400, &n);
+        c->retry_after_s = (unsigned)n;
+    } else if (strcmp(key, "seed") == 0) {
+        rc = parse_u64(v, UINT64_MAX, &c->seed);
+        c->seed_set = true;
+    } else if (strcmp(key, "rpm") == 0) {
+        rc = parse_u64(v, 100000000, &n);
+        c->rpm = (unsigned)n;
+    } else if (strcmp(key, "auto_quality") == 0) {
+        if (strcmp(v, "low") && strcmp(v, "medium") && strcmp(v, "high"))
+            rc = IMGQ_EINVAL;
+        free(c->auto_quality);
+        c->auto_quality = imgq_xstrdup(v);
+    } else if (strcmp(key, "max_body_bytes") == 0) {
+        rc = parse_u64(v, (uint64_t)1 << 32, &n);
+        c->max_body_bytes = (size_t)n;
+        if (n == 0)
+            rc = IMGQ_EINVAL;
+    } else if (strcmp(key, "verbose") == 0) {
+        if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+            c->verbose = true;
+        else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+            c->verbose = false;
+        else
+            rc = IMGQ_EINVAL;
+    } else {
+        goto unknown;
+    }
+    if (rc)
+        snprintf(err, errlen, "invalid value '%s' for %s", v, name);
+    return rc;
+unknown:
+    snprintf(err, errlen, "unknown option '%s' (see --help)", name);
+    return IMGQ_EINVAL;
+}
+
+static int load_config_file(struct sim_config *c, const char *path, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) {
+        snprintf(err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
+        return IMGQ_EPARSE;
+    }
+    int rc = 0;
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "%s: the top level must be an object", path);
+        rc = IMGQ_EPARSE;
+        goto out;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v)
+    {
+        char text[64];
+        const char *s = text;
+        if (json_is_string(v))
+            s = json_string_value(v);
+        else if (json_is_integer(v))
+            snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        else if (json_is_real(v))
+            snprintf(text, sizeof(text), "%.17g", json_real_value(v));
+        else if (json_is_boolean(v))
+            s = json_is_true(v) ? "true" : "false";
+        else
+            s = "(not a scalar)";
+        char sub[256];
+        rc = set_knob(c, key, s, sub, sizeof(sub));
+        if (rc) {
+            snprintf(err, errlen, "%s: %s", path, sub);
+            goto out;
+        }
+    }
+out:
+    json_decref(root);
+    return rc;
+}
+
+int sim_config_from_args(struct sim_config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    /* The file first, so that flags override it wherever they appear. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 1; i < argc; i++) {
+            const char *a = argv[i];
+            if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+                sim_usage(stdout);
+                return 1;
+            }
+            if (strncmp(a, "--", 2) != 0) {
+                snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+                return IMGQ_EINVAL;
+            }
+            char name[64];
+            const char *value;
+            const char *eq = strchr(a + 2, '=');
+            size_t nlen = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+            if (nlen >= sizeof(name)) {
+                snprintf(err, errlen, "unknown option '%s'", a);
+                return IMGQ_EINVAL;
+            }
+            memcpy(name, a + 2, nlen);
+            name[nlen] = '\0';
+            if (strcmp(name, "verbose") == 0 && !eq) {
+                value = "true";
+            } else if (eq) {
+                value = eq + 1;
+            } else if (i + 1 < argc) {
+                value = argv[++i];
+            } else {
+                snprintf(err, errlen, "option --%s needs a value", name);
+                return IMGQ_EINVAL;
+            }
+            bool is_config = strcmp(name, "config") == 0;
+            if (pass == 0 && is_config) {
+                int rc = load_config_file(c, value, err, errlen);
+                if (rc)
+                    return rc;
+            } else if (pass == 1 && !is_config) {
+                int rc = set_knob(c, name, value, err, errlen);
+                if (rc)
+                    return rc;
+            }
+        }
+    }
+    if (c->fail_429 + c->fail_500 + c->fail_moderation > 1.0 + 1e-9) {
+        snprintf(err, errlen, "--fail-429 + --fail-500 + --fail-moderation must not exceed 1");
+        return IMGQ_EINVAL;
+    }
+    return 0;
+}

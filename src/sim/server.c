@@ -1,0 +1,196 @@
+/* server.c - imgq-sim's routing, its own endpoints (/healthz, /sim/stats, /sim/reset), counters and
+ * replies. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgq/alloc.h"
+#include "sim.h"
+
+static const char *const endpoint_names[SIM_EP_COUNT] = {"healthz", "generations", "stats", "reset",
+                                                         "other"};
+static const char *const outcome_names[SIM_OUTCOME_COUNT] = {
+    "ok",         "no_usage",        "rate_limited", "server_error",
+    "moderation", "invalid_request", "unauthorized", "not_found"};
+
+uint64_t sim_now_ms(const struct sim *s)
+{
+    return uv_now(s->loop);
+}
+
+/* splitmix64: small, fast and good enough to draw failure rates; seeded by --seed. */
+uint64_t sim_random(struct sim *s)
+{
+    uint64_t z = (s->rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double sim_random_unit(struct sim *s)
+{
+    return (double)(sim_random(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+bool sim_seen_once(struct sim *s, const char *key)
+{
+    for (size_t i = 0; i < s->nseen; i++)
+        if (strcmp(s->seen_keys[i], key) == 0)
+            return true;
+    if (s->nseen == s->capseen) {
+        s->capseen = s->capseen ? 2 * s->capseen : 16;
+        s->seen_keys = imgq_xrealloc(s->seen_keys, s->capseen * sizeof(*s->seen_keys));
+    }
+    s->seen_keys[s->nseen++] = imgq_xstrdup(key);
+    return false;
+}
+
+void sim_forget_keys(struct sim *s)
+{
+    for (size_t i = 0; i < s->nseen; i++)
+        free(s->seen_keys[i]);
+    free(s->seen_keys);
+    s->seen_keys = NULL;
+    s->nseen = s->capseen = 0;
+}
+
+char *sim_error_body(const char *message, const char *type, const char *param, const char *code,
+                     size_t *len)
+{
+    json_t *err = json_pack("{s:s, s:s, s:o, s:o}", "message", message, "type", type, "param",
+                            param ? json_string(param) : json_null(), "code",
+                            code ? json_string(code) : json_null());
+    return sim_json_dumps(json_pack("{s:o}", "error", err), len);
+}
+
+char *sim_json_dumps(json_t *root, size_t *len)
+{
+    char *body = root ? json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(root);
+    if (!body) { /* jansson fails only for lack of memory (our packs are well-formed) */
+        fprintf(stderr, "imgq-sim: out of memory building JSON\n");
+        abort();
+    }
+    if (len)
+        *len = strlen(body);
+    return body;
+}
+
+void sim_reply(struct sim *s, imgq_httpd_request *req, enum sim_endpoint ep,
+               enum sim_outcome outcome, int status, const struct imgq_httpd_header *extra,
+               size_t nextra, char *body, size_t len, uint64_t start_ms)
+{
+    struct imgq_httpd_header h[24];
+    size_t n = 0;
+    char request_id[40], ms[24];
+    uint64_t elapsed = sim_now_ms(s) - start_ms;
+
+    snprintf(request_id, sizeof(request_id), "req_sim%016" PRIx64, ++s->seq);
+    snprintf(ms, sizeof(ms), "%" PRIu64, elapsed);
+    h[n++] = (struct imgq_httpd_header){"Content-Type", "application/json"};
+    h[n++] = (struct imgq_httpd_header){"x-request-id", request_id};
+    h[n++] = (struct imgq_httpd_header){"openai-processing-ms", ms};
+    for (size_t i = 0; i < nextra && n < sizeof(h) / sizeof(h[0]); i++)
+        h[n++] = extra[i];
+    s->counts[ep][outcome]++;
+    if (s->cfg.verbose)
+        fprintf(stderr, "imgq-sim: %s %s %d %s %" PRIu64 "ms\n", imgq_httpd_request_method(req),
+                imgq_httpd_request_target(req), status, outcome_names[outcome], elapsed);
+    imgq_httpd_respond_take(req, status, h, n, body, len);
+}
+
+static void reply_json(struct sim *s, imgq_httpd_request *req, enum sim_endpoint ep, int status,
+                       json_t *root)
+{
+    size_t len;
+    char *body = sim_json_dumps(root, &len);
+    sim_reply(s, req, ep, status < 400 ? SIM_OK : SIM_NOT_FOUND, status, NULL, 0, body, len,
+              sim_now_ms(s));
+}
+
+static json_t *stats_json(struct sim *s)
+{
+    json_t *requests = json_object();
+    uint64_t total = 0;
+    for (int e = 0; e < SIM_EP_COUNT; e++) {
+        json_t *ep = json_object();
+        json_object_set_new(ep, "total", json_integer((json_int_t)s->received[e]));
+        for (int o = 0; o < SIM_OUTCOME_COUNT; o++)
+            json_object_set_new(ep, outcome_names[o], json_integer((json_int_t)s->counts[e][o]));
+        json_object_set_new(requests, endpoint_names[e], ep);
+        total += s->received[e];
+    }
+    json_object_set_new(requests, "total", json_integer((json_int_t)total));
+    return json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", requests, "in_flight",
+                     (json_int_t)s->in_flight, "max_in_flight", (json_int_t)s->max_in_flight,
+                     "images", (json_int_t)s->images, "output_tokens", (json_int_t)s->output_tokens,
+                     "connections", (json_int_t)imgq_httpd_connections(s->httpd), "fail_once_keys",
+                     (json_int_t)s->nseen);
+}
+
+static void reset_stats(struct sim *s, const char *query)
+{
+    memset(s->counts, 0, sizeof(s->counts));
+    memset(s->received, 0, sizeof(s->received));
+    s->max_in_flight = s->in_flight;
+    s->images = s->output_tokens = 0;
+    s->window_requests = 0;
+    if (strstr(query, "fail_once=1"))
+        sim_forget_keys(s);
+}
+
+static void method_not_allowed(struct sim *s, imgq_httpd_request *req, enum sim_endpoint ep)
+{
+    size_t len;
+    char *msg = imgq_xasprintf("Method %s not allowed for %s", imgq_httpd_request_method(req),
+                               imgq_httpd_request_path(req));
+    char *body = sim_error_body(msg, "invalid_request_error", NULL, NULL, &len);
+    free(msg);
+    sim_reply(s, req, ep, SIM_INVALID_REQUEST, 405, NULL, 0, body, len, sim_now_ms(s));
+}
+
+void sim_handle(imgq_httpd_request *req, void *data)
+{
+    struct sim *s = data;
+    const char *path = imgq_httpd_request_path(req);
+    const char *method = imgq_httpd_request_method(req);
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool post = strcmp(method, "POST") == 0;
+
+    if (strcmp(path, "/v1/images/generations") == 0) {
+        s->received[SIM_EP_GENERATIONS]++;
+        if (!post)
+            method_not_allowed(s, req, SIM_EP_GENERATIONS);
+        else
+            sim_openai_generations(s, req);
+    } else if (strcmp(path, "/healthz") == 0) {
+        s->received[SIM_EP_HEALTHZ]++;
+        if (!get)
+            method_not_allowed(s, req, SIM_EP_HEALTHZ);
+        else
+            reply_json(s, req, SIM_EP_HEALTHZ, 200, json_pack("{s:s}", "status", "ok"));
+    } else if (strcmp(path, "/sim/stats") == 0) {
+        s->received[SIM_EP_STATS]++;
+        if (!get)
+            method_not_allowed(s, req, SIM_EP_STATS);
+        else
+            reply_json(s, req, SIM_EP_STATS, 200, stats_json(s));
+    } else if (strcmp(path, "/sim/reset") == 0) {
+        if (!post) {
+            s->received[SIM_EP_RESET]++;
+            method_not_allowed(s, req, SIM_EP_RESET);
+        } else {
+            reset_stats(s, imgq_httpd_request_query(req));
+            s->received[SIM_EP_RESET]++;
+            reply_json(s, req, SIM_EP_RESET, 200, json_pack("{s:b}", "reset", 1));
+        }
+    } else {
+        s->received[SIM_EP_OTHER]++;
+        size_t len;
+        char *msg = imgq_xasprintf("Invalid URL (%s %s)", method, path);
+        char *body = sim_error_body(msg, "invalid_request_error", NULL, NULL, &len);
+        free(msg);
+        sim_reply(s, req, SIM_EP_OTHER, SIM_NOT_FOUND, 404, NULL, 0, body, len, sim_now_ms(s));
+    }
+}

@@ -1,0 +1,755 @@
+/*
+ * test_job.c - job parsing and validation against the shipped catalog (and a small inline
+ * one), defaults, lifecycle dates, every refusal naming its field, and the stored form.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "imgq/job.h"
+
+/* ---- fixtures ----------------------------------------------------------------------------- */
+
+struct fixture {
+    imgq_catalog *shipped;
+    imgq_catalog *small; /* a quality-less openai-images model with a 10-character limit */
+};
+
+static void source_path(const char *rel, char *buf, size_t len)
+{
+    const char *root = getenv("IMGQ_SOURCE_DIR");
+    if (root && *root) {
+        snprintf(buf, len, "%s/%s", root, rel);
+        return;
+    }
+    const char *self = __FILE__;
+    const char *cut = strstr(self, "tests/unit/");
+    snprintf(buf, len, "%.*s%s", cut ? (int)(cut - self) : 0, self, rel);
+}
+
+static const char small_catalog[] =
+    "{\"version\":\"small-1\",\"models\":{\"tiny\":{\"provider\":\"openai\","
+    "\"api\":\"openai-images\",\"billing\":\"per_image\",\"prices\":{\"per_image\":1000},"
+    "\"n_max\":2,\"max_prompt_chars\":10,\"sizes\":[\"512x512\",\"1024x1024\"]}},"
+    "\"aliases\":{\"t\":\"tiny\"}}";
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    char path[4096], err[512] = "";
+    source_path("deploy/catalog.json", path, sizeof path);
+    if (!f || imgq_catalog_load(path, &f->shipped, err, sizeof err) != 0 ||
+        imgq_catalog_load_string(small_catalog, &f->small, err, sizeof err) != 0) {
+        fprintf(stderr, "fixture: %s\n", err);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    imgq_catalog_free(f->shipped);
+    imgq_catalog_free(f->small);
+    free(f);
+    return 0;
+}
+
+static const imgq_catalog *cat(void **state)
+{
+    return ((struct fixture *)*state)->shipped;
+}
+
+static const imgq_catalog *small(void **state)
+{
+    return ((struct fixture *)*state)->small;
+}
+
+/* Midnight UTC of a date, plus an hour so that the date is unambiguous. */
+static time_t day(int y, int m, int d)
+{
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d, .tm_hour = 1};
+    return timegm(&tm);
+}
+
+#define TODAY day(2026, 11, 22)
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+    if (!strstr(haystack, needle))
+        fail_msg("expected \"%s\" in \"%s\"", needle, haystack);
+}
+
+static void assert_spec_empty(const struct imgq_job_spec *s)
+{
+    assert_null(s->id);
+    assert_null(s->model);
+    assert_null(s->alias);
+    assert_null(s->prompt);
+    assert_null(s->size);
+    assert_null(s->quality);
+    assert_null(s->output_format);
+    assert_null(s->route);
+    assert_null(s->team);
+    assert_null(s->webhook);
+    assert_null(s->metadata);
+    assert_int_equal(s->n, 0);
+}
+
+/* Parse text that must be accepted. */
+static void parse_ok(const imgq_catalog *c, const char *text, time_t today, struct imgq_job_spec *s,
+                     char *warn, size_t warnlen)
+{
+    struct imgq_job_problem why;
+    int rc = imgq_job_parse(c, text, strlen(text), NULL, today, s, &why, warn, warnlen);
+    if (rc != 0)
+        fail_msg("refused (%d): %s: %s\n  job: %s", rc, why.field, why.reason, text);
+}
+
+/* Parse text that must be refused with 'code' on 'field' with 'needle' in the reason. */
+static void refused(const imgq_catalog *c, const char *text, time_t today, int code,
+                    const char *field, const char *needle)
+{
+    struct imgq_job_spec s;
+    struct imgq_job_problem why;
+    char warn[256] = "junk";
+    memset(&s, 0x5a, sizeof s);
+    int rc = imgq_job_parse(c, text, strlen(text), NULL, today, &s, &why, warn, sizeof warn);
+    if (rc != code)
+        fail_msg("code %d, want %d (%s: %s)\n  job: %s", rc, code, why.field, why.reason, text);
+    if (strcmp(why.field, field) != 0)
+        fail_msg("field '%s', want '%s' (%s)\n  job: %s", why.field, field, why.reason, text);
+    if (needle && !strstr(why.reason, needle))
+        fail_msg("\"%s\" not in reason \"%s\"\n  job: %s", needle, why.reason, text);
+    assert_spec_empty(&s); /* left cleared, nothing leaked (valgrind) */
+}
+
+/* ---- accepted jobs ------------------------------------------------------------------------ */
+
+static void test_minimal_job_gets_defaults(void **state)
+{
+    struct imgq_job_spec s;
+    char warn[256] = "junk";
+    parse_ok(cat(state), "{\"prompt\":\"a red bicycle\",\"model\":\"gpt-image-1.5\"}", TODAY, &s,
+             warn, sizeof warn);
+    assert_string_equal(warn, "");
+    assert_null(s.id);
+    assert_string_equal(s.model, "gpt-image-1.5");
+    assert_null(s.alias);
+    assert_string_equal(s.prompt, "a red bicycle");
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.size, "1024x1024"); /* the model's first size */
+    assert_int_equal(s.width, 1024);
+    assert_int_equal(s.height, 1024);
+    assert_string_equal(s.quality, "auto");
+    assert_string_equal(s.output_format, "webp");
+    assert_int_equal(s.output_compression, 85);
+    assert_null(s.background);
+    assert_null(s.moderation);
+    assert_null(s.user);
+    assert_string_equal(s.route, "list");
+    assert_string_equal(s.team, "");
+    assert_null(s.webhook);
+    assert_int_equal(s.priority, IMGQ_PRIO_NORMAL);
+    assert_int_equal(s.max_attempts, 5);
+    assert_null(s.metadata);
+    imgq_job_spec_clear(&s);
+    assert_null(s.model);
+}
+
+static void test_submit_defaults_apply(void **state)
+{
+    const char *text = "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\"}";
+    struct imgq_job_defaults d = {.team = "acme",
+                                  .route = "treerouter-standard",
+                                  .priority = IMGQ_PRIO_LOW,
+                                  .max_attempts = 3};
+    struct imgq_job_spec s;
+    struct imgq_job_problem why;
+    assert_int_equal(imgq_job_parse(cat(state), text, strlen(text), &d, TODAY, &s, &why, NULL, 0),
+                     0);
+    assert_string_equal(s.team, "acme");
+    assert_string_equal(s.route, "treerouter-standard");
+    assert_int_equal(s.priority, IMGQ_PRIO_LOW);
+    assert_int_equal(s.max_attempts, 3);
+    imgq_job_spec_clear(&s);
+
+    /* The job's own fields win over the defaults. */
+    const char *own = "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"team\":\"web\","
+                      "\"route\":\"list\",\"priority\":\"high\",\"max_attempts\":9}";
+    assert_int_equal(imgq_job_parse(cat(state), own, strlen(own), &d, TODAY, &s, &why, NULL, 0), 0);
+    assert_string_equal(s.team, "web");
+    assert_string_equal(s.route, "list");
+    assert_int_equal(s.priority, IMGQ_PRIO_HIGH);
+    assert_int_equal(s.max_attempts, 9);
+    imgq_job_spec_clear(&s);
+
+    /* A default route the catalog does not know is refused like a job's own. */
+    d.route = "nowhere";
+    memset(&why, 0, sizeof why);
+    assert_int_equal(imgq_job_parse(cat(state), text, strlen(text), &d, TODAY, &s, &why, NULL, 0),
+                     IMGQ_EINVAL);
+    assert_string_equal(why.field, "route");
+    assert_contains(why.reason, "'nowhere'");
+}
+
+static const char full_job[] =
+    "{\"id\":\"sku-1042/front\",\"prompt\":\"Product photo of a ceramic mug, caf\\u00e9 "
+    "\\u2615\",\"model\":\"gpt-image-1.5\",\"n\":4,\"size\":\"1536x1024\",\"quality\":\"high\","
+    "\"output_format\":\"png\",\"output_compression\":50,\"background\":\"transparent\","
+    "\"moderation\":\"low\",\"user\":\"user-77\",\"route\":\"treerouter-enterprise\","
+    "\"team\":\"catalog.team\",\"webhook\":\"https://cms.example.com/hooks/imgq\","
+    "\"priority\":\"high\",\"max_attempts\":7,"
+    "\"metadata\":{\"sku\":\"1042\",\"tags\":[\"mug\",\"front\"],\"w\":3,\"nested\":{\"a\":null}}}";
+
+static void test_full_job(void **state)
+{
+    struct imgq_job_spec s;
+    parse_ok(cat(state), full_job, TODAY, &s, NULL, 0);
+    assert_string_equal(s.id, "sku-1042/front");
+    assert_string_equal(s.prompt, "Product photo of a ceramic mug, caf\xc3\xa9 \xe2\x98\x95");
+    assert_string_equal(s.model, "gpt-image-1.5");
+    assert_int_equal(s.n, 4);
+    assert_string_equal(s.size, "1536x1024");
+    assert_int_equal(s.width, 1536);
+    assert_int_equal(s.height, 1024);
+    assert_string_equal(s.quality, "high");
+    assert_string_equal(s.output_format, "png");
+    assert_int_equal(s.output_compression, 50);
+    assert_string_equal(s.background, "transparent");
+    assert_string_equal(s.moderation, "low");
+    assert_string_equal(s.user, "user-77");
+    assert_string_equal(s.route, "treerouter-enterprise");
+    assert_string_equal(s.team, "catalog.team");
+    assert_string_equal(s.webhook, "https://cms.example.com/hooks/imgq");
+    assert_int_equal(s.priority, IMGQ_PRIO_HIGH);
+    assert_int_equal(s.max_attempts, 7);
+    assert_non_null(s.metadata);
+    assert_string_equal(json_string_value(json_object_get(s.metadata, "sku")), "1042");
+    assert_int_equal(json_array_size(json_object_get(s.metadata, "tags")), 2);
+    imgq_job_spec_clear(&s);
+
+    /* Explicit nulls mean "not given". */
+    parse_ok(cat(state),
+             "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"n\":null,\"size\":null,"
+             "\"quality\":null,\"metadata\":null,\"webhook\":null,\"priority\":null}",
+             TODAY, &s, NULL, 0);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.size, "1024x1024");
+    assert_string_equal(s.quality, "auto");
+    assert_null(s.metadata);
+    assert_null(s.webhook);
+    imgq_job_spec_clear(&s);
+
+    /* Only 'len' bytes are read: what follows the object is not part of the job. */
+    const char *text = "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\"}GARBAGE";
+    struct imgq_job_problem why;
+    assert_int_equal(
+        imgq_job_parse(cat(state), text, strlen(text) - 7, NULL, TODAY, &s, &why, NULL, 0), 0);
+    imgq_job_spec_clear(&s);
+}
+
+static void test_alias_resolves(void **state)
+{
+    struct imgq_job_spec s;
+    parse_ok(cat(state), "{\"prompt\":\"a\",\"model\":\"catalog-default\"}", TODAY, &s, NULL, 0);
+    assert_string_equal(s.model, "gpt-image-1.5");
+    assert_string_equal(s.alias, "catalog-default");
+    imgq_job_spec_clear(&s);
+}
+
+static void test_model_without_quality(void **state)
+{
+    struct imgq_job_spec s;
+    parse_ok(small(state), "{\"prompt\":\"a\",\"model\":\"t\"}", TODAY, &s, NULL, 0);
+    assert_string_equal(s.model, "tiny");
+    assert_string_equal(s.alias, "t");
+    assert_null(s.quality);
+    assert_string_equal(s.size, "512x512");
+    imgq_job_spec_clear(&s);
+    /* "auto" is the same as leaving it out. */
+    parse_ok(small(state), "{\"prompt\":\"a\",\"model\":\"tiny\",\"quality\":\"auto\"}", TODAY, &s,
+             NULL, 0);
+    assert_null(s.quality);
+    imgq_job_spec_clear(&s);
+    refused(small(state), "{\"prompt\":\"a\",\"model\":\"tiny\",\"quality\":\"high\"}", TODAY,
+            IMGQ_EINVAL, "quality", "model 'tiny' has no quality setting");
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+static void test_lifecycle(void **state)
+{
+    const char *text = "{\"prompt\":\"a\",\"model\":\"gpt-image-1\"}";
+    /* Shut down on 2026-10-23: refused from that day on, naming the successor. */
+    refused(cat(state), text, day(2026, 10, 24), IMGQ_EINVAL, "model",
+            "'gpt-image-1' was shut down on 2026-10-23; use 'gpt-image-1.5' instead");
+    refused(cat(state), text, day(2026, 10, 23), IMGQ_EINVAL, "model", "shut down");
+    refused(cat(state), text, TODAY, IMGQ_EINVAL, "model", "gpt-image-1.5");
+
+    /* Before shutdown but after 2026-06-01: accepted, with a deprecation warning. */
+    struct imgq_job_spec s;
+    char warn[256] = "";
+    parse_ok(cat(state), text, day(2026, 10, 22), &s, warn, sizeof warn);
+    assert_string_equal(s.model, "gpt-image-1");
+    assert_contains(warn, "'gpt-image-1' is deprecated since 2026-06-01");
+    assert_contains(warn, "shuts down on 2026-10-23");
+    assert_contains(warn, "successor");
+    imgq_job_spec_clear(&s);
+    parse_ok(cat(state), text, day(2026, 6, 1), &s, warn, sizeof warn);
+    assert_contains(warn, "deprecated");
+    imgq_job_spec_clear(&s);
+
+    /* Before the deprecation: no warning at all. */
+    strcpy(warn, "junk");
+    parse_ok(cat(state), text, day(2026, 5, 31), &s, warn, sizeof warn);
+    assert_string_equal(warn, "");
+    imgq_job_spec_clear(&s);
+
+    /* A tiny warning buffer is truncated, not overrun. */
+    char tiny[8];
+    parse_ok(cat(state), text, day(2026, 7, 1), &s, tiny, sizeof tiny);
+    assert_int_equal(strlen(tiny), 7);
+    imgq_job_spec_clear(&s);
+
+    /* dall-e-3 retired 2026-05-12. */
+    refused(cat(state), "{\"prompt\":\"a\",\"model\":\"dall-e-3\"}", TODAY, IMGQ_EINVAL, "model",
+            "shut down on 2026-05-12");
+}
+
+/* ---- refusals ----------------------------------------------------------------------------- */
+
+static void test_prompt_refusals(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    refused(c, "{\"model\":\"gpt-image-1.5\"}", TODAY, IMGQ_EINVAL, "prompt", "required");
+    refused(c, "{\"prompt\":\"\",\"model\":\"gpt-image-1.5\"}", TODAY, IMGQ_EINVAL, "prompt",
+            "empty");
+    refused(c, "{\"prompt\":\" \\t\\r\\n \",\"model\":\"gpt-image-1.5\"}", TODAY, IMGQ_EINVAL,
+            "prompt", "empty");
+    refused(c, "{\"prompt\":42,\"model\":\"gpt-image-1.5\"}", TODAY, IMGQ_EINVAL, "prompt",
+            "must be a string");
+    refused(c, "{\"prompt\":null,\"model\":\"gpt-image-1.5\"}", TODAY, IMGQ_EINVAL, "prompt",
+            "must be a string");
+}
+
+/* The limit counts characters: 10 two-byte characters fit a 10-character model (20 bytes). */
+static void test_prompt_length_in_characters(void **state)
+{
+    struct imgq_job_spec s;
+    parse_ok(small(state),
+             "{\"prompt\":\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3"
+             "\xa9\xc3\xa9\",\"model\":\"tiny\"}",
+             TODAY, &s, NULL, 0);
+    assert_int_equal(strlen(s.prompt), 20);
+    imgq_job_spec_clear(&s);
+    /* Four-byte characters: 10 emoji = 40 bytes, still 10 characters. */
+    parse_ok(small(state),
+             "{\"prompt\":\"\\ud83d\\ude00\\ud83d\\ude00\\ud83d\\ude00\\ud83d\\ude00\\ud83d\\ude00"
+             "\\ud83d\\ude00\\ud83d\\ude00\\ud83d\\ude00\\ud83d\\ude00\\ud83d\\ude00\","
+             "\"model\":\"tiny\"}",
+             TODAY, &s, NULL, 0);
+    assert_int_equal(strlen(s.prompt), 40);
+    imgq_job_spec_clear(&s);
+    refused(small(state),
+            "{\"prompt\":\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3"
+            "\xa9\xc3\xa9\xc3\xa9\",\"model\":\"tiny\"}",
+            TODAY, IMGQ_EINVAL, "prompt", "has 11 characters; model 'tiny' takes at most 10");
+
+    /* The shipped 32,000-character limit, with 2-byte characters (64,000 bytes). */
+    size_t nchars = 32000, cap = 64 + 2 * (nchars + 1);
+    char *text = malloc(cap);
+    assert_non_null(text);
+    for (int round = 0; round < 2; round++) {
+        size_t o = (size_t)snprintf(text, cap, "{\"prompt\":\"");
+        for (size_t i = 0; i < nchars + (size_t)round; i++) {
+            text[o++] = '\xc3';
+            text[o++] = '\xa9';
+        }
+        snprintf(text + o, cap - o, "\",\"model\":\"gpt-image-1.5\"}");
+        if (round == 0) {
+            parse_ok(cat(state), text, TODAY, &s, NULL, 0);
+            assert_int_equal(strlen(s.prompt), 64000);
+            imgq_job_spec_clear(&s);
+        } else {
+            refused(cat(state), text, TODAY, IMGQ_EINVAL, "prompt",
+                    "has 32001 characters; model 'gpt-image-1.5' takes at most 32000");
+        }
+    }
+    free(text);
+}
+
+static void test_model_refusals(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    refused(c, "{\"prompt\":\"a\"}", TODAY, IMGQ_EINVAL, "model", "required");
+    refused(c, "{\"prompt\":\"a\",\"model\":7}", TODAY, IMGQ_EINVAL, "model", "must be a string");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-9\"}", TODAY, IMGQ_EINVAL, "model",
+            "'gpt-image-9' is not in the catalog (version 2026-11-22)");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"seedream-4-0\"}", TODAY, IMGQ_EINVAL, "model",
+            "'seedream-4-0' is served by the seedream API, which this imgq build cannot call "
+            "yet");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gemini-2.5-flash-image\"}", TODAY, IMGQ_EINVAL,
+            "model", "cannot call yet");
+    assert_true(imgq_provider_api_supported("openai-images"));
+    assert_false(imgq_provider_api_supported("seedream"));
+    assert_false(imgq_provider_api_supported(NULL));
+}
+
+static void test_shape_refusals(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"n\":0}", TODAY, IMGQ_EINVAL, "n",
+            "0 is out of range for model 'gpt-image-1.5' (1 to 10)");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"n\":11}", TODAY, IMGQ_EINVAL, "n",
+            "11 is out of range");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"n\":-3}", TODAY, IMGQ_EINVAL, "n",
+            "out of range");
+    refused(small(state), "{\"prompt\":\"a\",\"model\":\"tiny\",\"n\":3}", TODAY, IMGQ_EINVAL, "n",
+            "(1 to 2)");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"n\":\"2\"}", TODAY, IMGQ_EINVAL,
+            "n", "must be an integer");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"n\":1.5}", TODAY, IMGQ_EINVAL, "n",
+            "must be an integer");
+
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"size\":\"512x512\"}", TODAY,
+            IMGQ_EINVAL, "size",
+            "'512x512' is not allowed for model 'gpt-image-1.5' (allowed: 1024x1024, "
+            "1024x1536, 1536x1024)");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"size\":\"auto\"}", TODAY,
+            IMGQ_EINVAL, "size", "not allowed");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"size\":1024}", TODAY, IMGQ_EINVAL,
+            "size", "must be a string");
+
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"quality\":\"hd\"}", TODAY,
+            IMGQ_EINVAL, "quality",
+            "'hd' is not allowed for model 'gpt-image-1.5' (allowed: low, medium, high, auto)");
+
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"output_format\":\"jpeg\"}", TODAY,
+            IMGQ_EINVAL, "output_format", "'jpeg' storage is not supported yet");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"output_format\":\"gif\"}", TODAY,
+            IMGQ_EINVAL, "output_format", "'gif' is not one of: webp, png");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"output_compression\":101}", TODAY,
+            IMGQ_EINVAL, "output_compression", "0 to 100");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"output_compression\":\"9\"}", TODAY,
+            IMGQ_EINVAL, "output_compression", "0 to 100");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"background\":\"purple\"}", TODAY,
+            IMGQ_EINVAL, "background", "'purple' is not one of: transparent, opaque, auto");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"moderation\":\"none\"}", TODAY,
+            IMGQ_EINVAL, "moderation", "'none' is not one of: low, auto");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"user\":5}", TODAY, IMGQ_EINVAL,
+            "user", "must be a string");
+}
+
+static void test_routing_and_ownership_refusals(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"priority\":\"urgent\"}", TODAY,
+            IMGQ_EINVAL, "priority", "\"high\", \"normal\" or \"low\"");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"priority\":0}", TODAY, IMGQ_EINVAL,
+            "priority", "\"high\"");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"route\":\"cheapest\"}", TODAY,
+            IMGQ_EINVAL, "route", "'cheapest' is not a route of the catalog");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"team\":\"bad team!\"}", TODAY,
+            IMGQ_EINVAL, "team", "'bad team!'");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"max_attempts\":0}", TODAY,
+            IMGQ_EINVAL, "max_attempts", "1 to 100");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"max_attempts\":101}", TODAY,
+            IMGQ_EINVAL, "max_attempts", "1 to 100");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"id\":\"\"}", TODAY, IMGQ_EINVAL,
+            "id", "1 to 128 characters");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"id\":\"a\\nb\"}", TODAY,
+            IMGQ_EINVAL, "id", "control characters");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"id\":17}", TODAY, IMGQ_EINVAL, "id",
+            "must be a string");
+}
+
+static void test_unknown_field(void **state)
+{
+    refused(cat(state), "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"promt\":\"b\"}", TODAY,
+            IMGQ_EINVAL, "promt", "unknown field");
+    refused(cat(state),
+            "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"response_format\":\"url\"}", TODAY,
+            IMGQ_EINVAL, "response_format", "unknown field");
+    /* An unknown field is reported even when other fields are also wrong. */
+    refused(cat(state), "{\"model\":\"nope\",\"seed\":1}", TODAY, IMGQ_EINVAL, "seed",
+            "unknown field");
+}
+
+static void test_webhook_refusals(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    struct imgq_job_spec s;
+    parse_ok(
+        c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"webhook\":\"http://10.0.0.1:8080/h\"}",
+        TODAY, &s, NULL, 0);
+    assert_string_equal(s.webhook, "http://10.0.0.1:8080/h");
+    imgq_job_spec_clear(&s);
+    static const char *const bad[] = {"ftp://example.com/h", "javascript:alert(1)",
+                                      "example.com/hook", "", "HTTPS:/x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text,
+                 "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"webhook\":\"%s\"}", bad[i]);
+        refused(c, text, TODAY, IMGQ_EINVAL, "webhook", "http:// or https:// URL");
+    }
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"webhook\":[]}", TODAY, IMGQ_EINVAL,
+            "webhook", "must be a string");
+    /* Longer than 2048 bytes. */
+    char *text = malloc(4096);
+    assert_non_null(text);
+    int o = snprintf(text, 4096,
+                     "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"webhook\":"
+                     "\"https://example.com/");
+    memset(text + o, 'p', 2040);
+    snprintf(text + o + 2040, 4096 - (size_t)o - 2040, "\"}");
+    refused(c, text, TODAY, IMGQ_EINVAL, "webhook", "at most 2048 bytes");
+    free(text);
+}
+
+static void test_metadata_refusals(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"metadata\":\"sku-1\"}", TODAY,
+            IMGQ_EINVAL, "metadata", "must be a JSON object");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"metadata\":[1,2]}", TODAY,
+            IMGQ_EINVAL, "metadata", "must be a JSON object");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"metadata\":7}", TODAY, IMGQ_EINVAL,
+            "metadata", "must be a JSON object");
+
+    /* 16 KiB of compact JSON is the limit. */
+    size_t cap = 20000;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    for (int round = 0; round < 2; round++) {
+        /* {"k":"vvv..."} compact = 8 + len bytes; 16384 exactly fits, 16385 does not. */
+        size_t vlen = 16384 - 8 + (size_t)round;
+        int o = snprintf(text, cap,
+                         "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"metadata\":{\"k\":\"");
+        memset(text + o, 'v', vlen);
+        snprintf(text + o + vlen, cap - (size_t)o - vlen, "\"}}");
+        if (round == 0) {
+            struct imgq_job_spec s;
+            parse_ok(c, text, TODAY, &s, NULL, 0);
+            assert_int_equal(strlen(json_string_value(json_object_get(s.metadata, "k"))), vlen);
+            imgq_job_spec_clear(&s);
+        } else {
+            refused(c, text, TODAY, IMGQ_EINVAL, "metadata", "is 16385 bytes; the limit is 16384");
+        }
+    }
+    free(text);
+}
+
+static void test_json_refusals(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    refused(c, "{\"prompt\":\"a\",\"prompt\":\"b\",\"model\":\"gpt-image-1.5\"}", TODAY,
+            IMGQ_EPARSE, "(json)", "duplicate");
+    refused(c, "[{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\"}]", TODAY, IMGQ_EPARSE, "(json)",
+            "a job must be a JSON object");
+    /* Scalars fail in the JSON parser itself (jansson wants an array or object on top). */
+    refused(c, "\"a cat\"", TODAY, IMGQ_EPARSE, "(json)", "'[' or '{' expected");
+    refused(c, "42", TODAY, IMGQ_EPARSE, "(json)", "'[' or '{' expected");
+    refused(c, "null", TODAY, IMGQ_EPARSE, "(json)", "'[' or '{' expected");
+    refused(c, "{\"prompt\":\"a\",", TODAY, IMGQ_EPARSE, "(json)", "column");
+    refused(c, "", TODAY, IMGQ_EPARSE, "(json)", NULL);
+    refused(c, "{\"prompt\":\"a\"} {\"prompt\":\"b\"}", TODAY, IMGQ_EPARSE, "(json)", NULL);
+}
+
+/* ---- stored form -------------------------------------------------------------------------- */
+
+static void assert_str_eq_or_null(const char *a, const char *b)
+{
+    if (!a || !b)
+        assert_ptr_equal(a, b);
+    else
+        assert_string_equal(a, b);
+}
+
+static void assert_specs_equal(const struct imgq_job_spec *a, const struct imgq_job_spec *b)
+{
+    assert_str_eq_or_null(a->id, b->id);
+    assert_str_eq_or_null(a->model, b->model);
+    assert_str_eq_or_null(a->alias, b->alias);
+    assert_str_eq_or_null(a->prompt, b->prompt);
+    assert_int_equal(a->n, b->n);
+    assert_str_eq_or_null(a->size, b->size);
+    assert_int_equal(a->width, b->width);
+    assert_int_equal(a->height, b->height);
+    assert_str_eq_or_null(a->quality, b->quality);
+    assert_str_eq_or_null(a->output_format, b->output_format);
+    assert_int_equal(a->output_compression, b->output_compression);
+    assert_str_eq_or_null(a->background, b->background);
+    assert_str_eq_or_null(a->moderation, b->moderation);
+    assert_str_eq_or_null(a->user, b->user);
+    assert_str_eq_or_null(a->route, b->route);
+    assert_str_eq_or_null(a->team, b->team);
+    assert_str_eq_or_null(a->webhook, b->webhook);
+    assert_int_equal(a->priority, b->priority);
+    assert_int_equal(a->max_attempts, b->max_attempts);
+    if (!a->metadata || !b->metadata)
+        assert_ptr_equal(a->metadata, b->metadata);
+    else
+        assert_true(json_equal(a->metadata, b->metadata));
+}
+
+static void test_round_trip(void **state)
+{
+    static const char *const jobs[] = {
+        full_job,
+        "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\"}",
+        "{\"prompt\":\"  two  spaces \",\"model\":\"catalog-default\",\"priority\":\"low\"}",
+    };
+    for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+        struct imgq_job_spec a, b;
+        parse_ok(cat(state), jobs[i], TODAY, &a, NULL, 0);
+        char *json = imgq_job_spec_to_json(&a);
+        assert_non_null(json);
+        /* Compact and ASCII-only, as it is stored in Redis. */
+        for (const char *p = json; *p; p++)
+            assert_true((unsigned char)*p < 0x80);
+        assert_int_equal(imgq_job_spec_from_json(json, &b), 0);
+        assert_specs_equal(&a, &b);
+        /* The stored form of the stored form is the same text. */
+        char *again = imgq_job_spec_to_json(&b);
+        assert_string_equal(json, again);
+        free(again);
+        free(json);
+        imgq_job_spec_clear(&a);
+        imgq_job_spec_clear(&b);
+    }
+
+    /* The full job's text, field by field. */
+    struct imgq_job_spec a;
+    parse_ok(cat(state), full_job, TODAY, &a, NULL, 0);
+    char *json = imgq_job_spec_to_json(&a);
+    json_t *o = json_loads(json, 0, NULL);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "priority")), "high");
+    assert_int_equal(json_integer_value(json_object_get(o, "max_attempts")), 7);
+    assert_int_equal(json_integer_value(json_object_get(o, "n")), 4);
+    assert_string_equal(json_string_value(json_object_get(o, "route")), "treerouter-enterprise");
+    assert_null(json_object_get(o, "alias"));
+    json_decref(o);
+    free(json);
+    imgq_job_spec_clear(&a);
+}
+
+static void test_from_json_rejects_damage(void **state)
+{
+    static const struct {
+        const char *text;
+        int code;
+    } cases[] = {
+        {"not json", IMGQ_EPARSE},
+        {"", IMGQ_EPARSE},
+        {"[]", IMGQ_EPARSE},
+        {"\"x\"", IMGQ_EPARSE},
+        {"{}", IMGQ_EINVAL},
+        {"{\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\",\"output_format\":\"webp\","
+         "\"route\":\"list\"}",
+         IMGQ_EINVAL}, /* no model */
+        {"{\"model\":\"m\",\"n\":1,\"size\":\"1024x1024\",\"output_format\":\"webp\","
+         "\"route\":\"list\"}",
+         IMGQ_EINVAL}, /* no prompt */
+        {"{\"model\":\"m\",\"prompt\":\"a\",\"n\":0,\"size\":\"1024x1024\","
+         "\"output_format\":\"webp\",\"route\":\"list\"}",
+         IMGQ_EINVAL},
+        {"{\"model\":\"m\",\"prompt\":\"a\",\"n\":\"1\",\"size\":\"1024x1024\","
+         "\"output_format\":\"webp\",\"route\":\"list\"}",
+         IMGQ_EINVAL},
+        {"{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"big\","
+         "\"output_format\":\"webp\",\"route\":\"list\"}",
+         IMGQ_EINVAL},
+        {"{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\",\"route\":\"list\"}",
+         IMGQ_EINVAL}, /* no output_format */
+        {"{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\","
+         "\"output_format\":\"webp\"}",
+         IMGQ_EINVAL}, /* no route */
+        {"{\"model\":5,\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\","
+         "\"output_format\":\"webp\",\"route\":\"list\"}",
+         IMGQ_EINVAL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct imgq_job_spec s;
+        memset(&s, 0x5a, sizeof s);
+        int rc = imgq_job_spec_from_json(cases[i].text, &s);
+        if (rc != cases[i].code)
+            fail_msg("case %zu: code %d, want %d: %s", i, rc, cases[i].code, cases[i].text);
+        assert_spec_empty(&s);
+    }
+
+    /* The minimum a stored spec needs; the rest stays NULL/0. */
+    struct imgq_job_spec s;
+    assert_int_equal(imgq_job_spec_from_json("{\"model\":\"m\",\"prompt\":\"a\",\"n\":2,"
+                                             "\"size\":\"512x768\",\"output_format\":\"png\","
+                                             "\"route\":\"list\",\"priority\":\"low\"}",
+                                             &s),
+                     0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.width, 512);
+    assert_int_equal(s.height, 768);
+    assert_int_equal(s.priority, IMGQ_PRIO_LOW);
+    assert_null(s.quality);
+    assert_null(s.metadata);
+    imgq_job_spec_clear(&s);
+}
+
+/* Regression (was a bug): src/job.c imgq_job_spec_from_json: a stored spec without a (valid)
+ * "priority" comes back as IMGQ_PRIO_HIGH (0, from the memset), although the code means to default
+ * to IMGQ_PRIO_NORMAL ('pr' is initialised to it but only assigned on a successful parse). */
+static void test_from_json_missing_priority_is_normal(void **state)
+{
+    static const char *const texts[] = {
+        "{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\","
+        "\"output_format\":\"webp\",\"route\":\"list\"}",
+        "{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\","
+        "\"output_format\":\"webp\",\"route\":\"list\",\"priority\":\"urgent\"}",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        struct imgq_job_spec s;
+        int rc = imgq_job_spec_from_json(texts[i], &s);
+        /* Either refused as damaged, or read with the normal priority: never "high". */
+        if (rc == 0) {
+            assert_int_equal(s.priority, IMGQ_PRIO_NORMAL);
+            imgq_job_spec_clear(&s);
+        } else {
+            assert_int_equal(rc, IMGQ_EINVAL);
+        }
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_minimal_job_gets_defaults),
+        cmocka_unit_test(test_submit_defaults_apply),
+        cmocka_unit_test(test_full_job),
+        cmocka_unit_test(test_alias_resolves),
+        cmocka_unit_test(test_model_without_quality),
+        cmocka_unit_test(test_lifecycle),
+        cmocka_unit_test(test_prompt_refusals),
+        cmocka_unit_test(test_prompt_length_in_characters),
+        cmocka_unit_test(test_model_refusals),
+        cmocka_unit_test(test_shape_refusals),
+        cmocka_unit_test(test_routing_and_ownership_refusals),
+        cmocka_unit_test(test_unknown_field),
+        cmocka_unit_test(test_webhook_refusals),
+        cmocka_unit_test(test_metadata_refusals),
+        cmocka_unit_test(test_json_refusals),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_from_json_rejects_damage),
+        cmocka_unit_test(test_from_json_missing_priority_is_normal),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,659 @@
+/*
+ * test_provider.c - the OpenAI Images adapter: responses built by hand (success with and
+ * without usage, malformed successes, every error class with the provider's real body
+ * shapes), Retry-After parsing, and the request it builds, captured by a one-shot loopback
+ * server.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "imgq/provider.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+/* The PNG signature and "hello", base64: the images of the success responses. */
+#define PNG_SIG "\x89PNG\r\n\x1a\n"
+#define PNG_SIG_B64 "iVBORw0KGgo="
+#define HELLO_B64 "aGVsbG8="
+
+static void parse(long status, const char *body, const struct imgq_http_header *headers,
+                  size_t nheaders, int n, struct imgq_provider_result *out)
+{
+    imgq_http_response res = {
+        .err = 0,
+        .status = status,
+        .error = "",
+        .body = (const unsigned char *)body,
+        .body_len = strlen(body),
+        .headers = headers,
+        .nheaders = nheaders,
+    };
+    memset(out, 0x5a, sizeof *out); /* parse must initialise everything */
+    imgq_openai_parse(&res, n, out);
+}
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+    if (!strstr(haystack, needle))
+        fail_msg("expected \"%s\" in \"%s\"", needle, haystack);
+}
+
+static void assert_no_images(const struct imgq_provider_result *r)
+{
+    assert_int_equal(r->nimages, 0);
+    assert_false(r->usage_present);
+    assert_null(r->usage_json);
+}
+
+/* ---- success ------------------------------------------------------------------------------ */
+
+static void test_success_with_usage(void **state)
+{
+    static const char body[] =
+        "{\"created\":1713833628,\"background\":\"opaque\",\"output_format\":\"png\","
+        "\"quality\":\"high\",\"size\":\"1024x1024\",\"data\":["
+        "{\"b64_json\":\"" PNG_SIG_B64 "\",\"revised_prompt\":null,\"url\":null},"
+        "{\"b64_json\":\"" HELLO_B64 "\"}],"
+        "\"usage\":{\"input_tokens\":50,\"input_tokens_details\":{\"text_tokens\":40,"
+        "\"image_tokens\":10},\"output_tokens\":8340,\"total_tokens\":8390,"
+        "\"output_tokens_details\":{\"image_tokens\":8320,\"text_tokens\":20}}}";
+    static const struct imgq_http_header h[] = {
+        {"Content-Type", "application/json"},
+        {"X-Request-Id", "req_abc123"},
+    };
+    struct imgq_provider_result r;
+    parse(200, body, h, 2, 2, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NONE);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.request_id, "req_abc123");
+    assert_string_equal(r.message, "");
+    assert_string_equal(r.code, "");
+    assert_int_equal(r.retry_after_ms, -1);
+    assert_int_equal(r.nimages, 2);
+    assert_int_equal(r.image_lens[0], 8);
+    assert_memory_equal(r.images[0], PNG_SIG, 8);
+    assert_int_equal(r.image_lens[1], 5);
+    assert_memory_equal(r.images[1], "hello", 5);
+    assert_true(r.usage_present);
+    assert_int_equal(r.usage.text_in, 40);
+    assert_int_equal(r.usage.image_in, 10);
+    assert_int_equal(r.usage.image_out, 8320);
+    assert_int_equal(r.usage.text_out, 20);
+    assert_int_equal(r.usage.cached_text_in, 0);
+    assert_int_equal(r.usage.images, 2);
+    assert_non_null(r.usage_json);
+    assert_int_equal(json_integer_value(json_object_get(r.usage_json, "total_tokens")), 8390);
+    imgq_provider_result_clear(&r);
+    assert_int_equal(r.nimages, 0);
+    assert_null(r.images);
+}
+
+static void test_usage_shapes(void **state)
+{
+    struct imgq_provider_result r;
+    /* No details: all input is text, all output is image. */
+    parse(200,
+          "{\"data\":[{\"b64_json\":\"" HELLO_B64 "\"}],"
+          "\"usage\":{\"input_tokens\":50,\"output_tokens\":4160,\"total_tokens\":4210}}",
+          NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NONE);
+    assert_true(r.usage_present);
+    assert_int_equal(r.usage.text_in, 50);
+    assert_int_equal(r.usage.image_in, 0);
+    assert_int_equal(r.usage.image_out, 4160);
+    assert_int_equal(r.usage.text_out, 0);
+    assert_int_equal(r.usage.images, 1);
+    assert_string_equal(r.request_id, "");
+    imgq_provider_result_clear(&r);
+
+    /* Details that do not add up: the remainder is billed at the text / image-out rate. */
+    parse(200,
+          "{\"data\":[{\"b64_json\":\"" HELLO_B64 "\"}],"
+          "\"usage\":{\"input_tokens\":60,\"input_tokens_details\":{\"text_tokens\":40,"
+          "\"image_tokens\":10},\"output_tokens\":5000,"
+          "\"output_tokens_details\":{\"image_tokens\":4160}}}",
+          NULL, 0, 1, &r);
+    assert_int_equal(r.usage.text_in, 50);
+    assert_int_equal(r.usage.image_in, 10);
+    assert_int_equal(r.usage.image_out, 5000);
+    assert_int_equal(r.usage.text_out, 0);
+    imgq_provider_result_clear(&r);
+
+    /* Negative or non-integer counts are read as 0, not trusted. */
+    parse(200,
+          "{\"data\":[{\"b64_json\":\"" HELLO_B64 "\"}],"
+          "\"usage\":{\"input_tokens\":-5,\"output_tokens\":\"4160\"}}",
+          NULL, 0, 1, &r);
+    assert_true(r.usage_present);
+    assert_int_equal(r.usage.text_in, 0);
+    assert_int_equal(r.usage.image_out, 0);
+    imgq_provider_result_clear(&r);
+}
+
+static void test_success_without_usage(void **state)
+{
+    struct imgq_provider_result r;
+    /* The Gemini OpenAI-compatible shape: data, no usage.  Billed at the ceiling. */
+    parse(200, "{\"data\":[{\"b64_json\":\"" PNG_SIG_B64 "\"}],\"model\":\"x\"}", NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NONE);
+    assert_int_equal(r.nimages, 1);
+    assert_memory_equal(r.images[0], PNG_SIG, 8);
+    assert_false(r.usage_present);
+    assert_null(r.usage_json);
+    assert_int_equal(r.usage.image_out, 0);
+    imgq_provider_result_clear(&r);
+
+    /* "usage": null is no usage either. */
+    parse(200, "{\"data\":[{\"b64_json\":\"" HELLO_B64 "\"}],\"usage\":null}", NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NONE);
+    assert_false(r.usage_present);
+    imgq_provider_result_clear(&r);
+}
+
+static void test_success_unusable(void **state)
+{
+    static const struct {
+        const char *body;
+        int n;
+        const char *needle;
+    } cases[] = {
+        {"{\"data\":[{\"b64_json\":\"" HELLO_B64 "\"}]}", 2, "without 2 images"},
+        {"{\"data\":[{\"b64_json\":\"" HELLO_B64 "\"},{\"b64_json\":\"" HELLO_B64 "\"}]}", 1,
+         "without 1 images"},
+        {"{\"data\":[]}", 1, "without 1 images"},
+        {"{\"data\":{}}", 1, "'data'"},
+        {"{\"created\":1}", 1, "'data'"},
+        {"not json", 1, "'data'"},
+        {"", 1, "'data'"},
+        {"{\"data\":[{\"b64_json\":\"" HELLO_B64 "\"},{\"b64_json\":\"!!!!\"}]}", 2,
+         "data[1].b64_json"},
+        {"{\"data\":[{\"b64_json\":\"aGVsbG8\"}]}", 1, "data[0].b64_json"}, /* length % 4 */
+        {"{\"data\":[{\"url\":\"https://example.com/i.png\"}]}", 1, "data[0].b64_json missing"},
+        {"{\"data\":[{\"b64_json\":42}]}", 1, "data[0].b64_json"},
+        {"{\"data\":[\"" HELLO_B64 "\"]}", 1, "data[0].b64_json"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct imgq_provider_result r;
+        parse(200, cases[i].body, NULL, 0, cases[i].n, &r);
+        if (r.cls != IMGQ_CLASS_BAD_RESPONSE)
+            fail_msg("case %zu: class %s, want bad_response", i, imgq_error_class_name(r.cls));
+        assert_contains(r.message, cases[i].needle);
+        assert_false(r.usage_present);
+        assert_int_equal(r.status, 200);
+        imgq_provider_result_clear(&r); /* frees the images decoded before the bad one */
+    }
+    assert_true(imgq_error_class_retryable(IMGQ_CLASS_BAD_RESPONSE));
+}
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+static void test_rate_limit(void **state)
+{
+    static const char body[] =
+        "{\"error\":{\"message\":\"Rate limit reached for images per minute.\","
+        "\"type\":\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}";
+    struct imgq_provider_result r;
+
+    static const struct imgq_http_header secs[] = {{"Retry-After", "7"}, {"x-request-id", "req_1"}};
+    parse(429, body, secs, 2, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_RATE_LIMIT);
+    assert_int_equal(r.status, 429);
+    assert_int_equal(r.retry_after_ms, 7000);
+    assert_string_equal(r.code, "rate_limit_exceeded");
+    assert_string_equal(r.message, "Rate limit reached for images per minute.");
+    assert_string_equal(r.request_id, "req_1");
+    assert_no_images(&r);
+    imgq_provider_result_clear(&r);
+
+    /* retry-after-ms wins over retry-after, as in OpenAI's SDK. */
+    static const struct imgq_http_header both[] = {{"retry-after", "7"},
+                                                   {"retry-after-ms", "1500"}};
+    parse(429, body, both, 2, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_RATE_LIMIT);
+    assert_int_equal(r.retry_after_ms, 1500);
+    imgq_provider_result_clear(&r);
+
+    static const struct imgq_http_header ms_only[] = {{"Retry-After-Ms", "250"}};
+    parse(429, body, ms_only, 1, 1, &r);
+    assert_int_equal(r.retry_after_ms, 250);
+    imgq_provider_result_clear(&r);
+
+    /* An unusable retry-after-ms falls back to retry-after. */
+    static const struct imgq_http_header bad_ms[] = {{"retry-after-ms", "soon"},
+                                                     {"retry-after", "2"}};
+    parse(429, body, bad_ms, 2, 1, &r);
+    assert_int_equal(r.retry_after_ms, 2000);
+    imgq_provider_result_clear(&r);
+
+    /* No hint at all. */
+    parse(429, body, NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_RATE_LIMIT);
+    assert_int_equal(r.retry_after_ms, -1);
+    imgq_provider_result_clear(&r);
+
+    /* An HTTP-date in the past means "now". */
+    static const struct imgq_http_header past[] = {
+        {"retry-after", "Sun, 06 Nov 1994 08:49:37 GMT"}};
+    parse(429, body, past, 1, 1, &r);
+    assert_int_equal(r.retry_after_ms, 0);
+    imgq_provider_result_clear(&r);
+
+    assert_true(imgq_error_class_retryable(IMGQ_CLASS_RATE_LIMIT));
+}
+
+static void test_server_errors(void **state)
+{
+    static const long statuses[] = {500, 502, 503, 504, 408, 409};
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++) {
+        struct imgq_provider_result r;
+        parse(statuses[i],
+              "{\"error\":{\"message\":\"The server had an error while processing your "
+              "request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}",
+              NULL, 0, 1, &r);
+        if (r.cls != IMGQ_CLASS_SERVER)
+            fail_msg("HTTP %ld: class %s, want server", statuses[i], imgq_error_class_name(r.cls));
+        assert_int_equal(r.status, statuses[i]);
+        assert_string_equal(r.message, "The server had an error while processing your request.");
+        assert_string_equal(r.code, "");
+        assert_int_equal(r.retry_after_ms, -1);
+        assert_no_images(&r);
+        imgq_provider_result_clear(&r);
+    }
+    assert_true(imgq_error_class_retryable(IMGQ_CLASS_SERVER));
+}
+
+static void test_content_policy(void **state)
+{
+    /* The exact body OpenAI sends when GPT image moderation blocks an output. */
+    static const char body[] =
+        "{\"error\":{\"message\":\"Your request was rejected by the safety system. If you "
+        "believe this is an error, contact us at help.openai.com and include the request ID "
+        "7f3c9a2e-1b4d-4e8a-9c6f-2d5b8a1e0f37. safety_violations=[sexual].\","
+        "\"type\":\"image_generation_user_error\",\"param\":null,"
+        "\"code\":\"moderation_blocked\",\"moderation_details\":{\"moderation_stage\":"
+        "\"output\",\"categories\":[\"sexual\"]}}}";
+    static const struct imgq_http_header h[] = {{"x-request-id", "req_mod"}};
+    struct imgq_provider_result r;
+    parse(400, body, h, 1, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_CONTENT_POLICY);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.code, "moderation_blocked");
+    assert_contains(r.message, "Your request was rejected by the safety system.");
+    assert_contains(r.message, "safety_violations=[sexual]");
+    assert_string_equal(r.request_id, "req_mod");
+    assert_no_images(&r);
+    imgq_provider_result_clear(&r);
+    assert_false(imgq_error_class_retryable(IMGQ_CLASS_CONTENT_POLICY));
+
+    /* The DALL-E era code. */
+    parse(400,
+          "{\"error\":{\"message\":\"Your request was rejected as a result of our safety "
+          "system.\",\"type\":\"invalid_request_error\",\"param\":null,"
+          "\"code\":\"content_policy_violation\"}}",
+          NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_CONTENT_POLICY);
+    assert_string_equal(r.code, "content_policy_violation");
+    imgq_provider_result_clear(&r);
+}
+
+static void test_invalid_request(void **state)
+{
+    struct imgq_provider_result r;
+    parse(400,
+          "{\"error\":{\"message\":\"Invalid value: '1254x836'. Supported values are: "
+          "'1024x1024', '1024x1536', '1536x1024', and 'auto'.\","
+          "\"type\":\"invalid_request_error\",\"param\":\"size\",\"code\":\"invalid_value\"}}",
+          NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_INVALID_REQUEST);
+    assert_string_equal(r.code, "invalid_value");
+    assert_string_equal(r.message, "Invalid value: '1254x836'. Supported values are: "
+                                   "'1024x1024', '1024x1536', '1536x1024', and 'auto'.");
+    imgq_provider_result_clear(&r);
+    assert_false(imgq_error_class_retryable(IMGQ_CLASS_INVALID_REQUEST));
+
+    static const long statuses[] = {404, 422, 413};
+    for (size_t i = 0; i < 3; i++) {
+        parse(statuses[i], "{\"error\":{\"message\":\"nope\",\"code\":null}}", NULL, 0, 1, &r);
+        assert_int_equal(r.cls, IMGQ_CLASS_INVALID_REQUEST);
+        assert_string_equal(r.message, "nope");
+        imgq_provider_result_clear(&r);
+    }
+
+    /* A non-JSON error body: the status stands in for the message. */
+    parse(400, "<html><body>Bad Request</body></html>", NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_INVALID_REQUEST);
+    assert_string_equal(r.message, "HTTP 400");
+    assert_string_equal(r.code, "");
+    imgq_provider_result_clear(&r);
+    parse(502, "<html>Bad Gateway</html>", NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_SERVER);
+    assert_string_equal(r.message, "HTTP 502");
+    imgq_provider_result_clear(&r);
+    /* JSON of the wrong shape is no message either. */
+    parse(400, "{\"error\":\"bad\"}", NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_INVALID_REQUEST);
+    assert_string_equal(r.message, "HTTP 400");
+    imgq_provider_result_clear(&r);
+    parse(400, "[1,2,3]", NULL, 0, 1, &r);
+    assert_string_equal(r.message, "HTTP 400");
+    imgq_provider_result_clear(&r);
+
+    /* Statuses that are neither success nor an error we know: a bad response. */
+    parse(302, "", NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_BAD_RESPONSE);
+    assert_string_equal(r.message, "HTTP 302");
+    imgq_provider_result_clear(&r);
+    parse(204, "", NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_BAD_RESPONSE);
+    imgq_provider_result_clear(&r);
+}
+
+static void test_auth(void **state)
+{
+    struct imgq_provider_result r;
+    parse(401,
+          "{\"error\":{\"message\":\"Incorrect API key provided: sk-abc***xyz.\","
+          "\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"invalid_api_key\"}}",
+          NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_AUTH);
+    assert_string_equal(r.code, "invalid_api_key");
+    assert_contains(r.message, "Incorrect API key");
+    imgq_provider_result_clear(&r);
+    parse(403, "{}", NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_AUTH);
+    assert_string_equal(r.message, "HTTP 403");
+    imgq_provider_result_clear(&r);
+    assert_false(imgq_error_class_retryable(IMGQ_CLASS_AUTH));
+}
+
+static void test_transport_errors(void **state)
+{
+    imgq_http_response res = {.err = IMGQ_EHTTP,
+                              .status = 0,
+                              .error = "Failed to connect to api.openai.com port 443: "
+                                       "Connection refused",
+                              .body = (const unsigned char *)"",
+                              .body_len = 0};
+    struct imgq_provider_result r;
+    imgq_openai_parse(&res, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NETWORK);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.message, res.error);
+    assert_int_equal(r.retry_after_ms, -1);
+    assert_no_images(&r);
+    imgq_provider_result_clear(&r);
+
+    res.timed_out = true;
+    res.error = "Operation timed out after 300000 milliseconds with 0 bytes received";
+    imgq_openai_parse(&res, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_TIMEOUT);
+    assert_contains(r.message, "timed out");
+    imgq_provider_result_clear(&r);
+
+    /* A transfer error wins over whatever status and body arrived before it. */
+    static const char partial[] = "{\"data\":[{\"b64_json\":\"aGVs";
+    res = (imgq_http_response){.err = IMGQ_EHTTP,
+                               .status = 200,
+                               .error = "Recv failure: Connection reset by peer",
+                               .body = (const unsigned char *)partial,
+                               .body_len = sizeof partial - 1};
+    imgq_openai_parse(&res, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NETWORK);
+    assert_int_equal(r.status, 200);
+    assert_no_images(&r);
+    imgq_provider_result_clear(&r);
+
+    assert_true(imgq_error_class_retryable(IMGQ_CLASS_TIMEOUT));
+    assert_true(imgq_error_class_retryable(IMGQ_CLASS_NETWORK));
+    assert_true(imgq_error_class_retryable(IMGQ_CLASS_STORAGE));
+    assert_false(imgq_error_class_retryable(IMGQ_CLASS_NONE));
+}
+
+static void test_class_names(void **state)
+{
+    static const char *const names[] = {
+        "none",         "timeout", "network",         "rate_limit",     "server",
+        "bad_response", "storage", "invalid_request", "content_policy", "auth"};
+    for (int c = IMGQ_CLASS_NONE; c <= IMGQ_CLASS_AUTH; c++)
+        assert_string_equal(imgq_error_class_name((enum imgq_error_class)c), names[c]);
+    assert_string_equal(imgq_error_class_name((enum imgq_error_class)99), "unknown");
+}
+
+/* ---- Retry-After -------------------------------------------------------------------------- */
+
+static void test_retry_after(void **state)
+{
+    struct tm tm = {.tm_year = 126, .tm_mon = 10, .tm_mday = 22, .tm_hour = 10};
+    long now = (long)timegm(&tm); /* Sun, 22 Nov 2026 10:00:00 GMT */
+
+    assert_int_equal(imgq_retry_after_ms("120", now), 120000);
+    assert_int_equal(imgq_retry_after_ms("0", now), 0);
+    assert_int_equal(imgq_retry_after_ms("1", now), 1000);
+    assert_int_equal(imgq_retry_after_ms("86400", now), 86400000);
+    assert_int_equal(imgq_retry_after_ms("86401", now), -1); /* more than a day: ignored */
+    assert_int_equal(imgq_retry_after_ms("-1", now), -1);
+
+    assert_int_equal(imgq_retry_after_ms("Sun, 22 Nov 2026 10:00:30 GMT", now), 30000);
+    assert_int_equal(imgq_retry_after_ms("Sun, 22 Nov 2026 11:00:00 GMT", now), 3600000);
+    assert_int_equal(imgq_retry_after_ms("Sun, 22 Nov 2026 10:00:00 GMT", now), 0);
+    assert_int_equal(imgq_retry_after_ms("Sun, 22 Nov 2026 09:00:00 GMT", now), 0);
+    assert_int_equal(imgq_retry_after_ms("Tue, 24 Nov 2026 10:00:00 GMT", now), -1);
+
+    static const char *const garbage[] = {NULL,
+                                          "",
+                                          "soon",
+                                          "12abc",
+                                          "Sun, 22 Nov 2026 10:00:30",
+                                          "Sun, 22 Nov 2026 10:00:30 GMT junk",
+                                          "22/11/2026",
+                                          "Sun, 32 Nov 2026 10:00:30 GMT",
+                                          "inf",
+                                          "1e400"};
+    for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++) {
+        long v = imgq_retry_after_ms(garbage[i], now);
+        if (v != -1)
+            fail_msg("retry_after(\"%s\") = %ld, want -1", garbage[i] ? garbage[i] : "(null)", v);
+    }
+}
+
+/* Regression (was a bug): src/provider_openai.c imgq_retry_after_ms: strtod accepts "nan", which
+ * passes both range checks (every comparison with NaN is false) and is converted to long: undefined
+ * behaviour, LONG_MIN on x86-64, so a hostile Retry-After: nan yields a negative wait instead of
+ * -1. */
+static void test_retry_after_nan(void **state)
+{
+    assert_int_equal(imgq_retry_after_ms("nan", 0), -1);
+    assert_int_equal(imgq_retry_after_ms("NaN", 0), -1);
+    assert_int_equal(imgq_retry_after_ms("-nan", 0), -1);
+}
+
+/* ---- the request ------------------------------------------------------------------------- */
+
+/* A one-shot HTTP server on a loopback port: reads one request, keeps its bytes, answers 200. */
+struct capture {
+    int listen_fd;
+    int port;
+    pthread_t thread;
+    char buf[65536];
+    size_t len;
+};
+
+static void *capture_run(void *arg)
+{
+    struct capture *c = arg;
+    int fd = accept(c->listen_fd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t want = 0;
+    while (c->len < sizeof c->buf - 1) {
+        ssize_t n = read(fd, c->buf + c->len, sizeof c->buf - 1 - c->len);
+        if (n <= 0)
+            break;
+        c->len += (size_t)n;
+        c->buf[c->len] = '\0';
+        char *end = strstr(c->buf, "\r\n\r\n");
+        if (end && !want) {
+            const char *cl = strcasestr(c->buf, "\r\nContent-Length:");
+            want = (size_t)(end + 4 - c->buf) + (cl ? strtoul(cl + 17, NULL, 10) : 0);
+        }
+        if (want && c->len >= want)
+            break;
+    }
+    static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+    ssize_t w = write(fd, reply, sizeof reply - 1);
+    (void)w;
+    close(fd);
+    return NULL;
+}
+
+static void capture_start(struct capture *c)
+{
+    memset(c, 0, sizeof *c);
+    c->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(c->listen_fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(c->listen_fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(c->listen_fd, 1), 0);
+    socklen_t alen = sizeof a;
+    assert_int_equal(getsockname(c->listen_fd, (struct sockaddr *)&a, &alen), 0);
+    c->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&c->thread, NULL, capture_run, c), 0);
+}
+
+static void capture_stop(struct capture *c)
+{
+    shutdown(c->listen_fd, SHUT_RDWR); /* unblocks accept() if nothing ever came */
+    pthread_join(c->thread, NULL);
+    close(c->listen_fd);
+}
+
+/* Send the built request to the capture server; returns the parsed JSON body (new). */
+static json_t *send_built(const struct imgq_job_spec *spec, int n, const char *api_key,
+                          struct capture *c)
+{
+    capture_start(c);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", c->port);
+    struct imgq_provider_endpoint ep = {.base_url = base, .api_key = api_key, .timeout_ms = 10000};
+    imgq_http_request *req = imgq_openai_build(&ep, spec, n);
+    assert_non_null(req);
+    imgq_http_response *res = NULL;
+    int rc = imgq_http_perform_sync(req, &res);
+    capture_stop(c);
+    assert_int_equal(rc, 0);
+    assert_non_null(res);
+    assert_int_equal(res->status, 200);
+    imgq_http_response_free(res);
+    imgq_http_request_free(req);
+
+    const char *body = strstr(c->buf, "\r\n\r\n");
+    assert_non_null(body);
+    json_error_t je;
+    json_t *o = json_loads(body + 4, 0, &je);
+    if (!o)
+        fail_msg("request body is not JSON (%s): %s", je.text, body + 4);
+    return o;
+}
+
+static void test_build_request(void **state)
+{
+    setenv("NO_PROXY", "127.0.0.1", 1);
+    setenv("no_proxy", "127.0.0.1", 1);
+    struct imgq_job_spec spec = {.model = "gpt-image-1.5",
+                                 .prompt = "a \"quoted\" mug, caf\xc3\xa9",
+                                 .n = 4,
+                                 .size = "1536x1024",
+                                 .width = 1536,
+                                 .height = 1024,
+                                 .quality = "high",
+                                 .output_format = "webp",
+                                 .output_compression = 85,
+                                 .background = "transparent",
+                                 .moderation = "low",
+                                 .user = "user-77",
+                                 .route = "list",
+                                 .team = "acme",
+                                 .webhook = "https://example.com/h"};
+    struct capture *c = malloc(sizeof *c);
+    assert_non_null(c);
+    json_t *o = send_built(&spec, 3, "sk-test-123", c);
+
+    assert_true(strncmp(c->buf, "POST /v1/images/generations HTTP/1.1\r\n", 38) == 0);
+    assert_non_null(strcasestr(c->buf, "\r\nAuthorization: Bearer sk-test-123\r\n"));
+    assert_non_null(strcasestr(c->buf, "\r\nContent-Type: application/json\r\n"));
+    assert_string_equal(json_string_value(json_object_get(o, "model")), "gpt-image-1.5");
+    assert_string_equal(json_string_value(json_object_get(o, "prompt")),
+                        "a \"quoted\" mug, caf\xc3\xa9");
+    assert_int_equal(json_integer_value(json_object_get(o, "n")), 3); /* the call's n */
+    assert_string_equal(json_string_value(json_object_get(o, "size")), "1536x1024");
+    assert_string_equal(json_string_value(json_object_get(o, "quality")), "high");
+    /* Lossless transfer: the worker encodes the stored format itself. */
+    assert_string_equal(json_string_value(json_object_get(o, "output_format")), "png");
+    assert_string_equal(json_string_value(json_object_get(o, "background")), "transparent");
+    assert_string_equal(json_string_value(json_object_get(o, "moderation")), "low");
+    assert_string_equal(json_string_value(json_object_get(o, "user")), "user-77");
+    /* imgq's own fields never reach the provider. */
+    assert_int_equal(json_object_size(o), 9);
+    assert_null(json_object_get(o, "route"));
+    assert_null(json_object_get(o, "webhook"));
+    assert_null(json_object_get(o, "output_compression"));
+    json_decref(o);
+
+    /* Optional fields left out are not sent; a key with CR/LF is not sent either. */
+    struct imgq_job_spec bare = {.model = "gpt-image-1-mini",
+                                 .prompt = "x",
+                                 .n = 1,
+                                 .size = "1024x1024",
+                                 .output_format = "webp",
+                                 .route = "list"};
+    o = send_built(&bare, 1, "sk-evil\r\nX-Injected: 1", c);
+    assert_null(strcasestr(c->buf, "X-Injected"));
+    assert_null(strcasestr(c->buf, "\r\nAuthorization:"));
+    assert_int_equal(json_object_size(o), 5);
+    assert_string_equal(json_string_value(json_object_get(o, "model")), "gpt-image-1-mini");
+    assert_int_equal(json_integer_value(json_object_get(o, "n")), 1);
+    assert_null(json_object_get(o, "quality"));
+    assert_null(json_object_get(o, "background"));
+    assert_null(json_object_get(o, "user"));
+    json_decref(o);
+    free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_success_with_usage),
+        cmocka_unit_test(test_usage_shapes),
+        cmocka_unit_test(test_success_without_usage),
+        cmocka_unit_test(test_success_unusable),
+        cmocka_unit_test(test_rate_limit),
+        cmocka_unit_test(test_server_errors),
+        cmocka_unit_test(test_content_policy),
+        cmocka_unit_test(test_invalid_request),
+        cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_transport_errors),
+        cmocka_unit_test(test_class_names),
+        cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_retry_after_nan),
+        cmocka_unit_test(test_build_request),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

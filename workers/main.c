@@ -1,0 +1,212 @@
+/* main.c - imgq-worker: flags and configuration, then the loop until stopped. */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgq/log.h"
+#include "worker.h"
+
+static void usage(FILE *f)
+{
+    fputs("usage: imgq-worker [--config FILE] [--redis URL] [--queue NAME] [--prefix P]\n"
+          "                   [--catalog FILE] [--concurrency N] [--lease-ms MS]\n"
+          "                   [--grace-ms MS] [--retry-base-ms MS] [--retry-max-ms MS]\n"
+          "                   [--provider-timeout-ms MS] [--exit-when-idle] [--noop]\n"
+          "                   [--log-level error|warn|info|debug]\n"
+          "Claims jobs from Redis, calls the provider, stores images in S3.\n"
+          "SIGTERM/SIGINT: stop claiming, let running jobs finish for the grace period,\n"
+          "then hand the rest back to the queue.\n"
+          "--noop completes every claimed job at once (queue benchmarks only).\n",
+          f);
+}
+
+static int positive(const char *flag, const char *v, int *out)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || x < 1 || x > 100000000) {
+        fprintf(stderr, "imgq-worker: %s '%s': expected a positive integer\n", flag, v);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_file = NULL, *redis = NULL, *queue = NULL, *prefix = NULL, *catalog = NULL;
+    int concurrency = 0, lease = 0, grace = 0, rbase = 1000, rmax = 300000, ptimeout = 300000;
+    bool idle = false, noop = false;
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"redis", required_argument, NULL, 'r'},
+                                         {"queue", required_argument, NULL, 'q'},
+                                         {"prefix", required_argument, NULL, 'p'},
+                                         {"catalog", required_argument, NULL, 'C'},
+                                         {"concurrency", required_argument, NULL, 'n'},
+                                         {"lease-ms", required_argument, NULL, 'l'},
+                                         {"grace-ms", required_argument, NULL, 'g'},
+                                         {"retry-base-ms", required_argument, NULL, 'b'},
+                                         {"retry-max-ms", required_argument, NULL, 'm'},
+                                         {"provider-timeout-ms", required_argument, NULL, 't'},
+                                         {"exit-when-idle", no_argument, NULL, 'x'},
+                                         {"noop", no_argument, NULL, 'N'},
+                                         {"log-level", required_argument, NULL, 'L'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    /* libcurl leaves signals alone; a peer hanging up must not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 'c':
+            config_file = optarg;
+            break;
+        case 'r':
+            redis = optarg;
+            break;
+        case 'q':
+            queue = optarg;
+            break;
+        case 'p':
+            prefix = optarg;
+            break;
+        case 'C':
+            catalog = optarg;
+            break;
+        case 'n':
+            bad = positive("--concurrency", optarg, &concurrency);
+            break;
+        case 'l':
+            bad = positive("--lease-ms", optarg, &lease);
+            break;
+        case 'g':
+            bad = positive("--grace-ms", optarg, &grace);
+            break;
+        case 'b':
+            bad = positive("--retry-base-ms", optarg, &rbase);
+            break;
+        case 'm':
+            bad = positive("--retry-max-ms", optarg, &rmax);
+            break;
+        case 't':
+            bad = positive("--provider-timeout-ms", optarg, &ptimeout);
+            break;
+        case 'x':
+            idle = true;
+            break;
+        case 'N':
+            noop = true;
+            break;
+        case 'L': {
+            int l = imgq_log_level_parse(optarg);
+            if (l < 0) {
+                fprintf(stderr, "imgq-worker: --log-level '%s': error, warn, info or debug\n",
+                        optarg);
+                return 2;
+            }
+            imgq_log_set_level((enum imgq_log_level)l);
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+        if (bad)
+            return 2;
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    struct imgq_config cfg;
+    char err[512];
+    if (imgq_config_load(&cfg, config_file, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq-worker: config %s\n", err);
+        return 2;
+    }
+    imgq_config_set(&cfg.redis_url, redis);
+    imgq_config_set(&cfg.queue, queue);
+    imgq_config_set(&cfg.prefix, prefix);
+    imgq_config_set(&cfg.catalog, catalog);
+    int rc = 1;
+    imgq_catalog *cat = NULL;
+    static struct worker w; /* static: zeroed, and large */
+    w.cfg = &cfg;
+    w.opt.concurrency = concurrency ? concurrency : cfg.concurrency;
+    w.opt.lease_ms = lease ? lease : cfg.lease_ms;
+    w.opt.grace_ms = grace ? grace : cfg.grace_ms;
+    w.opt.retry_base_ms = rbase;
+    w.opt.retry_max_ms = rmax < rbase ? rbase : rmax;
+    w.opt.provider_timeout_ms = ptimeout;
+    w.opt.exit_when_idle = idle;
+    w.opt.noop = noop;
+    imgq_s3_config_init(&w.s3);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    if (imgq_catalog_load(cfg.catalog, &cat, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq-worker: catalog %s\n", err);
+        goto out;
+    }
+    w.catalog = cat;
+    if (imgq_redis_url_parse(cfg.redis_url, &w.redis, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq-worker: %s\n", err);
+        goto out;
+    }
+    if (imgq_keys_init(&w.keys, cfg.prefix, cfg.queue) != 0) {
+        fprintf(stderr, "imgq-worker: queue '%s' / prefix '%s': empty, too long or braces\n",
+                cfg.queue, cfg.prefix);
+        goto out;
+    }
+    const char *why = NULL;
+    if (imgq_s3_config_from_env(&w.s3, &why) != 0) {
+        fprintf(stderr, "imgq-worker: S3 configuration: %s\n", why ? why : "invalid");
+        goto out;
+    }
+    if (cfg.s3_endpoint) {
+        imgq_s3_config_set(&w.s3.endpoint, cfg.s3_endpoint);
+        w.s3.path_style = true;
+    }
+    if (cfg.s3_region)
+        imgq_s3_config_set(&w.s3.region, cfg.s3_region);
+    if (cfg.s3_bucket)
+        imgq_s3_config_set(&w.s3.bucket, cfg.s3_bucket);
+    char *why2 = NULL;
+    if (!noop && imgq_s3_config_check(&w.s3, true, &why2) != 0) {
+        fprintf(stderr, "imgq-worker: S3 configuration: %s\n", why2 ? why2 : "incomplete");
+        free(why2);
+        goto out;
+    }
+    if (!cfg.openai_api_key)
+        imgq_log(IMGQ_LOG_WARN, "worker",
+                 "OPENAI_API_KEY is not set; OpenAI calls will fail "
+                 "with an auth error");
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    w.loop = &loop;
+    if (worker_start(&w) != 0) {
+        fprintf(stderr, "imgq-worker: cannot start the HTTP client\n");
+        uv_loop_close(&loop);
+        goto out;
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int lc = uv_loop_close(&loop);
+    if (lc != 0)
+        imgq_log(IMGQ_LOG_WARN, "worker", "loop closed with handles open: %s", uv_strerror(lc));
+    rc = 0;
+out:
+    imgq_redis_url_clear(&w.redis);
+    imgq_s3_config_clear(&w.s3);
+    imgq_catalog_free(cat);
+    imgq_config_clear(&cfg);
+    curl_global_cleanup();
+    return rc;
+}

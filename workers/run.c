@@ -1,0 +1,606 @@
+/*
+ * run.c - one job's journey through a worker:
+ *
+ *   CALLING   the provider request is in flight (libcurl multi)
+ *   ENCODING  images decode and encode on libuv's thread pool
+ *   STORING   objects are PUT to S3 (retried in place: the images are paid for)
+ *   FINISHING the complete/fail script is in flight (retried while Redis is away)
+ *
+ * job_set_state() is the one place a job's state changes, and it logs the transition.  A job
+ * counts its outstanding asynchronous operations ('ops'); an abandoned job (lease lost,
+ * shutdown) is freed when the last of them returns, so no callback ever sees freed memory.
+ */
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "imgq/alloc.h"
+#include "imgq/dedup.h"
+#include "imgq/image.h"
+#include "imgq/log.h"
+#include "worker.h"
+
+#define S3_TRIES 5          /* PUT attempts per object before the job attempt fails */
+#define REDIS_RETRY_MS 1000 /* wait before re-sending an outcome Redis did not take */
+
+enum job_state { JOB_CALLING, JOB_ENCODING, JOB_STORING, JOB_FINISHING, JOB_ENDED };
+
+static const char *state_name(enum job_state s)
+{
+    static const char *names[] = {"calling", "encoding", "storing", "finishing", "ended"};
+    return names[s];
+}
+
+struct image_out {
+    struct job *job;
+    int index;
+    uv_work_t work;
+    const uint8_t *src; /* provider bytes (borrowed from the result) */
+    size_t src_len;
+    uint8_t *data; /* bytes to store (owned, or == src for a pass-through png) */
+    size_t len;
+    int width, height;
+    char *key;
+    bool stored;
+    int err;
+    char errmsg[256];
+};
+
+struct job {
+    struct worker *w;
+    struct job *prev, *next;
+    char *id, *token, *batch, *spec_json;
+    int attempt, max_attempts;
+    struct imgq_job_spec spec;
+    const struct imgq_model *model;
+    const struct imgq_route *route;
+    enum job_state state;
+    int ops;        /* outstanding async operations */
+    bool abandoned; /* nobody wants the outcome any more */
+    bool lease_lost;
+    uv_timer_t timer; /* S3 and Redis retry waits */
+    bool timer_init;
+
+    struct imgq_provider_result pr;
+    imgq_micros cost;
+    const char *billed; /* "usage" or "ceiling" */
+    struct image_out *imgs;
+    int nimgs;
+    int pending; /* encodes or puts outstanding in the current state */
+    int s3_tries;
+    char s3_error[512];
+
+    /* The outcome, kept so it can be re-sent if Redis was away. */
+    bool outcome_complete;
+    char *outcome_json;
+    long retry_delay_ms;
+    bool consume_attempt;
+    uint64_t started_ms;
+};
+
+static void finish_fail(struct job *j, enum imgq_error_class cls, long status, const char *code,
+                        const char *msg, long retry_after_ms, imgq_micros charged);
+static void send_outcome(struct job *j);
+static void store_images(struct job *j);
+
+static void on_retry_outcome(uv_timer_t *t)
+{
+    send_outcome(t->data);
+}
+
+static void on_store_timer(uv_timer_t *t)
+{
+    store_images(t->data);
+}
+
+const char *job_id(const struct job *j)
+{
+    return j->id;
+}
+
+const char *job_token(const struct job *j)
+{
+    return j->token;
+}
+
+bool job_lease_held(const struct job *j)
+{
+    return !j->lease_lost && !j->abandoned && j->state != JOB_ENDED;
+}
+
+struct job *job_next(const struct job *j)
+{
+    return j->next;
+}
+
+static void job_set_state(struct job *j, enum job_state to)
+{
+    if (imgq_log_enabled(IMGQ_LOG_DEBUG))
+        imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s -> %s", j->id, j->attempt,
+                 state_name(j->state), state_name(to));
+    j->state = to;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void job_free(struct job *j)
+{
+    struct worker *w = j->w;
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        w->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    w->inflight--;
+    for (int i = 0; i < j->nimgs; i++) {
+        if (j->imgs[i].data != j->imgs[i].src)
+            free(j->imgs[i].data);
+        free(j->imgs[i].key);
+    }
+    free(j->imgs);
+    imgq_provider_result_clear(&j->pr);
+    imgq_job_spec_clear(&j->spec);
+    free(j->id);
+    free(j->token);
+    free(j->batch);
+    free(j->spec_json);
+    free(j->outcome_json);
+    if (j->timer_init) {
+        /* The job's memory goes with the timer's close callback. */
+        j->timer.data = j;
+        uv_close((uv_handle_t *)&j->timer, on_timer_closed);
+    } else {
+        free(j);
+    }
+    worker_job_gone(w, NULL);
+}
+
+/* An async operation returned: true if the caller must stop (the job is gone or abandoned). */
+static bool op_done(struct job *j)
+{
+    j->ops--;
+    if (j->abandoned) {
+        if (j->ops == 0)
+            job_free(j);
+        return true;
+    }
+    return false;
+}
+
+void job_abandon(struct job *j, bool release)
+{
+    (void)release;
+    if (j->abandoned)
+        return;
+    j->abandoned = true;
+    if (j->timer_init && uv_is_active((uv_handle_t *)&j->timer))
+        uv_timer_stop(&j->timer);
+    if (j->ops == 0)
+        job_free(j);
+}
+
+void job_lease_lost(struct worker *w, const char *id)
+{
+    for (struct job *j = w->jobs; j; j = j->next)
+        if (strcmp(j->id, id) == 0 && !j->lease_lost) {
+            imgq_log(IMGQ_LOG_WARN, "job", "%s: lease lost; another worker owns it now", id);
+            j->lease_lost = true;
+            w->lost++;
+            job_abandon(j, false);
+            return;
+        }
+}
+
+static void arm_timer(struct job *j, long ms, uv_timer_cb cb)
+{
+    if (!j->timer_init) {
+        uv_timer_init(j->w->loop, &j->timer);
+        j->timer_init = true;
+    }
+    j->timer.data = j;
+    uv_timer_start(&j->timer, cb, (uint64_t)(ms > 0 ? ms : 1), 0);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Outcomes ------------------------------------------------------------------------------ */
+
+static void on_outcome(struct worker *w, redisReply *r, void *arg)
+{
+    struct job *j = arg;
+    if (op_done(j))
+        return;
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        /* Redis went away or refused: the outcome is kept and sent again. */
+        arm_timer(j, REDIS_RETRY_MS, on_retry_outcome);
+        return;
+    }
+    if (r->integer == 0) {
+        imgq_log(IMGQ_LOG_WARN, "job", "%s: lease lost before the outcome was recorded", j->id);
+        w->lost++;
+    } else if (j->outcome_complete) {
+        w->done++;
+        if (!w->opt.noop)
+            imgq_log(IMGQ_LOG_INFO, "job",
+                     "%s done: %s, %d image(s), cost %" PRId64 " micro-USD (%s)", j->id,
+                     j->spec.model, j->nimgs, j->cost, j->billed);
+    } else if (r->integer == 1) {
+        w->retried++;
+    } else {
+        w->failed++;
+    }
+    job_set_state(j, JOB_ENDED);
+    job_free(j);
+}
+
+static void send_outcome(struct job *j)
+{
+    struct worker *w = j->w;
+    int r;
+    if (j->outcome_complete) {
+        char cost[32], images[16];
+        snprintf(cost, sizeof cost, "%" PRId64, j->cost);
+        snprintf(images, sizeof images, "%d", j->nimgs);
+        const char *keys[1] = {w->keys.leases};
+        const char *args[6] = {w->keys.base, j->id, j->token, j->outcome_json, cost, images};
+        r = worker_script(w, IMGQ_SCRIPT_COMPLETE, 1, keys, 6, args, on_outcome, j);
+    } else {
+        char delay[32], cost[32];
+        snprintf(delay, sizeof delay, "%ld", j->retry_delay_ms);
+        snprintf(cost, sizeof cost, "%" PRId64, j->cost);
+        const char *keys[2] = {w->keys.leases, w->keys.delayed};
+        const char *args[7] = {w->keys.base,
+                               j->id,
+                               j->token,
+                               j->outcome_json,
+                               delay,
+                               cost,
+                               j->consume_attempt ? "1" : "0"};
+        r = worker_script(w, IMGQ_SCRIPT_FAIL, 2, keys, 7, args, on_outcome, j);
+    }
+    if (r == 0) {
+        j->ops++;
+        return;
+    }
+    arm_timer(j, REDIS_RETRY_MS, on_retry_outcome);
+}
+
+static long backoff_ms(const struct worker *w, int attempt)
+{
+    long d = w->opt.retry_base_ms;
+    for (int i = 1; i < attempt && d < w->opt.retry_max_ms; i++)
+        d *= 2;
+    if (d > w->opt.retry_max_ms)
+        d = w->opt.retry_max_ms;
+    /* Equal jitter: half fixed, half random, so a burst of failures spreads out. */
+    unsigned int rnd = 0;
+    if (RAND_bytes((unsigned char *)&rnd, sizeof rnd) != 1)
+        rnd = (unsigned int)now_ms();
+    return d / 2 + (long)(rnd % (unsigned int)(d / 2 + 1));
+}
+
+static void finish_fail(struct job *j, enum imgq_error_class cls, long status, const char *code,
+                        const char *msg, long retry_after_ms, imgq_micros charged)
+{
+    struct worker *w = j->w;
+    bool retry = imgq_error_class_retryable(cls);
+    j->consume_attempt = true;
+    j->retry_delay_ms = -1;
+    if (retry) {
+        if (cls == IMGQ_CLASS_RATE_LIMIT) {
+            /* The provider said "not now", not "this failed": wait as told, keep the try. */
+            j->consume_attempt = false;
+            j->retry_delay_ms = retry_after_ms >= 0 ? retry_after_ms : backoff_ms(w, j->attempt);
+        } else {
+            j->retry_delay_ms = backoff_ms(w, j->attempt);
+        }
+    }
+    j->cost = charged;
+    json_t *e = json_object();
+    json_object_set_new(e, "class", json_string(imgq_error_class_name(cls)));
+    json_object_set_new(e, "attempt", json_integer(j->attempt));
+    json_object_set_new(e, "time", json_integer((json_int_t)now_ms()));
+    if (status)
+        json_object_set_new(e, "status", json_integer(status));
+    if (code && *code)
+        json_object_set_new(e, "code", json_string(code));
+    json_object_set_new(e, "message", json_string(msg ? msg : ""));
+    json_object_set_new(e, "retry", json_boolean(retry));
+    if (retry)
+        json_object_set_new(e, "retry_in_ms", json_integer(j->retry_delay_ms));
+    if (charged)
+        json_object_set_new(e, "charged_micros", json_integer(charged));
+    if (j->pr.request_id[0])
+        json_object_set_new(e, "provider_request_id", json_string(j->pr.request_id));
+    free(j->outcome_json);
+    j->outcome_json = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
+    j->outcome_complete = false;
+    imgq_log(retry ? IMGQ_LOG_INFO : IMGQ_LOG_WARN, "job", "%s attempt %d: %s (%ld) %s%s", j->id,
+             j->attempt, imgq_error_class_name(cls), status, msg ? msg : "",
+             retry ? "; will retry" : "; not retryable");
+    job_set_state(j, JOB_FINISHING);
+    send_outcome(j);
+}
+
+static void finish_done(struct job *j)
+{
+    json_t *o = json_object();
+    json_t *imgs = json_array();
+    for (int i = 0; i < j->nimgs; i++) {
+        json_t *im = json_object();
+        json_object_set_new(im, "bucket", json_string(j->w->s3.bucket));
+        json_object_set_new(im, "key", json_string(j->imgs[i].key));
+        json_object_set_new(im, "width", json_integer(j->imgs[i].width));
+        json_object_set_new(im, "height", json_integer(j->imgs[i].height));
+        json_object_set_new(im, "bytes", json_integer((json_int_t)j->imgs[i].len));
+        json_object_set_new(im, "format", json_string(j->spec.output_format));
+        json_array_append_new(imgs, im);
+    }
+    json_object_set_new(o, "images", imgs);
+    json_object_set_new(o, "model", json_string(j->spec.model));
+    json_object_set_new(o, "route", json_string(j->spec.route));
+    if (j->pr.usage_json)
+        json_object_set(o, "usage", j->pr.usage_json);
+    else
+        json_object_set_new(o, "usage", json_null());
+    json_object_set_new(o, "billed", json_string(j->billed));
+    json_object_set_new(o, "cost_micros", json_integer(j->cost));
+    json_object_set_new(o, "attempt", json_integer(j->attempt));
+    json_object_set_new(o, "elapsed_ms", json_integer((json_int_t)(now_ms() - j->started_ms)));
+    if (j->pr.request_id[0])
+        json_object_set_new(o, "provider_request_id", json_string(j->pr.request_id));
+    free(j->outcome_json);
+    j->outcome_json = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    j->outcome_complete = true;
+    job_set_state(j, JOB_FINISHING);
+    send_outcome(j);
+}
+
+/* Storing ----------------------------------------------------------------------------------- */
+
+static void on_put(const struct imgq_s3_result *res, void *arg)
+{
+    struct image_out *im = arg;
+    struct job *j = im->job;
+    if (op_done(j))
+        return;
+    if (res->err == 0) {
+        im->stored = true;
+    } else {
+        snprintf(j->s3_error, sizeof j->s3_error, "%s", res->message);
+    }
+    if (--j->pending > 0)
+        return;
+    for (int i = 0; i < j->nimgs; i++)
+        if (!j->imgs[i].stored) {
+            if (++j->s3_tries < S3_TRIES) {
+                imgq_log(IMGQ_LOG_WARN, "job", "%s: storing failed (%s); retrying", j->id,
+                         j->s3_error);
+                arm_timer(j, 500L << j->s3_tries, on_store_timer);
+                return;
+            }
+            /* The images were paid for; the charge stands even though storing failed. */
+            finish_fail(j, IMGQ_CLASS_STORAGE, 0, NULL, j->s3_error, -1, j->cost);
+            return;
+        }
+    finish_done(j);
+}
+
+static void store_images(struct job *j)
+{
+    job_set_state(j, JOB_STORING);
+    j->pending = 0;
+    const char *type = strcmp(j->spec.output_format, "png") == 0 ? "image/png" : "image/webp";
+    for (int i = 0; i < j->nimgs; i++) {
+        struct image_out *im = &j->imgs[i];
+        if (im->stored)
+            continue;
+        int r =
+            imgq_s3_put(j->w->http, &j->w->s3, im->key, type, im->data, im->len, NULL, on_put, im);
+        if (r) {
+            snprintf(j->s3_error, sizeof j->s3_error, "S3 PUT %s: %s", im->key, imgq_strerror(r));
+            continue;
+        }
+        j->ops++;
+        j->pending++;
+    }
+    if (j->pending == 0) {
+        /* Nothing could even be sent: a configuration problem, not worth waiting for. */
+        if (++j->s3_tries < S3_TRIES) {
+            arm_timer(j, 500L << j->s3_tries, on_store_timer);
+            return;
+        }
+        finish_fail(j, IMGQ_CLASS_STORAGE, 0, NULL, j->s3_error, -1, j->cost);
+    }
+}
+
+/* Encoding (thread pool) ----------------------------------------------------------------- */
+
+static void encode_work(uv_work_t *req)
+{
+    struct image_out *im = req->data;
+    const struct job *j = im->job; /* read-only from the pool thread */
+    struct imgq_image img = {0};
+    int r = imgq_image_decode(im->src, im->src_len, NULL, IMGQ_PIXELS_AUTO, &img);
+    if (r) {
+        im->err = r;
+        snprintf(im->errmsg, sizeof im->errmsg, "image %d from the provider does not decode",
+                 im->index);
+        return;
+    }
+    im->width = img.width;
+    im->height = img.height;
+    if (strcmp(j->spec.output_format, "png") == 0 &&
+        imgq_image_sniff(im->src, im->src_len) == IMGQ_IMAGE_PNG) {
+        im->data = (uint8_t *)im->src;
+        im->len = im->src_len;
+    } else {
+        r = imgq_webp_encode(&img, j->spec.output_compression, false, &im->data, &im->len);
+        if (r) {
+            im->err = r;
+            snprintf(im->errmsg, sizeof im->errmsg, "image %d: webp encoding failed", im->index);
+        }
+    }
+    imgq_image_release(&img);
+}
+
+static void encode_done(uv_work_t *req, int status)
+{
+    struct image_out *im = req->data;
+    struct job *j = im->job;
+    if (op_done(j))
+        return;
+    if (--j->pending > 0)
+        return;
+    for (int i = 0; i < j->nimgs; i++)
+        if (j->imgs[i].err) {
+            /* A 2xx is billable even when its image is unusable. */
+            finish_fail(j, IMGQ_CLASS_BAD_RESPONSE, 200, NULL, j->imgs[i].errmsg, -1, j->cost);
+            return;
+        }
+    for (int i = 0; i < j->nimgs; i++)
+        if (j->imgs[i].width != j->spec.width || j->imgs[i].height != j->spec.height)
+            imgq_log(IMGQ_LOG_WARN, "job", "%s: image %d is %dx%d, %s was asked", j->id, i,
+                     j->imgs[i].width, j->imgs[i].height, j->spec.size);
+    store_images(j);
+}
+
+/* The provider call --------------------------------------------------------------------- */
+
+static int price(struct job *j)
+{
+    struct imgq_request_shape shape = {j->spec.quality, j->spec.width,          j->spec.height,
+                                       j->spec.n,       strlen(j->spec.prompt), 0};
+    if (j->pr.usage_present) {
+        struct imgq_usage u = j->pr.usage;
+        u.quality = j->spec.quality;
+        u.width = j->spec.width;
+        u.height = j->spec.height;
+        if (u.images == 0)
+            u.images = j->spec.n;
+        j->billed = "usage";
+        return imgq_cost_from_usage(j->model, j->route, &u, &j->cost);
+    }
+    /* No usage: bill the worst case this request could have cost, never $0. */
+    j->billed = "ceiling";
+    return imgq_cost_ceiling(j->model, j->route, &shape, &j->cost);
+}
+
+static void on_provider(const imgq_http_response *res, void *arg)
+{
+    struct job *j = arg;
+    if (op_done(j))
+        return;
+    imgq_openai_parse(res, j->spec.n, &j->pr);
+    if (j->pr.cls != IMGQ_CLASS_NONE) {
+        imgq_micros charged = 0;
+        if (j->pr.cls == IMGQ_CLASS_BAD_RESPONSE && res->status >= 200 && res->status < 300 &&
+            price(j) == 0)
+            charged = j->cost; /* an unusable 2xx is still billed: at the ceiling */
+        if (j->model->charges_failures && charged == 0 && res->status != 0) {
+            struct imgq_request_shape shape = {j->spec.quality,        j->spec.width,
+                                               j->spec.height,         j->spec.n,
+                                               strlen(j->spec.prompt), 0};
+            if (imgq_cost_ceiling(j->model, j->route, &shape, &charged) != 0)
+                charged = 0;
+        }
+        finish_fail(j, j->pr.cls, j->pr.status, j->pr.code, j->pr.message, j->pr.retry_after_ms,
+                    charged);
+        return;
+    }
+    if (price(j) != 0) {
+        finish_fail(j, IMGQ_CLASS_BAD_RESPONSE, res->status, NULL,
+                    "usage cannot be priced with the catalog", -1, 0);
+        return;
+    }
+    j->nimgs = j->pr.nimages;
+    j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
+    job_set_state(j, JOB_ENCODING);
+    const char *ext = strcmp(j->spec.output_format, "png") == 0 ? "png" : "webp";
+    for (int i = 0; i < j->nimgs; i++) {
+        struct image_out *im = &j->imgs[i];
+        char dk[65];
+        imgq_dedup_key(&j->spec, i, dk);
+        im->job = j;
+        im->index = i;
+        im->src = j->pr.images[i];
+        im->src_len = j->pr.image_lens[i];
+        im->key = imgq_object_key(j->w->cfg->s3_key_prefix, dk, ext);
+        im->work.data = im;
+        if (uv_queue_work(j->w->loop, &im->work, encode_work, encode_done) == 0) {
+            j->ops++;
+            j->pending++;
+        } else {
+            im->err = IMGQ_EIO;
+            snprintf(im->errmsg, sizeof im->errmsg, "cannot queue image %d for encoding", i);
+        }
+    }
+    if (j->pending == 0)
+        finish_fail(j, IMGQ_CLASS_BAD_RESPONSE, 200, NULL, "no image could be encoded", -1,
+                    j->cost);
+}
+
+void job_start(struct worker *w, const char *id, const char *token, int attempt, const char *spec,
+               const char *batch, int max_attempts)
+{
+    struct job *j = imgq_xcalloc(1, sizeof *j);
+    j->w = w;
+    j->id = imgq_xstrdup(id ? id : "");
+    j->token = imgq_xstrdup(token ? token : "");
+    j->batch = imgq_xstrdup(batch ? batch : "");
+    j->spec_json = imgq_xstrdup(spec ? spec : "");
+    j->attempt = attempt;
+    j->max_attempts = max_attempts;
+    j->started_ms = now_ms();
+    j->next = w->jobs;
+    if (w->jobs)
+        w->jobs->prev = j;
+    w->jobs = j;
+    w->inflight++;
+    j->state = JOB_CALLING;
+
+    if (imgq_job_spec_from_json(j->spec_json, &j->spec) != 0) {
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, "stored job spec is damaged", -1, 0);
+        return;
+    }
+    j->model = imgq_catalog_model(w->catalog, j->spec.model);
+    j->route = imgq_catalog_route(w->catalog, j->spec.route);
+    if (!j->model || !j->route) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "model '%s' or route '%s' is not in this worker's catalog",
+                 j->spec.model, j->spec.route);
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
+        return;
+    }
+    if (w->opt.noop) {
+        /* Queue benchmark: measure claim and complete with nothing in between. */
+        j->billed = "none";
+        finish_done(j);
+        return;
+    }
+    imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, attempt, j->spec.model,
+             j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
+    struct imgq_provider_endpoint ep = {w->cfg->openai_base_url, w->cfg->openai_api_key,
+                                        w->opt.provider_timeout_ms};
+    imgq_http_request *req = imgq_openai_build(&ep, &j->spec, j->spec.n);
+    int r = imgq_http_submit(w->http, req, on_provider, j);
+    if (r) {
+        finish_fail(j, IMGQ_CLASS_NETWORK, 0, NULL, imgq_strerror(r), -1, 0);
+        return;
+    }
+    j->ops++;
+}

@@ -1,0 +1,516 @@
+/*
+ * worker.c - the loop around the jobs: Redis connections, claiming, leases, the reaper and
+ * shutdown.
+ */
+#include "worker.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/hiredis.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "imgq/alloc.h"
+#include "imgq/log.h"
+
+#define CLAIM_BATCH 64       /* jobs asked for in one claim call */
+#define IDLE_RECHECK_MS 5000 /* fallback claim when idle, in case a wake message was lost */
+#define REAP_LIMIT 1000      /* expired leases returned per reaper run */
+#define RECONNECT_MAX_MS 5000
+
+static void connect_redis(struct worker *w);
+static void shutdown_now(struct worker *w);
+static void check_stopped(struct worker *w);
+
+/* Script calls ------------------------------------------------------------------------ */
+
+struct scall {
+    struct worker *w;
+    enum imgq_script_id id;
+    int argc;
+    const char **argv; /* argv[0], argv[1] static; the rest owned */
+    size_t *argvlen;
+    bool retried;
+    worker_script_cb cb;
+    void *arg;
+};
+
+static void scall_free(struct scall *s)
+{
+    for (int i = 2; i < s->argc; i++)
+        free((char *)s->argv[i]);
+    free(s->argv);
+    free(s->argvlen);
+    free(s);
+}
+
+static void scall_reply(redisAsyncContext *c, void *r, void *priv)
+{
+    struct scall *s = priv;
+    redisReply *reply = r;
+    /* The script cache is empty after a Redis restart or SCRIPT FLUSH: send the body once,
+     * which also caches it again. */
+    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
+        !s->retried && s->w->ac) {
+        const struct imgq_script *sc = imgq_script_get(s->id);
+        s->retried = true;
+        s->argv[0] = "EVAL";
+        s->argv[1] = sc->body;
+        s->argvlen[0] = 4;
+        s->argvlen[1] = strlen(sc->body);
+        if (redisAsyncCommandArgv(s->w->ac, scall_reply, s, s->argc, s->argv, s->argvlen) ==
+            REDIS_OK)
+            return;
+        reply = NULL;
+    }
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        imgq_log(IMGQ_LOG_ERROR, "redis", "script %s: %s", imgq_script_get(s->id)->name,
+                 reply->str);
+    s->cb(s->w, reply, s->arg);
+    scall_free(s);
+}
+
+int worker_script(struct worker *w, enum imgq_script_id id, int nkeys, const char **keys, int nargs,
+                  const char **args, worker_script_cb cb, void *arg)
+{
+    if (!w->ac || !w->connected)
+        return IMGQ_EAGAIN;
+    const struct imgq_script *sc = imgq_script_get(id);
+    struct scall *s = imgq_xcalloc(1, sizeof *s);
+    s->w = w;
+    s->id = id;
+    s->cb = cb;
+    s->arg = arg;
+    s->argc = 3 + nkeys + nargs;
+    s->argv = imgq_xcalloc((size_t)s->argc, sizeof *s->argv);
+    s->argvlen = imgq_xcalloc((size_t)s->argc, sizeof *s->argvlen);
+    s->argv[0] = "EVALSHA";
+    s->argv[1] = sc->sha;
+    char nk[16];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    s->argv[2] = imgq_xstrdup(nk);
+    for (int i = 0; i < nkeys; i++)
+        s->argv[3 + i] = imgq_xstrdup(keys[i]);
+    for (int i = 0; i < nargs; i++)
+        s->argv[3 + nkeys + i] = imgq_xstrdup(args[i]);
+    for (int i = 0; i < s->argc; i++)
+        s->argvlen[i] = strlen(s->argv[i]);
+    if (redisAsyncCommandArgv(w->ac, scall_reply, s, s->argc, s->argv, s->argvlen) != REDIS_OK) {
+        scall_free(s);
+        return IMGQ_EAGAIN;
+    }
+    return 0;
+}
+
+/* Claiming ------------------------------------------------------------------------------ */
+
+static void on_wake_timer(uv_timer_t *t)
+{
+    worker_maybe_claim(t->data);
+}
+
+static void arm_wake(struct worker *w, long ms)
+{
+    if (w->stopping)
+        return;
+    if (ms < 1)
+        ms = 1;
+    uv_timer_start(&w->wake_timer, on_wake_timer, (uint64_t)ms, 0);
+}
+
+static void on_idle_check(struct worker *w, redisReply *r, void *arg)
+{
+    (void)arg;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+        return;
+    long long total = 0;
+    for (size_t i = 0; i < 3; i++)
+        total += r->element[i]->integer;
+    if (total == 0 && w->inflight == 0 && !w->stopping) {
+        imgq_log(IMGQ_LOG_INFO, "worker", "queue '%s' is empty: exiting (--exit-when-idle)",
+                 w->cfg->queue);
+        w->stopping = true;
+        check_stopped(w);
+    }
+}
+
+static void on_idle_exec(redisAsyncContext *c, void *r, void *priv)
+{
+    on_idle_check(priv, r, NULL);
+}
+
+/* Are ready, delayed and leased all empty?  One MULTI/EXEC, one reply. */
+static void request_idle_check(struct worker *w)
+{
+    if (!w->ac || !w->connected)
+        return;
+    redisAsyncCommand(w->ac, NULL, NULL, "MULTI");
+    redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %s", w->keys.ready);
+    redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %s", w->keys.delayed);
+    redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %s", w->keys.leases);
+    redisAsyncCommand(w->ac, on_idle_exec, w, "EXEC");
+}
+
+static void on_claim(struct worker *w, redisReply *r, void *arg)
+{
+    int want = (int)(intptr_t)arg;
+    w->claiming = false;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3) {
+        arm_wake(w, 1000);
+        return;
+    }
+    long long n = r->element[0]->integer;
+    long long next_due = r->element[1]->type == REDIS_REPLY_STRING ? atoll(r->element[1]->str)
+                                                                   : r->element[1]->integer;
+    long long now = r->element[2]->integer;
+    for (long long i = 0; i < n && 3 + i * 6 + 5 < (long long)r->elements; i++) {
+        redisReply **e = r->element + 3 + i * 6;
+        job_start(w, e[0]->str, e[1]->str, (int)e[2]->integer, e[3]->str, e[4]->str,
+                  atoi(e[5]->str ? e[5]->str : "5"));
+    }
+    if (w->stopping)
+        return;
+    if (n >= want) {
+        worker_maybe_claim(w); /* there may be more ready */
+        return;
+    }
+    /* Idle, or nearly: wake for the next due retry, or on a wake message, or recheck. */
+    long wait = IDLE_RECHECK_MS;
+    if (next_due >= 0 && next_due - now < wait)
+        wait = (long)(next_due - now);
+    arm_wake(w, wait);
+    if (w->opt.exit_when_idle && n == 0 && w->inflight == 0)
+        request_idle_check(w);
+}
+
+void worker_maybe_claim(struct worker *w)
+{
+    if (w->stopping || w->claiming || !w->connected)
+        return;
+    int room = w->opt.concurrency - w->inflight;
+    if (room <= 0)
+        return;
+    int want = room < CLAIM_BATCH ? room : CLAIM_BATCH;
+    char lease[24], count[24], token[96];
+    snprintf(lease, sizeof lease, "%d", w->opt.lease_ms);
+    snprintf(count, sizeof count, "%d", want);
+    snprintf(token, sizeof token, "%s.%lu", w->id, ++w->claims);
+    const char *keys[3] = {w->keys.ready, w->keys.leases, w->keys.delayed};
+    const char *args[5] = {w->keys.base, w->id, lease, count, token};
+    if (worker_script(w, IMGQ_SCRIPT_CLAIM, 3, keys, 5, args, on_claim, (void *)(intptr_t)want) ==
+        0)
+        w->claiming = true;
+}
+
+/* Leases and the reaper ------------------------------------------------------------------- */
+
+static void on_extend(struct worker *w, redisReply *r, void *arg)
+{
+    (void)arg;
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->str)
+            job_lease_lost(w, r->element[i]->str);
+}
+
+static void on_lease_timer(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    int n = 0;
+    for (struct job *j = w->jobs; j; j = job_next(j))
+        n += job_lease_held(j);
+    if (n == 0)
+        return;
+    const char **args = imgq_xcalloc((size_t)(2 + 2 * n), sizeof *args);
+    char lease[24];
+    snprintf(lease, sizeof lease, "%d", w->opt.lease_ms);
+    args[0] = w->keys.base;
+    args[1] = lease;
+    int k = 2;
+    for (struct job *j = w->jobs; j; j = job_next(j))
+        if (job_lease_held(j)) {
+            args[k++] = job_id(j);
+            args[k++] = job_token(j);
+        }
+    const char *keys[1] = {w->keys.leases};
+    (void)worker_script(w, IMGQ_SCRIPT_EXTEND, 1, keys, k, args, on_extend, NULL);
+    free(args);
+}
+
+static void on_reap(struct worker *w, redisReply *r, void *arg)
+{
+    (void)arg;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        imgq_log(IMGQ_LOG_WARN, "reaper", "returned %lld jobs whose lease expired to the queue",
+                 r->integer);
+        worker_maybe_claim(w);
+    }
+}
+
+static void on_reap_timer(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", REAP_LIMIT);
+    const char *keys[2] = {w->keys.ready, w->keys.leases};
+    const char *args[2] = {w->keys.base, limit};
+    (void)worker_script(w, IMGQ_SCRIPT_REAP, 2, keys, 2, args, on_reap, NULL);
+}
+
+/* Redis connections ------------------------------------------------------------------------ */
+
+static void on_reconnect_timer(uv_timer_t *t)
+{
+    connect_redis(t->data);
+}
+
+static void lost_connection(struct worker *w)
+{
+    if (w->connected && !w->closing)
+        imgq_log(IMGQ_LOG_WARN, "redis", "connection lost; reconnecting");
+    w->connected = false;
+    if (w->closing) {
+        check_stopped(w);
+        return;
+    }
+    /* Drop the surviving twin so both reconnect together. */
+    if (w->ac)
+        redisAsyncDisconnect(w->ac);
+    if (w->sub)
+        redisAsyncDisconnect(w->sub);
+    if (!w->ac && !w->sub) {
+        w->reconnect_ms = w->reconnect_ms ? w->reconnect_ms * 2 : 100;
+        if (w->reconnect_ms > RECONNECT_MAX_MS)
+            w->reconnect_ms = RECONNECT_MAX_MS;
+        uv_timer_start(&w->reconnect_timer, on_reconnect_timer, (uint64_t)w->reconnect_ms, 0);
+    }
+}
+
+static void on_disconnect(const redisAsyncContext *c, int status)
+{
+    struct worker *w = c->data;
+    if (c == w->ac)
+        w->ac = NULL;
+    if (c == w->sub)
+        w->sub = NULL;
+    lost_connection(w);
+}
+
+static void on_connect(const redisAsyncContext *c, int status)
+{
+    struct worker *w = c->data;
+    if (status != REDIS_OK) {
+        imgq_log(IMGQ_LOG_WARN, "redis", "cannot connect to %s:%d: %s", w->redis.host,
+                 w->redis.port, c->errstr);
+        if (c == w->ac)
+            w->ac = NULL;
+        if (c == w->sub)
+            w->sub = NULL;
+        lost_connection(w);
+    }
+}
+
+static void on_wake_message(redisAsyncContext *c, void *r, void *priv)
+{
+    struct worker *w = priv;
+    redisReply *reply = r;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
+        return;
+    if (reply->element[0]->str && strcmp(reply->element[0]->str, "subscribe") == 0) {
+        /* Subscribed: both connections are up. */
+        if (!w->connected) {
+            w->connected = true;
+            w->reconnect_ms = 0;
+            imgq_log(IMGQ_LOG_INFO, "redis", "connected to %s:%d", w->redis.host, w->redis.port);
+        }
+    }
+    worker_maybe_claim(w);
+}
+
+static redisAsyncContext *open_ctx(struct worker *w)
+{
+    redisAsyncContext *c = redisAsyncConnect(w->redis.host, w->redis.port);
+    if (!c || c->err) {
+        imgq_log(IMGQ_LOG_WARN, "redis", "cannot connect to %s:%d: %s", w->redis.host,
+                 w->redis.port, c ? c->errstr : "out of memory");
+        if (c)
+            redisAsyncFree(c);
+        return NULL;
+    }
+    c->data = w;
+    redisLibuvAttach(c, w->loop);
+    redisAsyncSetConnectCallback(c, on_connect);
+    redisAsyncSetDisconnectCallback(c, on_disconnect);
+    /* Commands queue until the connection is up; AUTH and SELECT go first. */
+    if (w->redis.password) {
+        if (w->redis.user)
+            redisAsyncCommand(c, NULL, NULL, "AUTH %s %s", w->redis.user, w->redis.password);
+        else
+            redisAsyncCommand(c, NULL, NULL, "AUTH %s", w->redis.password);
+    }
+    if (w->redis.db)
+        redisAsyncCommand(c, NULL, NULL, "SELECT %d", w->redis.db);
+    return c;
+}
+
+static void connect_redis(struct worker *w)
+{
+    if (w->closing)
+        return;
+    w->ac = open_ctx(w);
+    w->sub = w->ac ? open_ctx(w) : NULL;
+    if (!w->ac || !w->sub) {
+        if (w->ac) {
+            redisAsyncFree(w->ac);
+            w->ac = NULL;
+        }
+        lost_connection(w);
+        return;
+    }
+    for (int i = 0; i < IMGQ_SCRIPT_COUNT; i++)
+        redisAsyncCommand(w->ac, NULL, NULL, "SCRIPT LOAD %s",
+                          imgq_script_get((enum imgq_script_id)i)->body);
+    redisAsyncCommand(w->sub, on_wake_message, w, "SUBSCRIBE %s", w->keys.wake);
+}
+
+/* Shutdown ---------------------------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, on_handle_closed);
+}
+
+static void shutdown_now(struct worker *w)
+{
+    if (w->closing)
+        return;
+    w->closing = true;
+    imgq_log(IMGQ_LOG_INFO, "worker",
+             "stopping: %lu done, %lu failed, %lu retries scheduled, %lu leases lost", w->done,
+             w->failed, w->retried, w->lost);
+    /* Jobs still here were handed back; closing the client cancels their transfers. */
+    for (struct job *j = w->jobs, *next; j; j = next) {
+        next = job_next(j);
+        job_abandon(j, false);
+    }
+    imgq_http_close(w->http, NULL, NULL);
+    w->http = NULL;
+    if (w->ac)
+        redisAsyncDisconnect(w->ac);
+    if (w->sub)
+        redisAsyncDisconnect(w->sub);
+    close_handle((uv_handle_t *)&w->wake_timer);
+    close_handle((uv_handle_t *)&w->lease_timer);
+    close_handle((uv_handle_t *)&w->reap_timer);
+    close_handle((uv_handle_t *)&w->reconnect_timer);
+    close_handle((uv_handle_t *)&w->grace_timer);
+    close_handle((uv_handle_t *)&w->sigterm);
+    close_handle((uv_handle_t *)&w->sigint);
+}
+
+/* Called whenever something that shutdown waits for changes. */
+static void check_stopped(struct worker *w)
+{
+    if (w->stopping && !w->closing && w->inflight == 0 && w->pending_releases == 0)
+        shutdown_now(w);
+}
+
+void worker_job_gone(struct worker *w, struct job *j)
+{
+    (void)j;
+    if (w->stopping) {
+        check_stopped(w);
+        return;
+    }
+    worker_maybe_claim(w);
+}
+
+static void on_release(struct worker *w, redisReply *r, void *arg)
+{
+    (void)r;
+    (void)arg;
+    if (--w->pending_releases == 0)
+        shutdown_now(w);
+}
+
+static void on_grace_timer(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    imgq_log(IMGQ_LOG_WARN, "worker", "grace period over: handing %d running jobs back",
+             w->inflight);
+    w->pending_releases = 1; /* held until every release is sent */
+    for (struct job *j = w->jobs; j; j = job_next(j)) {
+        if (!job_lease_held(j))
+            continue;
+        const char *keys[2] = {w->keys.ready, w->keys.leases};
+        const char *args[3] = {w->keys.base, job_id(j), job_token(j)};
+        if (worker_script(w, IMGQ_SCRIPT_RELEASE, 2, keys, 3, args, on_release, NULL) == 0)
+            w->pending_releases++;
+    }
+    on_release(w, NULL, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct worker *w = s->data;
+    if (w->stopping) {
+        imgq_log(IMGQ_LOG_WARN, "worker", "second signal: stopping now");
+        uv_timer_stop(&w->grace_timer);
+        on_grace_timer(&w->grace_timer);
+        return;
+    }
+    imgq_log(IMGQ_LOG_INFO, "worker",
+             "signal %d: no new claims; %d jobs in flight get %d ms to finish", signum, w->inflight,
+             w->opt.grace_ms);
+    w->stopping = true;
+    uv_timer_stop(&w->wake_timer);
+    if (w->inflight == 0) {
+        shutdown_now(w);
+        return;
+    }
+    uv_timer_start(&w->grace_timer, on_grace_timer, (uint64_t)w->opt.grace_ms, 0);
+}
+
+/* Start ---------------------------------------------------------------------------------------- */
+
+int worker_start(struct worker *w)
+{
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    unsigned char rnd[4];
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        abort();
+    snprintf(w->id, sizeof w->id, "%.32s:%d:%02x%02x%02x%02x", host, (int)getpid(), rnd[0], rnd[1],
+             rnd[2], rnd[3]);
+    int r = imgq_http_init(w->loop, NULL, &w->http);
+    if (r)
+        return r;
+    uv_timer_t *timers[] = {&w->wake_timer, &w->lease_timer, &w->reap_timer, &w->reconnect_timer,
+                            &w->grace_timer};
+    for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
+        uv_timer_init(w->loop, timers[i]);
+        timers[i]->data = w;
+    }
+    uv_signal_init(w->loop, &w->sigterm);
+    uv_signal_init(w->loop, &w->sigint);
+    w->sigterm.data = w->sigint.data = w;
+    uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&w->sigint, on_signal, SIGINT);
+    uint64_t renew = (uint64_t)(w->opt.lease_ms / 3 > 0 ? w->opt.lease_ms / 3 : 1);
+    uint64_t reap = (uint64_t)(w->opt.lease_ms / 2 > 250 ? w->opt.lease_ms / 2 : 250);
+    uv_timer_start(&w->lease_timer, on_lease_timer, renew, renew);
+    uv_timer_start(&w->reap_timer, on_reap_timer, reap / 2, reap);
+    imgq_log(IMGQ_LOG_INFO, "worker", "%s: queue '%s', concurrency %d, lease %d ms", w->id,
+             w->cfg->queue, w->opt.concurrency, w->opt.lease_ms);
+    connect_redis(w);
+    return 0;
+}

@@ -1,0 +1,105 @@
+/*
+ * worker.h - the imgq-worker daemon: one libuv loop that claims jobs from Redis, calls
+ * providers through one libcurl multi handle, encodes images on the thread pool, stores them
+ * in S3 and records the outcome, all without blocking the loop.
+ *
+ * worker.c owns the loop, the Redis connections (commands, and a subscriber that wakes idle
+ * workers), claiming, lease renewal, the reaper and shutdown.  run.c owns one job's journey
+ * (struct job and its state machine).
+ */
+#ifndef IMGQ_WORKER_H
+#define IMGQ_WORKER_H
+
+#include <hiredis/async.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#include "imgq/catalog.h"
+#include "imgq/config.h"
+#include "imgq/http.h"
+#include "imgq/job.h"
+#include "imgq/provider.h"
+#include "imgq/queue.h"
+#include "imgq/s3.h"
+
+struct job;
+
+struct worker_options {
+    int concurrency;   /* jobs in flight */
+    int lease_ms;      /* lease length; renewed every lease_ms / 3 */
+    int grace_ms;      /* SIGTERM: time given to in-flight jobs before handing them back */
+    int retry_base_ms; /* first retry backoff; doubles per attempt */
+    int retry_max_ms;  /* backoff cap */
+    long provider_timeout_ms;
+    bool exit_when_idle; /* exit once the queue has nothing ready, delayed or leased */
+    bool noop;           /* benchmark: complete each claimed job at once, no provider/S3 */
+};
+
+struct worker {
+    uv_loop_t *loop;
+    struct worker_options opt;
+    const struct imgq_config *cfg;
+    const imgq_catalog *catalog;
+    struct imgq_s3_config s3;
+    struct imgq_keys keys;
+    struct imgq_redis_url redis;
+    imgq_http *http;
+    char id[64]; /* worker id: host:pid:random */
+
+    redisAsyncContext *ac;  /* commands; NULL while disconnected */
+    redisAsyncContext *sub; /* SUBSCRIBE to the wake channel; NULL while disconnected */
+    bool connected;
+    int reconnect_ms;
+
+    uv_timer_t wake_timer;  /* next claim attempt when idle (delayed jobs, fallback) */
+    uv_timer_t lease_timer; /* renew leases */
+    uv_timer_t reap_timer;  /* return expired leases of dead workers */
+    uv_timer_t reconnect_timer;
+    uv_timer_t grace_timer;
+    uv_signal_t sigterm, sigint;
+
+    struct job *jobs; /* in flight, doubly linked */
+    int inflight;
+    bool claiming;
+    unsigned long claims; /* claim calls made, for token uniqueness and stats */
+    bool stopping;
+    bool closing;
+    int pending_releases;
+    int exit_code;
+
+    /* counters for the final log line */
+    unsigned long done, failed, retried, lost;
+};
+
+/* Start the worker on loop: connect, subscribe, start timers.  Runs until stopped. */
+int worker_start(struct worker *w);
+
+/* Ask for more work if there is room (no-op while a claim is in flight or stopping). */
+void worker_maybe_claim(struct worker *w);
+
+/* A job left the worker (finished, failed, handed back or abandoned). */
+void worker_job_gone(struct worker *w, struct job *j);
+
+/*
+ * Run a queue script asynchronously.  argv holds the script's arguments after the keys
+ * (copied).  cb gets the reply (NULL if Redis went away) and runs exactly once, unless this
+ * returns IMGQ_EAGAIN (not connected), in which case it never runs.
+ */
+typedef void (*worker_script_cb)(struct worker *w, redisReply *reply, void *arg);
+int worker_script(struct worker *w, enum imgq_script_id id, int nkeys, const char **keys, int nargs,
+                  const char **args, worker_script_cb cb, void *arg);
+
+/* run.c: begin a claimed job (takes ownership of the strings). */
+void job_start(struct worker *w, const char *id, const char *token, int attempt, const char *spec,
+               const char *batch, int max_attempts);
+/* run.c: the lease of job 'id' was lost; stop caring about its outcome. */
+void job_lease_lost(struct worker *w, const char *id);
+/* run.c: hand a job back to the queue at shutdown (release script) and abandon it. */
+void job_abandon(struct job *j, bool release);
+/* run.c: id and token of a job, for lease renewal. */
+const char *job_id(const struct job *j);
+const char *job_token(const struct job *j);
+bool job_lease_held(const struct job *j);
+struct job *job_next(const struct job *j);
+
+#endif
