@@ -4,7 +4,6 @@
  */
 #include "worker.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/hiredis.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -14,6 +13,7 @@
 
 #include "imgq/alloc.h"
 #include "imgq/log.h"
+#include "imgq/redis_uv.h"
 
 #define CLAIM_BATCH 64       /* jobs asked for in one claim call */
 #define IDLE_RECHECK_MS 5000 /* fallback claim when idle, in case a wake message was lost */
@@ -264,34 +264,49 @@ static void on_reap_timer(uv_timer_t *t)
 
 static void on_reconnect_timer(uv_timer_t *t)
 {
-    connect_redis(t->data);
+    struct worker *w = t->data;
+    imgq_log(IMGQ_LOG_DEBUG, "redis", "reconnecting to %s:%d", w->redis.host, w->redis.port);
+    connect_redis(w);
 }
 
+/* Free both connections (pending callbacks run with a NULL reply).  Re-entrant: freeing a
+ * connected context runs on_disconnect, which finds nothing left to drop. */
+static void drop_connections(struct worker *w)
+{
+    redisAsyncContext *ac = w->ac, *sub = w->sub;
+    w->ac = w->sub = NULL;
+    w->connected = false;
+    if (ac)
+        redisAsyncFree(ac);
+    if (sub)
+        redisAsyncFree(sub);
+}
+
+/* One of the two connections is gone (or never came up): drop the other too, so both come
+ * back together, and try again with backoff. */
 static void lost_connection(struct worker *w)
 {
     if (w->connected && !w->closing)
         imgq_log(IMGQ_LOG_WARN, "redis", "connection lost; reconnecting");
-    w->connected = false;
+    drop_connections(w);
     if (w->closing) {
         check_stopped(w);
         return;
     }
-    /* Drop the surviving twin so both reconnect together. */
-    if (w->ac)
-        redisAsyncDisconnect(w->ac);
-    if (w->sub)
-        redisAsyncDisconnect(w->sub);
-    if (!w->ac && !w->sub) {
-        w->reconnect_ms = w->reconnect_ms ? w->reconnect_ms * 2 : 100;
-        if (w->reconnect_ms > RECONNECT_MAX_MS)
-            w->reconnect_ms = RECONNECT_MAX_MS;
-        uv_timer_start(&w->reconnect_timer, on_reconnect_timer, (uint64_t)w->reconnect_ms, 0);
-    }
+    if (uv_is_active((uv_handle_t *)&w->reconnect_timer))
+        return;
+    w->reconnect_ms = w->reconnect_ms ? w->reconnect_ms * 2 : 100;
+    if (w->reconnect_ms > RECONNECT_MAX_MS)
+        w->reconnect_ms = RECONNECT_MAX_MS;
+    uv_timer_start(&w->reconnect_timer, on_reconnect_timer, (uint64_t)w->reconnect_ms, 0);
 }
 
 static void on_disconnect(const redisAsyncContext *c, int status)
 {
     struct worker *w = c->data;
+    imgq_log(IMGQ_LOG_DEBUG, "redis", "%s connection closed (%s)",
+             c == w->ac ? "command" : c == w->sub ? "subscriber" : "stale",
+             c->errstr[0] ? c->errstr : "no error");
     if (c == w->ac)
         w->ac = NULL;
     if (c == w->sub)
@@ -341,7 +356,11 @@ static redisAsyncContext *open_ctx(struct worker *w)
         return NULL;
     }
     c->data = w;
-    redisLibuvAttach(c, w->loop);
+    if (imgq_redis_uv_attach(c, w->loop) != 0) {
+        imgq_log(IMGQ_LOG_WARN, "redis", "cannot watch the connection's socket");
+        redisAsyncFree(c);
+        return NULL;
+    }
     redisAsyncSetConnectCallback(c, on_connect);
     redisAsyncSetDisconnectCallback(c, on_disconnect);
     /* Commands queue until the connection is up; AUTH and SELECT go first. */
@@ -363,10 +382,6 @@ static void connect_redis(struct worker *w)
     w->ac = open_ctx(w);
     w->sub = w->ac ? open_ctx(w) : NULL;
     if (!w->ac || !w->sub) {
-        if (w->ac) {
-            redisAsyncFree(w->ac);
-            w->ac = NULL;
-        }
         lost_connection(w);
         return;
     }
@@ -404,8 +419,11 @@ static void shutdown_now(struct worker *w)
     }
     imgq_http_close(w->http, NULL, NULL);
     w->http = NULL;
-    if (w->ac)
+    /* Connected: let replies still due arrive; otherwise just free. */
+    if (w->connected && w->ac)
         redisAsyncDisconnect(w->ac);
+    else if (w->ac)
+        drop_connections(w);
     if (w->sub)
         redisAsyncDisconnect(w->sub);
     close_handle((uv_handle_t *)&w->wake_timer);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# SIGTERM: a worker stops claiming, lets running jobs finish within the grace period, and hands
+# back (lease released, attempt not used) whatever is still running when the grace ends.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/env.sh"
+imgq_env_setup
+start_redis
+start_s3 imgq-sigterm
+start_sim --latency-ms 1500
+
+for i in $(seq 1 30); do
+    printf '{"id":"t-%d","prompt":"wooden toy train %d on white","model":"gpt-image-1-mini","quality":"low"}\n' "$i" "$i"
+done >"$IMGQ_TMP/jobs.jsonl"
+"$IMGQ_BIN/imgq" submit --batch term "$IMGQ_TMP/jobs.jsonl" >/dev/null
+leases() { redis-cli -p "$REDIS_PORT" zcard 'imgq:{default}:leases'; }
+leases_are() { [ "$(leases)" -eq "$1" ]; }
+count() { "$IMGQ_BIN/imgq" batch status term --json | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
+
+# 1. Grace long enough: the 10 running jobs finish, nothing new is claimed.
+"$IMGQ_BIN/imgq-worker" --concurrency 10 --grace-ms 20000 >"$IMGQ_TMP/w1.log" 2>&1 &
+w1=$!
+track_pid $w1
+wait_until 20 "10 jobs running" leases_are 10
+kill -TERM $w1
+wait_pid $w1 20 || fail "worker 1 did not exit after SIGTERM"
+assert_eq "10" "$(count done)" "running jobs finished within the grace period"
+assert_eq "20" "$(count queued)" "nothing else was claimed after SIGTERM"
+assert_eq "0" "$(leases)" "no lease left behind"
+
+# 2. Grace too short: the running jobs are handed back, attempts not used, no charge.
+"$IMGQ_BIN/imgq-worker" --concurrency 10 --grace-ms 200 >"$IMGQ_TMP/w2.log" 2>&1 &
+w2=$!
+track_pid $w2
+wait_until 20 "10 more jobs running" leases_are 10
+kill -TERM $w2
+wait_pid $w2 10 || fail "worker 2 did not exit after its grace period"
+assert_contains "$(cat "$IMGQ_TMP/w2.log")" "handing 10 running jobs back"
+assert_eq "0" "$(leases)" "handed-back jobs hold no lease"
+assert_eq "20" "$(count queued)" "handed-back jobs are queued again"
+assert_eq "0" "$(count running)" "nothing counted as running"
+for id in $(redis-cli -p "$REDIS_PORT" zrange 'imgq:{default}:ready' 0 -1); do
+    attempts=$(redis-cli -p "$REDIS_PORT" hget "imgq:{default}:j:$id" attempts)
+    assert_eq "0" "$attempts" "a handed-back job keeps its attempts ($id)"
+done
+
+# 3. Another worker finishes the batch; every job completed exactly once.
+"$IMGQ_BIN/imgq-worker" --concurrency 30 --exit-when-idle >"$IMGQ_TMP/w3.log" 2>&1 &
+w3=$!
+track_pid $w3
+wait_pid $w3 60 || fail "worker 3 did not finish"
+assert_eq "30" "$(count done)" "all jobs done"
+completions=$(cat "$IMGQ_TMP"/w*.log | grep -c 'job: j[0-9a-z]* done')
+assert_eq "30" "$completions" "each job completed once across the three workers"
+echo "PASS sigterm"
