@@ -305,7 +305,9 @@ static void on_disconnect(const redisAsyncContext *c, int status)
 {
     struct worker *w = c->data;
     imgq_log(IMGQ_LOG_DEBUG, "redis", "%s connection closed (%s)",
-             c == w->ac ? "command" : c == w->sub ? "subscriber" : "stale",
+             c == w->ac    ? "command"
+             : c == w->sub ? "subscriber"
+                           : "stale",
              c->errstr[0] ? c->errstr : "no error");
     if (c == w->ac)
         w->ac = NULL;
