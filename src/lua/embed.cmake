@@ -1,6 +1,7 @@
 # Turns src/lua/*.lua into a C source holding each script as a string, so the scripts stay real
 # Lua files (readable, checkable) and the binaries need no files at run time.  lib.lua holds
 # helpers shared by every script and is prepended to each (Redis scripts cannot import).
+cmake_minimum_required(VERSION 3.18) # script mode: take current policies (CMP0054)
 # Inputs: -DLUA_DIR=... -DOUT=...
 file(GLOB scripts ${LUA_DIR}/*.lua)
 list(SORT scripts)
