@@ -9,5 +9,9 @@ extern const char imgq__lua_fail[];
 extern const char imgq__lua_extend[];
 extern const char imgq__lua_reap[];
 extern const char imgq__lua_release[];
+extern const char imgq__lua_dlq[];
+extern const char imgq__lua_cancel[];
+extern const char imgq__lua_pause[];
+extern const char imgq__lua_stats[];
 
 #endif

@@ -23,6 +23,10 @@ static struct imgq_script scripts[IMGQ_SCRIPT_COUNT] = {
     [IMGQ_SCRIPT_EXTEND] = {"extend", imgq__lua_extend, ""},
     [IMGQ_SCRIPT_REAP] = {"reap", imgq__lua_reap, ""},
     [IMGQ_SCRIPT_RELEASE] = {"release", imgq__lua_release, ""},
+    [IMGQ_SCRIPT_DLQ] = {"dlq", imgq__lua_dlq, ""},
+    [IMGQ_SCRIPT_CANCEL] = {"cancel", imgq__lua_cancel, ""},
+    [IMGQ_SCRIPT_PAUSE] = {"pause", imgq__lua_pause, ""},
+    [IMGQ_SCRIPT_STATS] = {"stats", imgq__lua_stats, ""},
 };
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 
@@ -76,13 +80,14 @@ int imgq_keys_init(struct imgq_keys *k, const char *prefix, const char *queue)
         strpbrk(prefix, "{}") || strpbrk(queue, "{}"))
         return IMGQ_EINVAL;
     snprintf(k->base, sizeof k->base, "%s%s{%s}:", prefix, *prefix ? ":" : "", queue);
-    snprintf(k->ready, sizeof k->ready, "%sready", k->base);
+    snprintf(k->stats, sizeof k->stats, "%sstats", k->base);
     snprintf(k->delayed, sizeof k->delayed, "%sdelayed", k->base);
     snprintf(k->leases, sizeof k->leases, "%sleases", k->base);
-    snprintf(k->seq, sizeof k->seq, "%sseq", k->base);
-    snprintf(k->idem, sizeof k->idem, "%sidem", k->base);
-    snprintf(k->batches, sizeof k->batches, "%sbatches", k->base);
+    snprintf(k->dead, sizeof k->dead, "%sdead", k->base);
+    snprintf(k->events, sizeof k->events, "%sevents", k->base);
     snprintf(k->wake, sizeof k->wake, "%swake", k->base);
+    for (int p = 0; p < 3; p++)
+        snprintf(k->ring[p], sizeof k->ring[p], "%srr:%d", k->base, p);
     return 0;
 }
 
@@ -361,9 +366,6 @@ int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_submit
     if (rc)
         return rc;
     const struct imgq_script *s = imgq_script_get(IMGQ_SCRIPT_SUBMIT);
-    char bk[320], bj[320];
-    imgq_keys_batch(&q->keys, batch, bk, sizeof bk);
-    imgq_keys_batch_jobs(&q->keys, batch, bj, sizeof bj);
     size_t nchunks = (n + SUBMIT_CHUNK - 1) / SUBMIT_CHUNK;
     size_t sent = 0, received = 0;
     while (received < nchunks) {
@@ -372,13 +374,8 @@ int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_submit
             struct argv a = {0};
             argv_add(&a, "EVALSHA");
             argv_add(&a, s->sha);
-            argv_add(&a, "6");
-            argv_add(&a, q->keys.ready);
-            argv_add(&a, q->keys.seq);
-            argv_add(&a, q->keys.idem);
-            argv_add(&a, bk);
-            argv_add(&a, bj);
-            argv_add(&a, q->keys.batches);
+            argv_add(&a, "1");
+            argv_add(&a, q->keys.stats);
             argv_add(&a, q->keys.base);
             argv_add(&a, batch);
             argv_addf(&a, (long long)(hi - lo));
@@ -499,8 +496,10 @@ int imgq_queue_jobs_info(imgq_queue *q, char **ids, size_t n, json_t **out)
     }
     return 0;
 fail:
-    for (size_t i = 0; i < got; i++)
+    for (size_t i = 0; i < got; i++) {
         json_decref(out[i]);
+        out[i] = NULL;
+    }
     /* The connection is out of step with its replies now; it is not reused after this. */
     return IMGQ_EREDIS;
 }
@@ -515,5 +514,84 @@ int imgq_queue_job_info(imgq_queue *q, const char *job_id, json_t **out)
     if (!j[0])
         return IMGQ_ENOTFOUND;
     *out = j[0];
+    return 0;
+}
+
+static json_t *reply_to_json(const redisReply *r)
+{
+    switch (r->type) {
+    case REDIS_REPLY_INTEGER:
+        return json_integer(r->integer);
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+        return json_stringn(r->str, r->len);
+    case REDIS_REPLY_ARRAY: {
+        json_t *a = json_array();
+        for (size_t i = 0; i < r->elements; i++)
+            json_array_append_new(a, reply_to_json(r->element[i]));
+        return a;
+    }
+    default:
+        return json_null();
+    }
+}
+
+int imgq_queue_script(imgq_queue *q, enum imgq_script_id id, int nargs, const char **args,
+                      json_t **reply, char *err, size_t errlen)
+{
+    int rc = load_scripts(q, err, errlen);
+    if (rc)
+        return rc;
+    struct argv a = {0};
+    argv_add(&a, "EVALSHA");
+    argv_add(&a, imgq_script_get(id)->sha);
+    argv_add(&a, "1");
+    argv_add(&a, q->keys.stats);
+    argv_add(&a, q->keys.base);
+    for (int i = 0; i < nargs; i++)
+        argv_add(&a, args[i]);
+    redisReply *r = redisCommandArgv(q->rc, (int)a.n, a.v, a.len);
+    argv_free(&a);
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        rc = reply_error(r, q->rc, err, errlen);
+        if (r)
+            freeReplyObject(r);
+        return rc;
+    }
+    if (reply)
+        *reply = reply_to_json(r);
+    freeReplyObject(r);
+    return 0;
+}
+
+int imgq_queue_dead(imgq_queue *q, const char *batch, size_t limit, json_t **out)
+{
+    redisReply *r = redisCommand(q->rc, "ZREVRANGE %s 0 -1", q->keys.dead);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return IMGQ_EREDIS;
+    }
+    size_t n = r->elements;
+    char **ids = imgq_xcalloc(n + 1, sizeof *ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = r->element[i]->str;
+    json_t **jobs = imgq_xcalloc(n + 1, sizeof *jobs);
+    int rc = imgq_queue_jobs_info(q, ids, n, jobs);
+    json_t *arr = json_array();
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *b = json_string_value(json_object_get(jobs[i], "batch"));
+        if (jobs[i] && (!batch || (b && strcmp(b, batch) == 0)) && json_array_size(arr) < limit)
+            json_array_append(arr, jobs[i]);
+        json_decref(jobs[i]);
+    }
+    free(jobs);
+    free(ids);
+    freeReplyObject(r);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
     return 0;
 }

@@ -76,6 +76,8 @@ struct job {
     /* The outcome, kept so it can be re-sent if Redis was away. */
     bool outcome_complete;
     char *outcome_json;
+    char *attempt_json; /* the attempt log line of a completion */
+    struct claim_args ca;
     long retry_delay_ms;
     bool consume_attempt;
     uint64_t started_ms;
@@ -152,6 +154,7 @@ static void job_free(struct job *j)
     free(j->batch);
     free(j->spec_json);
     free(j->outcome_json);
+    free(j->attempt_json);
     if (j->timer_init) {
         /* The job's memory goes with the timer's close callback. */
         j->timer.data = j;
@@ -220,14 +223,20 @@ static uint64_t now_ms(void)
 static void on_outcome(struct worker *w, redisReply *r, void *arg)
 {
     struct job *j = arg;
-    if (op_done(j))
+    struct claim_args ca = j->ca; /* the successors' reservation outlives the job */
+    if (op_done(j)) {
+        worker_take_claims(w, r, 1, &ca);
         return;
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
         /* Redis went away or refused: the outcome is kept and sent again. */
+        worker_take_claims(w, NULL, 1, &ca);
         arm_timer(j, REDIS_RETRY_MS, on_retry_outcome);
         return;
     }
-    if (r->integer == 0) {
+    long long status = r->element[0]->integer;
+    if (status == 0) {
         imgq_log(IMGQ_LOG_WARN, "job", "%s: lease lost before the outcome was recorded", j->id);
         w->lost++;
     } else if (j->outcome_complete) {
@@ -236,44 +245,44 @@ static void on_outcome(struct worker *w, redisReply *r, void *arg)
             imgq_log(IMGQ_LOG_INFO, "job",
                      "%s done: %s, %d image(s), cost %" PRId64 " micro-USD (%s)", j->id,
                      j->spec.model, j->nimgs, j->cost, j->billed);
-    } else if (r->integer == 1) {
+    } else if (status == 1) {
         w->retried++;
     } else {
         w->failed++;
     }
     job_set_state(j, JOB_ENDED);
     job_free(j);
+    worker_take_claims(w, r, 1, &ca);
 }
 
 static void send_outcome(struct job *j)
 {
     struct worker *w = j->w;
     int r;
+    /* The job's slot goes to its successor, leased in the same round trip. */
+    worker_claim_args(w, 1, true, &j->ca);
     if (j->outcome_complete) {
         char cost[32], images[16];
         snprintf(cost, sizeof cost, "%" PRId64, j->cost);
         snprintf(images, sizeof images, "%d", j->nimgs);
-        const char *keys[1] = {w->keys.leases};
-        const char *args[6] = {w->keys.base, j->id, j->token, j->outcome_json, cost, images};
-        r = worker_script(w, IMGQ_SCRIPT_COMPLETE, 1, keys, 6, args, on_outcome, j);
+        const char *args[10] = {j->id,         j->token,        j->outcome_json, cost,
+                                images,        j->attempt_json, w->id,           j->ca.lease_s,
+                                j->ca.count_s, j->ca.token};
+        r = worker_script(w, IMGQ_SCRIPT_COMPLETE, 10, args, on_outcome, j);
     } else {
         char delay[32], cost[32];
         snprintf(delay, sizeof delay, "%ld", j->retry_delay_ms);
         snprintf(cost, sizeof cost, "%" PRId64, j->cost);
-        const char *keys[2] = {w->keys.leases, w->keys.delayed};
-        const char *args[7] = {w->keys.base,
-                               j->id,
-                               j->token,
-                               j->outcome_json,
-                               delay,
-                               cost,
-                               j->consume_attempt ? "1" : "0"};
-        r = worker_script(w, IMGQ_SCRIPT_FAIL, 2, keys, 7, args, on_outcome, j);
+        const char *args[10] = {
+            j->id, j->token,      j->outcome_json, delay,      cost, j->consume_attempt ? "1" : "0",
+            w->id, j->ca.lease_s, j->ca.count_s,   j->ca.token};
+        r = worker_script(w, IMGQ_SCRIPT_FAIL, 10, args, on_outcome, j);
     }
     if (r == 0) {
         j->ops++;
         return;
     }
+    worker_take_claims(w, NULL, 1, &j->ca);
     arm_timer(j, REDIS_RETRY_MS, on_retry_outcome);
 }
 
@@ -365,6 +374,18 @@ static void finish_done(struct job *j)
     free(j->outcome_json);
     j->outcome_json = json_dumps(o, JSON_COMPACT);
     json_decref(o);
+    json_t *a = json_object();
+    json_object_set_new(a, "class", json_string("none"));
+    json_object_set_new(a, "attempt", json_integer(j->attempt));
+    json_object_set_new(a, "time", json_integer((json_int_t)now_ms()));
+    json_object_set_new(a, "status", json_integer(j->pr.status));
+    json_object_set_new(a, "billed", json_string(j->billed));
+    json_object_set_new(a, "cost_micros", json_integer(j->cost));
+    if (j->pr.request_id[0])
+        json_object_set_new(a, "provider_request_id", json_string(j->pr.request_id));
+    free(j->attempt_json);
+    j->attempt_json = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
     j->outcome_complete = true;
     job_set_state(j, JOB_FINISHING);
     send_outcome(j);

@@ -15,9 +15,8 @@
 #include "imgq/log.h"
 #include "imgq/redis_uv.h"
 
-#define CLAIM_BATCH 64       /* jobs asked for in one claim call */
-#define IDLE_RECHECK_MS 5000 /* fallback claim when idle, in case a wake message was lost */
-#define REAP_LIMIT 1000      /* expired leases returned per reaper run */
+#define CLAIM_BATCH 64  /* jobs asked for in one claim call */
+#define REAP_LIMIT 1000 /* expired leases returned per reaper run */
 #define RECONNECT_MAX_MS 5000
 
 static void connect_redis(struct worker *w);
@@ -72,8 +71,8 @@ static void scall_reply(redisAsyncContext *c, void *r, void *priv)
     scall_free(s);
 }
 
-int worker_script(struct worker *w, enum imgq_script_id id, int nkeys, const char **keys, int nargs,
-                  const char **args, worker_script_cb cb, void *arg)
+int worker_script(struct worker *w, enum imgq_script_id id, int nargs, const char **args,
+                  worker_script_cb cb, void *arg)
 {
     if (!w->ac || !w->connected)
         return IMGQ_EAGAIN;
@@ -83,18 +82,16 @@ int worker_script(struct worker *w, enum imgq_script_id id, int nkeys, const cha
     s->id = id;
     s->cb = cb;
     s->arg = arg;
-    s->argc = 3 + nkeys + nargs;
+    s->argc = 5 + nargs;
     s->argv = imgq_xcalloc((size_t)s->argc, sizeof *s->argv);
     s->argvlen = imgq_xcalloc((size_t)s->argc, sizeof *s->argvlen);
     s->argv[0] = "EVALSHA";
     s->argv[1] = sc->sha;
-    char nk[16];
-    snprintf(nk, sizeof nk, "%d", nkeys);
-    s->argv[2] = imgq_xstrdup(nk);
-    for (int i = 0; i < nkeys; i++)
-        s->argv[3 + i] = imgq_xstrdup(keys[i]);
+    s->argv[2] = imgq_xstrdup("1");
+    s->argv[3] = imgq_xstrdup(w->keys.stats);
+    s->argv[4] = imgq_xstrdup(w->keys.base);
     for (int i = 0; i < nargs; i++)
-        s->argv[3 + nkeys + i] = imgq_xstrdup(args[i]);
+        s->argv[5 + i] = imgq_xstrdup(args[i]);
     for (int i = 0; i < s->argc; i++)
         s->argvlen[i] = strlen(s->argv[i]);
     if (redisAsyncCommandArgv(w->ac, scall_reply, s, s->argc, s->argv, s->argvlen) != REDIS_OK) {
@@ -120,15 +117,16 @@ static void arm_wake(struct worker *w, long ms)
     uv_timer_start(&w->wake_timer, on_wake_timer, (uint64_t)ms, 0);
 }
 
-static void on_idle_check(struct worker *w, redisReply *r, void *arg)
+static void on_idle_exec(redisAsyncContext *c, void *r, void *priv)
 {
-    (void)arg;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+    struct worker *w = priv;
+    redisReply *reply = r;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY)
         return;
     long long total = 0;
-    for (size_t i = 0; i < 3; i++)
-        total += r->element[i]->integer;
-    if (total == 0 && w->inflight == 0 && !w->stopping) {
+    for (size_t i = 0; i < reply->elements; i++)
+        total += reply->element[i]->integer;
+    if (total == 0 && w->inflight == 0 && w->reserved == 0 && !w->stopping) {
         imgq_log(IMGQ_LOG_INFO, "worker", "queue '%s' is empty: exiting (--exit-when-idle)",
                  w->cfg->queue);
         w->stopping = true;
@@ -136,72 +134,94 @@ static void on_idle_check(struct worker *w, redisReply *r, void *arg)
     }
 }
 
-static void on_idle_exec(redisAsyncContext *c, void *r, void *priv)
-{
-    on_idle_check(priv, r, NULL);
-}
-
-/* Are ready, delayed and leased all empty?  One MULTI/EXEC, one reply. */
+/* Is anything ready, delayed or leased?  One MULTI/EXEC, one reply. */
 static void request_idle_check(struct worker *w)
 {
     if (!w->ac || !w->connected)
         return;
     redisAsyncCommand(w->ac, NULL, NULL, "MULTI");
-    redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %s", w->keys.ready);
+    for (int p = 0; p < 3; p++)
+        redisAsyncCommand(w->ac, NULL, NULL, "LLEN %s", w->keys.ring[p]);
     redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %s", w->keys.delayed);
     redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %s", w->keys.leases);
     redisAsyncCommand(w->ac, on_idle_exec, w, "EXEC");
 }
 
-static void on_claim(struct worker *w, redisReply *r, void *arg)
+void worker_claim_args(struct worker *w, int want, bool replaces_one, struct claim_args *ca)
 {
-    int want = (int)(intptr_t)arg;
-    w->claiming = false;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3) {
-        arm_wake(w, 1000);
+    int room = w->opt.concurrency - w->inflight - w->reserved + (replaces_one ? 1 : 0);
+    if (w->stopping || want < 0)
+        want = 0;
+    if (want > room)
+        want = room > 0 ? room : 0;
+    if (want > CLAIM_BATCH)
+        want = CLAIM_BATCH;
+    ca->count = want;
+    w->reserved += want;
+    snprintf(ca->count_s, sizeof ca->count_s, "%d", want);
+    snprintf(ca->lease_s, sizeof ca->lease_s, "%d", w->opt.lease_ms);
+    snprintf(ca->token, sizeof ca->token, "%s.%lu", w->id, ++w->claims);
+}
+
+void worker_take_claims(struct worker *w, const redisReply *r, size_t off,
+                        const struct claim_args *ca)
+{
+    w->reserved -= ca->count;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < off + 3) {
+        if (ca->count > 0)
+            arm_wake(w, 1000);
         return;
     }
-    long long n = r->element[0]->integer;
-    long long next_due = r->element[1]->type == REDIS_REPLY_STRING ? atoll(r->element[1]->str)
-                                                                   : r->element[1]->integer;
-    long long now = r->element[2]->integer;
-    for (long long i = 0; i < n && 3 + i * 6 + 5 < (long long)r->elements; i++) {
-        redisReply **e = r->element + 3 + i * 6;
+    long long n = r->element[off]->integer;
+    const redisReply *due = r->element[off + 1];
+    long long next_due = due->type == REDIS_REPLY_STRING ? atoll(due->str) : due->integer;
+    long long now = r->element[off + 2]->integer;
+    for (long long i = 0; i < n && off + 3 + i * 6 + 5 < r->elements; i++) {
+        redisReply **e = r->element + off + 3 + i * 6;
         job_start(w, e[0]->str, e[1]->str, (int)e[2]->integer, e[3]->str, e[4]->str,
-                  atoi(e[5]->str ? e[5]->str : "5"));
+                  e[5]->str ? atoi(e[5]->str) : 5);
     }
-    if (w->stopping)
+    if (w->stopping || ca->count == 0)
         return;
-    if (n >= want) {
+    if (n >= ca->count) {
         worker_maybe_claim(w); /* there may be more ready */
         return;
     }
-    /* Idle, or nearly: wake for the next due retry, or on a wake message, or recheck. */
-    long wait = IDLE_RECHECK_MS;
-    if (next_due >= 0 && next_due - now < wait)
-        wait = (long)(next_due - now);
-    arm_wake(w, wait);
-    if (w->opt.exit_when_idle && n == 0 && w->inflight == 0)
+    /* Less than asked: nothing more is ready.  Sleep until the next retry is due or a wake
+     * message arrives (submit, reap, release, resume all publish one). */
+    uv_timer_stop(&w->wake_timer);
+    if (next_due >= 0)
+        arm_wake(w, (long)(next_due - now));
+    if (w->opt.exit_when_idle && n == 0 && w->inflight == 0 && w->reserved == 0)
         request_idle_check(w);
+}
+
+static void on_claim(struct worker *w, redisReply *r, void *arg)
+{
+    struct claim_args *ca = arg;
+    w->claiming = false;
+    worker_take_claims(w, r, 0, ca);
+    free(ca);
 }
 
 void worker_maybe_claim(struct worker *w)
 {
     if (w->stopping || w->claiming || !w->connected)
         return;
-    int room = w->opt.concurrency - w->inflight;
-    if (room <= 0)
+    struct claim_args *ca = imgq_xcalloc(1, sizeof *ca);
+    worker_claim_args(w, CLAIM_BATCH, false, ca);
+    if (ca->count == 0) {
+        w->reserved -= ca->count;
+        free(ca);
         return;
-    int want = room < CLAIM_BATCH ? room : CLAIM_BATCH;
-    char lease[24], count[24], token[96];
-    snprintf(lease, sizeof lease, "%d", w->opt.lease_ms);
-    snprintf(count, sizeof count, "%d", want);
-    snprintf(token, sizeof token, "%s.%lu", w->id, ++w->claims);
-    const char *keys[3] = {w->keys.ready, w->keys.leases, w->keys.delayed};
-    const char *args[5] = {w->keys.base, w->id, lease, count, token};
-    if (worker_script(w, IMGQ_SCRIPT_CLAIM, 3, keys, 5, args, on_claim, (void *)(intptr_t)want) ==
-        0)
+    }
+    const char *args[4] = {w->id, ca->lease_s, ca->count_s, ca->token};
+    if (worker_script(w, IMGQ_SCRIPT_CLAIM, 4, args, on_claim, ca) == 0) {
         w->claiming = true;
+        return;
+    }
+    w->reserved -= ca->count;
+    free(ca);
 }
 
 /* Leases and the reaper ------------------------------------------------------------------- */
@@ -224,19 +244,17 @@ static void on_lease_timer(uv_timer_t *t)
         n += job_lease_held(j);
     if (n == 0)
         return;
-    const char **args = imgq_xcalloc((size_t)(2 + 2 * n), sizeof *args);
+    const char **args = imgq_xcalloc((size_t)(1 + 2 * n), sizeof *args);
     char lease[24];
     snprintf(lease, sizeof lease, "%d", w->opt.lease_ms);
-    args[0] = w->keys.base;
-    args[1] = lease;
-    int k = 2;
+    args[0] = lease;
+    int k = 1;
     for (struct job *j = w->jobs; j; j = job_next(j))
         if (job_lease_held(j)) {
             args[k++] = job_id(j);
             args[k++] = job_token(j);
         }
-    const char *keys[1] = {w->keys.leases};
-    (void)worker_script(w, IMGQ_SCRIPT_EXTEND, 1, keys, k, args, on_extend, NULL);
+    (void)worker_script(w, IMGQ_SCRIPT_EXTEND, k, args, on_extend, NULL);
     free(args);
 }
 
@@ -255,9 +273,8 @@ static void on_reap_timer(uv_timer_t *t)
     struct worker *w = t->data;
     char limit[16];
     snprintf(limit, sizeof limit, "%d", REAP_LIMIT);
-    const char *keys[2] = {w->keys.ready, w->keys.leases};
-    const char *args[2] = {w->keys.base, limit};
-    (void)worker_script(w, IMGQ_SCRIPT_REAP, 2, keys, 2, args, on_reap, NULL);
+    const char *args[1] = {limit};
+    (void)worker_script(w, IMGQ_SCRIPT_REAP, 1, args, on_reap, NULL);
 }
 
 /* Redis connections ------------------------------------------------------------------------ */
@@ -471,9 +488,8 @@ static void on_grace_timer(uv_timer_t *t)
     for (struct job *j = w->jobs; j; j = job_next(j)) {
         if (!job_lease_held(j))
             continue;
-        const char *keys[2] = {w->keys.ready, w->keys.leases};
-        const char *args[3] = {w->keys.base, job_id(j), job_token(j)};
-        if (worker_script(w, IMGQ_SCRIPT_RELEASE, 2, keys, 3, args, on_release, NULL) == 0)
+        const char *args[2] = {job_id(j), job_token(j)};
+        if (worker_script(w, IMGQ_SCRIPT_RELEASE, 2, args, on_release, NULL) == 0)
             w->pending_releases++;
     }
     on_release(w, NULL, NULL);

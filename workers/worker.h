@@ -60,6 +60,7 @@ struct worker {
 
     struct job *jobs; /* in flight, doubly linked */
     int inflight;
+    int reserved; /* slots promised to claims in flight */
     bool claiming;
     unsigned long claims; /* claim calls made, for token uniqueness and stats */
     bool stopping;
@@ -81,13 +82,29 @@ void worker_maybe_claim(struct worker *w);
 void worker_job_gone(struct worker *w, struct job *j);
 
 /*
- * Run a queue script asynchronously.  argv holds the script's arguments after the keys
- * (copied).  cb gets the reply (NULL if Redis went away) and runs exactly once, unless this
- * returns IMGQ_EAGAIN (not connected), in which case it never runs.
+ * Run a queue script asynchronously with KEYS[1] = the queue's stats key and ARGV = {base,
+ * args...} (args are copied).  cb gets the reply (NULL if Redis went away) and runs exactly
+ * once, unless this returns IMGQ_EAGAIN (not connected), in which case it never runs.
  */
 typedef void (*worker_script_cb)(struct worker *w, redisReply *reply, void *arg);
-int worker_script(struct worker *w, enum imgq_script_id id, int nkeys, const char **keys, int nargs,
-                  const char **args, worker_script_cb cb, void *arg);
+int worker_script(struct worker *w, enum imgq_script_id id, int nargs, const char **args,
+                  worker_script_cb cb, void *arg);
+
+/*
+ * Claims piggy-backed on a reply: how many jobs to ask for in a call that can lease more
+ * (claim, complete, fail), with the arguments that lib.lua's claim_jobs takes.  'count' is 0
+ * when stopping or full; 'replaces_one' counts the slot of a job about to leave (a
+ * completion's successor).  The slots are reserved until worker_take_claims() releases them.
+ */
+struct claim_args {
+    int count;
+    char count_s[16], lease_s[24], token[96];
+};
+void worker_claim_args(struct worker *w, int want, bool replaces_one, struct claim_args *ca);
+/* Start the jobs in a claim result (lib.lua claim_jobs) found at r->element[off...], release
+ * the reservation of ca, and decide when to look for work next.  r may be NULL. */
+void worker_take_claims(struct worker *w, const redisReply *r, size_t off,
+                        const struct claim_args *ca);
 
 /* run.c: begin a claimed job (takes ownership of the strings). */
 void job_start(struct worker *w, const char *id, const char *token, int attempt, const char *spec,

@@ -28,6 +28,10 @@ enum imgq_script_id {
     IMGQ_SCRIPT_EXTEND,
     IMGQ_SCRIPT_REAP,
     IMGQ_SCRIPT_RELEASE,
+    IMGQ_SCRIPT_DLQ,
+    IMGQ_SCRIPT_CANCEL,
+    IMGQ_SCRIPT_PAUSE,
+    IMGQ_SCRIPT_STATS,
     IMGQ_SCRIPT_COUNT
 };
 struct imgq_script {
@@ -44,10 +48,15 @@ enum imgq_priority { IMGQ_PRIO_HIGH = 0, IMGQ_PRIO_NORMAL = 1, IMGQ_PRIO_LOW = 2
 int imgq_priority_parse(const char *s, enum imgq_priority *out) IMGQ_MUST_CHECK;
 const char *imgq_priority_name(enum imgq_priority p);
 
-/* Where a queue's keys live: "PREFIX:{QUEUE}:" and the names built from it. */
+/*
+ * Where a queue's keys live: "PREFIX:{QUEUE}:" and the names built from it (the layout is
+ * described in src/lua/lib.lua).  Every script is called with KEYS[1] = stats, which routes
+ * it to the queue's Redis Cluster slot, and ARGV[1] = base.
+ */
 struct imgq_keys {
     char base[192]; /* "PREFIX:{QUEUE}:" */
-    char ready[224], delayed[224], leases[224], seq[224], idem[224], batches[224], wake[224];
+    char stats[224], delayed[224], leases[224], dead[224], events[224], wake[224];
+    char ring[3][224]; /* batches with ready jobs, per priority */
 };
 /* IMGQ_EINVAL if prefix or queue is empty, too long, or contains braces. */
 int imgq_keys_init(struct imgq_keys *k, const char *prefix, const char *queue) IMGQ_MUST_CHECK;
@@ -107,5 +116,17 @@ int imgq_queue_batch_jobs(imgq_queue *q, const char *batch, char ***ids, size_t 
 int imgq_queue_job_info(imgq_queue *q, const char *job_id, json_t **out) IMGQ_MUST_CHECK;
 /* Fetch many jobs with one pipelined round trip; out[i] is NULL for a missing job. */
 int imgq_queue_jobs_info(imgq_queue *q, char **ids, size_t n, json_t **out) IMGQ_MUST_CHECK;
+
+/*
+ * Run one of the queue's scripts with KEYS[1] = stats and ARGV = {base, args...}; *reply (may
+ * be NULL) is the reply as JSON: integers, strings, arrays, null (new reference).
+ * IMGQ_EREDIS with err filled if Redis refused it.  Blocks for one round trip.
+ */
+int imgq_queue_script(imgq_queue *q, enum imgq_script_id id, int nargs, const char **args,
+                      json_t **reply, char *err, size_t errlen) IMGQ_MUST_CHECK;
+
+/* Dead-lettered jobs, newest first, at most 'limit': a new array of job objects (as
+ * imgq_queue_job_info), filtered by batch when batch is not NULL. */
+int imgq_queue_dead(imgq_queue *q, const char *batch, size_t limit, json_t **out) IMGQ_MUST_CHECK;
 
 #endif

@@ -1,18 +1,25 @@
--- complete: a running job is done, if the caller still holds its lease.
--- KEYS: leases
--- ARGV: prefix, job id, token, result JSON, cost micros of this attempt, images stored
--- Returns 1 when recorded, 0 when the lease was lost (another worker owns the job now).
+-- complete: a running job is done, if the caller still holds its lease; then, in the same
+-- round trip, lease the worker its next jobs.
+-- ARGV: prefix, job id, token, result JSON, cost micros of this attempt, images stored,
+--       attempt log line, worker id, lease ms, next count, token prefix
+-- Returns {1 recorded | 0 lease lost, then the claim result of lib.lua's claim_jobs}.
 local id, tok = ARGV[2], ARGV[3]
 local jk = pfx .. 'j:' .. id
 local h = redis.call('HMGET', jk, 'state', 'token', 'batch')
-if h[1] ~= 'running' or h[2] ~= tok then return 0 end
-local now = now_ms()
-redis.call('HSET', jk, 'state', 'done', 'result', ARGV[4], 'finished', now)
-redis.call('HINCRBY', jk, 'cost', ARGV[5])
-redis.call('HDEL', jk, 'token')
-redis.call('ZREM', KEYS[1], id)
-local bk = pfx .. 'b:' .. h[3]
-redis.call('HINCRBY', bk, 'cost', ARGV[5])
-redis.call('HINCRBY', bk, 'images', ARGV[6])
-batch_move(h[3], 'running', 'done')
-return 1
+local status = 0
+if h[1] == 'running' and h[2] == tok then
+  status = 1
+  redis.call('HSET', jk, 'state', 'done', 'result', ARGV[4], 'finished', now_ms())
+  redis.call('HINCRBY', jk, 'cost', ARGV[5])
+  redis.call('HDEL', jk, 'token')
+  redis.call('ZREM', pfx .. 'leases', id)
+  log_attempt(jk, ARGV[7])
+  local bk = pfx .. 'b:' .. h[3]
+  redis.call('HINCRBY', bk, 'cost', ARGV[5])
+  redis.call('HINCRBY', bk, 'images', ARGV[6])
+  emit('job.completed', 'job', id, 'batch', h[3], 'cost_micros', ARGV[5])
+  batch_move(h[3], 'running', 'done')
+end
+local claim = claim_jobs(tonumber(ARGV[10]), ARGV[8], tonumber(ARGV[9]), ARGV[11])
+table.insert(claim, 1, status)
+return claim

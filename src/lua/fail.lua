@@ -1,33 +1,44 @@
--- fail: an attempt of a running job failed; schedule a retry or end the job as failed.
--- KEYS: leases, delayed
+-- fail: an attempt of a running job failed; schedule a retry or end the job in the dead-letter
+-- set; then lease the worker its next jobs in the same round trip.
 -- ARGV: prefix, job id, token, error JSON, retry delay ms (-1 = do not retry), cost micros
---       charged for the failed attempt, 1 if the attempt counts against max attempts
--- Returns 1 = retry scheduled, 2 = failed for good, 0 = lease lost.
+--       charged for the failed attempt, 1 if the attempt counts against max attempts,
+--       worker id, lease ms, next count, token prefix
+-- Returns {1 retry scheduled | 2 failed for good | 0 lease lost, then the claim result}.
 local id, tok = ARGV[2], ARGV[3]
 local jk = pfx .. 'j:' .. id
 local h = redis.call('HMGET', jk, 'state', 'token', 'batch', 'attempts', 'max_attempts')
-if h[1] ~= 'running' or h[2] ~= tok then return 0 end
-local now = now_ms()
-local delay = tonumber(ARGV[5])
-local cost = tonumber(ARGV[6])
-if cost > 0 then
-  redis.call('HINCRBY', jk, 'cost', ARGV[6])
-  redis.call('HINCRBY', pfx .. 'b:' .. h[3], 'cost', ARGV[6])
+local status = 0
+if h[1] == 'running' and h[2] == tok then
+  local now = now_ms()
+  local delay = tonumber(ARGV[5])
+  if tonumber(ARGV[6]) > 0 then
+    redis.call('HINCRBY', jk, 'cost', ARGV[6])
+    redis.call('HINCRBY', pfx .. 'b:' .. h[3], 'cost', ARGV[6])
+  end
+  log_attempt(jk, ARGV[4])
+  redis.call('HSET', jk, 'error', ARGV[4])
+  redis.call('HDEL', jk, 'token')
+  redis.call('ZREM', pfx .. 'leases', id)
+  local attempts = tonumber(h[4])
+  if ARGV[7] == '0' then
+    attempts = redis.call('HINCRBY', jk, 'attempts', -1)
+  end
+  if delay >= 0 and attempts < tonumber(h[5]) then
+    redis.call('HSET', jk, 'state', 'retrying')
+    redis.call('ZADD', pfx .. 'delayed', now + delay, id)
+    emit('job.retrying', 'job', id, 'batch', h[3], 'in_ms', delay)
+    -- Idle workers learn the new due time by claiming once (this worker may die first).
+    redis.call('PUBLISH', pfx .. 'wake', 0)
+    batch_move(h[3], 'running', 'retrying')
+    status = 1
+  else
+    redis.call('HSET', jk, 'state', 'failed', 'finished', now)
+    bury(id)
+    emit('job.failed', 'job', id, 'batch', h[3], 'error', ARGV[4])
+    batch_move(h[3], 'running', 'failed')
+    status = 2
+  end
 end
-log_attempt(jk, ARGV[4])
-redis.call('HSET', jk, 'error', ARGV[4])
-redis.call('HDEL', jk, 'token')
-redis.call('ZREM', KEYS[1], id)
-local attempts = tonumber(h[4])
-if ARGV[7] == '0' then
-  attempts = redis.call('HINCRBY', jk, 'attempts', -1)
-end
-if delay >= 0 and attempts < tonumber(h[5]) then
-  redis.call('HSET', jk, 'state', 'retrying')
-  redis.call('ZADD', KEYS[2], now + delay, id)
-  batch_move(h[3], 'running', 'retrying')
-  return 1
-end
-redis.call('HSET', jk, 'state', 'failed', 'finished', now)
-batch_move(h[3], 'running', 'failed')
-return 2
+local claim = claim_jobs(tonumber(ARGV[10]), ARGV[8], tonumber(ARGV[9]), ARGV[11])
+table.insert(claim, 1, status)
+return claim

@@ -1,15 +1,16 @@
--- reap: return jobs whose lease expired (their worker died or hung) to the queue.
--- The attempt they were on counts; a job whose attempts are used up fails instead.
--- KEYS: ready, leases
+-- reap: return jobs whose lease expired (their worker died or hung) to the front of their
+-- batch's queue.  The attempt they were on counts; a job whose attempts are used up is
+-- dead-lettered instead.
 -- ARGV: prefix, limit
 -- Returns the number of jobs returned or failed.
 local now = now_ms()
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local expired = redis.call('ZRANGEBYSCORE', pfx .. 'leases', '-inf', now, 'LIMIT', 0,
+  tonumber(ARGV[2]))
 local requeued = 0
 for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', pfx .. 'leases', id)
   local jk = pfx .. 'j:' .. id
-  local h = redis.call('HMGET', jk, 'state', 'score', 'batch', 'attempts', 'max_attempts',
+  local h = redis.call('HMGET', jk, 'state', 'prio', 'batch', 'attempts', 'max_attempts',
     'worker')
   if h[1] == 'running' then
     local err = cjson.encode({class = 'lease_expired', attempt = tonumber(h[4]),
@@ -18,10 +19,13 @@ for _, id in ipairs(expired) do
     redis.call('HDEL', jk, 'token')
     if tonumber(h[4]) >= tonumber(h[5]) then
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', now)
+      bury(id)
+      emit('job.failed', 'job', id, 'batch', h[3], 'error', err)
       batch_move(h[3], 'running', 'failed')
     else
       redis.call('HSET', jk, 'state', 'queued')
-      redis.call('ZADD', KEYS[1], h[2], id)
+      make_ready(id, h[2], h[3], true)
+      emit('job.stalled', 'job', id, 'batch', h[3], 'worker', h[6] or '')
       batch_move(h[3], 'running', 'queued')
     end
     requeued = requeued + 1

@@ -45,16 +45,16 @@ assert_contains "$(cat "$IMGQ_TMP/err")" "0 jobs enqueued, 3 already present"
 # The same ids in another batch are the same jobs (the id is the idempotency key).
 "$IMGQ_BIN/imgq" submit --batch other --json "$IMGQ_TMP/good.jsonl" >"$IMGQ_TMP/out"
 assert_contains "$(cat "$IMGQ_TMP/out")" '"created":1,"existing":2'
-assert_eq "$(redis-cli -p "$REDIS_PORT" zcard 'imgq:{default}:ready')" "4" "4 distinct jobs queued"
+assert_eq "$(redis-cli -p "$REDIS_PORT" hget 'imgq:{default}:stats' queued)" "4" "4 distinct jobs queued"
 
-# Standard input works, and priorities order the queue: high before normal before low.
-printf '{"id":"p-low","prompt":"x","model":"gpt-image-1-mini","priority":"low"}\n{"id":"p-high","prompt":"y","model":"gpt-image-1-mini","priority":"high"}\n' |
-    "$IMGQ_BIN/imgq" submit --batch prio - >/dev/null
-first=$(redis-cli -p "$REDIS_PORT" zrange 'imgq:{default}:ready' 0 0)
-assert_eq "$("$IMGQ_BIN/imgq" job show "$first" | grep -o '"id": "p-high"')" '"id": "p-high"' \
-    "the high-priority job is first in the queue"
-last=$(redis-cli -p "$REDIS_PORT" zrange 'imgq:{default}:ready' -1 -1)
-"$IMGQ_BIN/imgq" job show "$last" | grep -q '"id": "p-low"' || fail "low priority is not last"
+# Standard input works, and priorities are strict: on a queue of its own, a worker taking one
+# job at a time runs the high-priority job first although it was submitted last.
+printf '{"id":"p-low","prompt":"x","model":"gpt-image-1-mini","priority":"low"}\n{"id":"p-normal","prompt":"y","model":"gpt-image-1-mini"}\n{"id":"p-high","prompt":"z","model":"gpt-image-1-mini","priority":"high"}\n' |
+    "$IMGQ_BIN/imgq" --queue prio submit --batch prio - >/dev/null
+"$IMGQ_BIN/imgq-worker" --queue prio --noop --concurrency 1 --exit-when-idle 2>/dev/null
+order=$(redis-cli -p "$REDIS_PORT" xrange 'imgq:{prio}:events' - + | grep -A1 '^job$' | grep '^j' |
+    while read -r id; do "$IMGQ_BIN/imgq" --queue prio job show "$id" | grep -o '"id": "p-[a-z]*"' | cut -d'"' -f4; done | paste -sd' ')
+assert_eq "p-high p-normal p-low" "$order" "completion order follows priority"
 
 # Status of a batch that does not exist is an error naming it.
 set +e

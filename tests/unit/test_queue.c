@@ -230,13 +230,14 @@ static void test_keys_layout(void **state)
     struct imgq_keys k;
     assert_int_equal(imgq_keys_init(&k, "imgq", "default"), 0);
     assert_string_equal(k.base, "imgq:{default}:");
-    assert_string_equal(k.ready, "imgq:{default}:ready");
+    assert_string_equal(k.stats, "imgq:{default}:stats");
     assert_string_equal(k.delayed, "imgq:{default}:delayed");
     assert_string_equal(k.leases, "imgq:{default}:leases");
-    assert_string_equal(k.seq, "imgq:{default}:seq");
-    assert_string_equal(k.idem, "imgq:{default}:idem");
-    assert_string_equal(k.batches, "imgq:{default}:batches");
+    assert_string_equal(k.dead, "imgq:{default}:dead");
+    assert_string_equal(k.events, "imgq:{default}:events");
     assert_string_equal(k.wake, "imgq:{default}:wake");
+    assert_string_equal(k.ring[0], "imgq:{default}:rr:0");
+    assert_string_equal(k.ring[2], "imgq:{default}:rr:2");
     char buf[256];
     assert_string_equal(imgq_keys_job(&k, "j-42", buf, sizeof buf), "imgq:{default}:j:j-42");
     assert_ptr_equal(imgq_keys_job(&k, "x", buf, sizeof buf), buf);
@@ -251,7 +252,8 @@ static void test_keys_layout(void **state)
     assert_int_equal(crc16("123456789", 9), 0x31c3); /* the CRC's check value */
     unsigned slot = keyslot("{default}");
     assert_int_equal(slot, crc16("default", 7) & 16383);
-    const char *keys[] = {k.base, k.ready, k.delayed, k.leases, k.seq, k.idem, k.batches, k.wake};
+    const char *keys[] = {k.base,   k.stats, k.delayed, k.leases,  k.dead,
+                          k.events, k.wake,  k.ring[0], k.ring[1], k.ring[2]};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         assert_int_equal(keyslot(keys[i]), slot);
     assert_int_equal(keyslot(imgq_keys_job(&k, "{other}", buf, sizeof buf)), slot);
@@ -260,7 +262,7 @@ static void test_keys_layout(void **state)
     /* An empty prefix has no leading colon; another queue is another tag. */
     assert_int_equal(imgq_keys_init(&k, "", "q2"), 0);
     assert_string_equal(k.base, "{q2}:");
-    assert_string_equal(k.ready, "{q2}:ready");
+    assert_string_equal(k.stats, "{q2}:stats");
     assert_int_equal(imgq_keys_init(&k, "acme:imgq", "hi-pri"), 0);
     assert_string_equal(k.base, "acme:imgq:{hi-pri}:");
 }
@@ -287,7 +289,7 @@ static void test_keys_refused(void **state)
     assert_string_equal(k.base, ""); /* untouched */
     assert_int_equal(imgq_keys_init(&k, q64, q64), 0);
     assert_int_equal(strlen(k.base), 64 + 1 + 1 + 64 + 2);
-    assert_int_equal(strlen(k.batches), strlen(k.base) + 7);
+    assert_int_equal(strlen(k.events), strlen(k.base) + 6);
 }
 
 /* ---- priorities --------------------------------------------------------------------------- */
@@ -321,9 +323,9 @@ static void test_priorities(void **state)
 
 static void test_scripts(void **state)
 {
-    static const char *const names[] = {"submit", "claim", "complete", "fail",
-                                        "extend", "reap",  "release"};
-    assert_int_equal(IMGQ_SCRIPT_COUNT, 7);
+    static const char *const names[] = {"submit",  "claim", "complete", "fail",  "extend", "reap",
+                                        "release", "dlq",   "cancel",   "pause", "stats"};
+    assert_int_equal(IMGQ_SCRIPT_COUNT, sizeof names / sizeof names[0]);
     char *lib = read_source("src/lua/lib.lua");
     for (int i = 0; i < IMGQ_SCRIPT_COUNT; i++) {
         const struct imgq_script *s = imgq_script_get((enum imgq_script_id)i);
