@@ -301,6 +301,11 @@ const struct imgq_keys *imgq_queue_keys(const imgq_queue *q)
     return &q->keys;
 }
 
+struct redisContext *imgq_queue_redis(imgq_queue *q)
+{
+    return q->rc;
+}
+
 /* Argument vector under construction for one EVALSHA. */
 struct argv {
     const char **v;

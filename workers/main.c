@@ -19,7 +19,9 @@ static void usage(FILE *f)
           "Claims jobs from Redis, calls the provider, stores images in S3.\n"
           "SIGTERM/SIGINT: stop claiming, let running jobs finish for the grace period,\n"
           "then hand the rest back to the queue.\n"
-          "--noop completes every claimed job at once (queue benchmarks only).\n",
+          "--exit-when-idle: exit once nothing is ready, retrying or running in the queue\n"
+          "(paused work does not count).  --noop completes every claimed job at once\n"
+          "(queue benchmarks only).\n",
           f);
 }
 

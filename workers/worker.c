@@ -123,9 +123,13 @@ static void on_idle_exec(redisAsyncContext *c, void *r, void *priv)
     redisReply *reply = r;
     if (!reply || reply->type != REDIS_REPLY_ARRAY)
         return;
+    /* ready rings x3, delayed, leased, paused flag: paused work is nothing this worker can
+     * do without an operator, so it does not keep an --exit-when-idle worker alive. */
+    if (reply->elements != 6)
+        return;
     long long total = 0;
-    for (size_t i = 0; i < reply->elements; i++)
-        total += reply->element[i]->integer;
+    for (size_t i = 0; i < 5; i++)
+        total += (i < 3 && reply->element[5]->integer) ? 0 : reply->element[i]->integer;
     if (total == 0 && w->inflight == 0 && w->reserved == 0 && !w->stopping) {
         imgq_log(IMGQ_LOG_INFO, "worker", "queue '%s' is empty: exiting (--exit-when-idle)",
                  w->cfg->queue);
@@ -134,7 +138,7 @@ static void on_idle_exec(redisAsyncContext *c, void *r, void *priv)
     }
 }
 
-/* Is anything ready, delayed or leased?  One MULTI/EXEC, one reply. */
+/* Is anything ready (and not paused), delayed or leased?  One MULTI/EXEC, one reply. */
 static void request_idle_check(struct worker *w)
 {
     if (!w->ac || !w->connected)
@@ -144,6 +148,7 @@ static void request_idle_check(struct worker *w)
         redisAsyncCommand(w->ac, NULL, NULL, "LLEN %s", w->keys.ring[p]);
     redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %s", w->keys.delayed);
     redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %s", w->keys.leases);
+    redisAsyncCommand(w->ac, NULL, NULL, "EXISTS %spaused", w->keys.base);
     redisAsyncCommand(w->ac, on_idle_exec, w, "EXEC");
 }
 

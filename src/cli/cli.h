@@ -15,6 +15,14 @@ int imgq_cmd_batch(int argc, char **argv);
 int imgq_cmd_job(int argc, char **argv);
 int imgq_cmd_cost(int argc, char **argv);
 int imgq_cmd_presign(int argc, char **argv);
+int imgq_cmd_cancel(int argc, char **argv);
+int imgq_cmd_pause(int argc, char **argv);
+int imgq_cmd_resume(int argc, char **argv);
+int imgq_cmd_dlq(int argc, char **argv);
+int imgq_cmd_stats(int argc, char **argv);
+int imgq_cmd_events(int argc, char **argv);
+/* imgq batch watch ID: progress until the batch finishes (cmd_stats.c). */
+int imgq__cmd_batch_watch(const char *id, int argc, char **argv);
 
 /* The configuration after global flags (--config, --redis, --queue, --prefix, --catalog). */
 struct imgq_config *imgq__cli_config(void);

@@ -7,7 +7,8 @@
 #include "cli.h"
 #include "imgq/alloc.h"
 
-static const char *const states[] = {"queued", "running", "retrying", "done", "failed", NULL};
+static const char *const states[] = {"queued", "running",  "retrying", "done",
+                                     "failed", "canceled", NULL};
 
 static json_int_t field_int(json_t *o, const char *k)
 {
@@ -55,7 +56,8 @@ static int batch_status(const char *id, int json)
         return IMGQ_EXIT_FAIL;
     }
     json_int_t total = field_int(info, "total"), cost = field_int(info, "cost");
-    json_int_t ended = field_int(info, "done") + field_int(info, "failed");
+    json_int_t ended =
+        field_int(info, "done") + field_int(info, "failed") + field_int(info, "canceled");
     if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "batch", json_string(id));
@@ -226,7 +228,9 @@ int imgq_cmd_batch(int argc, char **argv)
         return batch_status(id, has_flag(argc, argv, "--json"));
     if (strcmp(sub, "results") == 0)
         return batch_results(id, has_flag(argc, argv, "--table"));
-    fprintf(stderr, "imgq batch: unknown subcommand '%s' (status, results)\n", sub);
+    if (strcmp(sub, "watch") == 0)
+        return imgq__cmd_batch_watch(id, argc, argv);
+    fprintf(stderr, "imgq batch: unknown subcommand '%s' (status, results, watch)\n", sub);
     return IMGQ_EXIT_USAGE;
 }
 

@@ -52,6 +52,12 @@ static void usage(FILE *f)
           "         [--route R] [--max-attempts N] [--dry-run] [--json]\n"
           "  batch status ID [--json]      counts by state and cost so far\n"
           "  batch results ID [--table]    one JSON line per job, or a table with totals\n"
+          "  batch watch ID [--json] [--interval S]   progress, rate and ETA until done\n"
+          "  cancel JOB_ID | cancel --batch B          end jobs that have not finished\n"
+          "  pause|resume --batch B | --queue-wide    stop/restart dispatch, all workers\n"
+          "  dlq list [--batch B] [--json] | dlq retry (IDS|--batch B|--all) | dlq purge\n"
+          "  stats [--json]                depths, in flight, retrying, dead, oldest wait\n"
+          "  events [--follow] [--batch B] [--json]   job and batch transitions\n"
           "  job show ID                   everything about one job\n"
           "  cost --model M [--text-in N] [--image-in N] [--image-out N] [--text-out N]\n"
           "       [--route R] [--json]     cost of a token workload (N takes k, M, B)\n"
@@ -118,11 +124,11 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"submit", imgq_cmd_submit},
-                {"batch", imgq_cmd_batch},
-                {"job", imgq_cmd_job},
-                {"cost", imgq_cmd_cost},
-                {"presign", imgq_cmd_presign}};
+    } cmds[] = {
+        {"submit", imgq_cmd_submit}, {"batch", imgq_cmd_batch},     {"job", imgq_cmd_job},
+        {"cost", imgq_cmd_cost},     {"presign", imgq_cmd_presign}, {"cancel", imgq_cmd_cancel},
+        {"pause", imgq_cmd_pause},   {"resume", imgq_cmd_resume},   {"dlq", imgq_cmd_dlq},
+        {"stats", imgq_cmd_stats},   {"events", imgq_cmd_events}};
     int rc = -1;
     const char *name = argv[optind];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

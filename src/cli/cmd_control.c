@@ -1,0 +1,194 @@
+/*
+ * cmd_control.c - imgq cancel, pause, resume and dlq: operating a queue while it runs.
+ * Each action is one script in Redis, so every worker sees it at once.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static int has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return 1;
+    return 0;
+}
+
+/* The value after 'flag', or NULL. */
+static const char *flag_value(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return argv[i + 1];
+    return NULL;
+}
+
+static int run(const char *what, enum imgq_script_id id, int nargs, const char **args,
+               json_int_t *result)
+{
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    json_t *reply = NULL;
+    char err[512];
+    if (imgq_queue_script(q, id, nargs, args, &reply, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq %s: %s\n", what, err);
+        return IMGQ_EXIT_FAIL;
+    }
+    *result = json_integer_value(reply);
+    json_decref(reply);
+    return IMGQ_EXIT_OK;
+}
+
+int imgq_cmd_cancel(int argc, char **argv)
+{
+    const char *batch = flag_value(argc, argv, "--batch");
+    const char *job = argc == 2 && argv[1][0] != '-' ? argv[1] : NULL;
+    if (!!batch == !!job) {
+        fprintf(stderr, "usage: imgq cancel JOB_ID | imgq cancel --batch BATCH\n");
+        return IMGQ_EXIT_USAGE;
+    }
+    const char *args[2] = {batch ? "batch" : "job", batch ? batch : job};
+    json_int_t n;
+    int rc = run("cancel", IMGQ_SCRIPT_CANCEL, 2, args, &n);
+    if (rc)
+        return rc;
+    if (batch && n < 0) {
+        fprintf(stderr, "imgq cancel: no batch '%s'\n", batch);
+        return IMGQ_EXIT_FAIL;
+    }
+    if (job && n == 0) {
+        fprintf(stderr, "imgq cancel: job '%s' does not exist or has already ended\n", job);
+        return IMGQ_EXIT_FAIL;
+    }
+    printf("%lld job(s) cancelled\n", (long long)n);
+    return IMGQ_EXIT_OK;
+}
+
+static int pause_resume(int argc, char **argv, const char *action)
+{
+    const char *batch = flag_value(argc, argv, "--batch");
+    int queue = has_flag(argc, argv, "--queue-wide");
+    if (!batch && !queue) {
+        fprintf(stderr, "usage: imgq %s --batch BATCH | imgq %s --queue-wide\n", action, action);
+        return IMGQ_EXIT_USAGE;
+    }
+    const char *args[3] = {batch ? "batch" : "queue", action, batch ? batch : ""};
+    json_int_t n;
+    int rc = run(action, IMGQ_SCRIPT_PAUSE, 3, args, &n);
+    if (rc)
+        return rc;
+    if (n == 0) {
+        fprintf(stderr, "imgq %s: no batch '%s'\n", action, batch);
+        return IMGQ_EXIT_FAIL;
+    }
+    const char *done = strcmp(action, "pause") == 0 ? "paused" : "resumed";
+    if (batch)
+        printf("batch %s %s\n", batch, done);
+    else
+        printf("queue %s %s\n", imgq__cli_config()->queue, done);
+    return IMGQ_EXIT_OK;
+}
+
+int imgq_cmd_pause(int argc, char **argv)
+{
+    return pause_resume(argc, argv, "pause");
+}
+
+int imgq_cmd_resume(int argc, char **argv)
+{
+    return pause_resume(argc, argv, "resume");
+}
+
+static int dlq_list(int argc, char **argv)
+{
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    const char *batch = flag_value(argc, argv, "--batch");
+    const char *lim = flag_value(argc, argv, "--limit");
+    size_t limit = lim ? strtoul(lim, NULL, 10) : 1000;
+    json_t *dead;
+    if (imgq_queue_dead(q, batch, limit, &dead) != 0) {
+        fprintf(stderr, "imgq dlq list: redis error\n");
+        return IMGQ_EXIT_FAIL;
+    }
+    int json = has_flag(argc, argv, "--json");
+    size_t i;
+    json_t *job;
+    json_array_foreach(dead, i, job)
+    {
+        json_t *err = json_object_get(job, "error");
+        json_t *spec = json_object_get(job, "spec");
+        if (json) {
+            json_t *o = json_object();
+            json_object_set(o, "id", json_object_get(job, "id"));
+            if (json_object_get(spec, "id"))
+                json_object_set(o, "client_id", json_object_get(spec, "id"));
+            json_object_set(o, "batch", json_object_get(job, "batch"));
+            json_object_set(o, "model", json_object_get(spec, "model"));
+            json_object_set(o, "attempts", json_object_get(job, "attempts"));
+            json_object_set(o, "error", err);
+            char *text = json_dumps(o, JSON_COMPACT);
+            printf("%s\n", text);
+            free(text);
+            json_decref(o);
+        } else {
+            const char *cls = json_string_value(json_object_get(err, "class"));
+            const char *msg = json_string_value(json_object_get(err, "message"));
+            printf("%-16s %-20s %-16s %-16s %s\n", json_string_value(json_object_get(job, "id")),
+                   json_string_value(json_object_get(job, "batch")),
+                   json_string_value(json_object_get(spec, "model")), cls ? cls : "?",
+                   msg ? msg : "");
+        }
+    }
+    if (!json)
+        fprintf(stderr, "%zu dead-lettered job(s)\n", json_array_size(dead));
+    json_decref(dead);
+    return IMGQ_EXIT_OK;
+}
+
+int imgq_cmd_dlq(int argc, char **argv)
+{
+    const char *sub = argc > 1 ? argv[1] : "";
+    if (strcmp(sub, "list") == 0)
+        return dlq_list(argc - 1, argv + 1);
+    if (strcmp(sub, "retry") != 0 && strcmp(sub, "purge") != 0) {
+        fprintf(stderr, "usage: imgq dlq list [--batch B] [--limit N] [--json]\n"
+                        "       imgq dlq retry (JOB_ID...|--batch B|--all)\n"
+                        "       imgq dlq purge [--batch B|--all]\n");
+        return IMGQ_EXIT_USAGE;
+    }
+    const char *batch = flag_value(argc, argv, "--batch");
+    int all = has_flag(argc, argv, "--all");
+    int nids = 0;
+    for (int i = 2; i < argc; i++)
+        if (argv[i][0] != '-' && !(i > 2 && strcmp(argv[i - 1], "--batch") == 0))
+            nids++;
+    if ((batch != NULL) + all + (nids > 0) != 1) {
+        fprintf(stderr, "imgq dlq %s: give job ids, or --batch B, or --all\n", sub);
+        return IMGQ_EXIT_USAGE;
+    }
+    const char **args = calloc((size_t)(argc + 3), sizeof *args);
+    if (!args)
+        abort();
+    int n = 0;
+    args[n++] = sub;
+    args[n++] = batch ? "batch" : all ? "all" : "ids";
+    if (batch)
+        args[n++] = batch;
+    for (int i = 2; i < argc && !batch && !all; i++)
+        if (argv[i][0] != '-')
+            args[n++] = argv[i];
+    json_int_t count;
+    int rc = run(strcmp(sub, "retry") == 0 ? "dlq retry" : "dlq purge", IMGQ_SCRIPT_DLQ, n, args,
+                 &count);
+    free(args);
+    if (rc)
+        return rc;
+    printf("%lld job(s) %s\n", (long long)count,
+           strcmp(sub, "retry") == 0 ? "back in the queue" : "purged from the dead letters");
+    return IMGQ_EXIT_OK;
+}

@@ -1,0 +1,269 @@
+/*
+ * cmd_stats.c - imgq stats, imgq events and imgq batch watch: looking at a running queue.
+ */
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static int has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *flag_value(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return argv[i + 1];
+    return NULL;
+}
+
+/* stats --------------------------------------------------------------------------------- */
+
+int imgq_cmd_stats(int argc, char **argv)
+{
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    json_t *reply = NULL;
+    char err[512];
+    if (imgq_queue_script(q, IMGQ_SCRIPT_STATS, 0, NULL, &reply, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq stats: %s\n", err);
+        return IMGQ_EXIT_FAIL;
+    }
+    json_t *o = json_object();
+    for (size_t i = 0; i + 1 < json_array_size(reply); i += 2) {
+        const char *k = json_string_value(json_array_get(reply, i));
+        json_t *v = json_array_get(reply, i + 1);
+        if (!k)
+            continue;
+        if (json_is_string(v))
+            json_object_set_new(o, k, json_integer(atoll(json_string_value(v))));
+        else
+            json_object_set(o, k, v);
+    }
+    json_decref(reply);
+    if (has_flag(argc, argv, "--json")) {
+        json_object_set_new(o, "queue", json_string(imgq__cli_config()->queue));
+        char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+        printf("%s\n", text);
+        free(text);
+    } else {
+#define V(k) ((long long)json_integer_value(json_object_get(o, k)))
+        printf("queue %s%s\n", imgq__cli_config()->queue, V("paused") ? " (paused)" : "");
+        printf("  ready       %lld  (high %lld, normal %lld, low %lld; %lld batches)\n",
+               V("ready:0") + V("ready:1") + V("ready:2"), V("ready:0"), V("ready:1"), V("ready:2"),
+               V("batches_ready"));
+        printf("  in flight   %lld\n", V("leases"));
+        printf("  retrying    %lld\n", V("delayed"));
+        printf("  dead        %lld\n", V("dead"));
+        printf("  done        %lld\n", V("done"));
+        printf("  failed      %lld\n", V("failed"));
+        printf("  cancelled   %lld\n", V("canceled"));
+        if (V("oldest_waiting_ms") >= 0)
+            printf("  oldest waiting job: %.1f s\n", (double)V("oldest_waiting_ms") / 1000.0);
+#undef V
+    }
+    json_decref(o);
+    return IMGQ_EXIT_OK;
+}
+
+/* events -------------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* One stream entry as a JSON line or a readable line; false when filtered out. */
+static int print_event(const redisReply *e, const char *batch, int json)
+{
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[1]->type != REDIS_REPLY_ARRAY)
+        return 0;
+    const redisReply *f = e->element[1];
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(e->element[0]->str));
+    json_object_set_new(o, "time_ms", json_integer(atoll(e->element[0]->str)));
+    for (size_t i = 0; i + 1 < f->elements; i += 2)
+        json_object_set_new(o, f->element[i]->str, json_string(f->element[i + 1]->str));
+    const char *b = json_string_value(json_object_get(o, "batch"));
+    if (batch && (!b || strcmp(b, batch) != 0)) {
+        json_decref(o);
+        return 0;
+    }
+    if (json) {
+        char *text = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+    } else {
+        time_t t = (time_t)(atoll(e->element[0]->str) / 1000);
+        struct tm tm;
+        char stamp[32];
+        localtime_r(&t, &tm);
+        strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
+        printf("%s %-16s", stamp, json_string_value(json_object_get(o, "type")));
+        const char *key;
+        json_t *v;
+        json_object_foreach(o, key, v)
+        {
+            if (strcmp(key, "id") && strcmp(key, "time_ms") && strcmp(key, "type"))
+                printf(" %s=%s", key, json_string_value(v));
+        }
+        printf("\n");
+    }
+    fflush(stdout);
+    json_decref(o);
+    return 1;
+}
+
+int imgq_cmd_events(int argc, char **argv)
+{
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    const char *batch = flag_value(argc, argv, "--batch");
+    int follow = has_flag(argc, argv, "--follow"), json = has_flag(argc, argv, "--json");
+    redisContext *rc = imgq_queue_redis(q);
+    const char *key = imgq_queue_keys(q)->events;
+    char last[64] = "-";
+    /* What the stream holds now, then (with --follow) what arrives. */
+    redisReply *r = redisCommand(rc, "XRANGE %s - +", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        fprintf(stderr, "imgq events: %s\n", r && r->str ? r->str : rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return IMGQ_EXIT_FAIL;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        print_event(r->element[i], batch, json);
+        snprintf(last, sizeof last, "%s", r->element[i]->element[0]->str);
+    }
+    freeReplyObject(r);
+    if (!follow)
+        return IMGQ_EXIT_OK;
+    if (strcmp(last, "-") == 0)
+        snprintf(last, sizeof last, "0-0");
+    signal(SIGINT, on_interrupt);
+    signal(SIGTERM, on_interrupt);
+    while (!interrupted) {
+        /* Blocks in Redis (no polling) up to 5 s at a time so an interrupt is noticed. */
+        r = redisCommand(rc, "XREAD BLOCK 5000 COUNT 500 STREAMS %s %s", key, last);
+        if (!r) {
+            if (interrupted)
+                break;
+            fprintf(stderr, "imgq events: %s\n", rc->errstr);
+            return IMGQ_EXIT_FAIL;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+            const redisReply *entries = r->element[0]->element[1];
+            for (size_t i = 0; i < entries->elements; i++) {
+                print_event(entries->element[i], batch, json);
+                snprintf(last, sizeof last, "%s", entries->element[i]->element[0]->str);
+            }
+        }
+        freeReplyObject(r);
+    }
+    return IMGQ_EXIT_OK;
+}
+
+/* batch watch --------------------------------------------------------------------------- */
+
+static void fmt_duration(double s, char *buf, size_t len)
+{
+    if (s < 0 || s > 1e8)
+        snprintf(buf, len, "?");
+    else if (s < 90)
+        snprintf(buf, len, "%.0fs", s);
+    else if (s < 5400)
+        snprintf(buf, len, "%.0fm%02.0fs", s / 60 - 0.5, s - 60 * (int)(s / 60));
+    else
+        snprintf(buf, len, "%.0fh%02dm", s / 3600 - 0.5, (int)(s / 60) % 60);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int imgq__cmd_batch_watch(const char *id, int argc, char **argv)
+{
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    int json = has_flag(argc, argv, "--json");
+    int tty = !json && isatty(STDOUT_FILENO);
+    const char *iv = flag_value(argc, argv, "--interval");
+    double interval = iv ? atof(iv) : tty ? 1.0 : 10.0;
+    if (interval < 0.1)
+        interval = 0.1;
+    signal(SIGINT, on_interrupt);
+    signal(SIGTERM, on_interrupt);
+    double t0 = now_s(), start_ended = -1;
+    int rc = IMGQ_EXIT_OK;
+    while (!interrupted) {
+        json_t *info;
+        int r = imgq_queue_batch_info(q, id, &info);
+        if (r) {
+            fprintf(stderr, "\nimgq batch watch: %s\n",
+                    r == IMGQ_ENOTFOUND ? "no such batch" : imgq_strerror(r));
+            return IMGQ_EXIT_FAIL;
+        }
+#define F(k) ((long long)json_integer_value(json_object_get(info, k)))
+        long long total = F("total"), done = F("done"), failed = F("failed"),
+                  canceled = F("canceled"), ended = done + failed + canceled;
+        imgq_micros cost = F("cost");
+        int finished = json_object_get(info, "finished") != NULL;
+        double el = now_s() - t0;
+        if (start_ended < 0)
+            start_ended = (double)ended;
+        double rate = el > 0.5 ? ((double)ended - start_ended) / el : 0;
+        double eta = rate > 0 ? (double)(total - ended) / rate : -1;
+        char money[48], etas[32];
+        imgq_money_format(cost, 6, money, sizeof money);
+        fmt_duration(eta, etas, sizeof etas);
+        if (json) {
+            printf("{\"batch\":\"%s\",\"total\":%lld,\"queued\":%lld,\"running\":%lld,"
+                   "\"retrying\":%lld,\"done\":%lld,\"failed\":%lld,\"canceled\":%lld,"
+                   "\"cost_micros\":%lld,\"rate_per_s\":%.2f,\"eta_s\":%.0f,\"finished\":%s}\n",
+                   id, total, F("queued"), F("running"), F("retrying"), done, failed, canceled,
+                   (long long)cost, rate, eta, finished ? "true" : "false");
+        } else {
+            int width = 30, fill = total ? (int)(width * ended / total) : width;
+            char bar[64];
+            for (int i = 0; i < width; i++)
+                bar[i] = i < fill ? '#' : '.';
+            bar[width] = '\0';
+            printf("%s[%s] %3lld%% %lld/%lld done %lld failed %lld running %lld | %.1f/s | "
+                   "ETA %s | %s%s",
+                   tty ? "\r" : "", bar, total ? 100 * ended / total : 100, ended, total, done,
+                   failed, F("running"), rate, finished ? "0s" : etas, money,
+                   tty ? "\033[K" : "\n");
+        }
+        fflush(stdout);
+#undef F
+        json_decref(info);
+        if (finished) {
+            if (tty)
+                printf("\n");
+            rc = failed ? IMGQ_EXIT_FAIL : IMGQ_EXIT_OK;
+            break;
+        }
+        usleep((useconds_t)(interval * 1e6));
+    }
+    return rc;
+}
