@@ -1,8 +1,11 @@
--- reap: return jobs whose lease expired (their worker died or hung) to the front of their
--- batch's queue.  The attempt they were on counts; a job whose attempts are used up is
--- dead-lettered instead.
+-- reap: return jobs whose lease expired (their worker died or hung) to their batch's queue.
+-- A worker's death is not the job's failure, so the attempt does not count; but a job that
+-- was running every time a worker died, MAX_STALLS times, is probably what kills them (a poison
+-- pill) and is dead-lettered.  Stalled jobs go to the back of their batch's queue, so the jobs
+-- of one dead worker do not all land on the next worker together.
 -- ARGV: prefix, limit
 -- Returns the number of jobs returned or failed.
+local MAX_STALLS = 20
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', pfx .. 'leases', '-inf', now, 'LIMIT', 0,
   tonumber(ARGV[2]))
@@ -13,18 +16,20 @@ for _, id in ipairs(expired) do
   local h = redis.call('HMGET', jk, 'state', 'prio', 'batch', 'attempts', 'max_attempts',
     'worker')
   if h[1] == 'running' then
-    local err = cjson.encode({class = 'lease_expired', attempt = tonumber(h[4]),
+    local stalls = redis.call('HINCRBY', jk, 'stalls', 1)
+    local err = cjson.encode({class = 'stalled', attempt = tonumber(h[4]), stalls = stalls,
       message = 'worker ' .. (h[6] or '?') .. ' stopped renewing its lease', time = now})
     log_attempt(jk, err)
     redis.call('HDEL', jk, 'token')
-    if tonumber(h[4]) >= tonumber(h[5]) then
+    redis.call('HINCRBY', jk, 'attempts', -1)
+    if stalls >= MAX_STALLS then
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', now)
       bury(id)
       emit('job.failed', 'job', id, 'batch', h[3], 'error', err)
       batch_move(h[3], 'running', 'failed')
     else
       redis.call('HSET', jk, 'state', 'queued')
-      make_ready(id, h[2], h[3], true)
+      make_ready(id, h[2], h[3], false)
       emit('job.stalled', 'job', id, 'batch', h[3], 'worker', h[6] or '')
       batch_move(h[3], 'running', 'queued')
     end
