@@ -623,10 +623,14 @@ int imgq_ceiling_usage(const struct imgq_model *m, const struct imgq_request_sha
     int rc = imgq_model_output_tokens(m, r->quality, r->width, r->height, &per_image);
     if (rc)
         return rc;
-    /* With n>1 the prompt and references are billed once per image. */
-    out->text_in = (int64_t)(r->prompt_bytes ? r->prompt_bytes : 1) * r->n;
-    out->image_in = (int64_t)r->references * m->ref_image_tokens * r->n;
-    out->image_out = per_image * r->n;
+    /* With n>1 the prompt and references are billed once per image.  The catalog's figures
+     * are the operator's: refuse products that do not fit instead of wrapping. */
+    int64_t bytes = r->prompt_bytes ? (int64_t)r->prompt_bytes : 1, refs;
+    if (r->prompt_bytes > (size_t)INT64_MAX || __builtin_mul_overflow(bytes, r->n, &out->text_in) ||
+        __builtin_mul_overflow((int64_t)r->references, m->ref_image_tokens, &refs) ||
+        __builtin_mul_overflow(refs, r->n, &out->image_in) ||
+        __builtin_mul_overflow(per_image, r->n, &out->image_out))
+        return IMGQ_ERANGE;
     return 0;
 }
 

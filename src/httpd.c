@@ -402,6 +402,8 @@ int imgq_httpd_parser_next(imgq_httpd_parser *p, imgq_httpd_request **out)
 {
     if (p->status)
         return p->status == 413 || p->status == 431 ? IMGQ_ERANGE : IMGQ_EPARSE;
+    if (!p->buf)
+        return 0; /* nothing fed yet */
 
     if (!p->cur) {
         /* Empty lines before a request line are allowed (RFC 9112, 2.2). */

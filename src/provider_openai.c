@@ -218,8 +218,9 @@ void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provide
         if (json_is_object(in)) {
             out->usage.text_in = int_at(in, "text_tokens");
             out->usage.image_in = int_at(in, "image_tokens");
-            /* Tokens the details do not account for are billed at the text rate. */
-            if (input > out->usage.text_in + out->usage.image_in)
+            /* Tokens the details do not account for are billed at the text rate.  (Written
+             * without a sum: the values are the provider's and may be near INT64_MAX.) */
+            if (input > out->usage.image_in && input - out->usage.image_in > out->usage.text_in)
                 out->usage.text_in = input - out->usage.image_in;
         } else {
             out->usage.text_in = input;
@@ -227,7 +228,7 @@ void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provide
         if (json_is_object(outd)) {
             out->usage.image_out = int_at(outd, "image_tokens");
             out->usage.text_out = int_at(outd, "text_tokens");
-            if (output > out->usage.image_out + out->usage.text_out)
+            if (output > out->usage.text_out && output - out->usage.text_out > out->usage.image_out)
                 out->usage.image_out = output - out->usage.text_out;
         } else {
             out->usage.image_out = output;

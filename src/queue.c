@@ -111,12 +111,21 @@ char *imgq_keys_batch_jobs(const struct imgq_keys *k, const char *batch_id, char
 
 /* Redis URLs --------------------------------------------------------------------------- */
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
 static char *pct_decode(const char *s, size_t n)
 {
     char *out = imgq_xmalloc(n + 1), *o = out;
     for (size_t i = 0; i < n; i++) {
-        unsigned hi, lo;
-        if (s[i] == '%' && i + 2 < n && sscanf(s + i + 1, "%1x%1x", &hi, &lo) == 2) {
+        int hi = i + 2 < n && s[i] == '%' ? hexval(s[i + 1]) : -1;
+        int lo = hi >= 0 ? hexval(s[i + 2]) : -1;
+        if (lo >= 0) {
             *o++ = (char)(hi * 16 + lo);
             i += 2;
         } else {
@@ -364,8 +373,9 @@ static int load_scripts(imgq_queue *q, char *err, size_t errlen)
 #define SUBMIT_CHUNK 256 /* jobs per EVALSHA: bounded script run time, few round trips */
 #define SUBMIT_WINDOW 16 /* chunks in flight on the pipeline */
 
-int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_submit_item *items,
-                      size_t n, unsigned char *created, char *err, size_t errlen)
+int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_batch_schedule *sched,
+                      const struct imgq_submit_item *items, size_t n, unsigned char *created,
+                      char *err, size_t errlen)
 {
     int rc = load_scripts(q, err, errlen);
     if (rc)
@@ -384,6 +394,9 @@ int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_submit
             argv_add(&a, q->keys.base);
             argv_add(&a, batch);
             argv_addf(&a, (long long)(hi - lo));
+            argv_addf(&a, sched ? (long long)sched->not_before_ms : 0);
+            argv_addf(&a, sched ? (long long)sched->deadline_ms : 0);
+            argv_add(&a, sched && sched->windows ? sched->windows : "");
             for (size_t i = lo; i < hi; i++) {
                 argv_add(&a, items[i].job_id);
                 argv_add(&a, items[i].idem);

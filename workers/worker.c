@@ -15,8 +15,11 @@
 #include "imgq/log.h"
 #include "imgq/redis_uv.h"
 
-#define CLAIM_BATCH 64  /* jobs asked for in one claim call */
-#define REAP_LIMIT 1000 /* expired leases returned per reaper run */
+#define CLAIM_BATCH 64 /* jobs asked for in one claim call */
+#define REAP_LIMIT 1000
+#define EXIT_RECHECK_MS                                                                            \
+    1000 /* --exit-when-idle: while other workers finish their jobs */ /* expired leases returned  \
+                                                                          per reaper run */
 #define RECONNECT_MAX_MS 5000
 
 static void connect_redis(struct worker *w);
@@ -135,6 +138,10 @@ static void on_idle_exec(redisAsyncContext *c, void *r, void *priv)
                  w->cfg->queue);
         w->stopping = true;
         check_stopped(w);
+    } else if (!w->stopping && !uv_is_active((uv_handle_t *)&w->wake_timer)) {
+        /* Only other workers' running jobs are left: nothing announces their end, so look
+         * again shortly (a batch-mode worker waiting to exit, not an idle loop). */
+        arm_wake(w, EXIT_RECHECK_MS);
     }
 }
 

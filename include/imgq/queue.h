@@ -101,14 +101,22 @@ struct imgq_submit_item {
     int max_attempts;
 };
 
+/* When a batch may run (all optional). */
+struct imgq_batch_schedule {
+    int64_t not_before_ms; /* 0: now */
+    int64_t deadline_ms;   /* 0: none; jobs not started by then end as expired */
+    const char *windows;   /* NULL: any time; else a plan from imgq_window_plan() */
+};
+
 /*
  * Enqueue items into batch, pipelined in chunks (a large file is a few round trips, not one
  * per line).  created[i] (may be NULL) becomes 1 if item i was enqueued, 0 if its idempotency
  * key was already known.  Each chunk is atomic; if the connection fails mid-way, what was
  * written stays and resubmitting the same items completes the rest without duplicates.
  */
-int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_submit_item *items,
-                      size_t n, unsigned char *created, char *err, size_t errlen) IMGQ_MUST_CHECK;
+int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_batch_schedule *sched,
+                      const struct imgq_submit_item *items, size_t n, unsigned char *created,
+                      char *err, size_t errlen) IMGQ_MUST_CHECK;
 
 /* The batch's counters as a new JSON object; IMGQ_ENOTFOUND if no such batch. */
 int imgq_queue_batch_info(imgq_queue *q, const char *batch, json_t **out) IMGQ_MUST_CHECK;

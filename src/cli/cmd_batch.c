@@ -7,8 +7,8 @@
 #include "cli.h"
 #include "imgq/alloc.h"
 
-static const char *const states[] = {"queued", "running",  "retrying", "done",
-                                     "failed", "canceled", NULL};
+static const char *const states[] = {"scheduled", "queued",   "running", "retrying", "done",
+                                     "failed",    "canceled", "expired", NULL};
 
 static json_int_t field_int(json_t *o, const char *k)
 {
@@ -56,8 +56,8 @@ static int batch_status(const char *id, int json)
         return IMGQ_EXIT_FAIL;
     }
     json_int_t total = field_int(info, "total"), cost = field_int(info, "cost");
-    json_int_t ended =
-        field_int(info, "done") + field_int(info, "failed") + field_int(info, "canceled");
+    json_int_t ended = field_int(info, "done") + field_int(info, "failed") +
+                       field_int(info, "canceled") + field_int(info, "expired");
     if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "batch", json_string(id));

@@ -21,6 +21,7 @@
 #include "cli.h"
 #include "imgq/alloc.h"
 #include "imgq/job.h"
+#include "imgq/schedule.h"
 
 #define CHUNK 4096 /* jobs handed to imgq_queue_submit at once */
 
@@ -73,12 +74,13 @@ static void pending_clear(struct pending *p)
     p->n = 0;
 }
 
-static int flush(imgq_queue *q, const char *batch, struct pending *p)
+static int flush(imgq_queue *q, const char *batch, const struct imgq_batch_schedule *sched,
+                 struct pending *p)
 {
     if (p->n == 0)
         return 0;
     char err[512];
-    int r = imgq_queue_submit(q, batch, p->items, p->n, p->created, err, sizeof err);
+    int r = imgq_queue_submit(q, batch, sched, p->items, p->n, p->created, err, sizeof err);
     if (r) {
         fprintf(stderr, "imgq submit: %s\n", err);
         pending_clear(p);
@@ -122,7 +124,12 @@ int imgq_cmd_submit(int argc, char **argv)
     const char *batch = NULL;
     struct imgq_job_defaults d = {.priority = IMGQ_PRIO_NORMAL, .max_attempts = 5};
     int json = 0, dry_run = 0;
+    const char *not_before = NULL, *deadline = NULL, *window = NULL, *tz = NULL;
     static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
+                                         {"not-before", required_argument, NULL, 'B'},
+                                         {"deadline", required_argument, NULL, 'D'},
+                                         {"window", required_argument, NULL, 'W'},
+                                         {"tz", required_argument, NULL, 'Z'},
                                          {"priority", required_argument, NULL, 'p'},
                                          {"team", required_argument, NULL, 't'},
                                          {"route", required_argument, NULL, 'r'},
@@ -161,6 +168,18 @@ int imgq_cmd_submit(int argc, char **argv)
         case 'j':
             json = 1;
             break;
+        case 'B':
+            not_before = optarg;
+            break;
+        case 'D':
+            deadline = optarg;
+            break;
+        case 'W':
+            window = optarg;
+            break;
+        case 'Z':
+            tz = optarg;
+            break;
         case 'n':
             dry_run = 1;
             break;
@@ -170,7 +189,9 @@ int imgq_cmd_submit(int argc, char **argv)
     }
     if (optind + 1 != argc) {
         fprintf(stderr, "usage: imgq submit FILE.jsonl|- [--batch NAME] [--priority P] "
-                        "[--team T] [--route R] [--max-attempts N] [--dry-run] [--json]\n");
+                        "[--team T] [--route R] [--max-attempts N] [--not-before TIME]\n"
+                        "       [--window HH:MM-HH:MM [--tz ZONE]] [--deadline TIME] "
+                        "[--dry-run] [--json]\n");
         return IMGQ_EXIT_USAGE;
     }
     const char *path = argv[optind];
@@ -190,16 +211,43 @@ int imgq_cmd_submit(int argc, char **argv)
         snprintf(batch_buf, sizeof batch_buf, "b%s-%s", stamp, rnd + 1);
         batch = batch_buf;
     }
+    /* The schedule: checked before anything else is read, so a typo costs nothing. */
+    struct imgq_batch_schedule sched = {0, 0, NULL};
+    char *plan = NULL, problem[256];
+    int64_t now_ms = (int64_t)time(NULL) * 1000;
+    if (tz && imgq_tz_check(tz) != 0) {
+        fprintf(stderr, "imgq submit: --tz '%s' is not a time zone of this system\n", tz);
+        return IMGQ_EXIT_USAGE;
+    }
+    if ((not_before && imgq_time_parse(not_before, tz, now_ms, &sched.not_before_ms, problem,
+                                       sizeof problem) != 0) ||
+        (deadline &&
+         imgq_time_parse(deadline, tz, now_ms, &sched.deadline_ms, problem, sizeof problem) != 0) ||
+        (window && imgq_window_plan(window, tz, now_ms, IMGQ_WINDOW_PLAN_DAYS, &plan, problem,
+                                    sizeof problem) != 0)) {
+        fprintf(stderr, "imgq submit: %s\n", problem);
+        return IMGQ_EXIT_USAGE;
+    }
+    if (sched.deadline_ms && sched.not_before_ms && sched.deadline_ms <= sched.not_before_ms) {
+        fprintf(stderr, "imgq submit: --deadline is not after --not-before\n");
+        free(plan);
+        return IMGQ_EXIT_USAGE;
+    }
+    sched.windows = plan;
     const imgq_catalog *cat = imgq__cli_catalog();
-    if (!cat)
+    if (!cat) {
+        free(plan);
         return IMGQ_EXIT_FAIL;
+    }
     if (d.route && !imgq_catalog_route(cat, d.route)) {
         fprintf(stderr, "imgq submit: --route '%s' is not a route of the catalog\n", d.route);
+        free(plan);
         return IMGQ_EXIT_USAGE;
     }
     FILE *f = open_input(path);
     if (!f) {
         fprintf(stderr, "imgq submit: %s: cannot read: %m\n", path);
+        free(plan);
         return IMGQ_EXIT_FAIL;
     }
     const char *shown = strcmp(path, "-") == 0 ? "<stdin>" : path;
@@ -292,12 +340,12 @@ int imgq_cmd_submit(int argc, char **argv)
         p->items[i] = (struct imgq_submit_item){p->ids[i],   p->idems[i], spec.priority,
                                                 p->teams[i], p->specs[i], spec.max_attempts};
         imgq_job_spec_clear(&spec);
-        if (p->n == CHUNK && flush(q, batch, p) != 0) {
+        if (p->n == CHUNK && flush(q, batch, &sched, p) != 0) {
             rc = IMGQ_EXIT_FAIL;
             break;
         }
     }
-    if (rc == IMGQ_EXIT_OK && flush(q, batch, p) != 0)
+    if (rc == IMGQ_EXIT_OK && flush(q, batch, &sched, p) != 0)
         rc = IMGQ_EXIT_FAIL;
     pending_clear(p);
     if (rc == IMGQ_EXIT_OK) {
@@ -317,6 +365,7 @@ int imgq_cmd_submit(int argc, char **argv)
     }
     free(p);
 out:
+    free(plan);
     free(line);
     fclose(f);
     return rc;

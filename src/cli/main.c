@@ -49,7 +49,8 @@ static void usage(FILE *f)
           "\n"
           "commands:\n"
           "  submit FILE.jsonl|- [--batch NAME] [--priority low|normal|high] [--team T]\n"
-          "         [--route R] [--max-attempts N] [--dry-run] [--json]\n"
+          "         [--route R] [--max-attempts N] [--not-before TIME] [--deadline TIME]\n"
+          "         [--window HH:MM-HH:MM [--tz ZONE]] [--dry-run] [--json]\n"
           "  batch status ID [--json]      counts by state and cost so far\n"
           "  batch results ID [--table]    one JSON line per job, or a table with totals\n"
           "  batch watch ID [--json] [--interval S]   progress, rate and ETA until done\n"
@@ -62,6 +63,8 @@ static void usage(FILE *f)
           "  cost --model M [--text-in N] [--image-in N] [--image-out N] [--text-out N]\n"
           "       [--route R] [--json]     cost of a token workload (N takes k, M, B)\n"
           "  presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ]\n"
+          "  clock [--advance S | --offset-ms MS | --reset]  the queue's clock (rehearsals)\n"
+          "TIME: +30m, +2h, +1d, 2026-11-23T01:00:00Z, or local 2026-11-23T01:00 (--tz)\n"
           "\n"
           "environment: IMGQ_CONFIG, IMGQ_REDIS_URL, IMGQ_QUEUE, IMGQ_PREFIX, IMGQ_CATALOG,\n"
           "  IMGQ_S3_BUCKET, AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...\n",
@@ -128,7 +131,7 @@ int main(int argc, char **argv)
         {"submit", imgq_cmd_submit}, {"batch", imgq_cmd_batch},     {"job", imgq_cmd_job},
         {"cost", imgq_cmd_cost},     {"presign", imgq_cmd_presign}, {"cancel", imgq_cmd_cancel},
         {"pause", imgq_cmd_pause},   {"resume", imgq_cmd_resume},   {"dlq", imgq_cmd_dlq},
-        {"stats", imgq_cmd_stats},   {"events", imgq_cmd_events}};
+        {"stats", imgq_cmd_stats},   {"events", imgq_cmd_events},   {"clock", imgq_cmd_clock}};
     int rc = -1;
     const char *name = argv[optind];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

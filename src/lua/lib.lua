@@ -13,6 +13,9 @@
 --   P:{Q}:dead           ZSET  dead-lettered job ids by time, capped
 --   P:{Q}:events         STREAM job and batch transitions, capped
 --   P:{Q}:paused         STRING present while the whole queue is paused
+--   P:{Q}:gates          ZSET  batches outside their dispatch window, by next opening time
+--   P:{Q}:deadlines      ZSET  batches with a deadline, by deadline
+--   P:{Q}:clock_offset   STRING ms added to Redis' clock (rehearsals and tests: imgq clock)
 --   P:{Q}:j:ID           HASH  the job
 --   P:{Q}:b:ID           HASH  batch counters (total, queued, running, ..., cost, images)
 --   P:{Q}:b:ID:jobs      LIST  the batch's job ids in submission order
@@ -24,9 +27,12 @@ local STATS = KEYS[1]
 local DEAD_CAP = 10000
 local EVENTS_CAP = 10000
 
+-- The queue's clock is Redis' clock (one clock for every worker and host), shifted by an
+-- offset that tests and rehearsals set to reach a window or a deadline without waiting.
+local CLOCK_OFFSET = tonumber(redis.call('GET', pfx .. 'clock_offset') or '0') or 0
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + CLOCK_OFFSET
 end
 
 local function emit(kind, ...)
@@ -46,14 +52,17 @@ local function batch_move(batch, from, to, n)
     redis.call('HINCRBY', bk, to, n)
     redis.call('HINCRBY', STATS, to, n)
   end
-  if to == 'done' or to == 'failed' or to == 'canceled' then
-    local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled')
-    local ended = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0)
+  if to == 'done' or to == 'failed' or to == 'canceled' or to == 'expired' then
+    local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired')
+    local ended = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0) +
+      (tonumber(c[5]) or 0)
     if ended >= (tonumber(c[1]) or 0) and redis.call('HSETNX', bk, 'finished', now_ms()) == 1 then
       local s = redis.call('HMGET', bk, 'cost', 'images')
       emit('batch.completed', 'batch', batch, 'total', c[1], 'done', c[2] or 0,
-        'failed', c[3] or 0, 'canceled', c[4] or 0, 'cost_micros', s[1] or 0,
-        'images', s[2] or 0)
+        'failed', c[3] or 0, 'canceled', c[4] or 0, 'expired', c[5] or 0,
+        'cost_micros', s[1] or 0, 'images', s[2] or 0)
+      redis.call('ZREM', pfx .. 'deadlines', batch)
+      redis.call('ZREM', pfx .. 'gates', batch)
     end
   end
 end
@@ -66,8 +75,63 @@ local function log_attempt(jk, line)
   redis.call('HSET', jk, 'log', log)
 end
 
+-- Paused by an operator, or outside its dispatch window: either way, off the rings.
 local function batch_paused(batch)
-  return redis.call('HEXISTS', pfx .. 'b:' .. batch, 'paused') == 1
+  local h = redis.call('HMGET', pfx .. 'b:' .. batch, 'paused', 'gated')
+  return h[1] ~= false or h[2] ~= false
+end
+
+-- Puts a batch's non-empty ready lists back on the rings.
+local function unpark(batch)
+  for prio = 0, 2 do
+    local ring = pfx .. 'rr:' .. prio
+    redis.call('LREM', ring, 0, batch)
+    if redis.call('LLEN', pfx .. 'q:' .. prio .. ':' .. batch) > 0 then
+      redis.call('RPUSH', ring, batch)
+    end
+  end
+end
+
+-- Window check.  'windows' is the batch's dispatch plan, "open,close;open,close;..." in ms,
+-- sorted (the CLI expands a daily window in a time zone into it).  Returns true when open,
+-- else false and the next opening time (-1 when the plan has run out).
+local function window_open(windows, now)
+  for o, c in string.gmatch(windows, '(%d+),(%d+)') do
+    o, c = tonumber(o), tonumber(c)
+    if now < o then return false, o end
+    if now < c then return true end
+  end
+  return false, -1
+end
+
+-- Ends every job of a batch that has not started: its deadline passed.
+local function expire_batch(batch, now)
+  local n = 0
+  for prio = 0, 2 do
+    local list = pfx .. 'q:' .. prio .. ':' .. batch
+    local ids = redis.call('LRANGE', list, 0, -1)
+    redis.call('DEL', list)
+    redis.call('LREM', pfx .. 'rr:' .. prio, 0, batch)
+    for _, id in ipairs(ids) do
+      redis.call('HSET', pfx .. 'j:' .. id, 'state', 'expired', 'finished', now)
+    end
+    if #ids > 0 then batch_move(batch, 'queued', 'expired', #ids) end
+    n = n + #ids
+  end
+  for _, id in ipairs(redis.call('LRANGE', pfx .. 'b:' .. batch .. ':jobs', 0, -1)) do
+    local jk = pfx .. 'j:' .. id
+    local st = redis.call('HGET', jk, 'state')
+    if st == 'scheduled' or st == 'retrying' then
+      redis.call('ZREM', pfx .. 'delayed', id)
+      redis.call('HSET', jk, 'state', 'expired', 'finished', now)
+      batch_move(batch, st, 'expired')
+      n = n + 1
+    end
+  end
+  redis.call('ZREM', pfx .. 'deadlines', batch)
+  redis.call('ZREM', pfx .. 'gates', batch)
+  if n > 0 then emit('batch.expired', 'batch', batch, 'jobs', n) end
+  return n
 end
 
 -- Puts a job on its batch's ready list (at the front when it is going back after a failure
@@ -88,19 +152,34 @@ local function bury(id)
   if n > DEAD_CAP then redis.call('ZREMRANGEBYRANK', pfx .. 'dead', 0, n - DEAD_CAP - 1) end
 end
 
--- Moves due retries from delayed to ready.
+-- Moves due retries and scheduled jobs from delayed to ready, and reopens batches whose
+-- window opened.
 local function promote_due(now)
   local due = redis.call('ZRANGEBYSCORE', pfx .. 'delayed', '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
     redis.call('ZREM', pfx .. 'delayed', id)
     local jk = pfx .. 'j:' .. id
     local h = redis.call('HMGET', jk, 'state', 'prio', 'batch')
-    if h[1] == 'retrying' then
+    if h[1] == 'retrying' or h[1] == 'scheduled' then
       redis.call('HSET', jk, 'state', 'queued')
       make_ready(id, h[2], h[3], false)
-      batch_move(h[3], 'retrying', 'queued')
+      batch_move(h[3], h[1], 'queued')
     end
   end
+  for _, batch in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'gates', '-inf', now)) do
+    redis.call('ZREM', pfx .. 'gates', batch)
+    redis.call('HDEL', pfx .. 'b:' .. batch, 'gated')
+    if redis.call('HEXISTS', pfx .. 'b:' .. batch, 'paused') == 0 then unpark(batch) end
+    emit('batch.window_opened', 'batch', batch)
+  end
+end
+
+-- Takes a batch off the rings until its window opens (or for good if its plan ran out).
+local function gate(batch, next_open)
+  for prio = 0, 2 do redis.call('LREM', pfx .. 'rr:' .. prio, 0, batch) end
+  redis.call('HSET', pfx .. 'b:' .. batch, 'gated', next_open)
+  if next_open >= 0 then redis.call('ZADD', pfx .. 'gates', next_open, batch) end
+  emit('batch.window_closed', 'batch', batch, 'opens', next_open)
 end
 
 -- Leases up to n ready jobs: strict priority, round-robin over batches within a priority.
@@ -119,9 +198,19 @@ local function claim_jobs(n, worker, lease, token_prefix)
         guard = guard - 1
         local batch = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
         if not batch then break end
-        local list = pfx .. 'q:' .. prio .. ':' .. batch
-        local id = redis.call('LPOP', list)
-        if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 1, batch) end
+        local sched = redis.call('HMGET', pfx .. 'b:' .. batch, 'windows', 'deadline')
+        local open, next_open = true, nil
+        if sched[1] then open, next_open = window_open(sched[1], now) end
+        local id = nil
+        if sched[2] and tonumber(sched[2]) <= now then
+          expire_batch(batch, now)
+        elseif not open then
+          gate(batch, next_open)
+        else
+          local list = pfx .. 'q:' .. prio .. ':' .. batch
+          id = redis.call('LPOP', list)
+          if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 1, batch) end
+        end
         if id then
           local jk = pfx .. 'j:' .. id
           local h = redis.call('HMGET', jk, 'state', 'spec', 'max_attempts')
@@ -142,8 +231,13 @@ local function claim_jobs(n, worker, lease, token_prefix)
   end
   out[1] = claimed
   if claimed < n then
-    local nxt = redis.call('ZRANGE', pfx .. 'delayed', 0, 0, 'WITHSCORES')
-    if nxt[2] then out[2] = nxt[2] end
+    -- When to look again: the next due retry or scheduled job, or the next window opening.
+    local due = -1
+    for _, z in ipairs({'delayed', 'gates'}) do
+      local nxt = redis.call('ZRANGE', pfx .. z, 0, 0, 'WITHSCORES')
+      if nxt[2] and (due < 0 or tonumber(nxt[2]) < due) then due = tonumber(nxt[2]) end
+    end
+    out[2] = due
   end
   return out
 end

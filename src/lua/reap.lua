@@ -7,6 +7,12 @@
 -- Returns the number of jobs returned or failed.
 local MAX_STALLS = 20
 local now = now_ms()
+-- Batches whose deadline passed: what has not started ends as expired (claims check this too;
+-- the sweep covers batches no worker is looking at, e.g. outside their window).
+for _, batch in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'deadlines', '-inf', now, 'LIMIT', 0,
+  100)) do
+  expire_batch(batch, now)
+end
 local expired = redis.call('ZRANGEBYSCORE', pfx .. 'leases', '-inf', now, 'LIMIT', 0,
   tonumber(ARGV[2]))
 local requeued = 0

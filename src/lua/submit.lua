@@ -1,37 +1,51 @@
 -- submit: enqueue jobs, skipping any whose idempotency key is known.
--- ARGV: prefix, batch id, count, then per job: id, idempotency key, priority, team, spec,
---       max attempts
+-- ARGV: prefix, batch id, count, not-before ms (0 = none), deadline ms (0 = none), dispatch
+--       windows ("" = always; see window_open), then per job: id, idempotency key, priority,
+--       team, spec, max attempts
 -- Returns per job: the job id (new or existing) and 1 if it was created, 0 if it existed.
 local now = now_ms()
 local batch = ARGV[2]
 local n = tonumber(ARGV[3])
+local not_before, deadline, windows = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local bk = pfx .. 'b:' .. batch
+-- The schedule belongs to the batch; the latest submission into it sets it.
+if deadline > 0 then
+  redis.call('HSET', bk, 'deadline', deadline)
+  redis.call('ZADD', pfx .. 'deadlines', deadline, batch)
+end
+if windows ~= '' then redis.call('HSET', bk, 'windows', windows) end
+local later = not_before > now
 local out = {}
 local created = 0
 for i = 0, n - 1 do
-  local b = 4 + i * 6
+  local b = 7 + i * 6
   local id, idem, prio = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local existing = redis.call('HGET', pfx .. 'idem', idem)
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
   else
-    redis.call('HSET', pfx .. 'j:' .. id, 'spec', ARGV[b + 4], 'state', 'queued',
-      'batch', batch, 'team', ARGV[b + 3], 'prio', prio, 'attempts', 0,
-      'max_attempts', ARGV[b + 5], 'created', now, 'idem', idem, 'cost', 0)
+    redis.call('HSET', pfx .. 'j:' .. id, 'spec', ARGV[b + 4],
+      'state', later and 'scheduled' or 'queued', 'batch', batch, 'team', ARGV[b + 3],
+      'prio', prio, 'attempts', 0, 'max_attempts', ARGV[b + 5], 'created', now, 'idem', idem,
+      'cost', 0)
     redis.call('HSET', pfx .. 'idem', idem, id)
-    redis.call('RPUSH', pfx .. 'b:' .. batch .. ':jobs', id)
-    make_ready(id, prio, batch, false)
+    redis.call('RPUSH', bk .. ':jobs', id)
+    if later then
+      redis.call('ZADD', pfx .. 'delayed', not_before, id)
+    else
+      make_ready(id, prio, batch, false)
+    end
     created = created + 1
     out[#out + 1] = id
     out[#out + 1] = 1
   end
 end
 if created > 0 then
-  local bk = pfx .. 'b:' .. batch
   redis.call('HSETNX', bk, 'created', now)
   redis.call('HDEL', bk, 'finished')
   redis.call('HINCRBY', bk, 'total', created)
-  batch_move(batch, nil, 'queued', created)
+  batch_move(batch, nil, later and 'scheduled' or 'queued', created)
   redis.call('ZADD', pfx .. 'batches', 'NX', now, batch)
   emit('batch.submitted', 'batch', batch, 'jobs', created)
   redis.call('PUBLISH', pfx .. 'wake', created)

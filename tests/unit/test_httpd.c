@@ -79,6 +79,16 @@ static void test_parse_simple(void **state)
     imgq_httpd_parser_free(p);
 }
 
+/* Asking a parser that was never fed for a request is "not yet", not undefined behaviour. */
+static void test_parse_before_any_input(void **state)
+{
+    imgq_httpd_parser *p = imgq_httpd_parser_new(NULL);
+    imgq_httpd_request *r = NULL;
+    assert_int_equal(imgq_httpd_parser_next(p, &r), 0);
+    assert_null(r);
+    imgq_httpd_parser_free(p);
+}
+
 static void test_parse_split_reads(void **state)
 {
     static const char *reqs[] = {
@@ -576,6 +586,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_simple),
+        cmocka_unit_test(test_parse_before_any_input),
         cmocka_unit_test(test_parse_split_reads),
         cmocka_unit_test(test_parse_pipelined),
         cmocka_unit_test(test_parse_oversized),
