@@ -22,6 +22,7 @@ int imgq_cmd_dlq(int argc, char **argv);
 int imgq_cmd_stats(int argc, char **argv);
 int imgq_cmd_events(int argc, char **argv);
 int imgq_cmd_clock(int argc, char **argv);
+int imgq_cmd_retention(int argc, char **argv);
 /* imgq batch watch ID: progress until the batch finishes (cmd_stats.c). */
 int imgq__cmd_batch_watch(const char *id, int argc, char **argv);
 

@@ -6,7 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+
 #include "cli.h"
+#include "imgq/schedule.h"
 
 static int has_flag(int argc, char **argv, const char *flag)
 {
@@ -190,5 +193,50 @@ int imgq_cmd_dlq(int argc, char **argv)
         return rc;
     printf("%lld job(s) %s\n", (long long)count,
            strcmp(sub, "retry") == 0 ? "back in the queue" : "purged from the dead letters");
+    return IMGQ_EXIT_OK;
+}
+
+/* imgq retention [--set DURATION]: how long ended jobs and finished batches are kept. */
+int imgq_cmd_retention(int argc, char **argv)
+{
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    redisContext *rc = imgq_queue_redis(q);
+    char key[256];
+    snprintf(key, sizeof key, "%sretention_ms", imgq_queue_keys(q)->base);
+    redisReply *r;
+    if (argc == 3 && strcmp(argv[1], "--set") == 0) {
+        char rel[64], why[256];
+        int64_t ms;
+        snprintf(rel, sizeof rel, "+%s", argv[2]);
+        if (imgq_time_parse(rel, NULL, 0, &ms, why, sizeof why) != 0 || ms < 60000) {
+            fprintf(stderr,
+                    "imgq retention: --set '%s': a duration of at least 60s, e.g. 7d, "
+                    "36h, 90m\n",
+                    argv[2]);
+            return IMGQ_EXIT_USAGE;
+        }
+        r = redisCommand(rc, "SET %s %lld", key, (long long)ms);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "imgq retention: %s\n", r ? r->str : rc->errstr);
+            if (r)
+                freeReplyObject(r);
+            return IMGQ_EXIT_FAIL;
+        }
+        freeReplyObject(r);
+    } else if (argc != 1) {
+        fprintf(stderr, "usage: imgq retention [--set DURATION]\n");
+        return IMGQ_EXIT_USAGE;
+    }
+    r = redisCommand(rc, "GET %s", key);
+    if (!r) {
+        fprintf(stderr, "imgq retention: %s\n", rc->errstr);
+        return IMGQ_EXIT_FAIL;
+    }
+    long long ms = r->type == REDIS_REPLY_STRING ? atoll(r->str) : 604800000LL;
+    freeReplyObject(r);
+    printf("ended jobs and finished batches are kept %.1f hours (%lld ms)\n",
+           (double)ms / 3600000.0, ms);
     return IMGQ_EXIT_OK;
 }

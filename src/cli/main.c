@@ -64,6 +64,7 @@ static void usage(FILE *f)
           "       [--route R] [--json]     cost of a token workload (N takes k, M, B)\n"
           "  presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ]\n"
           "  clock [--advance S | --offset-ms MS | --reset]  the queue's clock (rehearsals)\n"
+          "  retention [--set 7d]          how long ended jobs and finished batches are kept\n"
           "TIME: +30m, +2h, +1d, 2026-11-23T01:00:00Z, or local 2026-11-23T01:00 (--tz)\n"
           "\n"
           "environment: IMGQ_CONFIG, IMGQ_REDIS_URL, IMGQ_QUEUE, IMGQ_PREFIX, IMGQ_CATALOG,\n"
@@ -127,11 +128,19 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {
-        {"submit", imgq_cmd_submit}, {"batch", imgq_cmd_batch},     {"job", imgq_cmd_job},
-        {"cost", imgq_cmd_cost},     {"presign", imgq_cmd_presign}, {"cancel", imgq_cmd_cancel},
-        {"pause", imgq_cmd_pause},   {"resume", imgq_cmd_resume},   {"dlq", imgq_cmd_dlq},
-        {"stats", imgq_cmd_stats},   {"events", imgq_cmd_events},   {"clock", imgq_cmd_clock}};
+    } cmds[] = {{"submit", imgq_cmd_submit},
+                {"batch", imgq_cmd_batch},
+                {"job", imgq_cmd_job},
+                {"cost", imgq_cmd_cost},
+                {"presign", imgq_cmd_presign},
+                {"cancel", imgq_cmd_cancel},
+                {"pause", imgq_cmd_pause},
+                {"resume", imgq_cmd_resume},
+                {"dlq", imgq_cmd_dlq},
+                {"stats", imgq_cmd_stats},
+                {"events", imgq_cmd_events},
+                {"clock", imgq_cmd_clock},
+                {"retention", imgq_cmd_retention}};
     int rc = -1;
     const char *name = argv[optind];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

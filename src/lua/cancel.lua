@@ -22,6 +22,7 @@ local function cancel_job(id)
     return 0
   end
   redis.call('HSET', jk, 'state', 'canceled', 'finished', now)
+  ended(id, now)
   emit('job.canceled', 'job', id, 'batch', h[3])
   batch_move(h[3], st, 'canceled')
   return 1
@@ -41,6 +42,7 @@ for prio = 0, 2 do
   redis.call('LREM', pfx .. 'rr:' .. prio, 0, batch)
   for _, id in ipairs(ids) do
     redis.call('HSET', pfx .. 'j:' .. id, 'state', 'canceled', 'finished', now)
+    ended(id, now)
   end
   if #ids > 0 then batch_move(batch, 'queued', 'canceled', #ids) end
   n = n + #ids

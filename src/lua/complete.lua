@@ -9,7 +9,9 @@ local h = redis.call('HMGET', jk, 'state', 'token', 'batch')
 local status = 0
 if h[1] == 'running' and h[2] == tok then
   status = 1
-  redis.call('HSET', jk, 'state', 'done', 'result', ARGV[4], 'finished', now_ms())
+  local now = now_ms()
+  redis.call('HSET', jk, 'state', 'done', 'result', ARGV[4], 'finished', now)
+  ended(id, now)
   redis.call('HINCRBY', jk, 'cost', ARGV[5])
   redis.call('HDEL', jk, 'token')
   redis.call('ZREM', pfx .. 'leases', id)

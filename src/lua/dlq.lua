@@ -23,6 +23,8 @@ for _, id in ipairs(ids) do
         redis.call('HSET', jk, 'state', 'queued', 'attempts', 0)
         redis.call('HDEL', jk, 'finished', 'error')
         redis.call('HDEL', pfx .. 'b:' .. h[3], 'finished')
+        redis.call('ZREM', pfx .. 'ended', id)
+        redis.call('ZREM', pfx .. 'finished', h[3])
         make_ready(id, h[2], h[3], false)
         batch_move(h[3], 'failed', 'queued')
         emit('job.requeued', 'job', id, 'batch', h[3])

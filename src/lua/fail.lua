@@ -33,6 +33,7 @@ if h[1] == 'running' and h[2] == tok then
     status = 1
   else
     redis.call('HSET', jk, 'state', 'failed', 'finished', now)
+    ended(id, now)
     bury(id)
     emit('job.failed', 'job', id, 'batch', h[3], 'error', ARGV[4])
     batch_move(h[3], 'running', 'failed')

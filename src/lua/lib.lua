@@ -16,6 +16,9 @@
 --   P:{Q}:gates          ZSET  batches outside their dispatch window, by next opening time
 --   P:{Q}:deadlines      ZSET  batches with a deadline, by deadline
 --   P:{Q}:clock_offset   STRING ms added to Redis' clock (rehearsals and tests: imgq clock)
+--   P:{Q}:ended          ZSET  ended jobs by end time, deleted after the retention
+--   P:{Q}:finished       ZSET  finished batches by finish time, deleted after the retention
+--   P:{Q}:retention_ms   STRING how long ended jobs and finished batches are kept
 --   P:{Q}:j:ID           HASH  the job
 --   P:{Q}:b:ID           HASH  batch counters (total, queued, running, ..., cost, images)
 --   P:{Q}:b:ID:jobs      LIST  the batch's job ids in submission order
@@ -33,6 +36,14 @@ local CLOCK_OFFSET = tonumber(redis.call('GET', pfx .. 'clock_offset') or '0') o
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + CLOCK_OFFSET
+end
+
+-- How long ended jobs and finished batches are kept (imgq retention), 7 days by default.
+local RETENTION_MS = tonumber(redis.call('GET', pfx .. 'retention_ms') or '604800000') or 604800000
+
+-- A job reached an end state: it is deleted, with its idempotency key, after the retention.
+local function ended(id, now)
+  redis.call('ZADD', pfx .. 'ended', now, id)
 end
 
 local function emit(kind, ...)
@@ -54,9 +65,10 @@ local function batch_move(batch, from, to, n)
   end
   if to == 'done' or to == 'failed' or to == 'canceled' or to == 'expired' then
     local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired')
-    local ended = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0) +
+    local over = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0) +
       (tonumber(c[5]) or 0)
-    if ended >= (tonumber(c[1]) or 0) and redis.call('HSETNX', bk, 'finished', now_ms()) == 1 then
+    if over >= (tonumber(c[1]) or 0) and redis.call('HSETNX', bk, 'finished', now_ms()) == 1 then
+      redis.call('ZADD', pfx .. 'finished', now_ms(), batch)
       local s = redis.call('HMGET', bk, 'cost', 'images')
       emit('batch.completed', 'batch', batch, 'total', c[1], 'done', c[2] or 0,
         'failed', c[3] or 0, 'canceled', c[4] or 0, 'expired', c[5] or 0,
@@ -114,6 +126,7 @@ local function expire_batch(batch, now)
     redis.call('LREM', pfx .. 'rr:' .. prio, 0, batch)
     for _, id in ipairs(ids) do
       redis.call('HSET', pfx .. 'j:' .. id, 'state', 'expired', 'finished', now)
+      ended(id, now)
     end
     if #ids > 0 then batch_move(batch, 'queued', 'expired', #ids) end
     n = n + #ids
@@ -124,6 +137,7 @@ local function expire_batch(batch, now)
     if st == 'scheduled' or st == 'retrying' then
       redis.call('ZREM', pfx .. 'delayed', id)
       redis.call('HSET', jk, 'state', 'expired', 'finished', now)
+      ended(id, now)
       batch_move(batch, st, 'expired')
       n = n + 1
     end

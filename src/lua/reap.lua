@@ -7,6 +7,25 @@
 -- Returns the number of jobs returned or failed.
 local MAX_STALLS = 20
 local now = now_ms()
+-- Retention: jobs ended and batches finished longer ago than the retention are deleted, with
+-- their idempotency keys and dead-letter entries, so memory stays bounded however long the
+-- queue runs.  A bounded amount per run; the reaper runs often.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'ended', '-inf', now - RETENTION_MS,
+  'LIMIT', 0, 1000)) do
+  local jk = pfx .. 'j:' .. id
+  local idem = redis.call('HGET', jk, 'idem')
+  if idem then redis.call('HDEL', pfx .. 'idem', idem) end
+  redis.call('DEL', jk)
+  redis.call('ZREM', pfx .. 'ended', id)
+  redis.call('ZREM', pfx .. 'dead', id)
+end
+for _, batch in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'finished', '-inf',
+  now - RETENTION_MS, 'LIMIT', 0, 100)) do
+  redis.call('DEL', pfx .. 'b:' .. batch, pfx .. 'b:' .. batch .. ':jobs')
+  for _, z in ipairs({'finished', 'batches', 'deadlines', 'gates'}) do
+    redis.call('ZREM', pfx .. z, batch)
+  end
+end
 -- Batches whose deadline passed: what has not started ends as expired (claims check this too;
 -- the sweep covers batches no worker is looking at, e.g. outside their window).
 for _, batch in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'deadlines', '-inf', now, 'LIMIT', 0,
@@ -30,6 +49,7 @@ for _, id in ipairs(expired) do
     redis.call('HINCRBY', jk, 'attempts', -1)
     if stalls >= MAX_STALLS then
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', now)
+      ended(id, now)
       bury(id)
       emit('job.failed', 'job', id, 'batch', h[3], 'error', err)
       batch_move(h[3], 'running', 'failed')

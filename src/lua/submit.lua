@@ -44,6 +44,7 @@ end
 if created > 0 then
   redis.call('HSETNX', bk, 'created', now)
   redis.call('HDEL', bk, 'finished')
+  redis.call('ZREM', pfx .. 'finished', batch)
   redis.call('HINCRBY', bk, 'total', created)
   batch_move(batch, nil, later and 'scheduled' or 'queued', created)
   redis.call('ZADD', pfx .. 'batches', 'NX', now, batch)

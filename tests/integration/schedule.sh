@@ -76,4 +76,18 @@ wait_until 10 "the deadline to expire the batch" has late expired 8
 assert_contains "$("${imgq[@]}" batch status late --json)" '"finished":true'
 assert_eq "0" "$(count late done)" "nothing ran after the deadline"
 assert_contains "$("${imgq[@]}" events --batch late)" "batch.expired"
+# --- retention: ended jobs, their idempotency keys and finished batches go after it.
+"${imgq[@]}" clock --reset >/dev/null
+assert_contains "$("${imgq[@]}" retention --set 1h)" "kept 1.0 hours"
+job=$("${imgq[@]}" batch results nb | head -1 | grep -o '"id":"j[0-9a-z]*"' | cut -d'"' -f4)
+assert_eq "1" "$(redis-cli -p "$REDIS_PORT" exists "imgq:{default}:j:$job")" "job kept for now"
+# The nb jobs ended with the clock 2h ahead: 4h ahead is past their end plus the retention.
+"${imgq[@]}" clock --advance 14400 >/dev/null
+gone() { [ "$(redis-cli -p "$REDIS_PORT" exists "imgq:{default}:j:$job")" = 0 ]; }
+wait_until 10 "the reaper to delete ended jobs past the retention" gone
+batch_gone() { ! "${imgq[@]}" batch status nb >/dev/null 2>&1; }
+wait_until 10 "the finished batch to be deleted" batch_gone
+# The idempotency keys went with the jobs: the same file enqueues again.
+"${imgq[@]}" submit --batch nb "$IMGQ_TMP/nb.jsonl" 2>&1 >/dev/null | grep -q "10 jobs enqueued" ||
+    fail "idempotency keys outlived their jobs"
 echo "PASS schedule"
