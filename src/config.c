@@ -96,10 +96,11 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
     }
     int r = 0;
     const char *secrets[] = {"api_key", "secret_key", "access_key", "password", NULL};
+    json_t *gemini = json_object_get(root, "gemini");
     json_t *openai = json_object_get(root, "openai"), *s3 = json_object_get(root, "s3"),
            *worker = json_object_get(root, "worker");
     for (const char **s = secrets; *s; s++)
-        if (json_object_get(openai, *s) || json_object_get(s3, *s)) {
+        if (json_object_get(openai, *s) || json_object_get(s3, *s) || json_object_get(gemini, *s)) {
             snprintf(err, errlen,
                      "%s: '%s' does not belong in a config file; set it in the environment "
                      "(OPENAI_API_KEY, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
@@ -112,6 +113,7 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
         (r = file_str(root, "queue", &c->queue, path, err, errlen)) ||
         (r = file_str(root, "catalog", &c->catalog, path, err, errlen)) ||
         (r = file_str(openai, "base_url", &c->openai_base_url, path, err, errlen)) ||
+        (r = file_str(gemini, "base_url", &c->gemini_base_url, path, err, errlen)) ||
         (r = file_str(s3, "endpoint", &c->s3_endpoint, path, err, errlen)) ||
         (r = file_str(s3, "region", &c->s3_region, path, err, errlen)) ||
         (r = file_str(s3, "bucket", &c->s3_bucket, path, err, errlen)) ||
@@ -132,6 +134,7 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     c->prefix = imgq_xstrdup("imgq");
     c->queue = imgq_xstrdup("default");
     c->openai_base_url = imgq_xstrdup("https://api.openai.com/v1");
+    c->gemini_base_url = imgq_xstrdup("https://generativelanguage.googleapis.com/v1beta");
     c->s3_key_prefix = imgq_xstrdup("");
     c->concurrency = 256;
     c->lease_ms = 30000;
@@ -151,6 +154,9 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     from_env(&c->catalog, "IMGQ_CATALOG");
     from_env(&c->openai_base_url, "OPENAI_BASE_URL");
     from_env(&c->openai_api_key, "OPENAI_API_KEY");
+    from_env(&c->gemini_base_url, "GEMINI_BASE_URL");
+    from_env(&c->gemini_api_key, "GOOGLE_API_KEY");
+    from_env(&c->gemini_api_key, "GEMINI_API_KEY"); /* wins over GOOGLE_API_KEY */
     from_env(&c->s3_bucket, "IMGQ_S3_BUCKET");
     from_env(&c->s3_key_prefix, "IMGQ_S3_KEY_PREFIX");
     if (!c->catalog)
@@ -166,6 +172,8 @@ void imgq_config_clear(struct imgq_config *c)
     free(c->catalog);
     free(c->openai_base_url);
     free(c->openai_api_key);
+    free(c->gemini_base_url);
+    free(c->gemini_api_key);
     free(c->s3_endpoint);
     free(c->s3_region);
     free(c->s3_bucket);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "imgq/alloc.h"
+#include "imgq/provider.h"
 
 #define METADATA_MAX 16384
 #define WEBHOOK_MAX 2048
@@ -22,7 +23,7 @@ static const char *const known_fields[] = {
 
 int imgq_provider_api_supported(const char *api)
 {
-    return api && strcmp(api, "openai-images") == 0;
+    return imgq_provider_ops_find(api) != NULL;
 }
 
 static int problem(struct imgq_job_problem *why, const char *field, const char *fmt, ...)

@@ -49,6 +49,26 @@ struct image_out {
     char errmsg[256];
 };
 
+/*
+ * One provider call of a job.  A model that returns one image per call (n_per_call 1) gets n
+ * calls for n images (fan-out); each is retried on its own inside the attempt, so images
+ * already generated (and paid for) are never asked for again because a sibling failed.
+ */
+struct call {
+    struct job *j;
+    int index;   /* call number */
+    int first;   /* index of its first image within the job */
+    int n;       /* images asked of this call */
+    int tries;   /* sends so far */
+    bool done;   /* images in hand */
+    bool failed; /* given up: the attempt fails */
+    struct imgq_provider_result pr;
+    imgq_micros cost;
+    bool ceiling;     /* billed at the ceiling: no usage came back */
+    uv_timer_t timer; /* retry wait */
+    bool timer_init;
+};
+
 struct job {
     struct worker *w;
     struct job *prev, *next;
@@ -64,9 +84,18 @@ struct job {
     uv_timer_t timer; /* S3 and Redis retry waits */
     bool timer_init;
 
-    struct imgq_provider_result pr;
+    const struct imgq_provider_ops *ops_api; /* the adapter of the model's api */
+    struct imgq_provider_endpoint ep;
+    struct call *calls;
+    int ncalls, calls_pending;
+    int handles_open; /* timers still closing when the job is freed */
+    /* The first call that gave up decides the attempt's error. */
+    struct imgq_provider_result fail;
+    imgq_micros fail_charged; /* billed failures (counted in cost when the attempt fails) */
+    char request_id[128];     /* the provider's id for the first call */
+    long last_status;
     imgq_micros cost;
-    const char *billed; /* "usage" or "ceiling" */
+    const char *billed; /* "usage", "ceiling" or "mixed" */
     struct image_out *imgs;
     int nimgs;
     int pending; /* encodes or puts outstanding in the current state */
@@ -126,9 +155,18 @@ static void job_set_state(struct job *j, enum job_state to)
     j->state = to;
 }
 
+/* The job's memory (and its calls', which embed timers) outlives every handle close. */
+static void job_release(struct job *j)
+{
+    if (--j->handles_open == 0) {
+        free(j->calls);
+        free(j);
+    }
+}
+
 static void on_timer_closed(uv_handle_t *h)
 {
-    free(h->data);
+    job_release(h->data);
 }
 
 static void job_free(struct job *j)
@@ -147,7 +185,7 @@ static void job_free(struct job *j)
         free(j->imgs[i].key);
     }
     free(j->imgs);
-    imgq_provider_result_clear(&j->pr);
+    imgq_provider_result_clear(&j->fail);
     imgq_job_spec_clear(&j->spec);
     free(j->id);
     free(j->token);
@@ -155,13 +193,22 @@ static void job_free(struct job *j)
     free(j->spec_json);
     free(j->outcome_json);
     free(j->attempt_json);
+    /* The job's memory goes with the last timer's close callback. */
+    j->handles_open = 1; /* held until every close below is requested */
+    for (int i = 0; i < j->ncalls; i++) {
+        imgq_provider_result_clear(&j->calls[i].pr);
+        if (j->calls[i].timer_init) {
+            j->handles_open++;
+            j->calls[i].timer.data = j;
+            uv_close((uv_handle_t *)&j->calls[i].timer, on_timer_closed);
+        }
+    }
     if (j->timer_init) {
-        /* The job's memory goes with the timer's close callback. */
+        j->handles_open++;
         j->timer.data = j;
         uv_close((uv_handle_t *)&j->timer, on_timer_closed);
-    } else {
-        free(j);
     }
+    job_release(j);
     worker_job_gone(w, NULL);
 }
 
@@ -185,6 +232,9 @@ void job_abandon(struct job *j, bool release)
     j->abandoned = true;
     if (j->timer_init && uv_is_active((uv_handle_t *)&j->timer))
         uv_timer_stop(&j->timer);
+    for (int i = 0; i < j->ncalls; i++)
+        if (j->calls[i].timer_init)
+            uv_timer_stop(&j->calls[i].timer);
     if (j->ops == 0)
         job_free(j);
 }
@@ -331,8 +381,8 @@ static void finish_fail(struct job *j, enum imgq_error_class cls, long status, c
         json_object_set_new(e, "retry_in_ms", json_integer(j->retry_delay_ms));
     if (charged)
         json_object_set_new(e, "charged_micros", json_integer(charged));
-    if (j->pr.request_id[0])
-        json_object_set_new(e, "provider_request_id", json_string(j->pr.request_id));
+    if (j->request_id[0])
+        json_object_set_new(e, "provider_request_id", json_string(j->request_id));
     free(j->outcome_json);
     j->outcome_json = json_dumps(e, JSON_COMPACT);
     json_decref(e);
@@ -361,16 +411,25 @@ static void finish_done(struct job *j)
     json_object_set_new(o, "images", imgs);
     json_object_set_new(o, "model", json_string(j->spec.model));
     json_object_set_new(o, "route", json_string(j->spec.route));
-    if (j->pr.usage_json)
-        json_object_set(o, "usage", j->pr.usage_json);
-    else
+    /* The usage as returned: the object of the one call, or one per call of a fan-out. */
+    if (j->ncalls == 1 && j->calls[0].pr.usage_json) {
+        json_object_set(o, "usage", j->calls[0].pr.usage_json);
+    } else if (j->ncalls > 1) {
+        json_t *all = json_array();
+        for (int i = 0; i < j->ncalls; i++)
+            json_array_append(all,
+                              j->calls[i].pr.usage_json ? j->calls[i].pr.usage_json : json_null());
+        json_object_set_new(o, "usage", all);
+        json_object_set_new(o, "provider_calls", json_integer(j->ncalls));
+    } else {
         json_object_set_new(o, "usage", json_null());
+    }
     json_object_set_new(o, "billed", json_string(j->billed));
     json_object_set_new(o, "cost_micros", json_integer(j->cost));
     json_object_set_new(o, "attempt", json_integer(j->attempt));
     json_object_set_new(o, "elapsed_ms", json_integer((json_int_t)(now_ms() - j->started_ms)));
-    if (j->pr.request_id[0])
-        json_object_set_new(o, "provider_request_id", json_string(j->pr.request_id));
+    if (j->request_id[0])
+        json_object_set_new(o, "provider_request_id", json_string(j->request_id));
     free(j->outcome_json);
     j->outcome_json = json_dumps(o, JSON_COMPACT);
     json_decref(o);
@@ -378,11 +437,11 @@ static void finish_done(struct job *j)
     json_object_set_new(a, "class", json_string("none"));
     json_object_set_new(a, "attempt", json_integer(j->attempt));
     json_object_set_new(a, "time", json_integer((json_int_t)now_ms()));
-    json_object_set_new(a, "status", json_integer(j->pr.status));
+    json_object_set_new(a, "status", json_integer(j->last_status));
     json_object_set_new(a, "billed", json_string(j->billed));
     json_object_set_new(a, "cost_micros", json_integer(j->cost));
-    if (j->pr.request_id[0])
-        json_object_set_new(a, "provider_request_id", json_string(j->pr.request_id));
+    if (j->request_id[0])
+        json_object_set_new(a, "provider_request_id", json_string(j->request_id));
     free(j->attempt_json);
     j->attempt_json = json_dumps(a, JSON_COMPACT);
     json_decref(a);
@@ -500,79 +559,211 @@ static void encode_done(uv_work_t *req, int status)
     store_images(j);
 }
 
-/* The provider call --------------------------------------------------------------------- */
+/* The provider calls --------------------------------------------------------------------- */
 
-static int price(struct job *j)
+#define CALL_TRIES 4 /* sends of one call inside an attempt before the attempt fails */
+
+static struct imgq_request_shape call_shape(const struct job *j, int n)
 {
-    struct imgq_request_shape shape = {j->spec.quality, j->spec.width,          j->spec.height,
-                                       j->spec.n,       strlen(j->spec.prompt), 0};
-    if (j->pr.usage_present) {
-        struct imgq_usage u = j->pr.usage;
+    return (struct imgq_request_shape){
+        j->spec.quality, j->spec.width, j->spec.height, n, strlen(j->spec.prompt), 0};
+}
+
+/* Price one call from its usage, or at the ceiling when the provider returned none. */
+static int price_call(struct call *c)
+{
+    struct job *j = c->j;
+    if (c->pr.usage_present) {
+        struct imgq_usage u = c->pr.usage;
         u.quality = j->spec.quality;
         u.width = j->spec.width;
         u.height = j->spec.height;
         if (u.images == 0)
-            u.images = j->spec.n;
-        j->billed = "usage";
-        return imgq_cost_from_usage(j->model, j->route, &u, &j->cost);
+            u.images = c->n;
+        c->ceiling = false;
+        return imgq_cost_from_usage(j->model, j->route, &u, &c->cost);
     }
     /* No usage: bill the worst case this request could have cost, never $0. */
-    j->billed = "ceiling";
-    return imgq_cost_ceiling(j->model, j->route, &shape, &j->cost);
+    c->ceiling = true;
+    struct imgq_request_shape shape = call_shape(j, c->n);
+    return imgq_cost_ceiling(j->model, j->route, &shape, &c->cost);
 }
 
-static void on_provider(const imgq_http_response *res, void *arg)
+static void send_call(struct call *c);
+
+static void on_call_timer(uv_timer_t *t)
 {
-    struct job *j = arg;
-    if (op_done(j))
-        return;
-    imgq_openai_parse(res, j->spec.n, &j->pr);
-    if (j->pr.cls != IMGQ_CLASS_NONE) {
-        imgq_micros charged = 0;
-        if (j->pr.cls == IMGQ_CLASS_BAD_RESPONSE && res->status >= 200 && res->status < 300 &&
-            price(j) == 0)
-            charged = j->cost; /* an unusable 2xx is still billed: at the ceiling */
-        if (j->model->charges_failures && charged == 0 && res->status != 0) {
-            struct imgq_request_shape shape = {j->spec.quality,        j->spec.width,
-                                               j->spec.height,         j->spec.n,
-                                               strlen(j->spec.prompt), 0};
-            if (imgq_cost_ceiling(j->model, j->route, &shape, &charged) != 0)
-                charged = 0;
+    struct call *c = t->data;
+    if (!c->j->abandoned)
+        send_call(c);
+}
+
+/* Every call is in (done or given up): fail the attempt, charging what was generated, or go
+ * on to encoding every image. */
+static void calls_settled(struct job *j)
+{
+    imgq_micros spent = j->fail_charged;
+    int ceilings = 0, images = 0;
+    for (int i = 0; i < j->ncalls; i++) {
+        struct call *c = &j->calls[i];
+        if (c->done) {
+            spent += c->cost;
+            ceilings += c->ceiling;
+            images += c->pr.nimages;
         }
-        finish_fail(j, j->pr.cls, j->pr.status, j->pr.code, j->pr.message, j->pr.retry_after_ms,
-                    charged);
+    }
+    j->cost = spent;
+    j->billed = ceilings == 0 ? "usage" : ceilings == j->ncalls ? "ceiling" : "mixed";
+    if (j->fail.cls != IMGQ_CLASS_NONE) {
+        /* What was generated was paid for: the charge stands, the attempt fails. */
+        finish_fail(j, j->fail.cls, j->fail.status, j->fail.code, j->fail.message,
+                    j->fail.retry_after_ms, spent);
         return;
     }
-    if (price(j) != 0) {
-        finish_fail(j, IMGQ_CLASS_BAD_RESPONSE, res->status, NULL,
-                    "usage cannot be priced with the catalog", -1, 0);
-        return;
-    }
-    j->nimgs = j->pr.nimages;
+    j->nimgs = images;
     j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
     job_set_state(j, JOB_ENCODING);
     const char *ext = strcmp(j->spec.output_format, "png") == 0 ? "png" : "webp";
-    for (int i = 0; i < j->nimgs; i++) {
-        struct image_out *im = &j->imgs[i];
-        char dk[65];
-        imgq_dedup_key(&j->spec, i, dk);
-        im->job = j;
-        im->index = i;
-        im->src = j->pr.images[i];
-        im->src_len = j->pr.image_lens[i];
-        im->key = imgq_object_key(j->w->cfg->s3_key_prefix, dk, ext);
-        im->work.data = im;
-        if (uv_queue_work(j->w->loop, &im->work, encode_work, encode_done) == 0) {
-            j->ops++;
-            j->pending++;
-        } else {
-            im->err = IMGQ_EIO;
-            snprintf(im->errmsg, sizeof im->errmsg, "cannot queue image %d for encoding", i);
+    for (int i = 0; i < j->ncalls; i++) {
+        struct call *c = &j->calls[i];
+        for (int k = 0; k < c->pr.nimages; k++) {
+            int idx = c->first + k;
+            struct image_out *im = &j->imgs[idx];
+            char dk[65];
+            imgq_dedup_key(&j->spec, idx, dk);
+            im->job = j;
+            im->index = idx;
+            im->src = c->pr.images[k];
+            im->src_len = c->pr.image_lens[k];
+            im->key = imgq_object_key(j->w->cfg->s3_key_prefix, dk, ext);
+            im->work.data = im;
+            if (uv_queue_work(j->w->loop, &im->work, encode_work, encode_done) == 0) {
+                j->ops++;
+                j->pending++;
+            } else {
+                im->err = IMGQ_EIO;
+                snprintf(im->errmsg, sizeof im->errmsg, "cannot queue image %d for encoding", idx);
+            }
         }
     }
     if (j->pending == 0)
         finish_fail(j, IMGQ_CLASS_BAD_RESPONSE, 200, NULL, "no image could be encoded", -1,
                     j->cost);
+}
+
+/* A call gave up: its error decides the attempt (the first one to give up does). */
+static void call_failed(struct call *c, imgq_micros charged)
+{
+    struct job *j = c->j;
+    c->failed = true;
+    /* A failed call the provider billed (an unusable 2xx, or a provider that charges
+     * failures) counts as spent, like a generated image. */
+    c->cost = charged;
+    if (j->fail.cls == IMGQ_CLASS_NONE) {
+        /* The attempt fails now: siblings waiting to be retried need not be. */
+        for (int i = 0; i < j->ncalls; i++) {
+            struct call *s = &j->calls[i];
+            if (s != c && s->timer_init && uv_is_active((uv_handle_t *)&s->timer)) {
+                uv_timer_stop(&s->timer);
+                s->failed = true;
+                j->calls_pending--;
+            }
+        }
+        j->fail.cls = c->pr.cls;
+        j->fail.status = c->pr.status;
+        j->fail.retry_after_ms = c->pr.retry_after_ms;
+        memcpy(j->fail.code, c->pr.code, sizeof j->fail.code);
+        memcpy(j->fail.message, c->pr.message, sizeof j->fail.message);
+    }
+    j->fail_charged += charged;
+}
+
+static void on_call(const imgq_http_response *res, void *arg)
+{
+    struct call *c = arg;
+    struct job *j = c->j;
+    if (op_done(j))
+        return;
+    imgq_provider_result_clear(&c->pr);
+    j->ops_api->parse(res, c->n, &c->pr);
+    if (c->pr.request_id[0] && !j->request_id[0])
+        snprintf(j->request_id, sizeof j->request_id, "%s", c->pr.request_id);
+    j->last_status = res->status;
+    if (c->pr.cls == IMGQ_CLASS_NONE) {
+        if (price_call(c) != 0) {
+            c->pr.cls = IMGQ_CLASS_BAD_RESPONSE;
+            snprintf(c->pr.message, sizeof c->pr.message,
+                     "usage cannot be priced with the catalog");
+            call_failed(c, 0);
+        } else {
+            c->done = true;
+        }
+    } else {
+        imgq_micros charged = 0;
+        struct imgq_request_shape shape = call_shape(j, c->n);
+        /* An unusable 2xx is still billed, at the ceiling; so is any failure at a provider
+         * the catalog marks as charging failures. */
+        if ((c->pr.cls == IMGQ_CLASS_BAD_RESPONSE && res->status >= 200 && res->status < 300) ||
+            (j->model->charges_failures && res->status != 0))
+            if (imgq_cost_ceiling(j->model, j->route, &shape, &charged) != 0)
+                charged = 0;
+        bool again = imgq_error_class_retryable(c->pr.cls) && c->tries < CALL_TRIES &&
+                     j->ncalls > 1 && charged == 0 && j->fail.cls == IMGQ_CLASS_NONE;
+        if (again) {
+            /* A sibling's images are in hand: retry this call alone, not the whole job. */
+            long wait = c->pr.retry_after_ms >= 0 ? c->pr.retry_after_ms
+                                                  : 250L << (c->tries < 6 ? c->tries : 6);
+            if (!c->timer_init) {
+                uv_timer_init(j->w->loop, &c->timer);
+                c->timer_init = true;
+            }
+            c->timer.data = c;
+            uv_timer_start(&c->timer, on_call_timer, (uint64_t)wait, 0);
+            imgq_log(IMGQ_LOG_INFO, "job", "%s call %d/%d: %s (%ld); retrying it alone", j->id,
+                     c->index + 1, j->ncalls, imgq_error_class_name(c->pr.cls), res->status);
+            return;
+        }
+        call_failed(c, charged);
+    }
+    if (--j->calls_pending == 0)
+        calls_settled(j);
+}
+
+static void send_call(struct call *c)
+{
+    struct job *j = c->j;
+    c->tries++;
+    imgq_http_request *req = j->ops_api->build(&j->ep, &j->spec, c->n);
+    int r = imgq_http_submit(j->w->http, req, on_call, c);
+    if (r == 0) {
+        j->ops++;
+        return;
+    }
+    c->pr.cls = IMGQ_CLASS_NETWORK;
+    snprintf(c->pr.message, sizeof c->pr.message, "%s", imgq_strerror(r));
+    call_failed(c, 0);
+    if (--j->calls_pending == 0)
+        calls_settled(j);
+}
+
+/* Split the job into provider calls: n_per_call images each (a model that returns one image
+ * per call fans out), all sent at once. */
+static void start_calls(struct job *j)
+{
+    int per = j->model->n_per_call > 0 ? j->model->n_per_call : 1;
+    j->ncalls = (j->spec.n + per - 1) / per;
+    j->calls = imgq_xcalloc((size_t)j->ncalls, sizeof *j->calls);
+    j->calls_pending = j->ncalls;
+    for (int i = 0; i < j->ncalls; i++) {
+        struct call *c = &j->calls[i];
+        c->j = j;
+        c->index = i;
+        c->first = i * per;
+        c->n = j->spec.n - c->first < per ? j->spec.n - c->first : per;
+    }
+    /* Sends may settle the job synchronously (a refused submit): count first, send after. */
+    for (int i = 0; i < j->ncalls && !j->abandoned && j->state == JOB_CALLING; i++)
+        send_call(&j->calls[i]);
 }
 
 void job_start(struct worker *w, const char *id, const char *token, int attempt, const char *spec,
@@ -613,15 +804,19 @@ void job_start(struct worker *w, const char *id, const char *token, int attempt,
         finish_done(j);
         return;
     }
-    imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, attempt, j->spec.model,
-             j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
-    struct imgq_provider_endpoint ep = {w->cfg->openai_base_url, w->cfg->openai_api_key,
-                                        w->opt.provider_timeout_ms};
-    imgq_http_request *req = imgq_openai_build(&ep, &j->spec, j->spec.n);
-    int r = imgq_http_submit(w->http, req, on_provider, j);
-    if (r) {
-        finish_fail(j, IMGQ_CLASS_NETWORK, 0, NULL, imgq_strerror(r), -1, 0);
+    j->ops_api = imgq_provider_ops_find(j->model->api);
+    if (!j->ops_api) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "this worker cannot call the %s API of model '%s'", j->model->api,
+                 j->model->name);
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
         return;
     }
-    j->ops++;
+    bool gemini = strcmp(j->model->api, "gemini-generate-content") == 0;
+    j->ep.base_url = gemini ? w->cfg->gemini_base_url : w->cfg->openai_base_url;
+    j->ep.api_key = gemini ? w->cfg->gemini_api_key : w->cfg->openai_api_key;
+    j->ep.timeout_ms = w->opt.provider_timeout_ms;
+    imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, attempt, j->spec.model,
+             j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
+    start_calls(j);
 }

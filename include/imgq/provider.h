@@ -78,4 +78,26 @@ void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provide
 /* Parse a Retry-After value (seconds or an HTTP date) relative to now; -1 if unusable. */
 long imgq_retry_after_ms(const char *value, long now_s);
 
+/*
+ * Google Gemini image output: POST BASE/models/MODEL:generateContent, one image per call
+ * (candidateCount > 1 is refused by the API, so n > 1 fans out).  Content-policy blocks
+ * arrive as HTTP 200 (promptFeedback.blockReason, or a candidate finishing IMAGE_SAFETY and
+ * the like without an image) and are classified as such.  Never returns NULL.
+ */
+imgq_http_request *imgq_gemini_build(const struct imgq_provider_endpoint *ep,
+                                     const struct imgq_job_spec *spec, int n);
+void imgq_gemini_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+/* "1:1" for 1024x1024 etc.: the aspect ratio Gemini takes for a catalog size, or NULL. */
+const char *imgq_gemini_aspect(int width, int height);
+
+/* A wire shape: how to build a request and read its response. */
+struct imgq_provider_ops {
+    const char *api; /* the catalog's model.api */
+    imgq_http_request *(*build)(const struct imgq_provider_endpoint *ep,
+                                const struct imgq_job_spec *spec, int n);
+    void (*parse)(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+};
+/* The adapter for a catalog api name, or NULL if this build has none. */
+const struct imgq_provider_ops *imgq_provider_ops_find(const char *api);
+
 #endif

@@ -637,10 +637,117 @@ static void test_build_request(void **state)
     free(c);
 }
 
+/* ---- Gemini generateContent ---------------------------------------------------------------- */
+
+static void gparse(long status, const char *body, struct imgq_provider_result *out)
+{
+    imgq_http_response res = {.status = status,
+                              .error = "",
+                              .body = (const unsigned char *)body,
+                              .body_len = strlen(body)};
+    memset(out, 0x5a, sizeof *out);
+    imgq_gemini_parse(&res, 1, out);
+}
+
+static void test_gemini_success(void **state)
+{
+    struct imgq_provider_result r;
+    gparse(200,
+           "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Here\"},"
+           "{\"inlineData\":{\"mimeType\":\"image/png\",\"data\":\"" PNG_SIG_B64 "\"}}]},"
+           "\"finishReason\":\"STOP\",\"index\":0}],"
+           "\"usageMetadata\":{\"promptTokenCount\":1309,\"candidatesTokenCount\":1290,"
+           "\"totalTokenCount\":2599,\"promptTokensDetails\":[{\"modality\":\"TEXT\","
+           "\"tokenCount\":12},{\"modality\":\"IMAGE\",\"tokenCount\":1297}],"
+           "\"candidatesTokensDetails\":[{\"modality\":\"IMAGE\",\"tokenCount\":1290}]},"
+           "\"modelVersion\":\"gemini-2.5-flash-image\",\"responseId\":\"resp-1\"}",
+           &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NONE);
+    assert_int_equal(r.nimages, 1);
+    assert_int_equal(r.image_lens[0], 8);
+    assert_memory_equal(r.images[0], PNG_SIG, 8);
+    assert_true(r.usage_present);
+    assert_int_equal(r.usage.text_in, 12);
+    assert_int_equal(r.usage.image_in, 1297);
+    assert_int_equal(r.usage.image_out, 1290);
+    assert_int_equal(r.usage.text_out, 0);
+    assert_string_equal(r.request_id, "resp-1");
+    imgq_provider_result_clear(&r);
+
+    /* No usageMetadata: billed at the ceiling by the worker. */
+    gparse(200,
+           "{\"candidates\":[{\"content\":{\"parts\":[{\"inlineData\":{\"data\":\"" HELLO_B64
+           "\"}}]},\"finishReason\":\"STOP\"}]}",
+           &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NONE);
+    assert_int_equal(r.nimages, 1);
+    assert_false(r.usage_present);
+    imgq_provider_result_clear(&r);
+}
+
+static void test_gemini_refusals(void **state)
+{
+    struct imgq_provider_result r;
+    /* Safety blocks are HTTP 200. */
+    gparse(200, "{\"candidates\":[{\"content\":{\"parts\":[]},\"finishReason\":\"IMAGE_SAFETY\"}]}",
+           &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_CONTENT_POLICY);
+    assert_string_equal(r.code, "IMAGE_SAFETY");
+    imgq_provider_result_clear(&r);
+    gparse(200, "{\"promptFeedback\":{\"blockReason\":\"SAFETY\"}}", &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_CONTENT_POLICY);
+    assert_string_equal(r.code, "SAFETY");
+    imgq_provider_result_clear(&r);
+    /* A 200 with neither an image nor a reason is unusable, not a refusal. */
+    gparse(200,
+           "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"no\"}]},"
+           "\"finishReason\":\"STOP\"}]}",
+           &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_BAD_RESPONSE);
+    imgq_provider_result_clear(&r);
+
+    gparse(429,
+           "{\"error\":{\"code\":429,\"message\":\"You exceeded your current quota\","
+           "\"status\":\"RESOURCE_EXHAUSTED\",\"details\":[{\"@type\":"
+           "\"type.googleapis.com/google.rpc.RetryInfo\",\"retryDelay\":\"47s\"}]}}",
+           &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_RATE_LIMIT);
+    assert_int_equal(r.retry_after_ms, 47000);
+    assert_string_equal(r.code, "RESOURCE_EXHAUSTED");
+    imgq_provider_result_clear(&r);
+    gparse(400,
+           "{\"error\":{\"code\":400,\"message\":\"Multiple candidates is not enabled\","
+           "\"status\":\"INVALID_ARGUMENT\"}}",
+           &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_INVALID_REQUEST);
+    assert_contains(r.message, "Multiple candidates");
+    imgq_provider_result_clear(&r);
+    gparse(403, "{\"error\":{\"code\":403,\"status\":\"PERMISSION_DENIED\"}}", &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_AUTH);
+    imgq_provider_result_clear(&r);
+    gparse(503, "not json", &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_SERVER);
+    imgq_provider_result_clear(&r);
+}
+
+static void test_gemini_aspects_and_registry(void **state)
+{
+    assert_string_equal(imgq_gemini_aspect(1024, 1024), "1:1");
+    assert_string_equal(imgq_gemini_aspect(1344, 768), "16:9");
+    assert_null(imgq_gemini_aspect(1000, 1000));
+    assert_non_null(imgq_provider_ops_find("openai-images"));
+    assert_ptr_equal(imgq_provider_ops_find("gemini-generate-content")->parse, imgq_gemini_parse);
+    assert_null(imgq_provider_ops_find("seedream"));
+    assert_null(imgq_provider_ops_find(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_success_with_usage),
+        cmocka_unit_test(test_gemini_success),
+        cmocka_unit_test(test_gemini_refusals),
+        cmocka_unit_test(test_gemini_aspects_and_registry),
         cmocka_unit_test(test_usage_shapes),
         cmocka_unit_test(test_success_without_usage),
         cmocka_unit_test(test_success_unusable),

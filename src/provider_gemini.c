@@ -1,0 +1,202 @@
+/*
+ * provider_gemini.c - the Google Gemini image-output adapter (generateContent), and the table
+ * of adapters by catalog api name.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgq/alloc.h"
+#include "imgq/base64.h"
+#include "imgq/provider.h"
+
+static const struct {
+    int w, h;
+    const char *ratio;
+} aspects[] = {{1024, 1024, "1:1"}, {832, 1248, "2:3"},  {1248, 832, "3:2"},  {864, 1184, "3:4"},
+               {1184, 864, "4:3"},  {768, 1344, "9:16"}, {1344, 768, "16:9"}, {1536, 672, "21:9"}};
+
+const char *imgq_gemini_aspect(int width, int height)
+{
+    for (size_t i = 0; i < sizeof aspects / sizeof aspects[0]; i++)
+        if (aspects[i].w == width && aspects[i].h == height)
+            return aspects[i].ratio;
+    return NULL;
+}
+
+imgq_http_request *imgq_gemini_build(const struct imgq_provider_endpoint *ep,
+                                     const struct imgq_job_spec *s, int n)
+{
+    (void)n; /* always one image per call: the API refuses candidateCount > 1 */
+    char *url = imgq_xasprintf("%s/models/%s:generateContent", ep->base_url, s->model);
+    imgq_http_request *req = imgq_http_request_new("POST", url);
+    free(url);
+    const char *ratio = imgq_gemini_aspect(s->width, s->height);
+    json_t *body =
+        json_pack("{s:[{s:s, s:[{s:s}]}], s:{s:[s], s:{s:s}, s:i}}", "contents", "role", "user",
+                  "parts", "text", s->prompt, "generationConfig", "responseModalities", "IMAGE",
+                  "imageConfig", "aspectRatio", ratio ? ratio : "1:1", "candidateCount", 1);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        abort(); /* allocation failure: alloc.h policy */
+    imgq_http_request_set_body(req, text, strlen(text));
+    free(text);
+    int refused =
+        imgq_http_request_add_header(req, "x-goog-api-key", ep->api_key ? ep->api_key : "");
+    refused |= imgq_http_request_add_header(req, "Content-Type", "application/json");
+    (void)refused; /* a bad key is sent without the header; the 403 classifies as auth */
+    imgq_http_request_set_timeouts(req, ep->timeout_ms > 0 ? ep->timeout_ms : 300000, 10000);
+    return req;
+}
+
+static int64_t nonneg(json_t *v)
+{
+    return json_is_integer(v) && json_integer_value(v) > 0 ? json_integer_value(v) : 0;
+}
+
+/* Sum the token counts of one modality in a *TokensDetails array. */
+static int64_t modality(json_t *details, const char *which)
+{
+    int64_t sum = 0;
+    size_t i;
+    json_t *d;
+    json_array_foreach(details, i, d)
+    {
+        const char *m = json_string_value(json_object_get(d, "modality"));
+        int64_t t = nonneg(json_object_get(d, "tokenCount"));
+        if (m && strcmp(m, which) == 0 && t <= INT64_MAX - sum)
+            sum += t;
+    }
+    return sum;
+}
+
+static void usage(json_t *u, struct imgq_provider_result *out)
+{
+    int64_t prompt = nonneg(json_object_get(u, "promptTokenCount"));
+    int64_t cand = nonneg(json_object_get(u, "candidatesTokenCount"));
+    json_t *pd = json_object_get(u, "promptTokensDetails");
+    json_t *cd = json_object_get(u, "candidatesTokensDetails");
+    out->usage.image_in = modality(pd, "IMAGE");
+    out->usage.text_in = prompt > out->usage.image_in ? prompt - out->usage.image_in : 0;
+    out->usage.text_out = modality(cd, "TEXT");
+    /* Everything generated that is not text is billed as image output: never less. */
+    out->usage.image_out = cand > out->usage.text_out ? cand - out->usage.text_out : 0;
+    out->usage.images = 1;
+    out->usage_present = true;
+    out->usage_json = json_incref(u);
+}
+
+/* "47s" or "1.5s" -> ms; -1 if not that. */
+static long duration_ms(const char *s)
+{
+    if (!s)
+        return -1;
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || strcmp(end, "s") != 0 || !(v >= 0 && v <= 86400))
+        return -1;
+    return (long)(v * 1000);
+}
+
+void imgq_gemini_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out)
+{
+    (void)n;
+    memset(out, 0, sizeof *out);
+    out->retry_after_ms = -1;
+    out->status = res->status;
+    if (res->err) {
+        out->cls = res->timed_out            ? IMGQ_CLASS_TIMEOUT
+                   : res->err == IMGQ_ERANGE ? IMGQ_CLASS_BAD_RESPONSE
+                                             : IMGQ_CLASS_NETWORK;
+        snprintf(out->message, sizeof out->message, "%s", res->error);
+        return;
+    }
+    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    const char *rid = json_string_value(json_object_get(root, "responseId"));
+    if (rid)
+        snprintf(out->request_id, sizeof out->request_id, "%s", rid);
+    if (res->status != 200) {
+        json_t *e = json_object_get(root, "error");
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        const char *status = json_string_value(json_object_get(e, "status"));
+        snprintf(out->message, sizeof out->message, "%s", msg ? msg : "");
+        if (!msg)
+            snprintf(out->message, sizeof out->message, "HTTP %ld", res->status);
+        snprintf(out->code, sizeof out->code, "%s", status ? status : "");
+        long s = res->status;
+        if (s == 429) {
+            out->cls = IMGQ_CLASS_RATE_LIMIT;
+            size_t i;
+            json_t *d;
+            json_array_foreach(json_object_get(e, "details"), i, d)
+            {
+                long ms = duration_ms(json_string_value(json_object_get(d, "retryDelay")));
+                if (ms >= 0)
+                    out->retry_after_ms = ms;
+            }
+        } else if (s >= 500 || s == 408) {
+            out->cls = IMGQ_CLASS_SERVER;
+        } else if (s == 401 || s == 403) {
+            out->cls = IMGQ_CLASS_AUTH;
+        } else if (s >= 400) {
+            out->cls = IMGQ_CLASS_INVALID_REQUEST;
+        } else {
+            out->cls = IMGQ_CLASS_BAD_RESPONSE;
+        }
+        json_decref(root);
+        return;
+    }
+    /* Safety blocks come back as 200. */
+    const char *blocked =
+        json_string_value(json_object_get(json_object_get(root, "promptFeedback"), "blockReason"));
+    json_t *cand = json_array_get(json_object_get(root, "candidates"), 0);
+    const char *finish = json_string_value(json_object_get(cand, "finishReason"));
+    const char *data = NULL;
+    size_t data_len = 0;
+    size_t i;
+    json_t *part;
+    json_array_foreach(json_object_get(json_object_get(cand, "content"), "parts"), i, part)
+    {
+        json_t *d = json_object_get(json_object_get(part, "inlineData"), "data");
+        if (json_is_string(d)) {
+            data = json_string_value(d);
+            data_len = json_string_length(d);
+            break;
+        }
+    }
+    if (blocked || (!data && finish && strcmp(finish, "STOP") != 0)) {
+        out->cls = IMGQ_CLASS_CONTENT_POLICY;
+        snprintf(out->code, sizeof out->code, "%s", blocked ? blocked : finish);
+        snprintf(out->message, sizeof out->message, "blocked by the provider's safety filter (%s)",
+                 blocked ? blocked : finish);
+        json_decref(root);
+        return;
+    }
+    out->images = imgq_xcalloc(1, sizeof *out->images);
+    out->image_lens = imgq_xcalloc(1, sizeof *out->image_lens);
+    if (!data || imgq_base64_decode(data, data_len, &out->images[0], &out->image_lens[0]) != 0) {
+        out->cls = IMGQ_CLASS_BAD_RESPONSE;
+        snprintf(out->message, sizeof out->message, "200 response without a decodable image");
+        json_decref(root);
+        return;
+    }
+    out->nimages = 1;
+    json_t *u = json_object_get(root, "usageMetadata");
+    if (json_is_object(u))
+        usage(u, out);
+    json_decref(root);
+}
+
+static const struct imgq_provider_ops adapters[] = {
+    {"openai-images", imgq_openai_build, imgq_openai_parse},
+    {"gemini-generate-content", imgq_gemini_build, imgq_gemini_parse},
+};
+
+const struct imgq_provider_ops *imgq_provider_ops_find(const char *api)
+{
+    for (size_t i = 0; api && i < sizeof adapters / sizeof adapters[0]; i++)
+        if (strcmp(adapters[i].api, api) == 0)
+            return &adapters[i];
+    return NULL;
+}
