@@ -31,7 +31,7 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     imgq_httpd_close(s->httpd, on_httpd_closed, s);
     s->httpd = NULL;
-    sim_openai_abort_all(s); /* their requests are aborted now: the answers are dropped */
+    sim_calls_abort_all(s); /* their requests are aborted now: the answers are dropped */
 }
 
 int main(int argc, char **argv)
@@ -67,7 +67,8 @@ int main(int argc, char **argv)
         goto out;
     }
     s->loop = &loop;
-    s->window_start_ms = uv_now(&loop);
+    for (int e = 0; e < SIM_EP_COUNT; e++)
+        s->window[e].start_ms = uv_now(&loop);
 
     struct imgq_httpd_options o;
     imgq_httpd_options_init(&o);

@@ -3,10 +3,10 @@
  *
  * Validation follows the real API's messages ("Invalid value: '1254x836'. Supported values
  * are: ...") so that a client's error classification is exercised for real.  The outcome of a
- * valid request is decided when it arrives: a prompt trigger ([sim:...]) wins, else the
- * configured rates.  A 429 is answered at once (a rate limiter does not generate); everything
- * else waits out the configured latency on a uv timer, so thousands of requests can be held
- * open without threads.
+ * valid request is decided when it arrives (common.c: a prompt trigger ([sim:...]) wins, else
+ * the configured rates).  A 429 is answered at once (a rate limiter does not generate);
+ * everything else waits out the configured latency (sim_call_hold).  [sim:prompt-blocked] is a
+ * moderation_blocked 400 whose moderation_stage is "input" instead of "output".
  *
  * Choices where the real API is not specified: quality "auto" becomes --auto-quality
  * (default medium) and is reported as such; size "auto" becomes 1024x1024; output_format jpeg
@@ -22,15 +22,9 @@
 #include "imgq/alloc.h"
 #include "sim.h"
 
-#define NVARIANTS 8 /* pictures per size: enough to look varied, few enough to cache */
-
-struct sim_call {
-    struct sim *sim;
-    imgq_httpd_request *req;
-    uv_timer_t timer;
-    struct sim_call *prev, *next;
-    uint64_t start_ms;
-    enum sim_outcome outcome;
+struct openai_call {
+    struct sim_call base; /* first: the held generation (common.c) */
+    bool prompt_blocked;  /* moderation decided on the prompt: moderation_stage "input" */
     const struct imgq_model *model;
     bool tokens_billed;
     int n, w, h;
@@ -45,41 +39,6 @@ struct sim_call {
     int64_t output_tokens; /* all n images */
 };
 
-/* ---- A growable string ---------------------------------------------------------------------- */
-
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void buf_add(struct buf *b, const char *s, size_t n)
-{
-    if (b->cap - b->len < n + 1) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap - b->len < n + 1)
-            cap *= 2;
-        b->p = imgq_xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void __attribute__((format(printf, 2, 3))) buf_printf(struct buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    if (!s)
-        s = imgq_xstrdup(""); /* vasprintf fails only for lack of memory */
-    buf_add(b, s, strlen(s));
-    free(s);
-}
-
 /* ---- Rate-limit headers --------------------------------------------------------------------- */
 
 #define TOKENS_PER_MINUTE 4000000 /* advertised only */
@@ -92,23 +51,13 @@ struct ratelimit {
 };
 
 /* Count this request in the one-minute window; true if --rpm is exceeded. */
-static bool window_count(struct sim *s)
-{
-    uint64_t now = sim_now_ms(s);
-    if (now - s->window_start_ms >= 60000) {
-        s->window_start_ms = now;
-        s->window_requests = 0;
-    }
-    s->window_requests++;
-    return s->cfg.rpm > 0 && s->window_requests > s->cfg.rpm;
-}
-
 static void ratelimit_headers(struct sim *s, struct ratelimit *r, bool limited)
 {
     uint64_t limit = s->cfg.rpm ? s->cfg.rpm : 5000;
-    uint64_t used = s->window_requests;
+    const struct sim_window *w = &s->window[SIM_EP_GENERATIONS];
+    uint64_t used = w->requests;
     uint64_t left = limited || used >= limit ? 0 : limit - used;
-    uint64_t reset_ms = 60000 - (sim_now_ms(s) - s->window_start_ms);
+    uint64_t reset_ms = 60000 - (sim_now_ms(s) - w->start_ms);
     snprintf(r->limit, sizeof(r->limit), "%" PRIu64, limit);
     snprintf(r->remaining, sizeof(r->remaining), "%" PRIu64, left);
     snprintf(r->reset, sizeof(r->reset), "%" PRIu64 "ms", reset_ms);
@@ -157,14 +106,14 @@ static void reply_error(struct sim *s, imgq_httpd_request *req, enum sim_outcome
                 __VA_ARGS__)
 
 /* "'a', 'b', and 'c'" as the real API lists supported values. */
-static void list_values(struct buf *b, const char *const *v, size_t n)
+static void list_values(struct sim_buf *b, const char *const *v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (i > 0)
-            buf_add(b, n > 2 ? ", " : " ", n > 2 ? 2 : 1);
+            sim_buf_add(b, n > 2 ? ", " : " ", n > 2 ? 2 : 1);
         if (i > 0 && i == n - 1)
-            buf_add(b, "and ", 4);
-        buf_printf(b, "'%s'", v[i]);
+            sim_buf_add(b, "and ", 4);
+        sim_buf_printf(b, "'%s'", v[i]);
     }
 }
 
@@ -172,7 +121,7 @@ static void reply_invalid_value(struct sim *s, imgq_httpd_request *req, uint64_t
                                 const char *param, const char *value, const char *const *v,
                                 size_t n)
 {
-    struct buf b = {0};
+    struct sim_buf b = {0};
     list_values(&b, v, n);
     BAD(param, "invalid_value", "Invalid value: '%.200s'. Supported values are: %s.", value,
         b.p ? b.p : "none");
@@ -201,23 +150,6 @@ static size_t count_nul_terminated(char **v)
     size_t n = 0;
     while (v && v[n])
         n++;
-    return n;
-}
-
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 16777619u;
-    return h;
-}
-
-static size_t utf8_chars(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        if (((uint8_t)*s & 0xc0) != 0x80)
-            n++;
     return n;
 }
 
@@ -280,7 +212,7 @@ static int opt_int(struct sim *s, imgq_httpd_request *req, uint64_t start, json_
 
 /* Fill 'c' from the JSON body; on error the request has been answered and -1 is returned. */
 static int parse_request(struct sim *s, imgq_httpd_request *req, uint64_t start, json_t *root,
-                         struct sim_call *c)
+                         struct openai_call *c)
 {
     const char *key;
     json_t *v;
@@ -324,7 +256,7 @@ static int parse_request(struct sim *s, imgq_httpd_request *req, uint64_t start,
     }
     c->model = m;
     c->tokens_billed = m->billing == IMGQ_BILL_TOKENS;
-    size_t chars = utf8_chars(prompt);
+    size_t chars = sim_utf8_chars(prompt);
     if (m->max_prompt_chars > 0 && chars > (size_t)m->max_prompt_chars) {
         BAD("prompt", "string_above_max_length",
             "Invalid 'prompt': string too long. Expected a string with maximum length %d, but "
@@ -420,180 +352,107 @@ static int parse_request(struct sim *s, imgq_httpd_request *req, uint64_t start,
     }
 
     c->prompt = imgq_xstrdup(prompt);
-    c->prompt_hash = fnv1a(prompt);
-    c->input_tokens = (int64_t)((chars + 3) / 4);
-    if (c->input_tokens < 1)
-        c->input_tokens = 1;
+    c->prompt_hash = sim_fnv1a(prompt);
+    c->input_tokens = sim_text_tokens(chars);
     return 0;
-}
-
-/* ---- Outcome -------------------------------------------------------------------------------- */
-
-struct triggers {
-    enum sim_outcome forced; /* SIM_OK = none */
-    bool no_usage;
-    int64_t latency_ms; /* -1 = configured */
-};
-
-/* Scan the prompt for [sim:...] tags, in order; the first failure tag wins. */
-static void scan_triggers(struct sim *s, const char *prompt, struct triggers *t)
-{
-    t->forced = SIM_OK;
-    t->no_usage = false;
-    t->latency_ms = -1;
-    for (const char *p = strstr(prompt, "[sim:"); p; p = strstr(p + 1, "[sim:")) {
-        const char *tag = p + 5;
-        const char *end = strchr(tag, ']');
-        if (!end || end - tag > 200)
-            continue;
-        char buf[208];
-        memcpy(buf, tag, (size_t)(end - tag));
-        buf[end - tag] = '\0';
-        enum sim_outcome o = SIM_OK;
-        if (strcmp(buf, "429") == 0) {
-            o = SIM_RATE_LIMITED;
-        } else if (strcmp(buf, "500") == 0) {
-            o = SIM_SERVER_ERROR;
-        } else if (strcmp(buf, "moderation") == 0) {
-            o = SIM_MODERATION;
-        } else if (strcmp(buf, "no-usage") == 0) {
-            t->no_usage = true;
-        } else if (strncmp(buf, "fail-once:", 10) == 0) {
-            if (!sim_seen_once(s, buf + 10))
-                o = SIM_SERVER_ERROR;
-        } else if (strncmp(buf, "latency:", 8) == 0) {
-            char *e;
-            long long ms = strtoll(buf + 8, &e, 10);
-            if (!*e && ms >= 0 && ms <= 86400000)
-                t->latency_ms = ms;
-        }
-        if (t->forced == SIM_OK && o != SIM_OK)
-            t->forced = o;
-    }
 }
 
 /* ---- Replies -------------------------------------------------------------------------------- */
 
-static void call_free(uv_handle_t *h)
+static void reply_success(struct openai_call *c)
 {
-    struct sim_call *c = h->data;
-    free(c->prompt);
-    free(c);
-}
-
-static void call_unlink(struct sim_call *c)
-{
-    struct sim *s = c->sim;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->calls = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->in_flight--;
-}
-
-static void reply_success(struct sim_call *c)
-{
-    struct sim *s = c->sim;
-    struct buf b = {0};
-    bool usage = c->outcome == SIM_OK;
+    struct sim *s = c->base.sim;
+    struct sim_buf b = {0};
+    bool usage = c->base.outcome == SIM_OK;
     bool alpha = strcmp(c->background, "transparent") == 0;
 
-    buf_printf(&b, "{\"created\":%lld", (long long)time(NULL));
+    sim_buf_printf(&b, "{\"created\":%lld", (long long)time(NULL));
     if (c->tokens_billed)
-        buf_printf(&b,
-                   ",\"background\":\"%s\",\"output_format\":\"%s\",\"quality\":\"%s\","
-                   "\"size\":\"%s\"",
-                   c->background, c->format == PICTURE_WEBP ? "webp" : "png", c->quality, c->size);
-    buf_add(&b, ",\"data\":[", 9);
+        sim_buf_printf(&b,
+                       ",\"background\":\"%s\",\"output_format\":\"%s\",\"quality\":\"%s\","
+                       "\"size\":\"%s\"",
+                       c->background, c->format == PICTURE_WEBP ? "webp" : "png", c->quality,
+                       c->size);
+    sim_buf_add(&b, ",\"data\":[", 9);
     for (int i = 0; i < c->n; i++) {
         size_t len;
         int err = 0;
-        uint32_t variant = (c->prompt_hash + (uint32_t)i) % NVARIANTS;
+        uint32_t variant = sim_picture_variant(c->prompt_hash, (uint32_t)i);
         const char *b64 = picture_b64(s->pictures, c->w, c->h, variant, c->format, c->compression,
                                       alpha, &len, &err);
         if (!b64) {
             free(b.p);
-            reply_error(s, c->req, SIM_SERVER_ERROR, 500, c->start_ms, NULL, NULL, "server_error",
-                        "imgq-sim could not encode a %s picture: %s", c->size, imgq_strerror(err));
+            reply_error(s, c->base.req, SIM_SERVER_ERROR, 500, c->base.start_ms, NULL, NULL,
+                        "server_error", "imgq-sim could not encode a %s picture: %s", c->size,
+                        imgq_strerror(err));
             return;
         }
-        buf_add(&b, i ? ",{\"b64_json\":\"" : "{\"b64_json\":\"", i ? 14 : 13);
-        buf_add(&b, b64, len);
-        buf_add(&b, "\"", 1);
+        sim_buf_add(&b, i ? ",{\"b64_json\":\"" : "{\"b64_json\":\"", i ? 14 : 13);
+        sim_buf_add(&b, b64, len);
+        sim_buf_add(&b, "\"", 1);
         if (!c->tokens_billed) { /* DALL-E 3 rewrites prompts and says so */
             char *rp = sim_json_dumps(json_string(c->prompt), NULL);
-            buf_printf(&b, ",\"revised_prompt\":%s", rp);
+            sim_buf_printf(&b, ",\"revised_prompt\":%s", rp);
             free(rp);
         }
-        buf_add(&b, "}", 1);
+        sim_buf_add(&b, "}", 1);
     }
-    buf_add(&b, "]", 1);
+    sim_buf_add(&b, "]", 1);
     if (c->tokens_billed && usage)
-        buf_printf(&b,
-                   ",\"usage\":{\"input_tokens\":%" PRId64 ",\"input_tokens_details\":"
-                   "{\"text_tokens\":%" PRId64 ",\"image_tokens\":0},\"output_tokens\":%" PRId64
-                   ",\"total_tokens\":%" PRId64
-                   ",\"output_tokens_details\":{\"image_tokens\":%" PRId64 ",\"text_tokens\":0}}",
-                   c->input_tokens, c->input_tokens, c->output_tokens,
-                   c->input_tokens + c->output_tokens, c->output_tokens);
-    buf_add(&b, "}", 1);
+        sim_buf_printf(&b,
+                       ",\"usage\":{\"input_tokens\":%" PRId64 ",\"input_tokens_details\":"
+                       "{\"text_tokens\":%" PRId64 ",\"image_tokens\":0},\"output_tokens\":%" PRId64
+                       ",\"total_tokens\":%" PRId64
+                       ",\"output_tokens_details\":{\"image_tokens\":%" PRId64
+                       ",\"text_tokens\":0}}",
+                       c->input_tokens, c->input_tokens, c->output_tokens,
+                       c->input_tokens + c->output_tokens, c->output_tokens);
+    sim_buf_add(&b, "}", 1);
 
     s->images += (uint64_t)c->n;
     s->output_tokens += (uint64_t)c->output_tokens;
     struct ratelimit rl;
     ratelimit_headers(s, &rl, false);
-    sim_reply(s, c->req, SIM_EP_GENERATIONS, c->outcome, 200, rl.h, rl.n, b.p, b.len, c->start_ms);
+    sim_reply(s, c->base.req, SIM_EP_GENERATIONS, c->base.outcome, 200, rl.h, rl.n, b.p, b.len,
+              c->base.start_ms);
 }
 
-static void reply_moderation(struct sim_call *c)
+static void reply_moderation(struct openai_call *c)
 {
-    struct sim *s = c->sim;
+    struct sim *s = c->base.sim;
     char *msg = imgq_xasprintf("Your request was rejected by the safety system. If you believe "
                                "this is an error, contact us at help.openai.com and include the "
                                "request ID req_sim%016" PRIx64 ". safety_violations=[sexual].",
                                s->seq + 1); /* the id sim_reply gives this answer */
-    json_t *err =
-        json_pack("{s:s, s:s, s:n, s:s, s:{s:s, s:[s]}}", "message", msg, "type",
-                  "image_generation_user_error", "param", "code", "moderation_blocked",
-                  "moderation_details", "moderation_stage", "output", "categories", "sexual");
+    json_t *err = json_pack("{s:s, s:s, s:n, s:s, s:{s:s, s:[s]}}", "message", msg, "type",
+                            "image_generation_user_error", "param", "code", "moderation_blocked",
+                            "moderation_details", "moderation_stage",
+                            c->prompt_blocked ? "input" : "output", "categories", "sexual");
     free(msg);
     size_t len;
     char *body = sim_json_dumps(json_pack("{s:o}", "error", err), &len);
-    sim_reply(s, c->req, SIM_EP_GENERATIONS, SIM_MODERATION, 400, NULL, 0, body, len, c->start_ms);
+    sim_reply(s, c->base.req, SIM_EP_GENERATIONS, SIM_MODERATION, 400, NULL, 0, body, len,
+              c->base.start_ms);
 }
 
-static void call_finish(struct sim_call *c)
+static void call_answer(struct sim_call *base)
 {
-    struct sim *s = c->sim;
-    call_unlink(c);
-    if (imgq_httpd_request_aborted(c->req)) {
-        imgq_httpd_respond(c->req, 499, NULL, 0, NULL, 0); /* discarded: frees the request */
-    } else if (c->outcome == SIM_SERVER_ERROR) {
-        reply_error(s, c->req, SIM_SERVER_ERROR, 500, c->start_ms, NULL, NULL, "server_error",
+    struct openai_call *c = (struct openai_call *)base;
+    if (base->outcome == SIM_SERVER_ERROR)
+        reply_error(base->sim, base->req, SIM_SERVER_ERROR, 500, base->start_ms, NULL, NULL,
+                    "server_error",
                     "The server had an error while processing your request. Sorry about that!");
-    } else if (c->outcome == SIM_MODERATION) {
+    else if (base->outcome == SIM_MODERATION)
         reply_moderation(c);
-    } else {
+    else
         reply_success(c);
-    }
-    c->req = NULL;
-    uv_close((uv_handle_t *)&c->timer, call_free);
 }
 
-static void on_latency(uv_timer_t *t)
+static void call_destroy(struct sim_call *base)
 {
-    call_finish(t->data);
-}
-
-void sim_openai_abort_all(struct sim *s)
-{
-    while (s->calls) {
-        struct sim_call *c = s->calls;
-        uv_timer_stop(&c->timer);
-        call_finish(c);
-    }
+    struct openai_call *c = (struct openai_call *)base;
+    free(c->prompt);
+    free(c);
 }
 
 /* ---- Entry ---------------------------------------------------------------------------------- */
@@ -639,32 +498,17 @@ void sim_openai_generations(struct sim *s, imgq_httpd_request *req)
                     "payload, but what was sent was not valid JSON.)");
         return;
     }
-    struct sim_call *c = imgq_xcalloc(1, sizeof(*c));
-    c->sim = s;
-    c->start_ms = start;
+    struct openai_call *c = imgq_xcalloc(1, sizeof(*c));
     int rc = parse_request(s, req, start, root, c);
     json_decref(root);
     if (rc) {
-        free(c->prompt);
-        free(c);
+        call_destroy(&c->base);
         return;
     }
 
-    struct triggers t;
-    scan_triggers(s, c->prompt, &t);
-    bool over_rpm = window_count(s);
-    double u = sim_random_unit(s), u2 = sim_random_unit(s);
-    enum sim_outcome o = t.forced;
-    if (o == SIM_OK) {
-        if (over_rpm || u < s->cfg.fail_429)
-            o = SIM_RATE_LIMITED;
-        else if (u < s->cfg.fail_429 + s->cfg.fail_500)
-            o = SIM_SERVER_ERROR;
-        else if (u < s->cfg.fail_429 + s->cfg.fail_500 + s->cfg.fail_moderation)
-            o = SIM_MODERATION;
-        else if (t.no_usage || u2 < s->cfg.no_usage)
-            o = SIM_OK_NO_USAGE;
-    }
+    struct sim_triggers t;
+    sim_scan_triggers(s, c->prompt, &t);
+    enum sim_outcome o = sim_decide_outcome(s, SIM_EP_GENERATIONS, &t);
 
     if (o == SIM_RATE_LIMITED) {
         struct ratelimit rl;
@@ -672,13 +516,12 @@ void sim_openai_generations(struct sim *s, imgq_httpd_request *req)
         char *msg = imgq_xasprintf(
             "Rate limit reached for %s in organization org-imgqsim on images per minute (IPM): "
             "Limit %" PRIu64 ", Used %" PRIu64 ". Please try again in %us.",
-            c->model->name, s->cfg.rpm ? (uint64_t)s->cfg.rpm : (uint64_t)5000, s->window_requests,
-            s->cfg.retry_after_s);
+            c->model->name, s->cfg.rpm ? (uint64_t)s->cfg.rpm : (uint64_t)5000,
+            s->window[SIM_EP_GENERATIONS].requests, s->cfg.retry_after_s);
         char *err = sim_error_body(msg, "requests", NULL, "rate_limit_exceeded", &len);
         free(msg);
         sim_reply(s, req, SIM_EP_GENERATIONS, SIM_RATE_LIMITED, 429, rl.h, rl.n, err, len, start);
-        free(c->prompt);
-        free(c);
+        call_destroy(&c->base);
         return;
     }
 
@@ -688,27 +531,18 @@ void sim_openai_generations(struct sim *s, imgq_httpd_request *req)
             reply_error(s, req, SIM_SERVER_ERROR, 500, start, NULL, NULL, "server_error",
                         "imgq-sim: the catalog has no output-token row for %s at %s quality %s",
                         c->model->name, c->size, c->quality);
-            free(c->prompt);
-            free(c);
+            call_destroy(&c->base);
             return;
         }
         c->output_tokens = per_image * c->n;
     }
 
-    c->outcome = o;
-    c->req = req;
-    uint64_t latency = s->cfg.latency_ms;
-    if (s->cfg.latency_jitter_ms)
-        latency += sim_random(s) % (s->cfg.latency_jitter_ms + 1);
-    if (t.latency_ms >= 0)
-        latency = (uint64_t)t.latency_ms;
-    c->next = s->calls;
-    if (c->next)
-        c->next->prev = c;
-    s->calls = c;
-    if (++s->in_flight > s->max_in_flight)
-        s->max_in_flight = s->in_flight;
-    uv_timer_init(s->loop, &c->timer);
-    c->timer.data = c;
-    uv_timer_start(&c->timer, on_latency, latency, 0);
+    c->prompt_blocked = t.prompt_blocked;
+    c->base.sim = s;
+    c->base.req = req;
+    c->base.start_ms = start;
+    c->base.outcome = o;
+    c->base.answer = call_answer;
+    c->base.destroy = call_destroy;
+    sim_call_hold(s, &c->base, t.latency_ms);
 }

@@ -8,8 +8,8 @@
 #include "imgq/alloc.h"
 #include "sim.h"
 
-static const char *const endpoint_names[SIM_EP_COUNT] = {"healthz", "generations", "stats", "reset",
-                                                         "other"};
+static const char *const endpoint_names[SIM_EP_COUNT] = {"healthz", "generations", "gemini",
+                                                         "stats",   "reset",       "other"};
 static const char *const outcome_names[SIM_OUTCOME_COUNT] = {
     "ok",         "no_usage",        "rate_limited", "server_error",
     "moderation", "invalid_request", "unauthorized", "not_found"};
@@ -83,14 +83,21 @@ void sim_reply(struct sim *s, imgq_httpd_request *req, enum sim_endpoint ep,
 {
     struct imgq_httpd_header h[24];
     size_t n = 0;
-    char request_id[40], ms[24];
+    char request_id[40], ms[48];
     uint64_t elapsed = sim_now_ms(s) - start_ms;
 
     snprintf(request_id, sizeof(request_id), "req_sim%016" PRIx64, ++s->seq);
-    snprintf(ms, sizeof(ms), "%" PRIu64, elapsed);
-    h[n++] = (struct imgq_httpd_header){"Content-Type", "application/json"};
-    h[n++] = (struct imgq_httpd_header){"x-request-id", request_id};
-    h[n++] = (struct imgq_httpd_header){"openai-processing-ms", ms};
+    if (ep == SIM_EP_GEMINI) { /* Google's front end: its content type and timing header */
+        snprintf(ms, sizeof(ms), "gfet4t7; dur=%" PRIu64, elapsed);
+        h[n++] = (struct imgq_httpd_header){"Content-Type", "application/json; charset=UTF-8"};
+        h[n++] = (struct imgq_httpd_header){"x-request-id", request_id};
+        h[n++] = (struct imgq_httpd_header){"server-timing", ms};
+    } else {
+        snprintf(ms, sizeof(ms), "%" PRIu64, elapsed);
+        h[n++] = (struct imgq_httpd_header){"Content-Type", "application/json"};
+        h[n++] = (struct imgq_httpd_header){"x-request-id", request_id};
+        h[n++] = (struct imgq_httpd_header){"openai-processing-ms", ms};
+    }
     for (size_t i = 0; i < nextra && n < sizeof(h) / sizeof(h[0]); i++)
         h[n++] = extra[i];
     s->counts[ep][outcome]++;
@@ -135,7 +142,8 @@ static void reset_stats(struct sim *s, const char *query)
     memset(s->received, 0, sizeof(s->received));
     s->max_in_flight = s->in_flight;
     s->images = s->output_tokens = 0;
-    s->window_requests = 0;
+    for (int e = 0; e < SIM_EP_COUNT; e++)
+        s->window[e].requests = 0;
     if (strstr(query, "fail_once=1"))
         sim_forget_keys(s);
 }
@@ -164,6 +172,9 @@ void sim_handle(imgq_httpd_request *req, void *data)
             method_not_allowed(s, req, SIM_EP_GENERATIONS);
         else
             sim_openai_generations(s, req);
+    } else if (strncmp(path, "/v1beta/", 8) == 0) {
+        s->received[SIM_EP_GEMINI]++;
+        sim_gemini_handle(s, req);
     } else if (strcmp(path, "/healthz") == 0) {
         s->received[SIM_EP_HEALTHZ]++;
         if (!get)

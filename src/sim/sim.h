@@ -1,11 +1,15 @@
 /*
- * sim.h - imgq-sim, a provider simulator that speaks the OpenAI Images HTTP API.
+ * sim.h - imgq-sim, a provider simulator that speaks the OpenAI Images HTTP API and Gemini's
+ * generateContent (image output).
  *
  * Private to the imgq-sim program.  Layout:
  *   main.c     start-up, signals, shutdown
  *   config.c   command-line flags and the --config JSON file
  *   server.c   routing, /healthz and /sim/stats, /sim/reset, counters, replies, randomness
- *   openai.c   POST /v1/images/generations: validation, outcome, latency, response body
+ *   common.c   what every provider endpoint shares: prompt triggers, the outcome draw, the
+ *              --rpm window, generations held for their latency, text buffers, token counts
+ *   openai.c   POST /v1/images/generations: validation, response bodies
+ *   gemini.c   POST /v1beta/models/{model}:generateContent: validation, response bodies
  *   picture.c  deterministic synthetic pictures and a cache of their encodings
  *
  * Everything runs on the one loop thread.
@@ -52,7 +56,8 @@ void sim_usage(FILE *f);
 
 enum sim_endpoint {
     SIM_EP_HEALTHZ,
-    SIM_EP_GENERATIONS,
+    SIM_EP_GENERATIONS, /* OpenAI /v1/images/generations */
+    SIM_EP_GEMINI,      /* Gemini /v1beta/... */
     SIM_EP_STATS,
     SIM_EP_RESET,
     SIM_EP_OTHER,
@@ -74,6 +79,12 @@ enum sim_outcome {
 struct picture_cache;
 struct sim_call;
 
+/* A one-minute request window of one endpoint (each provider has its own --rpm budget). */
+struct sim_window {
+    uint64_t start_ms;
+    uint64_t requests;
+};
+
 struct sim {
     uv_loop_t *loop;
     imgq_httpd *httpd;
@@ -86,9 +97,7 @@ struct sim {
     uint64_t received[SIM_EP_COUNT];
     uint64_t in_flight, max_in_flight;
     uint64_t images, output_tokens;
-    /* the rate-limit window (one minute) */
-    uint64_t window_start_ms;
-    uint64_t window_requests;
+    struct sim_window window[SIM_EP_COUNT]; /* the --rpm windows */
     /* fail-once keys already seen */
     char **seen_keys;
     size_t nseen, capseen;
@@ -115,10 +124,68 @@ char *sim_json_dumps(json_t *root, size_t *len);
 char *sim_error_body(const char *message, const char *type, const char *param, const char *code,
                      size_t *len);
 
+/* common.c */
+
+/* A growable NUL-terminated string; {0} is empty.  Aborts on out-of-memory. */
+struct sim_buf {
+    char *p;
+    size_t len, cap;
+};
+void sim_buf_add(struct sim_buf *b, const char *s, size_t n);
+void sim_buf_printf(struct sim_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+uint32_t sim_fnv1a(const char *s);
+/* Characters (UTF-8 code points) of s. */
+size_t sim_utf8_chars(const char *s);
+/* Input text tokens of a prompt of this many characters: chars / 4 rounded up, at least 1. */
+int64_t sim_text_tokens(size_t chars);
+/* Which of the cached picture variants image 'index' of a prompt with this hash shows. */
+uint32_t sim_picture_variant(uint32_t prompt_hash, uint32_t index);
+
+/* Prompt triggers: [sim:429] [sim:500] [sim:moderation] [sim:prompt-blocked] [sim:no-usage]
+ * [sim:fail-once:KEY] [sim:latency:MS]. */
+struct sim_triggers {
+    enum sim_outcome forced; /* SIM_OK = none; the first failure tag wins */
+    bool prompt_blocked;     /* forced is SIM_MODERATION, decided on the prompt (input) */
+    bool no_usage;
+    int64_t latency_ms; /* -1 = configured */
+};
+void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t);
+/* Count a request in ep's --rpm window; true if it is over the limit. */
+bool sim_window_count(struct sim *s, enum sim_endpoint ep);
+/* The outcome of a valid generation on ep: the trigger, else the --rpm window, else the
+ * configured rates.  Always counts the window and draws the same randomness. */
+enum sim_outcome sim_decide_outcome(struct sim *s, enum sim_endpoint ep,
+                                    const struct sim_triggers *t);
+
+/*
+ * A generation held open for its latency.  An endpoint embeds this as the first member of its
+ * own call structure, sets the callbacks and hands it to sim_call_hold().  When the timer
+ * fires (or at shutdown) the call is unlinked and answered: 'answer' replies to the live
+ * request (never called for a request whose client has gone: that one gets a discarded 499),
+ * then 'destroy' frees the whole structure.
+ */
+struct sim_call {
+    struct sim *sim;
+    imgq_httpd_request *req;
+    uv_timer_t timer;
+    struct sim_call *prev, *next;
+    uint64_t start_ms;
+    enum sim_outcome outcome;
+    void (*answer)(struct sim_call *c);
+    void (*destroy)(struct sim_call *c);
+};
+/* Hold c (sim, req, start_ms, outcome and the callbacks set) for --latency-ms plus jitter, or
+ * for latency_ms when it is >= 0 (a [sim:latency:MS] trigger). */
+void sim_call_hold(struct sim *s, struct sim_call *c, int64_t latency_ms);
+/* Answer every generation still held (at shutdown) and free them. */
+void sim_calls_abort_all(struct sim *s);
+
 /* openai.c */
 void sim_openai_generations(struct sim *s, imgq_httpd_request *req);
-/* Answer every generation still waiting (at shutdown) and free them. */
-void sim_openai_abort_all(struct sim *s);
+
+/* gemini.c: everything under /v1beta/ (the caller has counted it as received). */
+void sim_gemini_handle(struct sim *s, imgq_httpd_request *req);
 
 /* picture.c */
 enum picture_format { PICTURE_PNG, PICTURE_WEBP };

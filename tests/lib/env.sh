@@ -6,7 +6,7 @@
 #   imgq_env_setup              # temp dir in $IMGQ_TMP, cleanup on exit or interruption
 #   start_redis                 # exports IMGQ_REDIS_URL, REDIS_PORT (and REDIS_PID)
 #   start_s3 my-bucket          # exports AWS_ENDPOINT_URL_S3, AWS_* keys, IMGQ_S3_BUCKET
-#   start_sim --latency-ms 10   # exports OPENAI_BASE_URL, OPENAI_API_KEY (and SIM_PORT)
+#   start_sim --latency-ms 10   # exports OPENAI_*, GEMINI_* base URLs and keys (and SIM_PORT)
 #   assert_eq "$expected" "$actual" "what was compared"
 #
 # Binaries come from $IMGQ_BUILD_DIR (ctest sets it; default: build/ under the repository).
@@ -362,6 +362,8 @@ start_sim() {
     export SIM_PORT=$port SIM_PID=$pid
     export OPENAI_BASE_URL="http://127.0.0.1:$port/v1"
     export OPENAI_API_KEY=sk-test
+    export GEMINI_BASE_URL="http://127.0.0.1:$port/v1beta"
+    export GEMINI_API_KEY=gemini-test
 }
 
 # ---- processes of the test's own ----------------------------------------------------------

@@ -1,0 +1,217 @@
+/*
+ * common.c - what every provider endpoint of imgq-sim shares: prompt triggers, the outcome
+ * draw from the configured rates, the per-endpoint --rpm window, generations held open on a uv
+ * timer for their latency, text buffers and token counts.
+ *
+ * An endpoint parses and validates its request in its own wire shape, then asks
+ * sim_decide_outcome() what happens; a rate limit is answered at once (a rate limiter does not
+ * generate), everything else goes through sim_call_hold() so thousands of requests can wait out
+ * their latency without threads.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgq/alloc.h"
+#include "sim.h"
+
+#define NVARIANTS 8 /* pictures per size: enough to look varied, few enough to cache */
+
+/* ---- Text ----------------------------------------------------------------------------------- */
+
+void sim_buf_add(struct sim_buf *b, const char *s, size_t n)
+{
+    if (b->cap - b->len < n + 1) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap - b->len < n + 1)
+            cap *= 2;
+        b->p = imgq_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void sim_buf_printf(struct sim_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    if (!s)
+        s = imgq_xstrdup(""); /* vasprintf fails only for lack of memory */
+    sim_buf_add(b, s, strlen(s));
+    free(s);
+}
+
+uint32_t sim_fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+size_t sim_utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((uint8_t)*s & 0xc0) != 0x80)
+            n++;
+    return n;
+}
+
+int64_t sim_text_tokens(size_t chars)
+{
+    int64_t t = (int64_t)((chars + 3) / 4);
+    return t < 1 ? 1 : t;
+}
+
+uint32_t sim_picture_variant(uint32_t prompt_hash, uint32_t index)
+{
+    return (prompt_hash + index) % NVARIANTS;
+}
+
+/* ---- Outcome -------------------------------------------------------------------------------- */
+
+/* Scan the prompt for [sim:...] tags, in order; the first failure tag wins. */
+void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t)
+{
+    t->forced = SIM_OK;
+    t->prompt_blocked = false;
+    t->no_usage = false;
+    t->latency_ms = -1;
+    for (const char *p = strstr(prompt, "[sim:"); p; p = strstr(p + 1, "[sim:")) {
+        const char *tag = p + 5;
+        const char *end = strchr(tag, ']');
+        if (!end || end - tag > 200)
+            continue;
+        char buf[208];
+        memcpy(buf, tag, (size_t)(end - tag));
+        buf[end - tag] = '\0';
+        enum sim_outcome o = SIM_OK;
+        bool blocked = false;
+        if (strcmp(buf, "429") == 0) {
+            o = SIM_RATE_LIMITED;
+        } else if (strcmp(buf, "500") == 0) {
+            o = SIM_SERVER_ERROR;
+        } else if (strcmp(buf, "moderation") == 0) {
+            o = SIM_MODERATION;
+        } else if (strcmp(buf, "prompt-blocked") == 0) {
+            o = SIM_MODERATION;
+            blocked = true;
+        } else if (strcmp(buf, "no-usage") == 0) {
+            t->no_usage = true;
+        } else if (strncmp(buf, "fail-once:", 10) == 0) {
+            if (!sim_seen_once(s, buf + 10))
+                o = SIM_SERVER_ERROR;
+        } else if (strncmp(buf, "latency:", 8) == 0) {
+            char *e;
+            long long ms = strtoll(buf + 8, &e, 10);
+            if (!*e && ms >= 0 && ms <= 86400000)
+                t->latency_ms = ms;
+        }
+        if (t->forced == SIM_OK && o != SIM_OK) {
+            t->forced = o;
+            t->prompt_blocked = blocked;
+        }
+    }
+}
+
+bool sim_window_count(struct sim *s, enum sim_endpoint ep)
+{
+    struct sim_window *w = &s->window[ep];
+    uint64_t now = sim_now_ms(s);
+    if (now - w->start_ms >= 60000) {
+        w->start_ms = now;
+        w->requests = 0;
+    }
+    w->requests++;
+    return s->cfg.rpm > 0 && w->requests > s->cfg.rpm;
+}
+
+enum sim_outcome sim_decide_outcome(struct sim *s, enum sim_endpoint ep,
+                                    const struct sim_triggers *t)
+{
+    bool over_rpm = sim_window_count(s, ep);
+    double u = sim_random_unit(s), u2 = sim_random_unit(s);
+    enum sim_outcome o = t->forced;
+    if (o == SIM_OK) {
+        if (over_rpm || u < s->cfg.fail_429)
+            o = SIM_RATE_LIMITED;
+        else if (u < s->cfg.fail_429 + s->cfg.fail_500)
+            o = SIM_SERVER_ERROR;
+        else if (u < s->cfg.fail_429 + s->cfg.fail_500 + s->cfg.fail_moderation)
+            o = SIM_MODERATION;
+        else if (t->no_usage || u2 < s->cfg.no_usage)
+            o = SIM_OK_NO_USAGE;
+    }
+    return o;
+}
+
+/* ---- Held generations ----------------------------------------------------------------------- */
+
+static void call_closed(uv_handle_t *h)
+{
+    struct sim_call *c = h->data;
+    c->destroy(c);
+}
+
+static void call_unlink(struct sim_call *c)
+{
+    struct sim *s = c->sim;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->in_flight--;
+}
+
+static void call_finish(struct sim_call *c)
+{
+    call_unlink(c);
+    if (imgq_httpd_request_aborted(c->req))
+        imgq_httpd_respond(c->req, 499, NULL, 0, NULL, 0); /* discarded: frees the request */
+    else
+        c->answer(c);
+    c->req = NULL;
+    uv_close((uv_handle_t *)&c->timer, call_closed);
+}
+
+static void on_latency(uv_timer_t *t)
+{
+    call_finish(t->data);
+}
+
+void sim_call_hold(struct sim *s, struct sim_call *c, int64_t latency_ms)
+{
+    uint64_t latency = s->cfg.latency_ms;
+    if (s->cfg.latency_jitter_ms)
+        latency += sim_random(s) % (s->cfg.latency_jitter_ms + 1);
+    if (latency_ms >= 0)
+        latency = (uint64_t)latency_ms;
+    c->prev = NULL;
+    c->next = s->calls;
+    if (c->next)
+        c->next->prev = c;
+    s->calls = c;
+    if (++s->in_flight > s->max_in_flight)
+        s->max_in_flight = s->in_flight;
+    uv_timer_init(s->loop, &c->timer);
+    c->timer.data = c;
+    uv_timer_start(&c->timer, on_latency, latency, 0);
+}
+
+void sim_calls_abort_all(struct sim *s)
+{
+    while (s->calls) {
+        struct sim_call *c = s->calls;
+        uv_timer_stop(&c->timer);
+        call_finish(c);
+    }
+}
