@@ -6,6 +6,7 @@
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,6 +311,23 @@ const struct imgq_keys *imgq_queue_keys(const imgq_queue *q)
     return &q->keys;
 }
 
+int imgq_queue_now_ms(imgq_queue *q, int64_t *now)
+{
+    redisReply *t = redisCommand(q->rc, "TIME");
+    redisReply *o = redisCommand(q->rc, "GET %sclock_offset", q->keys.base);
+    int rc = IMGQ_EREDIS;
+    if (t && o && t->type == REDIS_REPLY_ARRAY && t->elements == 2) {
+        *now = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000 +
+               (o->type == REDIS_REPLY_STRING ? atoll(o->str) : 0);
+        rc = 0;
+    }
+    if (t)
+        freeReplyObject(t);
+    if (o)
+        freeReplyObject(o);
+    return rc;
+}
+
 struct redisContext *imgq_queue_redis(imgq_queue *q)
 {
     return q->rc;
@@ -441,9 +459,19 @@ static json_t *hash_to_json(redisReply *r)
             json_object_set_new(o, k, j ? j : json_string(v));
             continue;
         }
+        /* Names (batch, team, worker, idem, ...) stay strings even when they look numeric;
+         * counters, times and money become integers. */
+        static const char *const numeric[] = {
+            "total",        "scheduled", "queued",  "running", "retrying", "done",
+            "failed",       "canceled",  "expired", "cost",    "images",   "attempts",
+            "max_attempts", "stalls",    "prio",    "created", "started",  "finished",
+            "deadline",     "paused",    "gated",   NULL};
+        bool is_num = false;
+        for (const char *const *n = numeric; *n && !is_num; n++)
+            is_num = strcmp(k, *n) == 0;
         char *e;
         long long x = strtoll(v, &e, 10);
-        if (*v && !*e && strcmp(k, "token") != 0)
+        if (is_num && *v && !*e)
             json_object_set_new(o, k, json_integer(x));
         else
             json_object_set_new(o, k, json_string(v));

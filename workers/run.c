@@ -106,6 +106,7 @@ struct job {
     bool outcome_complete;
     char *outcome_json;
     char *attempt_json; /* the attempt log line of a completion */
+    int outcome_sends;  /* complete/fail calls sent for this attempt */
     struct claim_args ca;
     long retry_delay_ms;
     bool consume_attempt;
@@ -114,6 +115,7 @@ struct job {
 
 static void finish_fail(struct job *j, enum imgq_error_class cls, long status, const char *code,
                         const char *msg, long retry_after_ms, imgq_micros charged);
+static void calls_settled(struct job *j);
 static void send_outcome(struct job *j);
 static void store_images(struct job *j);
 
@@ -140,6 +142,11 @@ const char *job_token(const struct job *j)
 bool job_lease_held(const struct job *j)
 {
     return !j->lease_lost && !j->abandoned && j->state != JOB_ENDED;
+}
+
+bool job_waiting_for_provider(const struct job *j)
+{
+    return j->state == JOB_CALLING;
 }
 
 struct job *job_next(const struct job *j)
@@ -243,10 +250,24 @@ void job_lease_lost(struct worker *w, const char *id)
 {
     for (struct job *j = w->jobs; j; j = j->next)
         if (strcmp(j->id, id) == 0 && !j->lease_lost) {
-            imgq_log(IMGQ_LOG_WARN, "job", "%s: lease lost; another worker owns it now", id);
+            imgq_log(IMGQ_LOG_WARN, "job", "%s: lease lost (cancelled, or taken over)", id);
             j->lease_lost = true;
             w->lost++;
-            job_abandon(j, false);
+            /* Waiting for a retry: nothing was spent since, nothing to record. */
+            if (j->state == JOB_CALLING) {
+                bool in_flight = false;
+                for (int i = 0; i < j->ncalls; i++)
+                    if (j->calls[i].timer_init && uv_is_active((uv_handle_t *)&j->calls[i].timer))
+                        uv_timer_stop(&j->calls[i].timer);
+                    else if (!j->calls[i].done && !j->calls[i].failed)
+                        in_flight = true;
+                if (!in_flight && j->calls_pending > 0) {
+                    j->calls_pending = 0;
+                    calls_settled(j);
+                }
+            }
+            /* Otherwise the job goes on to its outcome: the script refuses its result but
+             * records what the provider calls cost (settlement by attempt). */
             return;
         }
 }
@@ -301,16 +322,19 @@ static void on_outcome(struct worker *w, redisReply *r, void *arg)
         w->failed++;
     }
     job_set_state(j, JOB_ENDED);
-    job_free(j);
+    /* Successors first: a stopping worker must see their releases pending before the last
+     * job's departure lets it shut down. */
     worker_take_claims(w, r, 1, &ca);
+    job_free(j);
 }
 
 static void send_outcome(struct job *j)
 {
     struct worker *w = j->w;
     int r;
-    /* The job's slot goes to its successor, leased in the same round trip. */
-    worker_claim_args(w, 1, true, &j->ca);
+    /* The job's slot goes to its successor, leased in the same round trip.  A re-send (the
+     * first reply was lost) asks for none: the first call may have leased one already. */
+    worker_claim_args(w, j->outcome_sends++ ? 0 : 1, true, &j->ca);
     if (j->outcome_complete) {
         char cost[32], images[16];
         snprintf(cost, sizeof cost, "%" PRId64, j->cost);
@@ -614,6 +638,13 @@ static void calls_settled(struct job *j)
     }
     j->cost = spent;
     j->billed = ceilings == 0 ? "usage" : ceilings == j->ncalls ? "ceiling" : "mixed";
+    if (j->lease_lost) {
+        /* Cancelled or taken over meanwhile: nothing to encode or store, only the spend to
+         * record (the fail script settles it and refuses the rest). */
+        finish_fail(j, IMGQ_CLASS_NONE, 0, NULL, "lease lost while the provider was called", -1,
+                    spent);
+        return;
+    }
     if (j->fail.cls != IMGQ_CLASS_NONE) {
         /* What was generated was paid for: the charge stands, the attempt fails. */
         finish_fail(j, j->fail.cls, j->fail.status, j->fail.code, j->fail.message,

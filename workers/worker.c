@@ -25,6 +25,7 @@
 static void connect_redis(struct worker *w);
 static void shutdown_now(struct worker *w);
 static void check_stopped(struct worker *w);
+static void on_release(struct worker *w, redisReply *r, void *arg);
 
 /* Script calls ------------------------------------------------------------------------ */
 
@@ -190,6 +191,14 @@ void worker_take_claims(struct worker *w, const redisReply *r, size_t off,
     long long now = r->element[off + 2]->integer;
     for (long long i = 0; i < n && off + 3 + i * 6 + 5 < r->elements; i++) {
         redisReply **e = r->element + off + 3 + i * 6;
+        if (w->stopping || w->closing) {
+            /* Leased in the same reply as an outcome sent before the stop: hand it back at
+             * once, unstarted and uncharged (the reaper takes it if Redis is gone). */
+            const char *args[2] = {e[0]->str, e[1]->str};
+            if (worker_script(w, IMGQ_SCRIPT_RELEASE, 2, args, on_release, NULL) == 0)
+                w->pending_releases++;
+            continue;
+        }
         job_start(w, e[0]->str, e[1]->str, (int)e[2]->integer, e[3]->str, e[4]->str,
                   e[5]->str ? atoi(e[5]->str) : 5);
     }
@@ -387,6 +396,9 @@ static redisAsyncContext *open_ctx(struct worker *w)
         return NULL;
     }
     c->data = w;
+    /* A half-open connection (a dead peer, a dropped NAT entry) is noticed by TCP keepalive
+     * instead of hanging until the kernel's 15-minute retransmission timeout. */
+    redisEnableKeepAlive(&c->c);
     if (imgq_redis_uv_attach(c, w->loop) != 0) {
         imgq_log(IMGQ_LOG_WARN, "redis", "cannot watch the connection's socket");
         redisAsyncFree(c);
@@ -469,7 +481,14 @@ static void shutdown_now(struct worker *w)
 /* Called whenever something that shutdown waits for changes. */
 static void check_stopped(struct worker *w)
 {
-    if (w->stopping && !w->closing && w->inflight == 0 && w->pending_releases == 0)
+    if (!w->stopping || w->closing || w->pending_releases > 0 || w->reserved > 0)
+        return;
+    /* After the grace period only handed-back jobs (abandoned, waiting for their transfers to
+     * be cancelled) may remain. */
+    for (struct job *j = w->jobs; j; j = job_next(j))
+        if (job_lease_held(j))
+            return;
+    if (w->inflight == 0 || w->grace_over)
         shutdown_now(w);
 }
 
@@ -487,24 +506,39 @@ static void on_release(struct worker *w, redisReply *r, void *arg)
 {
     (void)r;
     (void)arg;
-    if (--w->pending_releases == 0)
-        shutdown_now(w);
+    w->pending_releases--;
+    check_stopped(w);
 }
 
 static void on_grace_timer(uv_timer_t *t)
 {
     struct worker *w = t->data;
-    imgq_log(IMGQ_LOG_WARN, "worker", "grace period over: handing %d running jobs back",
-             w->inflight);
-    w->pending_releases = 1; /* held until every release is sent */
+    /* Jobs still waiting for their provider are handed back.  Jobs past it (encoding,
+     * storing, recording) were paid for: handing them back would pay twice, so they finish,
+     * and a second signal stops the worker regardless. */
+    int handed = 0;
+    w->grace_over = true;
+    w->pending_releases++; /* held until every release is sent */
     for (struct job *j = w->jobs; j; j = job_next(j)) {
-        if (!job_lease_held(j))
+        if (!job_lease_held(j) || !job_waiting_for_provider(j))
             continue;
         const char *args[2] = {job_id(j), job_token(j)};
-        if (worker_script(w, IMGQ_SCRIPT_RELEASE, 2, args, on_release, NULL) == 0)
+        if (worker_script(w, IMGQ_SCRIPT_RELEASE, 2, args, on_release, NULL) == 0) {
             w->pending_releases++;
+            handed++;
+        }
     }
-    on_release(w, NULL, NULL);
+    /* Their outcomes are no longer wanted (their transfers are cancelled at shutdown). */
+    for (struct job *j = w->jobs, *next; j; j = next) {
+        next = job_next(j);
+        if (job_lease_held(j) && job_waiting_for_provider(j))
+            job_abandon(j, true);
+    }
+    imgq_log(IMGQ_LOG_WARN, "worker",
+             "grace period over: handing %d running jobs back, letting %d paid ones finish", handed,
+             w->inflight - handed);
+    w->pending_releases--;
+    check_stopped(w);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -513,7 +547,9 @@ static void on_signal(uv_signal_t *s, int signum)
     if (w->stopping) {
         imgq_log(IMGQ_LOG_WARN, "worker", "second signal: stopping now");
         uv_timer_stop(&w->grace_timer);
-        on_grace_timer(&w->grace_timer);
+        if (!w->grace_over)
+            on_grace_timer(&w->grace_timer);
+        shutdown_now(w);
         return;
     }
     imgq_log(IMGQ_LOG_INFO, "worker",

@@ -64,6 +64,7 @@ struct worker {
     bool claiming;
     unsigned long claims; /* claim calls made, for token uniqueness and stats */
     bool stopping;
+    bool grace_over; /* SIGTERM's grace period ended: unpaid jobs were handed back */
     bool closing;
     int pending_releases;
     int exit_code;
@@ -117,6 +118,8 @@ void job_abandon(struct job *j, bool release);
 const char *job_id(const struct job *j);
 const char *job_token(const struct job *j);
 bool job_lease_held(const struct job *j);
+/* run.c: the job is still waiting for its provider (nothing paid is in hand yet). */
+bool job_waiting_for_provider(const struct job *j);
 struct job *job_next(const struct job *j);
 
 #endif

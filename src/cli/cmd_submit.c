@@ -60,7 +60,8 @@ static int valid_batch_name(const char *s)
     size_t n = strlen(s);
     if (n == 0 || n > 64)
         return 0;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") == n;
+    /* No ':': batch keys end in ":jobs" etc., and "A:jobs" must not be another batch's. */
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == n;
 }
 
 static void pending_clear(struct pending *p)
@@ -197,7 +198,8 @@ int imgq_cmd_submit(int argc, char **argv)
     const char *path = argv[optind];
     char batch_buf[80];
     if (batch && !valid_batch_name(batch)) {
-        fprintf(stderr, "imgq submit: --batch '%s': use 1-64 letters, digits, -_.:\n", batch);
+        fprintf(stderr, "imgq submit: --batch '%s': use 1-64 letters, digits, '-', '_', '.'\n",
+                batch);
         return IMGQ_EXIT_USAGE;
     }
     if (!batch) {
@@ -214,7 +216,16 @@ int imgq_cmd_submit(int argc, char **argv)
     /* The schedule: checked before anything else is read, so a typo costs nothing. */
     struct imgq_batch_schedule sched = {0, 0, NULL};
     char *plan = NULL, problem[256];
+    /* Relative times count from the queue's clock (Redis' time, which 'imgq clock' may
+     * shift), the one every worker goes by. */
     int64_t now_ms = (int64_t)time(NULL) * 1000;
+    if (not_before || deadline || window) {
+        imgq_queue *q0 = imgq__cli_queue();
+        if (!q0 || imgq_queue_now_ms(q0, &now_ms) != 0) {
+            fprintf(stderr, "imgq submit: cannot read the queue's clock\n");
+            return IMGQ_EXIT_FAIL;
+        }
+    }
     if (tz && imgq_tz_check(tz) != 0) {
         fprintf(stderr, "imgq submit: --tz '%s' is not a time zone of this system\n", tz);
         return IMGQ_EXIT_USAGE;
@@ -226,6 +237,11 @@ int imgq_cmd_submit(int argc, char **argv)
         (window && imgq_window_plan(window, tz, now_ms, IMGQ_WINDOW_PLAN_DAYS, &plan, problem,
                                     sizeof problem) != 0)) {
         fprintf(stderr, "imgq submit: %s\n", problem);
+        return IMGQ_EXIT_USAGE;
+    }
+    if (sched.deadline_ms && sched.deadline_ms <= now_ms) {
+        fprintf(stderr, "imgq submit: --deadline '%s' has already passed\n", deadline);
+        free(plan);
         return IMGQ_EXIT_USAGE;
     }
     if (sched.deadline_ms && sched.not_before_ms && sched.deadline_ms <= sched.not_before_ms) {

@@ -13,7 +13,7 @@ local function cancel_job(id)
     local list = pfx .. 'q:' .. h[2] .. ':' .. h[3]
     redis.call('LREM', list, 1, id)
     if redis.call('LLEN', list) == 0 then redis.call('LREM', pfx .. 'rr:' .. h[2], 0, h[3]) end
-  elseif st == 'retrying' then
+  elseif st == 'retrying' or st == 'scheduled' then
     redis.call('ZREM', pfx .. 'delayed', id)
   elseif st == 'running' then
     redis.call('ZREM', pfx .. 'leases', id)
@@ -50,7 +50,7 @@ end
 -- Running and retrying jobs, one by one.
 for _, id in ipairs(redis.call('LRANGE', bk .. ':jobs', 0, -1)) do
   local st = redis.call('HGET', pfx .. 'j:' .. id, 'state')
-  if st == 'running' or st == 'retrying' then n = n + cancel_job(id) end
+  if st == 'running' or st == 'retrying' or st == 'scheduled' then n = n + cancel_job(id) end
 end
 emit('batch.canceled', 'batch', batch, 'jobs', n)
 return n

@@ -7,17 +7,16 @@ local id, tok = ARGV[2], ARGV[3]
 local jk = pfx .. 'j:' .. id
 local h = redis.call('HMGET', jk, 'state', 'token', 'batch')
 local status = 0
+settle(jk, h[3], tok, ARGV[5])
 if h[1] == 'running' and h[2] == tok then
   status = 1
   local now = now_ms()
   redis.call('HSET', jk, 'state', 'done', 'result', ARGV[4], 'finished', now)
   ended(id, now)
-  redis.call('HINCRBY', jk, 'cost', ARGV[5])
   redis.call('HDEL', jk, 'token')
   redis.call('ZREM', pfx .. 'leases', id)
   log_attempt(jk, ARGV[7])
   local bk = pfx .. 'b:' .. h[3]
-  redis.call('HINCRBY', bk, 'cost', ARGV[5])
   redis.call('HINCRBY', bk, 'images', ARGV[6])
   emit('job.completed', 'job', id, 'batch', h[3], 'cost_micros', ARGV[5])
   batch_move(h[3], 'running', 'done')

@@ -20,7 +20,7 @@ for _, id in ipairs(ids) do
     if scope ~= 'batch' or h[3] == ARGV[4] then
       redis.call('ZREM', pfx .. 'dead', id)
       if action == 'retry' and h[1] == 'failed' then
-        redis.call('HSET', jk, 'state', 'queued', 'attempts', 0)
+        redis.call('HSET', jk, 'state', 'queued', 'attempts', 0, 'stalls', 0)
         redis.call('HDEL', jk, 'finished', 'error')
         redis.call('HDEL', pfx .. 'b:' .. h[3], 'finished')
         redis.call('ZREM', pfx .. 'ended', id)

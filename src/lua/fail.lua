@@ -8,13 +8,10 @@ local id, tok = ARGV[2], ARGV[3]
 local jk = pfx .. 'j:' .. id
 local h = redis.call('HMGET', jk, 'state', 'token', 'batch', 'attempts', 'max_attempts')
 local status = 0
+settle(jk, h[3], tok, ARGV[6])
 if h[1] == 'running' and h[2] == tok then
   local now = now_ms()
   local delay = tonumber(ARGV[5])
-  if tonumber(ARGV[6]) > 0 then
-    redis.call('HINCRBY', jk, 'cost', ARGV[6])
-    redis.call('HINCRBY', pfx .. 'b:' .. h[3], 'cost', ARGV[6])
-  end
   log_attempt(jk, ARGV[4])
   redis.call('HSET', jk, 'error', ARGV[4])
   redis.call('HDEL', jk, 'token')

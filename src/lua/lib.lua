@@ -75,7 +75,20 @@ local function batch_move(batch, from, to, n)
         'cost_micros', s[1] or 0, 'images', s[2] or 0)
       redis.call('ZREM', pfx .. 'deadlines', batch)
       redis.call('ZREM', pfx .. 'gates', batch)
+      redis.call('HDEL', bk, 'gated')
     end
+  end
+end
+
+-- Records what one attempt cost, once per attempt (its lease token), whether or not the
+-- attempt still owns the job: a provider call that was paid for is spent even if the job was
+-- cancelled or re-leased meanwhile, and a re-sent outcome is not counted twice.
+local function settle(jk, batch, tok, cost)
+  cost = tonumber(cost) or 0
+  if cost <= 0 or not batch then return end
+  if redis.call('HSETNX', jk, 'paid:' .. tok, cost) == 1 then
+    redis.call('HINCRBY', jk, 'cost', cost)
+    redis.call('HINCRBY', pfx .. 'b:' .. batch, 'cost', cost)
   end
 end
 
@@ -144,6 +157,7 @@ local function expire_batch(batch, now)
   end
   redis.call('ZREM', pfx .. 'deadlines', batch)
   redis.call('ZREM', pfx .. 'gates', batch)
+  redis.call('HDEL', pfx .. 'b:' .. batch, 'gated')
   if n > 0 then emit('batch.expired', 'batch', batch, 'jobs', n) end
   return n
 end

@@ -73,6 +73,24 @@ set -e
 assert_eq "1" "$rc" "cancel of a missing batch fails"
 assert_contains "$(cat "$IMGQ_TMP/err")" "no batch 'nope'"
 
+# --- Cancel a running job: its worker's late result is refused, but what its provider call
+# cost is recorded (the money was spent).
+printf '{"id":"slow","prompt":"a lamp [sim:latency:1500]","model":"gpt-image-1-mini","quality":"low"}\n' >"$IMGQ_TMP/slow.jsonl"
+"${imgq[@]}" submit --batch slow "$IMGQ_TMP/slow.jsonl" >/dev/null
+"$IMGQ_BIN/imgq-worker" --lease-ms 600 --exit-when-idle 2>"$IMGQ_TMP/w-slow.log" &
+w=$!
+track_pid $w
+running() { [ "$(count slow running)" -eq 1 ]; }
+wait_until 10 "the slow job to run" running
+slow_id=$("${imgq[@]}" batch results slow | grep -o '"id":"j[0-9a-z]*"' | cut -d'"' -f4)
+assert_contains "$("${imgq[@]}" cancel "$slow_id")" "1 job(s) cancelled"
+wait_pid $w 30 || fail "the worker did not finish after the cancel"
+r=$("${imgq[@]}" batch results slow)
+assert_contains "$r" '"state":"canceled"'
+cost=$(grep -o '"cost_micros":[0-9]*' <<<"$r" | cut -d: -f2)
+[ "$cost" -gt 0 ] || fail "the paid call of a cancelled job was not recorded"
+assert_contains "$("${imgq[@]}" batch status slow --json)" "\"cost_micros\":$cost"
+
 # --- Dead letters: permanent failures land there with their reason; replay completes them.
 {
     printf '{"id":"dl-1","prompt":"a [sim:fail-once:dl1]","model":"gpt-image-1-mini","quality":"low","max_attempts":1}\n'

@@ -31,6 +31,13 @@ assert_contains "$("${imgq[@]}" clock --advance 7300)" "offset +7300000 ms"
 wait_until 10 "scheduled jobs to run once their time comes" has nb done 10
 "${imgq[@]}" clock --reset >/dev/null
 
+# Scheduled jobs can be cancelled before their time.
+gen sc 3 >"$IMGQ_TMP/sc.jsonl"
+"${imgq[@]}" submit --batch sc --not-before +3h "$IMGQ_TMP/sc.jsonl" >/dev/null
+assert_contains "$("${imgq[@]}" cancel --batch sc)" "3 job(s) cancelled"
+assert_eq "0" "$(count sc scheduled)" "no scheduled job left"
+assert_contains "$("${imgq[@]}" batch status sc --json)" '"finished":true'
+
 # --- window: a daily window two hours from now (UTC), then the clock moved into it.
 h=$(date -u +%H)
 m=$(date -u +%M)

@@ -56,6 +56,14 @@ order=$(redis-cli -p "$REDIS_PORT" xrange 'imgq:{prio}:events' - + | grep -A1 '^
     while read -r id; do "$IMGQ_BIN/imgq" --queue prio job show "$id" | grep -o '"id": "p-[a-z]*"' | cut -d'"' -f4; done | paste -sd' ')
 assert_eq "p-high p-normal p-low" "$order" "completion order follows priority"
 
+# A batch name may not hold ':' (batch "A:jobs" would collide with batch A's job list).
+set +e
+"$IMGQ_BIN/imgq" submit --batch 'A:jobs' "$IMGQ_TMP/good.jsonl" 2>"$IMGQ_TMP/err"
+rc=$?
+set -e
+assert_eq "2" "$rc" "a batch name with ':' is a usage error"
+assert_contains "$(cat "$IMGQ_TMP/err")" "--batch 'A:jobs'"
+
 # Status of a batch that does not exist is an error naming it.
 set +e
 "$IMGQ_BIN/imgq" batch status nope 2>"$IMGQ_TMP/err"
