@@ -96,11 +96,12 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
     }
     int r = 0;
     const char *secrets[] = {"api_key", "secret_key", "access_key", "password", NULL};
-    json_t *gemini = json_object_get(root, "gemini");
+    json_t *gemini = json_object_get(root, "gemini"), *ark = json_object_get(root, "ark");
     json_t *openai = json_object_get(root, "openai"), *s3 = json_object_get(root, "s3"),
            *worker = json_object_get(root, "worker");
     for (const char **s = secrets; *s; s++)
-        if (json_object_get(openai, *s) || json_object_get(s3, *s) || json_object_get(gemini, *s)) {
+        if (json_object_get(openai, *s) || json_object_get(s3, *s) || json_object_get(gemini, *s) ||
+            json_object_get(ark, *s)) {
             snprintf(err, errlen,
                      "%s: '%s' does not belong in a config file; set it in the environment "
                      "(OPENAI_API_KEY, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
@@ -114,6 +115,7 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
         (r = file_str(root, "catalog", &c->catalog, path, err, errlen)) ||
         (r = file_str(openai, "base_url", &c->openai_base_url, path, err, errlen)) ||
         (r = file_str(gemini, "base_url", &c->gemini_base_url, path, err, errlen)) ||
+        (r = file_str(ark, "base_url", &c->ark_base_url, path, err, errlen)) ||
         (r = file_str(s3, "endpoint", &c->s3_endpoint, path, err, errlen)) ||
         (r = file_str(s3, "region", &c->s3_region, path, err, errlen)) ||
         (r = file_str(s3, "bucket", &c->s3_bucket, path, err, errlen)) ||
@@ -135,6 +137,7 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     c->queue = imgq_xstrdup("default");
     c->openai_base_url = imgq_xstrdup("https://api.openai.com/v1");
     c->gemini_base_url = imgq_xstrdup("https://generativelanguage.googleapis.com/v1beta");
+    c->ark_base_url = imgq_xstrdup("https://ark.ap-southeast.bytepluses.com/api/v3");
     c->s3_key_prefix = imgq_xstrdup("");
     c->concurrency = 256;
     c->lease_ms = 30000;
@@ -157,6 +160,8 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     from_env(&c->gemini_base_url, "GEMINI_BASE_URL");
     from_env(&c->gemini_api_key, "GOOGLE_API_KEY");
     from_env(&c->gemini_api_key, "GEMINI_API_KEY"); /* wins over GOOGLE_API_KEY */
+    from_env(&c->ark_base_url, "ARK_BASE_URL");
+    from_env(&c->ark_api_key, "ARK_API_KEY");
     from_env(&c->s3_bucket, "IMGQ_S3_BUCKET");
     from_env(&c->s3_key_prefix, "IMGQ_S3_KEY_PREFIX");
     if (!c->catalog)
@@ -174,6 +179,8 @@ void imgq_config_clear(struct imgq_config *c)
     free(c->openai_api_key);
     free(c->gemini_base_url);
     free(c->gemini_api_key);
+    free(c->ark_base_url);
+    free(c->ark_api_key);
     free(c->s3_endpoint);
     free(c->s3_region);
     free(c->s3_bucket);

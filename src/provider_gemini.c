@@ -191,6 +191,7 @@ void imgq_gemini_parse(const imgq_http_response *res, int n, struct imgq_provide
 static const struct imgq_provider_ops adapters[] = {
     {"openai-images", imgq_openai_build, imgq_openai_parse},
     {"gemini-generate-content", imgq_gemini_build, imgq_gemini_parse},
+    {"seedream", imgq_seedream_build, imgq_seedream_parse},
 };
 
 const struct imgq_provider_ops *imgq_provider_ops_find(const char *api)

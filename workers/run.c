@@ -843,9 +843,17 @@ void job_start(struct worker *w, const char *id, const char *token, int attempt,
         finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
         return;
     }
-    bool gemini = strcmp(j->model->api, "gemini-generate-content") == 0;
-    j->ep.base_url = gemini ? w->cfg->gemini_base_url : w->cfg->openai_base_url;
-    j->ep.api_key = gemini ? w->cfg->gemini_api_key : w->cfg->openai_api_key;
+    /* Where each wire shape is reached, and with which key. */
+    if (strcmp(j->model->api, "gemini-generate-content") == 0) {
+        j->ep.base_url = w->cfg->gemini_base_url;
+        j->ep.api_key = w->cfg->gemini_api_key;
+    } else if (strcmp(j->model->api, "seedream") == 0) {
+        j->ep.base_url = w->cfg->ark_base_url;
+        j->ep.api_key = w->cfg->ark_api_key;
+    } else {
+        j->ep.base_url = w->cfg->openai_base_url;
+        j->ep.api_key = w->cfg->openai_api_key;
+    }
     j->ep.timeout_ms = w->opt.provider_timeout_ms;
     imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, attempt, j->spec.model,
              j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);

@@ -7,10 +7,12 @@
  *    "catalog": "/etc/imgq/catalog.json",
  *    "openai": {"base_url": "https://api.openai.com/v1"},
  *    "gemini": {"base_url": "https://generativelanguage.googleapis.com/v1beta"},
+ *    "ark": {"base_url": "https://ark.ap-southeast.bytepluses.com/api/v3"},
  *    "s3": {"endpoint": "...", "region": "...", "bucket": "...", "key_prefix": "imgq/"},
  *    "worker": {"concurrency": 256, "lease_seconds": 30, "grace_seconds": 30}}
  * Environment: IMGQ_REDIS_URL, IMGQ_PREFIX, IMGQ_QUEUE, IMGQ_CATALOG, OPENAI_BASE_URL,
- * OPENAI_API_KEY, GEMINI_BASE_URL, GEMINI_API_KEY (or GOOGLE_API_KEY), IMGQ_S3_BUCKET,
+ * OPENAI_API_KEY, GEMINI_BASE_URL, GEMINI_API_KEY (or GOOGLE_API_KEY), ARK_BASE_URL,
+ * ARK_API_KEY (BytePlus Seedream), IMGQ_S3_BUCKET,
  * IMGQ_S3_KEY_PREFIX, and the AWS_* variables (see s3.h). Secrets (API keys, S3 credentials) come
  * from the environment; a config file may not hold them, so that config files can be shared and
  * committed.
@@ -33,6 +35,8 @@ struct imgq_config {
     char *openai_api_key;
     char *gemini_base_url;
     char *gemini_api_key;
+    char *ark_base_url; /* BytePlus ModelArk (Seedream) */
+    char *ark_api_key;
     char *s3_endpoint; /* NULL = from the AWS_* environment */
     char *s3_region;
     char *s3_bucket;

@@ -90,6 +90,14 @@ void imgq_gemini_parse(const imgq_http_response *res, int n, struct imgq_provide
 /* "1:1" for 1024x1024 etc.: the aspect ratio Gemini takes for a catalog size, or NULL. */
 const char *imgq_gemini_aspect(int width, int height);
 
+/*
+ * BytePlus ModelArk Seedream: POST BASE/images/generations with b64_json, one image per call
+ * (the API has no n), flat price per generated image (usage.generated_images).
+ */
+imgq_http_request *imgq_seedream_build(const struct imgq_provider_endpoint *ep,
+                                       const struct imgq_job_spec *spec, int n);
+void imgq_seedream_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+
 /* A wire shape: how to build a request and read its response. */
 struct imgq_provider_ops {
     const char *api; /* the catalog's model.api */

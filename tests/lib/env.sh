@@ -364,6 +364,8 @@ start_sim() {
     export OPENAI_API_KEY=sk-test
     export GEMINI_BASE_URL="http://127.0.0.1:$port/v1beta"
     export GEMINI_API_KEY=gemini-test
+    export ARK_BASE_URL="http://127.0.0.1:$port/api/v3"
+    export ARK_API_KEY=ark-test
 }
 
 # ---- processes of the test's own ----------------------------------------------------------

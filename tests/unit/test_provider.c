@@ -737,8 +737,64 @@ static void test_gemini_aspects_and_registry(void **state)
     assert_null(imgq_gemini_aspect(1000, 1000));
     assert_non_null(imgq_provider_ops_find("openai-images"));
     assert_ptr_equal(imgq_provider_ops_find("gemini-generate-content")->parse, imgq_gemini_parse);
-    assert_null(imgq_provider_ops_find("seedream"));
+    assert_ptr_equal(imgq_provider_ops_find("seedream")->parse, imgq_seedream_parse);
+    assert_null(imgq_provider_ops_find("dashscope"));
     assert_null(imgq_provider_ops_find(NULL));
+}
+
+/* ---- Seedream ----------------------------------------------------------------------------- */
+
+static void sparse(long status, const char *body, const struct imgq_http_header *h, size_t nh,
+                   struct imgq_provider_result *out)
+{
+    imgq_http_response res = {.status = status,
+                              .error = "",
+                              .body = (const unsigned char *)body,
+                              .body_len = strlen(body),
+                              .headers = h,
+                              .nheaders = nh};
+    memset(out, 0x5a, sizeof *out);
+    imgq_seedream_parse(&res, 1, out);
+}
+
+static void test_seedream(void **state)
+{
+    struct imgq_provider_result r;
+    sparse(200,
+           "{\"model\":\"seedream-4-0\",\"created\":1757323224,\"data\":[{\"b64_json\":\"" HELLO_B64
+           "\",\"size\":\"2048x2048\"}],\"usage\":{\"generated_images\":1,\"output_tokens\":16384,"
+           "\"total_tokens\":16384}}",
+           NULL, 0, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NONE);
+    assert_int_equal(r.nimages, 1);
+    assert_memory_equal(r.images[0], "hello", 5);
+    assert_true(r.usage_present);
+    assert_int_equal(r.usage.images, 1);
+    assert_int_equal(r.usage.image_out, 16384);
+    imgq_provider_result_clear(&r);
+
+    sparse(400,
+           "{\"error\":{\"code\":\"OutputImageSensitiveContentDetected\",\"message\":\"The request "
+           "failed because the output image may contain sensitive information.\",\"param\":\"\","
+           "\"type\":\"BadRequest\"}}",
+           NULL, 0, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_CONTENT_POLICY);
+    assert_string_equal(r.code, "OutputImageSensitiveContentDetected");
+    imgq_provider_result_clear(&r);
+    sparse(400, "{\"error\":{\"code\":\"InvalidParameter\",\"param\":\"size\"}}", NULL, 0, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_INVALID_REQUEST);
+    imgq_provider_result_clear(&r);
+    struct imgq_http_header ra = {"retry-after", "3"};
+    sparse(429, "{\"error\":{\"code\":\"RateLimitExceeded.EndpointRPMExceeded\"}}", &ra, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_RATE_LIMIT);
+    assert_int_equal(r.retry_after_ms, 3000);
+    imgq_provider_result_clear(&r);
+    sparse(401, "{\"error\":{\"code\":\"AuthenticationError\"}}", NULL, 0, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_AUTH);
+    imgq_provider_result_clear(&r);
+    sparse(200, "{\"data\":[]}", NULL, 0, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_BAD_RESPONSE);
+    imgq_provider_result_clear(&r);
 }
 
 int main(void)
@@ -746,6 +802,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_success_with_usage),
         cmocka_unit_test(test_gemini_success),
+        cmocka_unit_test(test_seedream),
         cmocka_unit_test(test_gemini_refusals),
         cmocka_unit_test(test_gemini_aspects_and_registry),
         cmocka_unit_test(test_usage_shapes),

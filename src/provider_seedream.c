@@ -1,0 +1,108 @@
+/*
+ * provider_seedream.c - the BytePlus ModelArk Seedream adapter (POST /images/generations on
+ * the Ark API): one image per call, flat price per generated image.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "imgq/alloc.h"
+#include "imgq/base64.h"
+#include "imgq/provider.h"
+
+imgq_http_request *imgq_seedream_build(const struct imgq_provider_endpoint *ep,
+                                       const struct imgq_job_spec *s, int n)
+{
+    (void)n; /* Seedream has no n: one image per call, n > 1 fans out */
+    char *url = imgq_xasprintf("%s/images/generations", ep->base_url);
+    imgq_http_request *req = imgq_http_request_new("POST", url);
+    free(url);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "model", s->model, "prompt",
+                             s->prompt, "size", s->size, "response_format", "b64_json",
+                             "sequential_image_generation", "disabled", "watermark", 0);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        abort(); /* allocation failure: alloc.h policy */
+    imgq_http_request_set_body(req, text, strlen(text));
+    free(text);
+    char *auth = imgq_xasprintf("Bearer %s", ep->api_key ? ep->api_key : "");
+    int refused = imgq_http_request_add_header(req, "Authorization", auth);
+    free(auth);
+    refused |= imgq_http_request_add_header(req, "Content-Type", "application/json");
+    (void)refused; /* a bad key is sent without the header; the 401 classifies as auth */
+    imgq_http_request_set_timeouts(req, ep->timeout_ms > 0 ? ep->timeout_ms : 300000, 10000);
+    return req;
+}
+
+static int64_t nonneg(json_t *v)
+{
+    return json_is_integer(v) && json_integer_value(v) > 0 ? json_integer_value(v) : 0;
+}
+
+void imgq_seedream_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out)
+{
+    (void)n;
+    memset(out, 0, sizeof *out);
+    out->retry_after_ms = -1;
+    out->status = res->status;
+    const char *rid = imgq_http_response_header(res, "x-request-id");
+    if (rid)
+        snprintf(out->request_id, sizeof out->request_id, "%s", rid);
+    if (res->err) {
+        out->cls = res->timed_out            ? IMGQ_CLASS_TIMEOUT
+                   : res->err == IMGQ_ERANGE ? IMGQ_CLASS_BAD_RESPONSE
+                                             : IMGQ_CLASS_NETWORK;
+        snprintf(out->message, sizeof out->message, "%s", res->error);
+        return;
+    }
+    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    if (res->status != 200) {
+        json_t *e = json_object_get(root, "error");
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        const char *code = json_string_value(json_object_get(e, "code"));
+        snprintf(out->message, sizeof out->message, "%s", msg ? msg : "");
+        if (!msg)
+            snprintf(out->message, sizeof out->message, "HTTP %ld", res->status);
+        snprintf(out->code, sizeof out->code, "%s", code ? code : "");
+        long s = res->status;
+        if (s == 429) {
+            out->cls = IMGQ_CLASS_RATE_LIMIT;
+            out->retry_after_ms =
+                imgq_retry_after_ms(imgq_http_response_header(res, "retry-after"), time(NULL));
+        } else if (s >= 500 || s == 408) {
+            out->cls = IMGQ_CLASS_SERVER;
+        } else if (s == 401 || s == 403) {
+            out->cls = IMGQ_CLASS_AUTH;
+        } else if (code && (strstr(code, "SensitiveContent") || strstr(code, "RiskDetection"))) {
+            out->cls = IMGQ_CLASS_CONTENT_POLICY;
+        } else if (s >= 400) {
+            out->cls = IMGQ_CLASS_INVALID_REQUEST;
+        } else {
+            out->cls = IMGQ_CLASS_BAD_RESPONSE;
+        }
+        json_decref(root);
+        return;
+    }
+    json_t *b64 = json_object_get(json_array_get(json_object_get(root, "data"), 0), "b64_json");
+    out->images = imgq_xcalloc(1, sizeof *out->images);
+    out->image_lens = imgq_xcalloc(1, sizeof *out->image_lens);
+    if (!json_is_string(b64) || imgq_base64_decode(json_string_value(b64), json_string_length(b64),
+                                                   &out->images[0], &out->image_lens[0]) != 0) {
+        out->cls = IMGQ_CLASS_BAD_RESPONSE;
+        snprintf(out->message, sizeof out->message, "200 response without a decodable image");
+        json_decref(root);
+        return;
+    }
+    out->nimages = 1;
+    json_t *u = json_object_get(root, "usage");
+    if (json_is_object(u)) {
+        /* Billed per generated image; output_tokens is informational for flat pricing. */
+        out->usage_present = true;
+        out->usage_json = json_incref(u);
+        out->usage.images = nonneg(json_object_get(u, "generated_images"));
+        out->usage.image_out = nonneg(json_object_get(u, "output_tokens"));
+    }
+    json_decref(root);
+}
