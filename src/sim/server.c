@@ -8,8 +8,8 @@
 #include "imgq/alloc.h"
 #include "sim.h"
 
-static const char *const endpoint_names[SIM_EP_COUNT] = {"healthz", "generations", "gemini",
-                                                         "stats",   "reset",       "other"};
+static const char *const endpoint_names[SIM_EP_COUNT] = {
+    "healthz", "generations", "gemini", "seedream", "stats", "reset", "other"};
 static const char *const outcome_names[SIM_OUTCOME_COUNT] = {
     "ok",         "no_usage",        "rate_limited", "server_error",
     "moderation", "invalid_request", "unauthorized", "not_found"};
@@ -92,6 +92,9 @@ void sim_reply(struct sim *s, imgq_httpd_request *req, enum sim_endpoint ep,
         h[n++] = (struct imgq_httpd_header){"Content-Type", "application/json; charset=UTF-8"};
         h[n++] = (struct imgq_httpd_header){"x-request-id", request_id};
         h[n++] = (struct imgq_httpd_header){"server-timing", ms};
+    } else if (ep == SIM_EP_SEEDREAM) { /* ModelArk: its request id, no processing-time header */
+        h[n++] = (struct imgq_httpd_header){"Content-Type", "application/json"};
+        h[n++] = (struct imgq_httpd_header){"x-request-id", request_id};
     } else {
         snprintf(ms, sizeof(ms), "%" PRIu64, elapsed);
         h[n++] = (struct imgq_httpd_header){"Content-Type", "application/json"};
@@ -172,6 +175,12 @@ void sim_handle(imgq_httpd_request *req, void *data)
             method_not_allowed(s, req, SIM_EP_GENERATIONS);
         else
             sim_openai_generations(s, req);
+    } else if (strcmp(path, "/api/v3/images/generations") == 0) {
+        s->received[SIM_EP_SEEDREAM]++;
+        if (!post)
+            method_not_allowed(s, req, SIM_EP_SEEDREAM);
+        else
+            sim_seedream_generations(s, req);
     } else if (strncmp(path, "/v1beta/", 8) == 0) {
         s->received[SIM_EP_GEMINI]++;
         sim_gemini_handle(s, req);

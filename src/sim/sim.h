@@ -1,6 +1,6 @@
 /*
- * sim.h - imgq-sim, a provider simulator that speaks the OpenAI Images HTTP API and Gemini's
- * generateContent (image output).
+ * sim.h - imgq-sim, a provider simulator that speaks the OpenAI Images HTTP API, Gemini's
+ * generateContent (image output) and BytePlus ModelArk's Seedream images API.
  *
  * Private to the imgq-sim program.  Layout:
  *   main.c     start-up, signals, shutdown
@@ -10,6 +10,7 @@
  *              --rpm window, generations held for their latency, text buffers, token counts
  *   openai.c   POST /v1/images/generations: validation, response bodies
  *   gemini.c   POST /v1beta/models/{model}:generateContent: validation, response bodies
+ *   seedream.c POST /api/v3/images/generations (BytePlus ModelArk): validation, response bodies
  *   picture.c  deterministic synthetic pictures and a cache of their encodings
  *
  * Everything runs on the one loop thread.
@@ -58,6 +59,7 @@ enum sim_endpoint {
     SIM_EP_HEALTHZ,
     SIM_EP_GENERATIONS, /* OpenAI /v1/images/generations */
     SIM_EP_GEMINI,      /* Gemini /v1beta/... */
+    SIM_EP_SEEDREAM,    /* BytePlus ModelArk /api/v3/images/generations */
     SIM_EP_STATS,
     SIM_EP_RESET,
     SIM_EP_OTHER,
@@ -186,6 +188,9 @@ void sim_openai_generations(struct sim *s, imgq_httpd_request *req);
 
 /* gemini.c: everything under /v1beta/ (the caller has counted it as received). */
 void sim_gemini_handle(struct sim *s, imgq_httpd_request *req);
+
+/* seedream.c: POST /api/v3/images/generations (the caller has counted it as received). */
+void sim_seedream_generations(struct sim *s, imgq_httpd_request *req);
 
 /* picture.c */
 enum picture_format { PICTURE_PNG, PICTURE_WEBP };

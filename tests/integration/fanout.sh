@@ -38,6 +38,13 @@ assert_contains "$r" '"state":"done"'
 assert_eq "$((before + 1))" "$(calls generations)" "one call for n=4 on a model that takes n"
 assert_eq "4" "$(grep -o '"key":"[^"]*"' <<<"$r" | sort -u | wc -l)" "four stored objects"
 
+# A flat-priced one-image model: 2 calls, 2 objects, exactly 2 x $0.03 from the catalog.
+r=$(run sd '{"id":"s2","prompt":"a linen shirt on a hanger","model":"seedream-4-0","size":"2048x2048","n":2}')
+assert_contains "$r" '"state":"done"'
+assert_eq "2" "$(calls seedream)" "two calls for n=2 on seedream"
+assert_contains "$r" '"cost_micros":60000'
+assert_eq "2" "$(grep -o '"key":"[^"]*"' <<<"$r" | sort -u | wc -l)" "two stored objects"
+
 # One call of a fan-out fails once: only it is sent again.
 before=$(calls gemini)
 r=$(run once '{"id":"g3","prompt":"a wool rug [sim:fail-once:rug]","model":"gemini-2.5-flash-image","n":3}')
