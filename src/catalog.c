@@ -23,6 +23,8 @@ struct alias {
 };
 
 struct imgq_catalog {
+    struct imgq_use_case *use_cases;
+    size_t nuse_cases;
     char *version;
     struct imgq_model *models;
     size_t nmodels;
@@ -61,6 +63,13 @@ static char *opt_str(json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);
     return json_is_string(v) ? imgq_xstrdup(json_string_value(v)) : NULL;
+}
+
+static void free_strings(char **v)
+{
+    for (char **p = v; p && *p; p++)
+        free(*p);
+    free(v);
 }
 
 /* A non-negative integer field; absent = dflt.  Money and tokens must be integers. */
@@ -247,6 +256,31 @@ static int load_model(struct loader *ld, const char *name, json_t *m, struct img
                     "'image_prices'",
                     ctx);
     }
+    char **caps = NULL;
+    if ((r = load_strings(ld, m, ctx, "capabilities", &caps)))
+        return r;
+    for (char **c = caps; *c; c++) {
+        unsigned bit = imgq_need_parse(*c);
+        if (!bit) {
+            r = fail(ld, IMGQ_EINVAL,
+                     "%s: capability '%s' is not one of text, edit, seed, "
+                     "negative_prompt, transparent",
+                     ctx, *c);
+            free_strings(caps);
+            return r;
+        }
+        out->capabilities |= bit;
+    }
+    free_strings(caps);
+    if ((r = load_strings(ld, m, ctx, "serves", &out->serves)))
+        return r;
+    if (!json_object_get(m, "serves")) {
+        free_strings(out->serves);
+        out->serves = imgq_xcalloc(4, sizeof(char *));
+        out->serves[0] = imgq_xstrdup("low");
+        out->serves[1] = imgq_xstrdup("medium");
+        out->serves[2] = imgq_xstrdup("high");
+    }
     json_t *cf = json_object_get(m, "charges_failures");
     out->charges_failures = json_is_true(cf);
     json_t *life = json_object_get(m, "lifecycle");
@@ -311,6 +345,28 @@ static int load_root(struct loader *ld, json_t *root, imgq_catalog *cat)
         rt->description = imgq_xstrdup("provider list price");
     }
 
+    json_t *routing = json_object_get(root, "routing");
+    json_t *ucs = json_object_get(routing, "use_cases");
+    if ((routing && !json_is_object(routing)) || (ucs && !json_is_object(ucs)))
+        return fail(ld, IMGQ_EINVAL, "field 'routing.use_cases' must be an object");
+    cat->use_cases = imgq_xcalloc(json_object_size(ucs) + 1, sizeof(struct imgq_use_case));
+    json_object_foreach(ucs, key, val)
+    {
+        struct imgq_use_case *u = &cat->use_cases[cat->nuse_cases++];
+        char ctx[256];
+        snprintf(ctx, sizeof ctx, "use case '%s'", key);
+        u->name = imgq_xstrdup(key);
+        u->quality = opt_str(val, "quality");
+        if (!u->quality || (strcmp(u->quality, "low") && strcmp(u->quality, "medium") &&
+                            strcmp(u->quality, "high")))
+            return fail(ld, IMGQ_EINVAL, "%s: 'quality' must be low, medium or high", ctx);
+        if (json_object_get(val, "models")) {
+            int r = load_strings(ld, val, ctx, "models", &u->models);
+            if (r)
+                return r;
+        }
+    }
+
     json_t *aliases = json_object_get(root, "aliases");
     if (aliases && !json_is_object(aliases))
         return fail(ld, IMGQ_EINVAL, "field 'aliases' must be an object");
@@ -368,13 +424,6 @@ int imgq_catalog_load_string(const char *text, imgq_catalog **out, char *errbuf,
     return load_json(root, "<catalog>", out, errbuf, errlen);
 }
 
-static void free_strings(char **v)
-{
-    for (char **p = v; p && *p; p++)
-        free(*p);
-    free(v);
-}
-
 static void free_rows(struct imgq_token_row *rows, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -393,6 +442,7 @@ void imgq_catalog_free(imgq_catalog *cat)
         free(m->api);
         free_strings(m->sizes);
         free_strings(m->qualities);
+        free_strings(m->serves);
         free_rows(m->tokens, m->ntokens);
         free_rows(m->image_prices, m->nimage_prices);
         free(m->deprecated);
@@ -410,6 +460,12 @@ void imgq_catalog_free(imgq_catalog *cat)
     for (size_t i = 0; i < cat->naliases; i++)
         free(cat->aliases[i].name);
     free(cat->aliases);
+    for (size_t i = 0; i < cat->nuse_cases; i++) {
+        free(cat->use_cases[i].name);
+        free(cat->use_cases[i].quality);
+        free_strings(cat->use_cases[i].models);
+    }
+    free(cat->use_cases);
     free(cat->version);
     free(cat);
 }
@@ -432,6 +488,32 @@ const struct imgq_model *imgq_catalog_model(const imgq_catalog *cat, const char 
         if (strcmp(cat->aliases[i].name, name) == 0)
             return cat->aliases[i].target;
     return NULL;
+}
+
+const struct imgq_use_case *imgq_catalog_use_case(const imgq_catalog *cat, const char *name)
+{
+    for (size_t i = 0; name && i < cat->nuse_cases; i++)
+        if (strcmp(cat->use_cases[i].name, name) == 0)
+            return &cat->use_cases[i];
+    return NULL;
+}
+
+static const char *const need_names[] = {"text", "edit", "seed", "negative_prompt", "transparent"};
+
+unsigned imgq_need_parse(const char *name)
+{
+    for (unsigned i = 0; name && i < 5; i++)
+        if (strcmp(name, need_names[i]) == 0)
+            return 1u << i;
+    return 0;
+}
+
+const char *imgq_need_name(unsigned need)
+{
+    for (unsigned i = 0; i < 5; i++)
+        if (need == 1u << i)
+            return need_names[i];
+    return "?";
 }
 
 const struct imgq_model *imgq_catalog_model_at(const imgq_catalog *cat, size_t i)

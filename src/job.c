@@ -10,16 +10,18 @@
 
 #include "imgq/alloc.h"
 #include "imgq/provider.h"
+#include "imgq/router.h"
 
 #define METADATA_MAX 16384
 #define WEBHOOK_MAX 2048
 
 static const char *const known_fields[] = {
-    "id",           "prompt",     "model",         "n",
-    "size",         "quality",    "output_format", "output_compression",
-    "background",   "moderation", "user",          "route",
-    "team",         "webhook",    "priority",      "metadata",
-    "max_attempts", NULL};
+    "id",         "prompt",     "model",         "n",
+    "size",       "quality",    "output_format", "output_compression",
+    "background", "moderation", "user",          "route",
+    "team",       "webhook",    "priority",      "metadata",
+    "use_case",   "needs",      "max_cost_usd",  "max_attempts",
+    NULL};
 
 int imgq_provider_api_supported(const char *api)
 {
@@ -104,6 +106,124 @@ static int today_after(time_t today, const char *date)
     return strcmp(buf, date) >= 0;
 }
 
+/* "model": "auto": the router picks the model (and its quality and size), which then goes
+ * through the same checks as a model named by hand.  The decision is kept on the job. */
+static int route_request(const imgq_catalog *cat, json_t *o, const struct imgq_job_defaults *d,
+                         struct imgq_route_request *out, struct imgq_job_problem *why)
+{
+    struct imgq_route_request rq = {0};
+    rq.quality = json_string_value(json_object_get(o, "quality"));
+    if (json_object_get(o, "quality") && !rq.quality)
+        return problem(why, "quality", "must be a string");
+    rq.use_case = json_string_value(json_object_get(o, "use_case"));
+    if (json_object_get(o, "use_case") &&
+        (!rq.use_case || !imgq_catalog_use_case(cat, rq.use_case)))
+        return problem(why, "use_case", "is not a use case of the catalog's routing policy");
+    json_t *needs = json_object_get(o, "needs");
+    if (needs && !json_is_array(needs))
+        return problem(why, "needs",
+                       "must be an array of text, edit, seed, negative_prompt, "
+                       "transparent");
+    size_t i;
+    json_t *v;
+    json_array_foreach(needs, i, v)
+    {
+        unsigned bit = imgq_need_parse(json_string_value(v));
+        if (!bit)
+            return problem(why, "needs",
+                           "'%s' is not one of text, edit, seed, "
+                           "negative_prompt, transparent",
+                           json_string_value(v) ? json_string_value(v) : "?");
+        rq.needs |= bit;
+    }
+    if (json_is_string(json_object_get(o, "background")) &&
+        strcmp(json_string_value(json_object_get(o, "background")), "transparent") == 0)
+        rq.needs |= IMGQ_NEED_TRANSPARENT;
+    rq.size = json_string_value(json_object_get(o, "size"));
+    json_t *nv = json_object_get(o, "n");
+    rq.n = json_is_integer(nv) ? (int)json_integer_value(nv) : 1;
+    const char *p = json_string_value(json_object_get(o, "prompt"));
+    rq.prompt_bytes = p ? strlen(p) : 1;
+    rq.route = json_string_value(json_object_get(o, "route"));
+    if (!rq.route && d)
+        rq.route = d->route;
+    json_t *cap = json_object_get(o, "max_cost_usd");
+    if (cap) {
+        char buf[64];
+        if (json_is_string(cap))
+            snprintf(buf, sizeof buf, "%s", json_string_value(cap));
+        else if (json_is_number(cap))
+            snprintf(buf, sizeof buf, "%.6f", json_number_value(cap));
+        else
+            buf[0] = '\0';
+        if (imgq_money_parse(buf, &rq.max_cost) != 0 || rq.max_cost <= 0)
+            return problem(why, "max_cost_usd", "must be a positive amount of dollars");
+    }
+    *out = rq;
+    return 0;
+}
+
+int imgq_job_route(const imgq_catalog *cat, const char *text, size_t len,
+                   const struct imgq_job_defaults *d, time_t today, struct imgq_route_result *out,
+                   struct imgq_job_problem *why)
+{
+    memset(out, 0, sizeof *out);
+    memset(why, 0, sizeof *why);
+    json_error_t je;
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        problem(why, "(json)", "a job must be a JSON object");
+        return IMGQ_EPARSE;
+    }
+    struct imgq_route_request rq;
+    int rc = route_request(cat, o, d, &rq, why);
+    if (rc == 0) {
+        rc = imgq_route(cat, &rq, d ? d->model_stats : NULL, d ? d->nmodel_stats : 0, today, out);
+        if (rc == IMGQ_EINVAL)
+            problem(why, "quality", "routing needs low, medium or high");
+    }
+    json_decref(o);
+    return rc;
+}
+
+static int route_auto(const imgq_catalog *cat, json_t *o, const struct imgq_job_defaults *d,
+                      time_t today, struct imgq_job_spec *s, struct imgq_job_problem *why)
+{
+    struct imgq_route_request rq;
+    int r = route_request(cat, o, d, &rq, why);
+    if (r)
+        return r;
+    struct imgq_route_result res;
+    /* The quality string in rq points into o, which is changed below: route first. */
+    int rc = imgq_route(cat, &rq, d ? d->model_stats : NULL, d ? d->nmodel_stats : 0, today, &res);
+    if (rc == IMGQ_EINVAL) {
+        imgq_route_result_clear(&res);
+        return problem(why, "quality", "routing needs low, medium or high");
+    }
+    if (rc) {
+        /* Say why the cheapest-looking candidates were left out. */
+        char list[300] = "";
+        size_t off = 0;
+        for (size_t k = 0; k < res.ncandidates && k < 3 && off < sizeof list; k++)
+            off += (size_t)snprintf(list + off, sizeof list - off, "%s%s: %s", k ? "; " : "",
+                                    res.candidates[k].model->name, res.candidates[k].reason);
+        imgq_route_result_clear(&res);
+        return problem(why, "model", "no model can do this job (%s)", list);
+    }
+    const struct imgq_route_candidate *c = res.chosen;
+    s->model = imgq_xstrdup(c->model->name);
+    s->routed = imgq_xasprintf("auto: %s (%s)", c->model->name, c->reason);
+    if (c->quality) {
+        json_object_set_new(o, "quality", json_string(c->quality));
+    } else {
+        json_object_del(o, "quality");
+    }
+    json_object_set_new(o, "size", json_string(c->size));
+    imgq_route_result_clear(&res);
+    return 0;
+}
+
 static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_defaults *d,
                     time_t today, struct imgq_job_spec *s, struct imgq_job_problem *why, char *warn,
                     size_t warnlen)
@@ -146,11 +266,24 @@ static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_de
     if (!json_is_string(mv))
         return problem(why, "model", "must be a string");
     const char *mname = json_string_value(mv);
+    if (strcmp(mname, "auto") == 0) {
+        if ((r = route_auto(cat, o, d, today, s, why)))
+            return r;
+        mname = s->model;
+    } else if (json_object_get(o, "use_case") || json_object_get(o, "needs") ||
+               json_object_get(o, "max_cost_usd")) {
+        return problem(why, "model",
+                       "use_case, needs and max_cost_usd go with \"model\": "
+                       "\"auto\"");
+    }
     const struct imgq_model *m = imgq_catalog_model(cat, mname);
     if (!m)
         return problem(why, "model", "'%s' is not in the catalog (version %s)", mname,
                        imgq_catalog_version(cat));
-    s->model = imgq_xstrdup(m->name);
+    if (s->model != mname) {
+        free(s->model);
+        s->model = imgq_xstrdup(m->name);
+    }
     if (strcmp(m->name, mname) != 0)
         s->alias = imgq_xstrdup(mname);
     if (m->shutdown && today_after(today, m->shutdown))
@@ -335,6 +468,7 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
     set_str(o, "id", s->id);
     set_str(o, "model", s->model);
     set_str(o, "alias", s->alias);
+    set_str(o, "routed", s->routed);
     set_str(o, "prompt", s->prompt);
     json_object_set_new(o, "n", json_integer(s->n));
     set_str(o, "size", s->size);
@@ -375,6 +509,7 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
     s->id = dup_field(o, "id");
     s->model = dup_field(o, "model");
     s->alias = dup_field(o, "alias");
+    s->routed = dup_field(o, "routed");
     s->prompt = dup_field(o, "prompt");
     s->n = (int)json_integer_value(json_object_get(o, "n"));
     s->size = dup_field(o, "size");
@@ -409,6 +544,7 @@ void imgq_job_spec_clear(struct imgq_job_spec *s)
     free(s->id);
     free(s->model);
     free(s->alias);
+    free(s->routed);
     free(s->prompt);
     free(s->size);
     free(s->quality);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "imgq/alloc.h"
+#include "imgq/router.h"
 #include "lua_scripts.h"
 
 /* Scripts ------------------------------------------------------------------------------ */
@@ -309,6 +310,46 @@ void imgq_queue_close(imgq_queue *q)
 const struct imgq_keys *imgq_queue_keys(const imgq_queue *q)
 {
     return &q->keys;
+}
+
+int imgq_queue_model_stats(imgq_queue *q, struct imgq_model_stats **out, size_t *n)
+{
+    redisReply *r = redisCommand(q->rc, "HGETALL %smodels", q->keys.base);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return IMGQ_EREDIS;
+    }
+    struct imgq_model_stats *s = imgq_xcalloc(r->elements / 2 + 1, sizeof *s);
+    size_t count = 0;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *k = r->element[i]->str;
+        bool ok = k && strncmp(k, "ok:", 3) == 0, bad = k && strncmp(k, "fail:", 5) == 0;
+        if (!ok && !bad)
+            continue;
+        const char *model = k + (ok ? 3 : 5);
+        size_t j = 0;
+        while (j < count && strcmp(s[j].model, model) != 0)
+            j++;
+        if (j == count)
+            s[count++].model = imgq_xstrdup(model);
+        long long v = r->element[i + 1]->str ? atoll(r->element[i + 1]->str) : 0;
+        if (ok)
+            s[j].ok = v;
+        else
+            s[j].failed = v;
+    }
+    freeReplyObject(r);
+    *out = s;
+    *n = count;
+    return 0;
+}
+
+void imgq_queue_model_stats_free(struct imgq_model_stats *stats, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free((char *)stats[i].model);
+    free(stats);
 }
 
 int imgq_queue_now_ms(imgq_queue *q, int64_t *now)

@@ -21,6 +21,18 @@
 
 typedef int64_t imgq_micros; /* US dollars x 1,000,000 */
 
+/* Capabilities a job can need (catalog model field "capabilities"). */
+enum imgq_need {
+    IMGQ_NEED_TEXT = 1 << 0,            /* legible text in the image */
+    IMGQ_NEED_EDIT = 1 << 1,            /* image-to-image editing */
+    IMGQ_NEED_SEED = 1 << 2,            /* reproducible seed */
+    IMGQ_NEED_NEGATIVE_PROMPT = 1 << 3, /* negative_prompt */
+    IMGQ_NEED_TRANSPARENT = 1 << 4      /* transparent background */
+};
+/* "text" -> IMGQ_NEED_TEXT, ...; 0 if unknown.  imgq_need_name: the reverse, for one bit. */
+unsigned imgq_need_parse(const char *name);
+const char *imgq_need_name(unsigned need);
+
 enum imgq_billing {
     IMGQ_BILL_TOKENS = 1,   /* usage tokens x per-1M-token prices */
     IMGQ_BILL_PER_IMAGE = 2 /* flat price per generated image */
@@ -63,6 +75,8 @@ struct imgq_model {
                                             whose price varies); 'tokens' holds micros */
     size_t nimage_prices;
     bool charges_failures; /* provider bills failed requests */
+    unsigned capabilities; /* OR of enum imgq_need */
+    char **serves;         /* request qualities it is good enough for (routing); NULL-terminated */
     char *deprecated;      /* "YYYY-MM-DD" or NULL */
     char *shutdown;        /* "YYYY-MM-DD" or NULL */
     char *successor;       /* model to use instead, or NULL */
@@ -74,6 +88,13 @@ struct imgq_route {
     char *name;
     int64_t multiplier_ppm; /* 1000000 = list price */
     char *description;
+};
+
+/* A routing policy for a use case (catalog routing.use_cases). */
+struct imgq_use_case {
+    char *name;
+    char *quality; /* low | medium | high */
+    char **models; /* restrict candidates to these (NULL-terminated), or NULL for any */
 };
 
 typedef struct imgq_catalog imgq_catalog;
@@ -97,6 +118,8 @@ const char *imgq_catalog_version(const imgq_catalog *cat);
 const struct imgq_model *imgq_catalog_model(const imgq_catalog *cat, const char *name);
 /* Model by index, 0..count-1, for listings; NULL past the end. */
 const struct imgq_model *imgq_catalog_model_at(const imgq_catalog *cat, size_t i);
+/* Use-case routing policy by name; NULL if unknown. */
+const struct imgq_use_case *imgq_catalog_use_case(const imgq_catalog *cat, const char *name);
 /* Route (price group) by name; NULL names the list-price route "list". NULL if unknown. */
 const struct imgq_route *imgq_catalog_route(const imgq_catalog *cat, const char *name);
 

@@ -21,12 +21,15 @@
 #include "imgq/error.h"
 #include "imgq/queue.h"
 
+struct imgq_model_stats; /* router.h */
+
 #define IMGQ_JOB_ID_MAX 128
 
 struct imgq_job_spec {
-    char *id;    /* client idempotency key, or NULL */
-    char *model; /* catalog model name (an alias is resolved) */
-    char *alias; /* the name the job used, when it was an alias; else NULL */
+    char *id;     /* client idempotency key, or NULL */
+    char *model;  /* catalog model name (an alias is resolved) */
+    char *alias;  /* the name the job used, when it was an alias; else NULL */
+    char *routed; /* "model": "auto": the router's choice and why; else NULL */
     char *prompt;
     int n;
     char *size;
@@ -51,6 +54,9 @@ struct imgq_job_defaults {
     const char *route;
     enum imgq_priority priority;
     int max_attempts;
+    /* Observed reliability per model, for "model": "auto" (may be NULL). */
+    const struct imgq_model_stats *model_stats;
+    size_t nmodel_stats;
 };
 
 /* Why a job was refused: the field and a sentence. */
@@ -78,6 +84,16 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *spec);
  */
 int imgq_job_spec_from_json(const char *json, struct imgq_job_spec *out) IMGQ_MUST_CHECK;
 void imgq_job_spec_clear(struct imgq_job_spec *spec);
+
+/*
+ * Route a job that says "model": "auto" without validating the rest: every candidate with its
+ * expected cost or why it was excluded (imgq route --explain).  *out is filled even when no
+ * model is eligible (IMGQ_ENOTFOUND); clear it with imgq_route_result_clear.
+ */
+struct imgq_route_result;
+int imgq_job_route(const imgq_catalog *cat, const char *text, size_t len,
+                   const struct imgq_job_defaults *defaults, time_t today,
+                   struct imgq_route_result *out, struct imgq_job_problem *why) IMGQ_MUST_CHECK;
 
 /* Whether this build can call providers speaking 'api' (catalog field model.api). */
 int imgq_provider_api_supported(const char *api);

@@ -23,6 +23,7 @@ int imgq_cmd_stats(int argc, char **argv);
 int imgq_cmd_events(int argc, char **argv);
 int imgq_cmd_clock(int argc, char **argv);
 int imgq_cmd_retention(int argc, char **argv);
+int imgq_cmd_route(int argc, char **argv);
 /* imgq batch watch ID: progress until the batch finishes (cmd_stats.c). */
 int imgq__cmd_batch_watch(const char *id, int argc, char **argv);
 
@@ -32,6 +33,8 @@ struct imgq_config *imgq__cli_config(void);
 const imgq_catalog *imgq__cli_catalog(void);
 /* Open the configured queue, or print why not and return NULL.  The CLI owns it. */
 imgq_queue *imgq__cli_queue(void);
+/* The same without printing anything (for optional use of Redis). */
+imgq_queue *imgq__cli_queue_quiet(void);
 
 /* Exit statuses. */
 #define IMGQ_EXIT_OK 0

@@ -266,6 +266,14 @@ int imgq_cmd_submit(int argc, char **argv)
         free(plan);
         return IMGQ_EXIT_FAIL;
     }
+    /* "model": "auto" prefers models that succeed: the queue's observed rates, if any. */
+    struct imgq_model_stats *stats = NULL;
+    imgq_queue *sq = imgq__cli_queue_quiet();
+    if (!sq || imgq_queue_model_stats(sq, &stats, &d.nmodel_stats) != 0) {
+        stats = NULL;
+        d.nmodel_stats = 0;
+    }
+    d.model_stats = stats;
     const char *shown = strcmp(path, "-") == 0 ? "<stdin>" : path;
     time_t today = time(NULL);
     char *line = NULL;
@@ -381,6 +389,7 @@ int imgq_cmd_submit(int argc, char **argv)
     }
     free(p);
 out:
+    imgq_queue_model_stats_free(stats, d.nmodel_stats);
     free(plan);
     free(line);
     fclose(f);

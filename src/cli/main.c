@@ -29,6 +29,17 @@ const imgq_catalog *imgq__cli_catalog(void)
     return catalog;
 }
 
+imgq_queue *imgq__cli_queue_quiet(void)
+{
+    if (!queue) {
+        char err[512];
+        if (imgq_queue_open(config.redis_url, config.prefix, config.queue, &queue, err,
+                            sizeof err) != 0)
+            queue = NULL;
+    }
+    return queue;
+}
+
 imgq_queue *imgq__cli_queue(void)
 {
     if (!queue) {
@@ -65,6 +76,7 @@ static void usage(FILE *f)
           "  presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ]\n"
           "  clock [--advance S | --offset-ms MS | --reset]  the queue's clock (rehearsals)\n"
           "  retention [--set 7d]          how long ended jobs and finished batches are kept\n"
+          "  route --explain JOB.json|- [--json]   why \"model\": \"auto\" picks what it picks\n"
           "TIME: +30m, +2h, +1d, 2026-11-23T01:00:00Z, or local 2026-11-23T01:00 (--tz)\n"
           "\n"
           "environment: IMGQ_CONFIG, IMGQ_REDIS_URL, IMGQ_QUEUE, IMGQ_PREFIX, IMGQ_CATALOG,\n"
@@ -140,7 +152,8 @@ int main(int argc, char **argv)
                 {"stats", imgq_cmd_stats},
                 {"events", imgq_cmd_events},
                 {"clock", imgq_cmd_clock},
-                {"retention", imgq_cmd_retention}};
+                {"retention", imgq_cmd_retention},
+                {"route", imgq_cmd_route}};
     int rc = -1;
     const char *name = argv[optind];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

@@ -16,6 +16,7 @@ if h[1] == 'running' and h[2] == tok then
   redis.call('HDEL', jk, 'token')
   redis.call('ZREM', pfx .. 'leases', id)
   log_attempt(jk, ARGV[7])
+  model_outcome(jk, true)
   local bk = pfx .. 'b:' .. h[3]
   redis.call('HINCRBY', bk, 'images', ARGV[6])
   emit('job.completed', 'job', id, 'batch', h[3], 'cost_micros', ARGV[5])

@@ -13,6 +13,10 @@ if h[1] == 'running' and h[2] == tok then
   local now = now_ms()
   local delay = tonumber(ARGV[5])
   log_attempt(jk, ARGV[4])
+  -- A rate limit says nothing about the model; anything else that failed counts against it.
+  local okd, err = pcall(cjson.decode, ARGV[4])
+  local cls = okd and type(err) == 'table' and err.class or ''
+  if cls ~= 'rate_limit' and cls ~= 'none' and cls ~= 'storage' then model_outcome(jk, false) end
   redis.call('HSET', jk, 'error', ARGV[4])
   redis.call('HDEL', jk, 'token')
   redis.call('ZREM', pfx .. 'leases', id)

@@ -19,6 +19,7 @@
 --   P:{Q}:ended          ZSET  ended jobs by end time, deleted after the retention
 --   P:{Q}:finished       ZSET  finished batches by finish time, deleted after the retention
 --   P:{Q}:retention_ms   STRING how long ended jobs and finished batches are kept
+--   P:{Q}:models         HASH  ok:MODEL / fail:MODEL provider call outcomes (routing)
 --   P:{Q}:j:ID           HASH  the job
 --   P:{Q}:b:ID           HASH  batch counters (total, queued, running, ..., cost, images)
 --   P:{Q}:b:ID:jobs      LIST  the batch's job ids in submission order
@@ -89,6 +90,15 @@ local function settle(jk, batch, tok, cost)
   if redis.call('HSETNX', jk, 'paid:' .. tok, cost) == 1 then
     redis.call('HINCRBY', jk, 'cost', cost)
     redis.call('HINCRBY', pfx .. 'b:' .. batch, 'cost', cost)
+  end
+end
+
+-- Counts a provider outcome for the job's model: the router prefers models that succeed.
+local function model_outcome(jk, ok)
+  local spec = redis.call('HGET', jk, 'spec')
+  local okd, decoded = pcall(cjson.decode, spec or '')
+  if okd and type(decoded) == 'table' and type(decoded.model) == 'string' then
+    redis.call('HINCRBY', pfx .. 'models', (ok and 'ok:' or 'fail:') .. decoded.model, 1)
   end
 end
 

@@ -1,0 +1,67 @@
+/*
+ * router.h - "model": "auto": pick the cheapest model that can do the job.
+ *
+ * Candidates are every catalog model; each is excluded with a reason (shut down, an API this
+ * build cannot call, a missing capability, a size or reference limit, unreliable, over the
+ * cost cap) or priced: its worst-case cost for the request from the catalog, divided by its
+ * observed success rate when the provider bills failed calls (a cheap model that fails often
+ * costs more than its price).  The cheapest wins; ties go to the higher success rate.  A
+ * use-case policy in the catalog (routing.use_cases) can set the quality and restrict the
+ * candidates.  Pure computation: nothing here blocks.
+ */
+#ifndef IMGQ_ROUTER_H
+#define IMGQ_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "imgq/catalog.h"
+#include "imgq/error.h"
+
+struct imgq_route_request {
+    const char *quality;  /* low | medium | high, or NULL (use case or "medium") */
+    const char *use_case; /* a key of the catalog's routing.use_cases, or NULL */
+    unsigned needs;       /* OR of enum imgq_need (catalog.h) */
+    const char *size;     /* "WxH", or NULL: each model's default size */
+    int n;
+    int references; /* reference images sent */
+    size_t prompt_bytes;
+    imgq_micros max_cost; /* 0: no cap; else the most one job may cost */
+    const char *route;    /* price group, NULL = list */
+};
+
+/* Observed reliability of a model: calls that succeeded and failed. */
+struct imgq_model_stats {
+    const char *model;
+    long long ok, failed;
+};
+
+struct imgq_route_candidate {
+    const struct imgq_model *model;
+    const char *quality; /* the quality it would run at (NULL if it has none) */
+    const char *size;
+    imgq_micros cost;     /* worst-case cost of the job on it */
+    imgq_micros expected; /* cost adjusted for its success rate */
+    double success_rate;  /* observed, 1.0 without history */
+    bool eligible;
+    char reason[160]; /* why excluded, or why it is what it is */
+};
+
+struct imgq_route_result {
+    struct imgq_route_candidate *candidates; /* every catalog model, cheapest eligible first */
+    size_t ncandidates;
+    const struct imgq_route_candidate *chosen; /* NULL if none is eligible */
+};
+
+/*
+ * Route a request.  stats may be NULL.  On success fills *out (free with
+ * imgq_route_result_clear); IMGQ_ENOTFOUND when no model is eligible (out still lists why
+ * each was excluded), IMGQ_EINVAL for a bad request (unknown use case or quality).
+ */
+int imgq_route(const imgq_catalog *cat, const struct imgq_route_request *req,
+               const struct imgq_model_stats *stats, size_t nstats, time_t today,
+               struct imgq_route_result *out) IMGQ_MUST_CHECK;
+void imgq_route_result_clear(struct imgq_route_result *r);
+
+#endif

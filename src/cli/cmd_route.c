@@ -1,0 +1,122 @@
+/*
+ * cmd_route.c - imgq route --explain JOB.json: every candidate model for a "model": "auto"
+ * job, its expected cost, and why it was taken or left out.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "imgq/alloc.h"
+#include "imgq/job.h"
+#include "imgq/router.h"
+
+/* Observed success rates from the queue, if Redis is there; routing works without them. */
+static void load_stats(struct imgq_model_stats **s, size_t *n)
+{
+    *s = NULL;
+    *n = 0;
+    imgq_queue *q = imgq__cli_queue_quiet();
+    if (q && imgq_queue_model_stats(q, s, n) != 0) {
+        *s = NULL;
+        *n = 0;
+    }
+}
+
+int imgq_cmd_route(int argc, char **argv)
+{
+    const char *path = NULL;
+    int json = 0, explain = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = 1;
+        else if (strcmp(argv[i], "--explain") == 0)
+            explain = 1;
+        else if (!path)
+            path = argv[i];
+        else
+            path = NULL, i = argc;
+    }
+    if (!path || !explain) {
+        fprintf(stderr, "usage: imgq route --explain JOB.json|- [--json]\n");
+        return IMGQ_EXIT_USAGE;
+    }
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "imgq route: %s: cannot read: %m\n", path);
+        return IMGQ_EXIT_FAIL;
+    }
+    char *text = NULL;
+    size_t cap = 0, len = 0;
+    char buf[4096];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (len + got + 1 > cap) {
+            cap = (len + got + 1) * 2;
+            text = imgq_xrealloc(text, cap);
+        }
+        memcpy(text + len, buf, got);
+        len += got;
+    }
+    if (f != stdin)
+        fclose(f);
+    const imgq_catalog *cat = imgq__cli_catalog();
+    if (!cat) {
+        free(text);
+        return IMGQ_EXIT_FAIL;
+    }
+    struct imgq_job_defaults d = {.priority = IMGQ_PRIO_NORMAL, .max_attempts = 5};
+    struct imgq_model_stats *stats;
+    load_stats(&stats, &d.nmodel_stats);
+    d.model_stats = stats;
+    struct imgq_route_result res;
+    struct imgq_job_problem why;
+    int rc = imgq_job_route(cat, text ? text : "", len, &d, time(NULL), &res, &why);
+    free(text);
+    if (rc && rc != IMGQ_ENOTFOUND) {
+        fprintf(stderr, "imgq route: %s: %s: %s\n", path, why.field, why.reason);
+        imgq_route_result_clear(&res);
+        imgq_queue_model_stats_free(stats, d.nmodel_stats);
+        return IMGQ_EXIT_FAIL;
+    }
+    json_t *arr = json ? json_array() : NULL;
+    if (!json)
+        printf("%-24s %-9s %14s %8s  %s\n", "MODEL", "", "EXPECTED", "SUCCESS", "WHY");
+    for (size_t i = 0; i < res.ncandidates; i++) {
+        const struct imgq_route_candidate *c = &res.candidates[i];
+        char money[48] = "-";
+        if (c->expected > 0)
+            imgq_money_format(c->expected, 6, money, sizeof money);
+        const char *verdict = c == res.chosen ? "chosen" : c->eligible ? "eligible" : "excluded";
+        if (json) {
+            json_t *o = json_object();
+            json_object_set_new(o, "model", json_string(c->model->name));
+            json_object_set_new(o, "verdict", json_string(verdict));
+            json_object_set_new(o, "cost_micros", json_integer(c->cost));
+            json_object_set_new(o, "expected_micros", json_integer(c->expected));
+            json_object_set_new(o, "success_rate_pct", json_integer((int)(c->success_rate * 100)));
+            if (c->quality)
+                json_object_set_new(o, "quality", json_string(c->quality));
+            if (c->size && c->eligible)
+                json_object_set_new(o, "size", json_string(c->size));
+            json_object_set_new(o, "reason", json_string(c->reason));
+            json_array_append_new(arr, o);
+        } else {
+            printf("%-24s %-9s %14s %7.0f%%  %s\n", c->model->name, verdict, money,
+                   c->success_rate * 100, c->reason);
+        }
+    }
+    if (json) {
+        char *out = json_dumps(arr, JSON_COMPACT);
+        printf("%s\n", out);
+        free(out);
+        json_decref(arr);
+    }
+    int exit = res.chosen ? IMGQ_EXIT_OK : IMGQ_EXIT_FAIL;
+    if (!res.chosen)
+        fprintf(stderr, "imgq route: no model can do this job\n");
+    imgq_route_result_clear(&res);
+    imgq_queue_model_stats_free(stats, d.nmodel_stats);
+    return exit;
+}

@@ -1,0 +1,176 @@
+/* router.c - choosing the cheapest eligible model for "model": "auto" (see router.h). */
+#include "imgq/router.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgq/alloc.h"
+#include "imgq/job.h"
+
+#define MIN_CALLS_FOR_RATE 20 /* below this, a model's history says too little */
+#define MIN_SUCCESS_RATE 0.5  /* below this (with history), a model is left out */
+
+static bool in_list(char **list, const char *s)
+{
+    for (char **p = list; p && *p; p++)
+        if (strcmp(*p, s) == 0)
+            return true;
+    return false;
+}
+
+static int shut_down(const struct imgq_model *m, time_t today)
+{
+    if (!m->shutdown)
+        return 0;
+    char buf[16];
+    struct tm tm;
+    gmtime_r(&today, &tm);
+    strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+    return strcmp(buf, m->shutdown) >= 0;
+}
+
+static void money(imgq_micros v, char *buf, size_t len)
+{
+    imgq_money_format(v, 6, buf, len);
+}
+
+/* Price one model for the request, or say why it cannot take it. */
+static void evaluate(const imgq_catalog *cat, const struct imgq_route_request *req,
+                     const char *quality, const struct imgq_use_case *uc,
+                     const struct imgq_model_stats *stats, size_t nstats, time_t today,
+                     struct imgq_route_candidate *c)
+{
+    const struct imgq_model *m = c->model;
+    c->success_rate = 1.0;
+    for (size_t i = 0; i < nstats; i++)
+        if (stats[i].model && strcmp(stats[i].model, m->name) == 0) {
+            long long total = stats[i].ok + stats[i].failed;
+            if (total >= MIN_CALLS_FOR_RATE)
+                c->success_rate = (double)stats[i].ok / (double)total;
+        }
+    if (shut_down(m, today)) {
+        snprintf(c->reason, sizeof c->reason, "shut down on %s", m->shutdown);
+        return;
+    }
+    if (!imgq_provider_api_supported(m->api)) {
+        snprintf(c->reason, sizeof c->reason, "the %s API cannot be called by this build", m->api);
+        return;
+    }
+    if (uc && uc->models && !in_list(uc->models, m->name)) {
+        snprintf(c->reason, sizeof c->reason, "not among use case '%s''s models", uc->name);
+        return;
+    }
+    unsigned missing = req->needs & ~m->capabilities;
+    if (missing) {
+        for (unsigned bit = 1; bit; bit <<= 1)
+            if (missing & bit) {
+                snprintf(c->reason, sizeof c->reason, "cannot do '%s'", imgq_need_name(bit));
+                return;
+            }
+    }
+    if (!in_list(m->serves, quality)) {
+        snprintf(c->reason, sizeof c->reason, "not made for %s quality", quality);
+        return;
+    }
+    if (req->references > m->max_references) {
+        snprintf(c->reason, sizeof c->reason, "takes at most %d reference images",
+                 m->max_references);
+        return;
+    }
+    if (req->n > m->n_max) {
+        snprintf(c->reason, sizeof c->reason, "takes at most n=%d", m->n_max);
+        return;
+    }
+    c->size = req->size ? req->size : m->sizes[0];
+    if (!imgq_model_allows_size(m, c->size)) {
+        snprintf(c->reason, sizeof c->reason, "no %s size", c->size);
+        return;
+    }
+    /* A model with a quality knob runs at the asked quality; a flat one has no knob. */
+    c->quality = m->qualities[0] ? quality : NULL;
+    if (c->quality && !imgq_model_allows_quality(m, c->quality)) {
+        snprintf(c->reason, sizeof c->reason, "no '%s' quality", quality);
+        return;
+    }
+    int w, h;
+    if (imgq_size_parse(c->size, &w, &h) != 0)
+        return;
+    struct imgq_request_shape shape = {
+        c->quality, w, h, req->n > 0 ? req->n : 1, req->prompt_bytes, req->references};
+    if (imgq_cost_ceiling(m, imgq_catalog_route(cat, req->route), &shape, &c->cost) != 0) {
+        snprintf(c->reason, sizeof c->reason, "cannot be priced for this request");
+        return;
+    }
+    if (c->success_rate < MIN_SUCCESS_RATE) {
+        snprintf(c->reason, sizeof c->reason, "unreliable: %.0f%% of calls succeed",
+                 c->success_rate * 100);
+        return;
+    }
+    /* Where failed calls are billed, each success costs 1/p calls on average. */
+    c->expected = m->charges_failures && c->success_rate > 0
+                      ? (imgq_micros)((double)c->cost / c->success_rate + 0.5)
+                      : c->cost;
+    char a[48], b[48];
+    money(c->expected, a, sizeof a);
+    if (req->max_cost > 0 && c->expected > req->max_cost) {
+        money(req->max_cost, b, sizeof b);
+        snprintf(c->reason, sizeof c->reason, "expected %s is over the cap %s", a, b);
+        return;
+    }
+    c->eligible = true;
+    snprintf(c->reason, sizeof c->reason, "%s %s%s%s, expected %s",
+             m->billing == IMGQ_BILL_TOKENS ? "per-token" : "flat", c->size, c->quality ? " " : "",
+             c->quality ? c->quality : "", a);
+}
+
+static int by_expected(const void *pa, const void *pb)
+{
+    const struct imgq_route_candidate *a = pa, *b = pb;
+    if (a->eligible != b->eligible)
+        return a->eligible ? -1 : 1;
+    /* Among the excluded, the ones that could be priced (over a cap, unreliable) first. */
+    if ((a->expected > 0) != (b->expected > 0))
+        return a->expected > 0 ? -1 : 1;
+    if (a->expected != b->expected)
+        return a->expected < b->expected ? -1 : 1;
+    if (a->success_rate != b->success_rate)
+        return a->success_rate > b->success_rate ? -1 : 1;
+    return strcmp(a->model->name, b->model->name);
+}
+
+int imgq_route(const imgq_catalog *cat, const struct imgq_route_request *req,
+               const struct imgq_model_stats *stats, size_t nstats, time_t today,
+               struct imgq_route_result *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct imgq_use_case *uc = NULL;
+    if (req->use_case && !(uc = imgq_catalog_use_case(cat, req->use_case)))
+        return IMGQ_EINVAL;
+    const char *quality = req->quality ? req->quality : uc ? uc->quality : "medium";
+    if (strcmp(quality, "low") && strcmp(quality, "medium") && strcmp(quality, "high"))
+        return IMGQ_EINVAL;
+    if (req->route && !imgq_catalog_route(cat, req->route))
+        return IMGQ_EINVAL;
+    size_t n = 0;
+    while (imgq_catalog_model_at(cat, n))
+        n++;
+    out->candidates = imgq_xcalloc(n ? n : 1, sizeof *out->candidates);
+    out->ncandidates = n;
+    for (size_t i = 0; i < n; i++) {
+        out->candidates[i].model = imgq_catalog_model_at(cat, i);
+        evaluate(cat, req, quality, uc, stats, nstats, today, &out->candidates[i]);
+    }
+    qsort(out->candidates, n, sizeof *out->candidates, by_expected);
+    if (n && out->candidates[0].eligible) {
+        out->chosen = &out->candidates[0];
+        return 0;
+    }
+    return IMGQ_ENOTFOUND;
+}
+
+void imgq_route_result_clear(struct imgq_route_result *r)
+{
+    free(r->candidates);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,179 @@
+/*
+ * test_router.c - "model": "auto" against the shipped catalog and small inline ones: seed 001's
+ * decision rule (low -> per-token gpt-image, medium/high -> flat per-image, image-to-image ->
+ * flat unless low with few references, the crossover near 1,000 output tokens), seed 003's
+ * use cases, capability needs, cost caps, and success rates (seed 004: a cheap model that fails
+ * often can cost more).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgq/job.h"
+#include "imgq/router.h"
+
+#define TODAY ((time_t)1795305600) /* 2026-11-22 */
+
+static imgq_catalog *shipped(void)
+{
+    const char *dir = getenv("IMGQ_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/deploy/catalog.json", dir ? dir : ".");
+    imgq_catalog *cat = NULL;
+    char err[512];
+    if (imgq_catalog_load(path, &cat, err, sizeof err) != 0)
+        fail_msg("catalog: %s", err);
+    return cat;
+}
+
+static const char *pick(const imgq_catalog *cat, struct imgq_route_request rq,
+                        const struct imgq_model_stats *st, size_t nst)
+{
+    static char name[64];
+    struct imgq_route_result res;
+    if (rq.n == 0)
+        rq.n = 1;
+    if (!rq.prompt_bytes)
+        rq.prompt_bytes = 40;
+    int rc = imgq_route(cat, &rq, st, nst, TODAY, &res);
+    snprintf(name, sizeof name, "%s", rc == 0 ? res.chosen->model->name : "(none)");
+    imgq_route_result_clear(&res);
+    return name;
+}
+
+static void test_seed001_rule(void **state)
+{
+    imgq_catalog *cat = shipped();
+    /* Low quality: a per-token gpt-image model. */
+    assert_string_equal(pick(cat, (struct imgq_route_request){.quality = "low"}, NULL, 0),
+                        "gpt-image-1-mini");
+    /* Medium and high: flat per-image. */
+    assert_string_equal(pick(cat, (struct imgq_route_request){.quality = "medium"}, NULL, 0),
+                        "seedream-4-0");
+    assert_string_equal(pick(cat, (struct imgq_route_request){.quality = "high"}, NULL, 0),
+                        "seedream-4-0");
+    /* Image-to-image: flat with references at medium; low with a few stays per-token. */
+    assert_string_equal(
+        pick(cat, (struct imgq_route_request){.quality = "medium", .references = 2}, NULL, 0),
+        "seedream-4-0");
+    assert_string_equal(
+        pick(cat, (struct imgq_route_request){.quality = "low", .references = 3}, NULL, 0),
+        "gpt-image-1-mini");
+    /* Needs: text rendering rules out seedream; a transparent background needs gpt-image. */
+    assert_string_equal(
+        pick(cat, (struct imgq_route_request){.quality = "medium", .needs = IMGQ_NEED_TEXT}, NULL,
+             0),
+        "gpt-image-1.5");
+    assert_string_equal(
+        pick(cat, (struct imgq_route_request){.quality = "high", .needs = IMGQ_NEED_TRANSPARENT},
+             NULL, 0),
+        "gpt-image-1.5");
+    /* A cap below every price: nothing; the reasons say so. */
+    struct imgq_route_result res;
+    struct imgq_route_request rq = {.quality = "high", .n = 1, .max_cost = 10000};
+    assert_int_equal(imgq_route(cat, &rq, NULL, 0, TODAY, &res), IMGQ_ENOTFOUND);
+    assert_null(res.chosen);
+    assert_non_null(strstr(res.candidates[0].reason, "over the cap $0.010000"));
+    imgq_route_result_clear(&res);
+    imgq_catalog_free(cat);
+}
+
+static void test_use_cases(void **state)
+{
+    imgq_catalog *cat = shipped();
+    /* seed 003's table as qualities: thumbnails cheap, product shots and heroes flat. */
+    assert_string_equal(pick(cat, (struct imgq_route_request){.use_case = "thumbnail"}, NULL, 0),
+                        "gpt-image-1-mini");
+    assert_string_equal(pick(cat, (struct imgq_route_request){.use_case = "product_shot"}, NULL, 0),
+                        "seedream-4-0");
+    assert_string_equal(pick(cat, (struct imgq_route_request){.use_case = "hero_image"}, NULL, 0),
+                        "seedream-4-0");
+    struct imgq_route_result res;
+    struct imgq_route_request rq = {.use_case = "nope", .n = 1};
+    assert_int_equal(imgq_route(cat, &rq, NULL, 0, TODAY, &res), IMGQ_EINVAL);
+    imgq_route_result_clear(&res);
+    imgq_catalog_free(cat);
+}
+
+/* Two models, a per-token one at $30/M output and a flat $0.03 one: the per-token model wins
+ * below 1,000 output tokens and loses above. */
+static const char crossover[] =
+    "{\"version\":\"t\",\"models\":{"
+    "\"tok\":{\"provider\":\"openai\",\"api\":\"openai-images\",\"billing\":\"tokens\","
+    "\"prices\":{\"image_out\":30000000},\"sizes\":[\"1024x1024\"],"
+    "\"qualities\":[\"low\",\"medium\",\"high\"],\"output_tokens\":{\"1024x1024\":"
+    "{\"low\":900,\"medium\":1100,\"high\":999}},\"n_max\":10,\"n_per_call\":10},"
+    "\"flat\":{\"provider\":\"byteplus\",\"api\":\"seedream\",\"billing\":\"per_image\","
+    "\"prices\":{\"per_image\":30000},\"sizes\":[\"1024x1024\"],\"n_max\":4,"
+    "\"charges_failures\":true}}}";
+
+static void test_crossover_and_success_rates(void **state)
+{
+    imgq_catalog *cat = NULL;
+    char err[256];
+    assert_int_equal(imgq_catalog_load_string(crossover, &cat, err, sizeof err), 0);
+    /* Prompts of 1 byte keep text tokens (unpriced here) out of the comparison. */
+    struct imgq_route_request rq = {.quality = "low", .prompt_bytes = 1};
+    assert_string_equal(pick(cat, rq, NULL, 0), "tok"); /* 900 tokens: $0.027 */
+    rq.quality = "medium";
+    assert_string_equal(pick(cat, rq, NULL, 0), "flat"); /* 1,100 tokens: $0.033 */
+    rq.quality = "high";
+    assert_string_equal(pick(cat, rq, NULL, 0), "tok"); /* 999 tokens: $0.02997 */
+    /* The flat model bills failures: at 80% success each image costs $0.0375 on average. */
+    rq.quality = "medium";
+    struct imgq_model_stats st[] = {{"flat", 80, 20}, {"tok", 100, 0}};
+    assert_string_equal(pick(cat, rq, st, 2), "tok");
+    /* A model that fails most calls is left out, whatever its price. */
+    struct imgq_model_stats bad[] = {{"tok", 10, 90}};
+    rq.quality = "low";
+    assert_string_equal(pick(cat, rq, bad, 1), "flat");
+    /* Too little history says nothing. */
+    struct imgq_model_stats few[] = {{"tok", 1, 9}};
+    assert_string_equal(pick(cat, rq, few, 1), "tok");
+    imgq_catalog_free(cat);
+}
+
+static void test_job_auto(void **state)
+{
+    imgq_catalog *cat = shipped();
+    struct imgq_job_spec s;
+    struct imgq_job_problem why;
+    const char *line = "{\"prompt\":\"a linen shirt\",\"model\":\"auto\",\"quality\":\"low\"}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0), 0);
+    assert_string_equal(s.model, "gpt-image-1-mini");
+    assert_string_equal(s.quality, "low");
+    assert_non_null(strstr(s.routed, "auto: gpt-image-1-mini"));
+    imgq_job_spec_clear(&s);
+    line = "{\"prompt\":\"a shirt\",\"model\":\"auto\",\"use_case\":\"hero_image\"}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0), 0);
+    assert_string_equal(s.model, "seedream-4-0");
+    assert_null(s.quality); /* a flat model has no quality knob */
+    imgq_job_spec_clear(&s);
+    line = "{\"prompt\":\"a\",\"model\":\"auto\",\"needs\":[\"telepathy\"]}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0),
+                     IMGQ_EINVAL);
+    assert_string_equal(why.field, "needs");
+    line = "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"use_case\":\"thumbnail\"}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0),
+                     IMGQ_EINVAL);
+    assert_string_equal(why.field, "model");
+    imgq_catalog_free(cat);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_seed001_rule),
+        cmocka_unit_test(test_use_cases),
+        cmocka_unit_test(test_crossover_and_success_rates),
+        cmocka_unit_test(test_job_auto),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
