@@ -52,4 +52,13 @@ assert_contains "$r" '"state":"done"'
 assert_contains "$r" '"attempts":1'
 assert_eq "$((before + 4))" "$(calls gemini)" "3 calls plus one retry of the failed call"
 assert_contains "$(cat "$IMGQ_TMP/once.log")" "retrying it alone"
+# "model": "auto": routed at submit to the cheapest eligible model, run like any job, and
+# every provider outcome counted per model for later routing.
+r=$(run auto '{"id":"a1","prompt":"a linen tote bag","model":"auto","quality":"low"}')
+assert_contains "$r" '"model":"gpt-image-1-mini"'
+assert_contains "$r" '"state":"done"'
+[ "$(redis-cli -p "$REDIS_PORT" hget 'imgq:{default}:models' ok:gpt-image-1-mini)" -ge 2 ] ||
+    fail "model outcomes are not counted"
+assert_contains "$(printf '{"prompt":"x","model":"auto","quality":"high"}' |
+    "$IMGQ_BIN/imgq" route --explain -)" "seedream-4-0             chosen"
 echo "PASS fanout"
