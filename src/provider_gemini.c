@@ -102,47 +102,25 @@ static long duration_ms(const char *s)
 void imgq_gemini_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out)
 {
     (void)n;
-    memset(out, 0, sizeof *out);
-    out->retry_after_ms = -1;
-    out->status = res->status;
-    if (res->err) {
-        out->cls = res->timed_out            ? IMGQ_CLASS_TIMEOUT
-                   : res->err == IMGQ_ERANGE ? IMGQ_CLASS_BAD_RESPONSE
-                                             : IMGQ_CLASS_NETWORK;
-        snprintf(out->message, sizeof out->message, "%s", res->error);
+    if (imgq__provider_transport(res, out))
         return;
-    }
     json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
     const char *rid = json_string_value(json_object_get(root, "responseId"));
     if (rid)
         snprintf(out->request_id, sizeof out->request_id, "%s", rid);
     if (res->status != 200) {
         json_t *e = json_object_get(root, "error");
-        const char *msg = json_string_value(json_object_get(e, "message"));
-        const char *status = json_string_value(json_object_get(e, "status"));
-        snprintf(out->message, sizeof out->message, "%s", msg ? msg : "");
-        if (!msg)
-            snprintf(out->message, sizeof out->message, "HTTP %ld", res->status);
-        snprintf(out->code, sizeof out->code, "%s", status ? status : "");
-        long s = res->status;
-        if (s == 429) {
-            out->cls = IMGQ_CLASS_RATE_LIMIT;
-            size_t i;
-            json_t *d;
-            json_array_foreach(json_object_get(e, "details"), i, d)
-            {
-                long ms = duration_ms(json_string_value(json_object_get(d, "retryDelay")));
-                if (ms >= 0)
-                    out->retry_after_ms = ms;
-            }
-        } else if (s >= 500 || s == 408) {
-            out->cls = IMGQ_CLASS_SERVER;
-        } else if (s == 401 || s == 403) {
-            out->cls = IMGQ_CLASS_AUTH;
-        } else if (s >= 400) {
-            out->cls = IMGQ_CLASS_INVALID_REQUEST;
-        } else {
-            out->cls = IMGQ_CLASS_BAD_RESPONSE;
+        imgq__provider_error_text(out, json_string_value(json_object_get(e, "message")),
+                                  json_string_value(json_object_get(e, "status")));
+        out->cls = imgq__provider_status_class(res->status, false);
+        /* The retry hint is in the body: RetryInfo.retryDelay, e.g. "47s". */
+        size_t i;
+        json_t *d;
+        json_array_foreach(json_object_get(e, "details"), i, d)
+        {
+            long ms = duration_ms(json_string_value(json_object_get(d, "retryDelay")));
+            if (ms >= 0 && out->cls == IMGQ_CLASS_RATE_LIMIT)
+                out->retry_after_ms = ms;
         }
         json_decref(root);
         return;

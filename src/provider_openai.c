@@ -64,6 +64,45 @@ void imgq_provider_result_clear(struct imgq_provider_result *r)
     memset(r, 0, sizeof *r);
 }
 
+bool imgq__provider_transport(const imgq_http_response *res, struct imgq_provider_result *out)
+{
+    memset(out, 0, sizeof *out);
+    out->retry_after_ms = -1;
+    out->status = res->status;
+    if (!res->err)
+        return false;
+    out->cls = res->timed_out            ? IMGQ_CLASS_TIMEOUT
+               : res->err == IMGQ_ERANGE ? IMGQ_CLASS_BAD_RESPONSE /* over the body cap */
+                                         : IMGQ_CLASS_NETWORK;
+    snprintf(out->message, sizeof out->message, "%s", res->error);
+    return true;
+}
+
+enum imgq_error_class imgq__provider_status_class(long s, bool content_refused)
+{
+    if (s == 429)
+        return IMGQ_CLASS_RATE_LIMIT;
+    if (s >= 500 || s == 408 || s == 409)
+        return IMGQ_CLASS_SERVER;
+    if (s == 401 || s == 403)
+        return IMGQ_CLASS_AUTH;
+    if (content_refused)
+        return IMGQ_CLASS_CONTENT_POLICY;
+    if (s >= 400 && s < 500)
+        return IMGQ_CLASS_INVALID_REQUEST;
+    return IMGQ_CLASS_BAD_RESPONSE; /* 1xx/2xx other than 200, 3xx */
+}
+
+void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
+                               const char *code)
+{
+    if (message)
+        snprintf(out->message, sizeof out->message, "%s", message);
+    else
+        snprintf(out->message, sizeof out->message, "HTTP %ld", out->status);
+    snprintf(out->code, sizeof out->code, "%s", code ? code : "");
+}
+
 long imgq_retry_after_ms(const char *value, long now_s)
 {
     if (!value || !*value)
@@ -128,40 +167,24 @@ static int64_t int_at(json_t *o, const char *k)
     return json_is_integer(v) && json_integer_value(v) >= 0 ? json_integer_value(v) : 0;
 }
 
-static void error_body(json_t *root, struct imgq_provider_result *out)
-{
-    json_t *e = json_object_get(root, "error");
-    const char *msg = json_string_value(json_object_get(e, "message"));
-    const char *code = json_string_value(json_object_get(e, "code"));
-    if (msg)
-        snprintf(out->message, sizeof out->message, "%s", msg);
-    if (code)
-        snprintf(out->code, sizeof out->code, "%s", code);
-}
-
 void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out)
 {
-    memset(out, 0, sizeof *out);
-    out->retry_after_ms = -1;
-    out->status = res->status;
+    bool failed = imgq__provider_transport(res, out);
     const char *rid = imgq_http_response_header(res, "x-request-id");
     if (rid)
         snprintf(out->request_id, sizeof out->request_id, "%s", rid);
-    if (res->err) {
-        out->cls = res->timed_out            ? IMGQ_CLASS_TIMEOUT
-                   : res->err == IMGQ_ERANGE ? IMGQ_CLASS_BAD_RESPONSE /* over the body cap */
-                                             : IMGQ_CLASS_NETWORK;
-        snprintf(out->message, sizeof out->message, "%s", res->error);
+    if (failed)
         return;
-    }
     json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
     if (res->status != 200) {
-        error_body(root, out);
-        if (!out->message[0])
-            snprintf(out->message, sizeof out->message, "HTTP %ld", res->status);
-        long s = res->status;
-        if (s == 429) {
-            out->cls = IMGQ_CLASS_RATE_LIMIT;
+        json_t *e = json_object_get(root, "error");
+        imgq__provider_error_text(out, json_string_value(json_object_get(e, "message")),
+                                  json_string_value(json_object_get(e, "code")));
+        out->cls = imgq__provider_status_class(
+            res->status, strcmp(out->code, "moderation_blocked") == 0 ||
+                             strcmp(out->code, "content_policy_violation") == 0 ||
+                             strstr(out->message, "safety system") != NULL);
+        if (out->cls == IMGQ_CLASS_RATE_LIMIT) {
             const char *ms = imgq_http_response_header(res, "retry-after-ms");
             const char *ra = imgq_http_response_header(res, "retry-after");
             char *end = NULL;
@@ -170,18 +193,6 @@ void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provide
                 out->retry_after_ms = v;
             else
                 out->retry_after_ms = imgq_retry_after_ms(ra, (long)time(NULL));
-        } else if (s >= 500 || s == 408 || s == 409) {
-            out->cls = IMGQ_CLASS_SERVER;
-        } else if (s == 401 || s == 403) {
-            out->cls = IMGQ_CLASS_AUTH;
-        } else if (strcmp(out->code, "moderation_blocked") == 0 ||
-                   strcmp(out->code, "content_policy_violation") == 0 ||
-                   strstr(out->message, "safety system")) {
-            out->cls = IMGQ_CLASS_CONTENT_POLICY;
-        } else if (s >= 400 && s < 500) {
-            out->cls = IMGQ_CLASS_INVALID_REQUEST;
-        } else {
-            out->cls = IMGQ_CLASS_BAD_RESPONSE; /* 1xx/2xx other than 200, 3xx */
         }
         json_decref(root);
         return;

@@ -44,44 +44,23 @@ static int64_t nonneg(json_t *v)
 void imgq_seedream_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out)
 {
     (void)n;
-    memset(out, 0, sizeof *out);
-    out->retry_after_ms = -1;
-    out->status = res->status;
+    bool failed = imgq__provider_transport(res, out);
     const char *rid = imgq_http_response_header(res, "x-request-id");
     if (rid)
         snprintf(out->request_id, sizeof out->request_id, "%s", rid);
-    if (res->err) {
-        out->cls = res->timed_out            ? IMGQ_CLASS_TIMEOUT
-                   : res->err == IMGQ_ERANGE ? IMGQ_CLASS_BAD_RESPONSE
-                                             : IMGQ_CLASS_NETWORK;
-        snprintf(out->message, sizeof out->message, "%s", res->error);
+    if (failed)
         return;
-    }
     json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
     if (res->status != 200) {
         json_t *e = json_object_get(root, "error");
-        const char *msg = json_string_value(json_object_get(e, "message"));
         const char *code = json_string_value(json_object_get(e, "code"));
-        snprintf(out->message, sizeof out->message, "%s", msg ? msg : "");
-        if (!msg)
-            snprintf(out->message, sizeof out->message, "HTTP %ld", res->status);
-        snprintf(out->code, sizeof out->code, "%s", code ? code : "");
-        long s = res->status;
-        if (s == 429) {
-            out->cls = IMGQ_CLASS_RATE_LIMIT;
+        imgq__provider_error_text(out, json_string_value(json_object_get(e, "message")), code);
+        out->cls =
+            imgq__provider_status_class(res->status, code && (strstr(code, "SensitiveContent") ||
+                                                              strstr(code, "RiskDetection")));
+        if (out->cls == IMGQ_CLASS_RATE_LIMIT)
             out->retry_after_ms =
                 imgq_retry_after_ms(imgq_http_response_header(res, "retry-after"), time(NULL));
-        } else if (s >= 500 || s == 408) {
-            out->cls = IMGQ_CLASS_SERVER;
-        } else if (s == 401 || s == 403) {
-            out->cls = IMGQ_CLASS_AUTH;
-        } else if (code && (strstr(code, "SensitiveContent") || strstr(code, "RiskDetection"))) {
-            out->cls = IMGQ_CLASS_CONTENT_POLICY;
-        } else if (s >= 400) {
-            out->cls = IMGQ_CLASS_INVALID_REQUEST;
-        } else {
-            out->cls = IMGQ_CLASS_BAD_RESPONSE;
-        }
         json_decref(root);
         return;
     }

@@ -98,6 +98,19 @@ imgq_http_request *imgq_seedream_build(const struct imgq_provider_endpoint *ep,
                                        const struct imgq_job_spec *spec, int n);
 void imgq_seedream_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out);
 
+/*
+ * For adapters (internal): start a result for a response (zeroed, retry hint -1, status) and
+ * classify a transport failure, returning true if there was one (the result is then final);
+ * and the class of a non-200 status, given whether the provider's body says the content was
+ * refused.  One mapping for every provider: 429 rate limit; 5xx, 408, 409 server; 401, 403
+ * auth; refused content; other 4xx invalid request; anything else a bad response.
+ */
+bool imgq__provider_transport(const imgq_http_response *res, struct imgq_provider_result *out);
+enum imgq_error_class imgq__provider_status_class(long status, bool content_refused);
+/* The provider's error message and code into out (message falls back to "HTTP <status>"). */
+void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
+                               const char *code);
+
 /* A wire shape: how to build a request and read its response. */
 struct imgq_provider_ops {
     const char *api; /* the catalog's model.api */

@@ -36,6 +36,10 @@ imgq_queue *imgq__cli_queue(void);
 /* The same without printing anything (for optional use of Redis). */
 imgq_queue *imgq__cli_queue_quiet(void);
 
+/* Whether argv[1..] holds 'flag'; the word after 'flag', or NULL. */
+int imgq__cli_has_flag(int argc, char **argv, const char *flag);
+const char *imgq__cli_flag_value(int argc, char **argv, const char *flag);
+
 /* Exit statuses. */
 #define IMGQ_EXIT_OK 0
 #define IMGQ_EXIT_FAIL 1

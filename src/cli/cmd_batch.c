@@ -15,14 +15,6 @@ static json_int_t field_int(json_t *o, const char *k)
     return json_integer_value(json_object_get(o, k));
 }
 
-static int has_flag(int argc, char **argv, const char *flag)
-{
-    for (int i = 0; i < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return 1;
-    return 0;
-}
-
 /* The first argument that is not a flag, after 'skip' leading words. */
 static const char *positional(int argc, char **argv, int skip)
 {
@@ -227,9 +219,9 @@ int imgq_cmd_batch(int argc, char **argv)
         return IMGQ_EXIT_USAGE;
     }
     if (strcmp(sub, "status") == 0)
-        return batch_status(id, has_flag(argc, argv, "--json"));
+        return batch_status(id, imgq__cli_has_flag(argc, argv, "--json"));
     if (strcmp(sub, "results") == 0)
-        return batch_results(id, has_flag(argc, argv, "--table"));
+        return batch_results(id, imgq__cli_has_flag(argc, argv, "--table"));
     if (strcmp(sub, "watch") == 0)
         return imgq__cmd_batch_watch(id, argc, argv);
     fprintf(stderr, "imgq batch: unknown subcommand '%s' (status, results, watch)\n", sub);

@@ -11,23 +11,6 @@
 #include "cli.h"
 #include "imgq/schedule.h"
 
-static int has_flag(int argc, char **argv, const char *flag)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return 1;
-    return 0;
-}
-
-/* The value after 'flag', or NULL. */
-static const char *flag_value(int argc, char **argv, const char *flag)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return argv[i + 1];
-    return NULL;
-}
-
 static int run(const char *what, enum imgq_script_id id, int nargs, const char **args,
                json_int_t *result)
 {
@@ -47,7 +30,7 @@ static int run(const char *what, enum imgq_script_id id, int nargs, const char *
 
 int imgq_cmd_cancel(int argc, char **argv)
 {
-    const char *batch = flag_value(argc, argv, "--batch");
+    const char *batch = imgq__cli_flag_value(argc, argv, "--batch");
     const char *job = argc == 2 && argv[1][0] != '-' ? argv[1] : NULL;
     if (!!batch == !!job) {
         fprintf(stderr, "usage: imgq cancel JOB_ID | imgq cancel --batch BATCH\n");
@@ -72,8 +55,8 @@ int imgq_cmd_cancel(int argc, char **argv)
 
 static int pause_resume(int argc, char **argv, const char *action)
 {
-    const char *batch = flag_value(argc, argv, "--batch");
-    int queue = has_flag(argc, argv, "--queue-wide");
+    const char *batch = imgq__cli_flag_value(argc, argv, "--batch");
+    int queue = imgq__cli_has_flag(argc, argv, "--queue-wide");
     if (!batch && !queue) {
         fprintf(stderr, "usage: imgq %s --batch BATCH | imgq %s --queue-wide\n", action, action);
         return IMGQ_EXIT_USAGE;
@@ -110,15 +93,15 @@ static int dlq_list(int argc, char **argv)
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
-    const char *batch = flag_value(argc, argv, "--batch");
-    const char *lim = flag_value(argc, argv, "--limit");
+    const char *batch = imgq__cli_flag_value(argc, argv, "--batch");
+    const char *lim = imgq__cli_flag_value(argc, argv, "--limit");
     size_t limit = lim ? strtoul(lim, NULL, 10) : 1000;
     json_t *dead;
     if (imgq_queue_dead(q, batch, limit, &dead) != 0) {
         fprintf(stderr, "imgq dlq list: redis error\n");
         return IMGQ_EXIT_FAIL;
     }
-    int json = has_flag(argc, argv, "--json");
+    int json = imgq__cli_has_flag(argc, argv, "--json");
     size_t i;
     json_t *job;
     json_array_foreach(dead, i, job)
@@ -164,8 +147,8 @@ int imgq_cmd_dlq(int argc, char **argv)
                         "       imgq dlq purge [--batch B|--all]\n");
         return IMGQ_EXIT_USAGE;
     }
-    const char *batch = flag_value(argc, argv, "--batch");
-    int all = has_flag(argc, argv, "--all");
+    const char *batch = imgq__cli_flag_value(argc, argv, "--batch");
+    int all = imgq__cli_has_flag(argc, argv, "--all");
     int nids = 0;
     for (int i = 2; i < argc; i++)
         if (argv[i][0] != '-' && !(i > 2 && strcmp(argv[i - 1], "--batch") == 0))

@@ -11,22 +11,6 @@
 
 #include "cli.h"
 
-static int has_flag(int argc, char **argv, const char *flag)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return 1;
-    return 0;
-}
-
-static const char *flag_value(int argc, char **argv, const char *flag)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return argv[i + 1];
-    return NULL;
-}
-
 /* stats --------------------------------------------------------------------------------- */
 
 int imgq_cmd_stats(int argc, char **argv)
@@ -52,7 +36,7 @@ int imgq_cmd_stats(int argc, char **argv)
             json_object_set(o, k, v);
     }
     json_decref(reply);
-    if (has_flag(argc, argv, "--json")) {
+    if (imgq__cli_has_flag(argc, argv, "--json")) {
         json_object_set_new(o, "queue", json_string(imgq__cli_config()->queue));
         char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
         printf("%s\n", text);
@@ -134,8 +118,9 @@ int imgq_cmd_events(int argc, char **argv)
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
-    const char *batch = flag_value(argc, argv, "--batch");
-    int follow = has_flag(argc, argv, "--follow"), json = has_flag(argc, argv, "--json");
+    const char *batch = imgq__cli_flag_value(argc, argv, "--batch");
+    int follow = imgq__cli_has_flag(argc, argv, "--follow"),
+        json = imgq__cli_has_flag(argc, argv, "--json");
     redisContext *rc = imgq_queue_redis(q);
     const char *key = imgq_queue_keys(q)->events;
     char last[64] = "-";
@@ -205,9 +190,9 @@ int imgq__cmd_batch_watch(const char *id, int argc, char **argv)
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
-    int json = has_flag(argc, argv, "--json");
+    int json = imgq__cli_has_flag(argc, argv, "--json");
     int tty = !json && isatty(STDOUT_FILENO);
-    const char *iv = flag_value(argc, argv, "--interval");
+    const char *iv = imgq__cli_flag_value(argc, argv, "--interval");
     double interval = iv ? atof(iv) : tty ? 1.0 : 10.0;
     if (interval < 0.1)
         interval = 0.1;

@@ -29,6 +29,22 @@ const imgq_catalog *imgq__cli_catalog(void)
     return catalog;
 }
 
+int imgq__cli_has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return 1;
+    return 0;
+}
+
+const char *imgq__cli_flag_value(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return argv[i + 1];
+    return NULL;
+}
+
 imgq_queue *imgq__cli_queue_quiet(void)
 {
     if (!queue) {

@@ -33,20 +33,7 @@ if ARGV[2] == 'job' then return cancel_job(ARGV[3]) end
 local batch = ARGV[3]
 local bk = pfx .. 'b:' .. batch
 if redis.call('EXISTS', bk) == 0 then return -1 end
-local n = 0
--- Queued jobs: drop the batch's ready lists whole instead of one LREM per job.
-for prio = 0, 2 do
-  local list = pfx .. 'q:' .. prio .. ':' .. batch
-  local ids = redis.call('LRANGE', list, 0, -1)
-  redis.call('DEL', list)
-  redis.call('LREM', pfx .. 'rr:' .. prio, 0, batch)
-  for _, id in ipairs(ids) do
-    redis.call('HSET', pfx .. 'j:' .. id, 'state', 'canceled', 'finished', now)
-    ended(id, now)
-  end
-  if #ids > 0 then batch_move(batch, 'queued', 'canceled', #ids) end
-  n = n + #ids
-end
+local n = end_ready(batch, 'canceled', now)
 -- Running and retrying jobs, one by one.
 for _, id in ipairs(redis.call('LRANGE', bk .. ':jobs', 0, -1)) do
   local st = redis.call('HGET', pfx .. 'j:' .. id, 'state')

@@ -139,8 +139,9 @@ local function window_open(windows, now)
   return false, -1
 end
 
--- Ends every job of a batch that has not started: its deadline passed.
-local function expire_batch(batch, now)
+-- Ends every ready job of a batch in 'state' (cancelled, expired): its ready lists are dropped
+-- whole instead of one LREM per job.  Returns how many.
+local function end_ready(batch, state, now)
   local n = 0
   for prio = 0, 2 do
     local list = pfx .. 'q:' .. prio .. ':' .. batch
@@ -148,12 +149,18 @@ local function expire_batch(batch, now)
     redis.call('DEL', list)
     redis.call('LREM', pfx .. 'rr:' .. prio, 0, batch)
     for _, id in ipairs(ids) do
-      redis.call('HSET', pfx .. 'j:' .. id, 'state', 'expired', 'finished', now)
+      redis.call('HSET', pfx .. 'j:' .. id, 'state', state, 'finished', now)
       ended(id, now)
     end
-    if #ids > 0 then batch_move(batch, 'queued', 'expired', #ids) end
+    if #ids > 0 then batch_move(batch, 'queued', state, #ids) end
     n = n + #ids
   end
+  return n
+end
+
+-- Ends every job of a batch that has not started: its deadline passed.
+local function expire_batch(batch, now)
+  local n = end_ready(batch, 'expired', now)
   for _, id in ipairs(redis.call('LRANGE', pfx .. 'b:' .. batch .. ':jobs', 0, -1)) do
     local jk = pfx .. 'j:' .. id
     local st = redis.call('HGET', jk, 'state')
