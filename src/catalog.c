@@ -22,7 +22,14 @@ struct alias {
     const struct imgq_model *target;
 };
 
+struct rate_preset {
+    char *name;
+    int images_per_minute;
+};
+
 struct imgq_catalog {
+    struct rate_preset *presets;
+    size_t npresets;
     struct imgq_use_case *use_cases;
     size_t nuse_cases;
     char *version;
@@ -367,6 +374,23 @@ static int load_root(struct loader *ld, json_t *root, imgq_catalog *cat)
         }
     }
 
+    json_t *presets = json_object_get(root, "rate_limit_presets");
+    if (presets && !json_is_object(presets))
+        return fail(ld, IMGQ_EINVAL, "field 'rate_limit_presets' must be an object");
+    cat->presets = imgq_xcalloc(json_object_size(presets) + 1, sizeof *cat->presets);
+    json_object_foreach(presets, key, val)
+    {
+        struct rate_preset *rp = &cat->presets[cat->npresets++];
+        char ctx[256];
+        snprintf(ctx, sizeof ctx, "rate limit preset '%s'", key);
+        rp->name = imgq_xstrdup(key);
+        int r = get_small_int(ld, val, ctx, "images_per_minute", 0, &rp->images_per_minute);
+        if (r)
+            return r;
+        if (rp->images_per_minute < 1)
+            return fail(ld, IMGQ_EINVAL, "%s: 'images_per_minute' must be at least 1", ctx);
+    }
+
     json_t *aliases = json_object_get(root, "aliases");
     if (aliases && !json_is_object(aliases))
         return fail(ld, IMGQ_EINVAL, "field 'aliases' must be an object");
@@ -466,6 +490,9 @@ void imgq_catalog_free(imgq_catalog *cat)
         free_strings(cat->use_cases[i].models);
     }
     free(cat->use_cases);
+    for (size_t i = 0; i < cat->npresets; i++)
+        free(cat->presets[i].name);
+    free(cat->presets);
     free(cat->version);
     free(cat);
 }
@@ -488,6 +515,14 @@ const struct imgq_model *imgq_catalog_model(const imgq_catalog *cat, const char 
         if (strcmp(cat->aliases[i].name, name) == 0)
             return cat->aliases[i].target;
     return NULL;
+}
+
+int imgq_catalog_rate_preset(const imgq_catalog *cat, const char *name)
+{
+    for (size_t i = 0; name && i < cat->npresets; i++)
+        if (strcmp(cat->presets[i].name, name) == 0)
+            return cat->presets[i].images_per_minute;
+    return 0;
 }
 
 const struct imgq_use_case *imgq_catalog_use_case(const imgq_catalog *cat, const char *name)

@@ -13,5 +13,6 @@ extern const char imgq__lua_dlq[];
 extern const char imgq__lua_cancel[];
 extern const char imgq__lua_pause[];
 extern const char imgq__lua_stats[];
+extern const char imgq__lua_rate[];
 
 #endif

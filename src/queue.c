@@ -29,6 +29,7 @@ static struct imgq_script scripts[IMGQ_SCRIPT_COUNT] = {
     [IMGQ_SCRIPT_CANCEL] = {"cancel", imgq__lua_cancel, ""},
     [IMGQ_SCRIPT_PAUSE] = {"pause", imgq__lua_pause, ""},
     [IMGQ_SCRIPT_STATS] = {"stats", imgq__lua_stats, ""},
+    [IMGQ_SCRIPT_RATE] = {"rate", imgq__lua_rate, ""},
 };
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 

@@ -15,13 +15,16 @@ static void usage(FILE *f)
           "                   [--catalog FILE] [--concurrency N] [--lease-ms MS]\n"
           "                   [--grace-ms MS] [--retry-base-ms MS] [--retry-max-ms MS]\n"
           "                   [--provider-timeout-ms MS] [--exit-when-idle] [--noop]\n"
+          "                   [--rate-limit PROVIDER=IMAGES|PRESET]... [--rate-window-ms MS]\n"
           "                   [--log-level error|warn|info|debug]\n"
           "Claims jobs from Redis, calls the provider, stores images in S3.\n"
           "SIGTERM/SIGINT: stop claiming, let running jobs finish for the grace period,\n"
           "then hand the rest back to the queue.\n"
           "--exit-when-idle: exit once nothing is ready, retrying or running in the queue\n"
           "(paused work does not count).  --noop completes every claimed job at once\n"
-          "(queue benchmarks only).\n",
+          "(queue benchmarks only).  --rate-limit caps the images requested from a provider\n"
+          "account per window (60 s) across every worker: openai=20, or a catalog preset\n"
+          "such as openai=openai-tier-2.\n",
           f);
 }
 
@@ -42,6 +45,8 @@ int main(int argc, char **argv)
     const char *config_file = NULL, *redis = NULL, *queue = NULL, *prefix = NULL, *catalog = NULL;
     int concurrency = 0, lease = 0, grace = 0, rbase = 1000, rmax = 300000, ptimeout = 300000;
     bool idle = false, noop = false;
+    const char *rates[8];
+    int nrates = 0, rate_window = 60000;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"redis", required_argument, NULL, 'r'},
                                          {"queue", required_argument, NULL, 'q'},
@@ -55,6 +60,8 @@ int main(int argc, char **argv)
                                          {"provider-timeout-ms", required_argument, NULL, 't'},
                                          {"exit-when-idle", no_argument, NULL, 'x'},
                                          {"noop", no_argument, NULL, 'N'},
+                                         {"rate-limit", required_argument, NULL, 'R'},
+                                         {"rate-window-ms", required_argument, NULL, 'W'},
                                          {"log-level", required_argument, NULL, 'L'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -102,6 +109,16 @@ int main(int argc, char **argv)
             break;
         case 'N':
             noop = true;
+            break;
+        case 'R':
+            if (nrates == (int)(sizeof rates / sizeof rates[0])) {
+                fprintf(stderr, "imgq-worker: too many --rate-limit flags\n");
+                return 2;
+            }
+            rates[nrates++] = optarg;
+            break;
+        case 'W':
+            bad = positive("--rate-window-ms", optarg, &rate_window);
             break;
         case 'L': {
             int l = imgq_log_level_parse(optarg);
@@ -158,6 +175,31 @@ int main(int argc, char **argv)
         goto out;
     }
     w.catalog = cat;
+    /* --rate-limit PROVIDER=N (images per window) or PROVIDER=PRESET (catalog). */
+    w.opt.rate_window_ms = rate_window;
+    for (int i = 0; i < nrates; i++) {
+        const char *eq = strchr(rates[i], '=');
+        struct rate_limit *rl = &w.opt.rate[w.opt.nrate];
+        if (!eq || eq == rates[i] || (size_t)(eq - rates[i]) >= sizeof rl->provider) {
+            fprintf(stderr,
+                    "imgq-worker: --rate-limit '%s': expected PROVIDER=IMAGES or "
+                    "PROVIDER=PRESET\n",
+                    rates[i]);
+            goto out;
+        }
+        snprintf(rl->provider, sizeof rl->provider, "%.*s", (int)(eq - rates[i]), rates[i]);
+        char *end;
+        long v = strtol(eq + 1, &end, 10);
+        rl->images = *end || v < 1 || v > 1000000 ? imgq_catalog_rate_preset(cat, eq + 1) : (int)v;
+        if (rl->images < 1) {
+            fprintf(stderr,
+                    "imgq-worker: --rate-limit '%s': not a number nor a preset of the "
+                    "catalog\n",
+                    rates[i]);
+            goto out;
+        }
+        w.opt.nrate++;
+    }
     if (imgq_redis_url_parse(cfg.redis_url, &w.redis, err, sizeof err) != 0) {
         fprintf(stderr, "imgq-worker: %s\n", err);
         goto out;

@@ -618,8 +618,16 @@ static void send_call(struct call *c);
 static void on_call_timer(uv_timer_t *t)
 {
     struct call *c = t->data;
-    if (!c->j->abandoned)
-        send_call(c);
+    struct job *j = c->j;
+    if (j->abandoned)
+        return;
+    if (j->lease_lost) {
+        c->failed = true;
+        if (--j->calls_pending == 0)
+            calls_settled(j);
+        return;
+    }
+    send_call(c);
 }
 
 /* Every call is in (done or given up): fail the attempt, charging what was generated, or go
@@ -760,10 +768,77 @@ static void on_call(const imgq_http_response *res, void *arg)
         calls_settled(j);
 }
 
+static void submit_call(struct call *c);
+
+static void on_rate(struct worker *w, redisReply *r, void *arg)
+{
+    struct call *c = arg;
+    struct job *j = c->j;
+    if (op_done(j))
+        return;
+    if (j->lease_lost) { /* cancelled meanwhile: nothing was asked of the provider */
+        c->failed = true;
+        if (--j->calls_pending == 0)
+            calls_settled(j);
+        return;
+    }
+    long long wait = r && r->type == REDIS_REPLY_INTEGER ? r->integer : 1000;
+    if (wait == 0) {
+        submit_call(c);
+        return;
+    }
+    if (wait < 0) {
+        c->pr.cls = IMGQ_CLASS_INVALID_REQUEST;
+        snprintf(c->pr.message, sizeof c->pr.message,
+                 "%d images in one call exceed the %s rate limit", c->n, j->model->provider);
+        call_failed(c, 0);
+        if (--j->calls_pending == 0)
+            calls_settled(j);
+        return;
+    }
+    /* Over the account's limit: wait for room, holding the slot (not the provider). */
+    if (!c->timer_init) {
+        uv_timer_init(w->loop, &c->timer);
+        c->timer_init = true;
+    }
+    c->tries--; /* waiting for room is not a try */
+    c->timer.data = c;
+    uv_timer_start(&c->timer, on_call_timer, (uint64_t)wait, 0);
+}
+
+/* Every provider call first takes room under its account's rate limit, if one is set. */
 static void send_call(struct call *c)
 {
     struct job *j = c->j;
     c->tries++;
+    int limit = worker_rate_limit(j->w, j->model->provider);
+    if (limit > 0) {
+        char lim[16], win[24], n[16], entry[160];
+        snprintf(lim, sizeof lim, "%d", limit);
+        snprintf(win, sizeof win, "%d", j->w->opt.rate_window_ms);
+        snprintf(n, sizeof n, "%d", c->n);
+        snprintf(entry, sizeof entry, "%s:%d:%d", j->token, c->index, c->tries);
+        const char *args[5] = {j->model->provider, lim, win, n, entry};
+        if (worker_script(j->w, IMGQ_SCRIPT_RATE, 5, args, on_rate, c) == 0) {
+            j->ops++;
+            return;
+        }
+        /* Redis is away: wait as if the limit said so. */
+        if (!c->timer_init) {
+            uv_timer_init(j->w->loop, &c->timer);
+            c->timer_init = true;
+        }
+        c->tries--;
+        c->timer.data = c;
+        uv_timer_start(&c->timer, on_call_timer, 1000, 0);
+        return;
+    }
+    submit_call(c);
+}
+
+static void submit_call(struct call *c)
+{
+    struct job *j = c->j;
     imgq_http_request *req = j->ops_api->build(&j->ep, &j->spec, c->n);
     int r = imgq_http_submit(j->w->http, req, on_call, c);
     if (r == 0) {

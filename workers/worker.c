@@ -105,6 +105,14 @@ int worker_script(struct worker *w, enum imgq_script_id id, int nargs, const cha
     return 0;
 }
 
+int worker_rate_limit(const struct worker *w, const char *provider)
+{
+    for (int i = 0; provider && i < w->opt.nrate; i++)
+        if (strcmp(w->opt.rate[i].provider, provider) == 0)
+            return w->opt.rate[i].images;
+    return 0;
+}
+
 /* Claiming ------------------------------------------------------------------------------ */
 
 static void on_wake_timer(uv_timer_t *t)

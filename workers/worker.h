@@ -33,6 +33,13 @@ struct worker_options {
     long provider_timeout_ms;
     bool exit_when_idle; /* exit once the queue has nothing ready, delayed or leased */
     bool noop;           /* benchmark: complete each claimed job at once, no provider/S3 */
+    /* Images per window per provider account, shared by every worker (--rate-limit). */
+    struct rate_limit {
+        char provider[32];
+        int images;
+    } rate[8];
+    int nrate;
+    int rate_window_ms; /* 60000; tests scale it down */
 };
 
 struct worker {
@@ -106,6 +113,9 @@ void worker_claim_args(struct worker *w, int want, bool replaces_one, struct cla
  * the reservation of ca, and decide when to look for work next.  r may be NULL. */
 void worker_take_claims(struct worker *w, const redisReply *r, size_t off,
                         const struct claim_args *ca);
+
+/* The images-per-window limit for a provider, 0 if none. */
+int worker_rate_limit(const struct worker *w, const char *provider);
 
 /* run.c: begin a claimed job (takes ownership of the strings). */
 void job_start(struct worker *w, const char *id, const char *token, int attempt, const char *spec,

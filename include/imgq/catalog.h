@@ -118,6 +118,9 @@ const char *imgq_catalog_version(const imgq_catalog *cat);
 const struct imgq_model *imgq_catalog_model(const imgq_catalog *cat, const char *name);
 /* Model by index, 0..count-1, for listings; NULL past the end. */
 const struct imgq_model *imgq_catalog_model_at(const imgq_catalog *cat, size_t i);
+/* A rate-limit preset (catalog rate_limit_presets): images per minute, 0 if unknown. */
+int imgq_catalog_rate_preset(const imgq_catalog *cat, const char *name);
+
 /* Use-case routing policy by name; NULL if unknown. */
 const struct imgq_use_case *imgq_catalog_use_case(const imgq_catalog *cat, const char *name);
 /* Route (price group) by name; NULL names the list-price route "list". NULL if unknown. */

@@ -32,6 +32,7 @@ enum imgq_script_id {
     IMGQ_SCRIPT_CANCEL,
     IMGQ_SCRIPT_PAUSE,
     IMGQ_SCRIPT_STATS,
+    IMGQ_SCRIPT_RATE,
     IMGQ_SCRIPT_COUNT
 };
 struct imgq_script {

@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "imgq/alloc.h"
 #include "sim.h"
@@ -104,9 +105,15 @@ void sim_reply(struct sim *s, imgq_httpd_request *req, enum sim_endpoint ep,
     for (size_t i = 0; i < nextra && n < sizeof(h) / sizeof(h[0]); i++)
         h[n++] = extra[i];
     s->counts[ep][outcome]++;
-    if (s->cfg.verbose)
-        fprintf(stderr, "imgq-sim: %s %s %d %s %" PRIu64 "ms\n", imgq_httpd_request_method(req),
-                imgq_httpd_request_target(req), status, outcome_names[outcome], elapsed);
+    if (s->cfg.verbose) {
+        /* arrived=: wall-clock ms when the request came in (rate-limit tests read it). */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t wall = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        fprintf(stderr, "imgq-sim: %s %s %d %s %" PRIu64 "ms arrived=%" PRIu64 "\n",
+                imgq_httpd_request_method(req), imgq_httpd_request_target(req), status,
+                outcome_names[outcome], elapsed, wall - elapsed);
+    }
     imgq_httpd_respond_take(req, status, h, n, body, len);
 }
 
