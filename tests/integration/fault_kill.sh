@@ -34,15 +34,14 @@ for ((r = 1; r <= rounds; r++)); do
     sleep "0.$((RANDOM % 9 + 1))$((RANDOM % 10))"
     ended && break
     slot=$((RANDOM % 3))
-    kill -9 "${pid[$slot]}" 2>/dev/null || true
-    wait "${pid[$slot]}" 2>/dev/null || true
+    kill_pid 9 "${pid[$slot]}"
     killed=$((killed + 1))
     start_worker "$slot"
 done
 echo "killed $killed workers (kill -9), each restarted at once"
 wait_until 300 "the batch to finish" ended
 for slot in 0 1 2; do kill -TERM "${pid[$slot]}" 2>/dev/null || true; done
-for slot in 0 1 2; do wait_pid "${pid[$slot]}" 40 || true; done
+for slot in 0 1 2; do wait_pid "${pid[$slot]}" 40 || true; done # reaps and forgets
 
 status=$("$IMGQ_BIN/imgq" batch status fault --json)
 echo "$status"

@@ -42,7 +42,7 @@ w2=$!
 # Kill worker 1 once some jobs are done, while it certainly holds leases.
 wait_until 120 "some jobs done" bash -c \
     "'$IMGQ_BIN/imgq' batch status e2e --json | grep -Eq '\"done\":([3-9][0-9]|1[0-9][0-9])'"
-kill -9 "$w1"
+kill_pid 9 "$w1"
 leased=$(redis-cli -p "$REDIS_PORT" zcard 'imgq:{default}:leases')
 echo "killed worker 1 with $leased leases outstanding in the queue"
 

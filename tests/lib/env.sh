@@ -104,9 +104,21 @@ imgq_env_setup() {
     _imgq_start_watchdog
 }
 
+# Is PID still a child of this shell?  A PID that exited may have been reused by another
+# test's process (pid_max is 32768 here), which must never be signalled.
+_imgq_ours() {
+    local ppid
+    ppid=$(awk '{print $4}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ "$ppid" == "$$" ]]
+}
+
 # Kill what we started (politely, then not), release ports, remove the directory.
 _imgq_stop_all() {
-    local pid i
+    local pid i live=()
+    for pid in "$@"; do
+        _imgq_ours "$pid" && live+=("$pid")
+    done
+    set -- "${live[@]}"
     for pid in "$@"; do
         kill -TERM "$pid" 2>/dev/null
     done
@@ -376,6 +388,13 @@ export IMGQ_BIN
 # track_pid PID - stop PID with everything else when the test ends.
 track_pid() {
     _imgq_track "$1"
+}
+
+# kill_pid SIGNAL PID - signal a process of the test's, reap it and forget it.
+kill_pid() {
+    kill "-$1" "$2" 2>/dev/null || true
+    wait "$2" 2>/dev/null || true
+    _imgq_untrack "$2"
 }
 
 # wait_until SECONDS WHAT COMMAND... - poll COMMAND every 0.2 s until it succeeds; fail the
