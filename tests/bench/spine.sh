@@ -535,6 +535,6 @@ echo "- $(redis-server --version)"
 if ((PIPELINE)); then
     echo "- s3rver $(s3rver --version 2>/dev/null || echo '?'), node $(node --version 2>/dev/null || echo '?')"
 fi
-echo "- imgq commit: $commit; build: $BUILD_DIR ($(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || echo '?'), imgq-worker built $(date -u -r "$WORKER" '+%Y-%m-%d %H:%M UTC'))"
+echo "- imgq commit: $commit; build: ${BUILD_DIR#"$IMGQ_ROOT"/} ($(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || echo '?'), imgq-worker built $(date -u -r "$WORKER" '+%Y-%m-%d %H:%M UTC'))"
 echo "- catalog: gpt-image-1-mini, quality low, 1024x1024, n=1; prompts of $PROMPT_LEN characters on average"
 echo "- command: \`tests/bench/spine.sh${ORIG_ARGS:+ $ORIG_ARGS}\` (jobs $JOBS, reps $REPS, pipeline jobs $PJOBS$( ((PIPELINE)) || echo ', pipeline skipped')); ${ELAPSED} s of measuring"
