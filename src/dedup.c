@@ -36,18 +36,17 @@ static json_t *str_or_empty(const char *s)
 void imgq_dedup_key(const struct imgq_job_spec *s, int index, char out[65])
 {
     char *prompt = imgq_prompt_normalize(s->prompt);
-    /* A JSON array in a fixed order: unambiguous field boundaries, no floats.  Seed, negative
-     * prompt and references are placeholders until jobs carry them; their slots keep the
-     * serialisation stable when they arrive. */
+    /* A JSON array in a fixed order: unambiguous field boundaries, no floats.  References are
+     * a placeholder until jobs carry them; the slot keeps the serialisation stable. */
     json_t *a = json_array();
     json_array_append_new(a, json_string("imgq-dedup-v1"));
     json_array_append_new(a, json_string(s->model));
     json_array_append_new(a, json_string(prompt));
     json_array_append_new(a, json_string(s->size));
     json_array_append_new(a, str_or_empty(s->quality));
-    json_array_append_new(a, json_string("")); /* seed */
-    json_array_append_new(a, json_string("")); /* negative prompt */
-    json_array_append_new(a, json_array());    /* reference image hashes */
+    json_array_append_new(a, s->has_seed ? json_integer(s->seed) : json_string(""));
+    json_array_append_new(a, str_or_empty(s->negative_prompt));
+    json_array_append_new(a, json_array()); /* reference image hashes */
     json_array_append_new(a, json_string(s->output_format));
     json_array_append_new(a, json_integer(s->output_compression));
     json_array_append_new(a, str_or_empty(s->background));

@@ -15,13 +15,29 @@
 #define METADATA_MAX 16384
 #define WEBHOOK_MAX 2048
 
-static const char *const known_fields[] = {
-    "id",         "prompt",     "model",         "n",
-    "size",       "quality",    "output_format", "output_compression",
-    "background", "moderation", "user",          "route",
-    "team",       "webhook",    "priority",      "metadata",
-    "use_case",   "needs",      "max_cost_usd",  "max_attempts",
-    NULL};
+static const char *const known_fields[] = {"id",
+                                           "prompt",
+                                           "model",
+                                           "n",
+                                           "size",
+                                           "quality",
+                                           "output_format",
+                                           "output_compression",
+                                           "background",
+                                           "moderation",
+                                           "user",
+                                           "route",
+                                           "team",
+                                           "webhook",
+                                           "priority",
+                                           "metadata",
+                                           "use_case",
+                                           "needs",
+                                           "max_cost_usd",
+                                           "max_attempts",
+                                           "seed",
+                                           "negative_prompt",
+                                           NULL};
 
 int imgq_provider_api_supported(const char *api)
 {
@@ -136,6 +152,10 @@ static int route_request(const imgq_catalog *cat, json_t *o, const struct imgq_j
                            json_string_value(v) ? json_string_value(v) : "?");
         rq.needs |= bit;
     }
+    if (json_object_get(o, "seed"))
+        rq.needs |= IMGQ_NEED_SEED;
+    if (json_object_get(o, "negative_prompt"))
+        rq.needs |= IMGQ_NEED_NEGATIVE_PROMPT;
     if (json_is_string(json_object_get(o, "background")) &&
         strcmp(json_string_value(json_object_get(o, "background")), "transparent") == 0)
         rq.needs |= IMGQ_NEED_TRANSPARENT;
@@ -398,6 +418,25 @@ static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_de
             return problem(why, "priority", "must be \"high\", \"normal\" or \"low\"");
         s->priority = pr;
     }
+    /* Knobs only some models have: refused here, never discovered as a provider 400. */
+    json_t *seed = json_object_get(o, "seed");
+    if (seed && !json_is_null(seed)) {
+        if (!json_is_integer(seed) || json_integer_value(seed) < 0 ||
+            json_integer_value(seed) > 2147483647)
+            return problem(why, "seed", "must be an integer from 0 to 2147483647");
+        if (!(m->capabilities & IMGQ_NEED_SEED))
+            return problem(why, "seed", "model '%s' has no seed setting", m->name);
+        s->has_seed = true;
+        s->seed = json_integer_value(seed);
+    }
+    if ((r = opt_string(o, "negative_prompt", &s->negative_prompt, why)))
+        return r;
+    if (s->negative_prompt && !(m->capabilities & IMGQ_NEED_NEGATIVE_PROMPT))
+        return problem(why, "negative_prompt", "model '%s' takes no negative prompt", m->name);
+    if (s->background && strcmp(s->background, "transparent") == 0 &&
+        !(m->capabilities & IMGQ_NEED_TRANSPARENT))
+        return problem(why, "background", "model '%s' cannot make a transparent background",
+                       m->name);
     s->max_attempts = d && d->max_attempts > 0 ? d->max_attempts : 5;
     json_t *av = json_object_get(o, "max_attempts");
     if (av && !json_is_null(av)) {
@@ -478,6 +517,9 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
     set_str(o, "background", s->background);
     set_str(o, "moderation", s->moderation);
     set_str(o, "user", s->user);
+    if (s->has_seed)
+        json_object_set_new(o, "seed", json_integer(s->seed));
+    set_str(o, "negative_prompt", s->negative_prompt);
     set_str(o, "route", s->route);
     set_str(o, "team", s->team);
     set_str(o, "webhook", s->webhook);
@@ -519,6 +561,10 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
     s->background = dup_field(o, "background");
     s->moderation = dup_field(o, "moderation");
     s->user = dup_field(o, "user");
+    json_t *seed = json_object_get(o, "seed");
+    s->has_seed = json_is_integer(seed);
+    s->seed = s->has_seed ? json_integer_value(seed) : 0;
+    s->negative_prompt = dup_field(o, "negative_prompt");
     s->route = dup_field(o, "route");
     s->team = dup_field(o, "team");
     s->webhook = dup_field(o, "webhook");
@@ -552,6 +598,7 @@ void imgq_job_spec_clear(struct imgq_job_spec *s)
     free(s->background);
     free(s->moderation);
     free(s->user);
+    free(s->negative_prompt);
     free(s->route);
     free(s->team);
     free(s->webhook);

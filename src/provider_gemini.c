@@ -36,6 +36,9 @@ imgq_http_request *imgq_gemini_build(const struct imgq_provider_endpoint *ep,
         json_pack("{s:[{s:s, s:[{s:s}]}], s:{s:[s], s:{s:s}, s:i}}", "contents", "role", "user",
                   "parts", "text", s->prompt, "generationConfig", "responseModalities", "IMAGE",
                   "imageConfig", "aspectRatio", ratio ? ratio : "1:1", "candidateCount", 1);
+    if (body && s->has_seed)
+        json_object_set_new(json_object_get(body, "generationConfig"), "seed",
+                            json_integer(s->seed));
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text)

@@ -21,6 +21,8 @@ imgq_http_request *imgq_seedream_build(const struct imgq_provider_endpoint *ep,
     json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "model", s->model, "prompt",
                              s->prompt, "size", s->size, "response_format", "b64_json",
                              "sequential_image_generation", "disabled", "watermark", 0);
+    if (body && s->has_seed)
+        json_object_set_new(body, "seed", json_integer(s->seed));
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text)

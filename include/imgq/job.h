@@ -14,7 +14,9 @@
 #define IMGQ_JOB_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "imgq/catalog.h"
@@ -40,9 +42,12 @@ struct imgq_job_spec {
     char *background;       /* NULL or transparent|opaque|auto */
     char *moderation;       /* NULL or low|auto */
     char *user;             /* NULL or the end-user id passed to the provider */
-    char *route;            /* price group, default "list" */
-    char *team;             /* "" when none */
-    char *webhook;          /* NULL or an http(s) URL */
+    bool has_seed;          /* a seed was given (models with the seed capability only) */
+    int64_t seed;
+    char *negative_prompt; /* NULL, or for models with the negative_prompt capability */
+    char *route;           /* price group, default "list" */
+    char *team;            /* "" when none */
+    char *webhook;         /* NULL or an http(s) URL */
     enum imgq_priority priority;
     int max_attempts;
     json_t *metadata; /* NULL or a JSON object (owned reference) */

@@ -482,8 +482,42 @@ static void test_unknown_field(void **state)
             "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"response_format\":\"url\"}", TODAY,
             IMGQ_EINVAL, "response_format", "unknown field");
     /* An unknown field is reported even when other fields are also wrong. */
-    refused(cat(state), "{\"model\":\"nope\",\"seed\":1}", TODAY, IMGQ_EINVAL, "seed",
+    refused(cat(state), "{\"model\":\"nope\",\"guidance\":1}", TODAY, IMGQ_EINVAL, "guidance",
             "unknown field");
+}
+
+/* Knobs only some models have are refused at submit, naming the model. */
+static void test_knob_gates(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"seed\":7}", TODAY, IMGQ_EINVAL,
+            "seed", "model 'gpt-image-1.5' has no seed setting");
+    refused(c,
+            "{\"prompt\":\"a\",\"model\":\"gemini-2.5-flash-image\","
+            "\"negative_prompt\":\"blur\"}",
+            TODAY, IMGQ_EINVAL, "negative_prompt",
+            "model 'gemini-2.5-flash-image' takes no negative prompt");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"seedream-4-0\",\"seed\":-1}", TODAY, IMGQ_EINVAL,
+            "seed", "from 0 to 2147483647");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"seedream-4-0\",\"background\":\"transparent\"}",
+            TODAY, IMGQ_EINVAL, "background", "cannot make a transparent background");
+    struct imgq_job_spec s;
+    parse_ok(c, "{\"prompt\":\"a\",\"model\":\"seedream-4-0\",\"seed\":42}", TODAY, &s, NULL, 0);
+    assert_true(s.has_seed);
+    assert_int_equal(s.seed, 42);
+    char *json = imgq_job_spec_to_json(&s);
+    struct imgq_job_spec back;
+    assert_int_equal(imgq_job_spec_from_json(json, &back), 0);
+    assert_true(back.has_seed);
+    assert_int_equal(back.seed, 42);
+    free(json);
+    imgq_job_spec_clear(&back);
+    imgq_job_spec_clear(&s);
+    /* "model": "auto" with a seed goes to a model that has one. */
+    parse_ok(c, "{\"prompt\":\"a\",\"model\":\"auto\",\"quality\":\"medium\",\"seed\":3}", TODAY,
+             &s, NULL, 0);
+    assert_string_equal(s.model, "seedream-4-0");
+    imgq_job_spec_clear(&s);
 }
 
 static void test_webhook_refusals(void **state)
@@ -744,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_shape_refusals),
         cmocka_unit_test(test_routing_and_ownership_refusals),
         cmocka_unit_test(test_unknown_field),
+        cmocka_unit_test(test_knob_gates),
         cmocka_unit_test(test_webhook_refusals),
         cmocka_unit_test(test_metadata_refusals),
         cmocka_unit_test(test_json_refusals),
