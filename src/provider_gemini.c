@@ -28,9 +28,6 @@ imgq_http_request *imgq_gemini_build(const struct imgq_provider_endpoint *ep,
                                      const struct imgq_job_spec *s, int n)
 {
     (void)n; /* always one image per call: the API refuses candidateCount > 1 */
-    char *url = imgq_xasprintf("%s/models/%s:generateContent", ep->base_url, s->model);
-    imgq_http_request *req = imgq_http_request_new("POST", url);
-    free(url);
     const char *ratio = imgq_gemini_aspect(s->width, s->height);
     json_t *body =
         json_pack("{s:[{s:s, s:[{s:s}]}], s:{s:[s], s:{s:s}, s:i}}", "contents", "role", "user",
@@ -39,18 +36,9 @@ imgq_http_request *imgq_gemini_build(const struct imgq_provider_endpoint *ep,
     if (body && s->has_seed)
         json_object_set_new(json_object_get(body, "generationConfig"), "seed",
                             json_integer(s->seed));
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (!text)
-        abort(); /* allocation failure: alloc.h policy */
-    imgq_http_request_set_body(req, text, strlen(text));
-    free(text);
-    int refused =
-        imgq_http_request_add_header(req, "x-goog-api-key", ep->api_key ? ep->api_key : "");
-    refused |= imgq_http_request_add_header(req, "Content-Type", "application/json");
-    (void)refused; /* a bad key is sent without the header; the 403 classifies as auth */
-    imgq_http_request_set_timeouts(req, ep->timeout_ms > 0 ? ep->timeout_ms : 300000, 10000);
-    return req;
+    return imgq__provider_json_post(
+        ep, imgq_xasprintf("%s/models/%s:generateContent", ep->base_url, s->model), body,
+        "x-goog-api-key", "");
 }
 
 static int64_t nonneg(json_t *v)

@@ -93,6 +93,27 @@ enum imgq_error_class imgq__provider_status_class(long s, bool content_refused)
     return IMGQ_CLASS_BAD_RESPONSE; /* 1xx/2xx other than 200, 3xx */
 }
 
+imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint *ep, char *url,
+                                            json_t *body, const char *key_header,
+                                            const char *key_prefix)
+{
+    imgq_http_request *req = imgq_http_request_new("POST", url);
+    free(url);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        abort(); /* allocation failure: alloc.h policy */
+    imgq_http_request_set_body(req, text, strlen(text));
+    free(text);
+    char *key = imgq_xasprintf("%s%s", key_prefix, ep->api_key ? ep->api_key : "");
+    int refused = imgq_http_request_add_header(req, key_header, key);
+    free(key);
+    refused |= imgq_http_request_add_header(req, "Content-Type", "application/json");
+    (void)refused;
+    imgq_http_request_set_timeouts(req, ep->timeout_ms > 0 ? ep->timeout_ms : 300000, 10000);
+    return req;
+}
+
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
                                const char *code)
 {
@@ -126,9 +147,6 @@ long imgq_retry_after_ms(const char *value, long now_s)
 imgq_http_request *imgq_openai_build(const struct imgq_provider_endpoint *ep,
                                      const struct imgq_job_spec *s, int n)
 {
-    char *url = imgq_xasprintf("%s/images/generations", ep->base_url);
-    imgq_http_request *req = imgq_http_request_new("POST", url);
-    free(url);
     json_t *o = json_object();
     json_object_set_new(o, "model", json_string(s->model));
     json_object_set_new(o, "prompt", json_string(s->prompt));
@@ -144,21 +162,8 @@ imgq_http_request *imgq_openai_build(const struct imgq_provider_endpoint *ep,
         json_object_set_new(o, "moderation", json_string(s->moderation));
     if (s->user)
         json_object_set_new(o, "user", json_string(s->user));
-    char *body = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!body)
-        abort(); /* allocation failure: alloc.h policy */
-    imgq_http_request_set_body(req, body, strlen(body));
-    free(body);
-    char *auth = imgq_xasprintf("Bearer %s", ep->api_key ? ep->api_key : "");
-    /* Values here are ours or the operator's; a key with CR/LF in it is refused, the request
-     * goes without it, and the provider's 401 classifies the job as an auth failure. */
-    int refused = imgq_http_request_add_header(req, "Authorization", auth);
-    free(auth);
-    refused |= imgq_http_request_add_header(req, "Content-Type", "application/json");
-    (void)refused;
-    imgq_http_request_set_timeouts(req, ep->timeout_ms > 0 ? ep->timeout_ms : 300000, 10000);
-    return req;
+    return imgq__provider_json_post(ep, imgq_xasprintf("%s/images/generations", ep->base_url), o,
+                                    "Authorization", "Bearer ");
 }
 
 static int64_t int_at(json_t *o, const char *k)

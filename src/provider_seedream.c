@@ -15,27 +15,13 @@ imgq_http_request *imgq_seedream_build(const struct imgq_provider_endpoint *ep,
                                        const struct imgq_job_spec *s, int n)
 {
     (void)n; /* Seedream has no n: one image per call, n > 1 fans out */
-    char *url = imgq_xasprintf("%s/images/generations", ep->base_url);
-    imgq_http_request *req = imgq_http_request_new("POST", url);
-    free(url);
     json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "model", s->model, "prompt",
                              s->prompt, "size", s->size, "response_format", "b64_json",
                              "sequential_image_generation", "disabled", "watermark", 0);
     if (body && s->has_seed)
         json_object_set_new(body, "seed", json_integer(s->seed));
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (!text)
-        abort(); /* allocation failure: alloc.h policy */
-    imgq_http_request_set_body(req, text, strlen(text));
-    free(text);
-    char *auth = imgq_xasprintf("Bearer %s", ep->api_key ? ep->api_key : "");
-    int refused = imgq_http_request_add_header(req, "Authorization", auth);
-    free(auth);
-    refused |= imgq_http_request_add_header(req, "Content-Type", "application/json");
-    (void)refused; /* a bad key is sent without the header; the 401 classifies as auth */
-    imgq_http_request_set_timeouts(req, ep->timeout_ms > 0 ? ep->timeout_ms : 300000, 10000);
-    return req;
+    return imgq__provider_json_post(ep, imgq_xasprintf("%s/images/generations", ep->base_url), body,
+                                    "Authorization", "Bearer ");
 }
 
 static int64_t nonneg(json_t *v)

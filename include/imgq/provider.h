@@ -107,6 +107,15 @@ void imgq_seedream_parse(const imgq_http_response *res, int n, struct imgq_provi
  */
 bool imgq__provider_transport(const imgq_http_response *res, struct imgq_provider_result *out);
 enum imgq_error_class imgq__provider_status_class(long status, bool content_refused);
+/*
+ * For adapters (internal): a POST of a JSON body to url (both taken: the body reference is
+ * stolen, the url freed) with the key in header 'key_header' (prefixed with 'key_prefix',
+ * e.g. "Bearer "), and the endpoint's timeouts.  A key with CR/LF is refused by the HTTP layer
+ * and the request goes without it: the provider's 401/403 then classifies the job as auth.
+ */
+imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint *ep, char *url,
+                                            json_t *body, const char *key_header,
+                                            const char *key_prefix);
 /* The provider's error message and code into out (message falls back to "HTTP <status>"). */
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
                                const char *code);
