@@ -1,8 +1,10 @@
 /* config.c - layered configuration: defaults, file, environment. */
 #include "imgq/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,8 @@ void imgq_config_set(char **field, const char *v)
 
 static void from_env(char **field, const char *name)
 {
+    if (!name)
+        return;
     const char *v = getenv(name);
     if (v && *v)
         imgq_config_set(field, v);
@@ -82,6 +86,43 @@ static int file_int(json_t *o, const char *key, int scale, int *field, const cha
     return 0;
 }
 
+/* Every wire shape's default endpoint and the environment variables its users know. */
+static const struct {
+    const char *api, *section, *base_url, *url_env, *key_env, *key_env2;
+} api_defaults[IMGQ_CONFIG_APIS] = {
+    {"openai-images", "openai", "https://api.openai.com/v1", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+     NULL},
+    {"gemini-generate-content", "gemini", "https://generativelanguage.googleapis.com/v1beta",
+     "GEMINI_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY"},
+    {"seedream", "ark", "https://ark.ap-southeast.bytepluses.com/api/v3", "ARK_BASE_URL",
+     "ARK_API_KEY", NULL},
+    {"dashscope", "dashscope", "https://dashscope-intl.aliyuncs.com", "DASHSCOPE_BASE_URL",
+     "DASHSCOPE_API_KEY", NULL},
+    {"replicate", "replicate", "https://api.replicate.com/v1", "REPLICATE_BASE_URL",
+     "REPLICATE_API_TOKEN", NULL},
+    {"fal", "fal", "https://queue.fal.run", "FAL_BASE_URL", "FAL_KEY", NULL},
+    {"bfl", "bfl", "https://api.bfl.ai/v1", "BFL_BASE_URL", "BFL_API_KEY", NULL},
+};
+
+int imgq_config_endpoint(const struct imgq_config *c, const char *api, const char *route,
+                         const char **base_url, const char **api_key)
+{
+    if (route && strcmp(api, "openai-images") == 0)
+        for (size_t i = 0; i < c->ngateways; i++)
+            if (strcmp(c->gateways[i].route, route) == 0) {
+                *base_url = c->gateways[i].base_url;
+                *api_key = c->gateways[i].api_key;
+                return 0;
+            }
+    for (int i = 0; i < IMGQ_CONFIG_APIS; i++)
+        if (strcmp(c->apis[i].api, api) == 0) {
+            *base_url = c->apis[i].base_url;
+            *api_key = c->apis[i].api_key;
+            return 0;
+        }
+    return IMGQ_ENOTFOUND;
+}
+
 static int load_file(struct imgq_config *c, const char *path, char *err, size_t errlen)
 {
     json_error_t je;
@@ -96,26 +137,54 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
     }
     int r = 0;
     const char *secrets[] = {"api_key", "secret_key", "access_key", "password", NULL};
-    json_t *gemini = json_object_get(root, "gemini"), *ark = json_object_get(root, "ark");
-    json_t *openai = json_object_get(root, "openai"), *s3 = json_object_get(root, "s3"),
-           *worker = json_object_get(root, "worker");
-    for (const char **s = secrets; *s; s++)
-        if (json_object_get(openai, *s) || json_object_get(s3, *s) || json_object_get(gemini, *s) ||
-            json_object_get(ark, *s)) {
+    json_t *s3 = json_object_get(root, "s3"), *worker = json_object_get(root, "worker");
+    json_t *gateways = json_object_get(root, "gateways");
+    for (const char **s = secrets; *s; s++) {
+        bool found = json_object_get(s3, *s) != NULL;
+        for (int i = 0; i < IMGQ_CONFIG_APIS; i++)
+            found |= json_object_get(json_object_get(root, c->apis[i].section), *s) != NULL;
+        const char *route;
+        json_t *g;
+        json_object_foreach(gateways, route, g) found |= json_object_get(g, *s) != NULL;
+        if (found) {
             snprintf(err, errlen,
                      "%s: '%s' does not belong in a config file; set it in the environment "
-                     "(OPENAI_API_KEY, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+                     "(OPENAI_API_KEY, IMGQ_GATEWAY_<ROUTE>_API_KEY, AWS_SECRET_ACCESS_KEY...)",
                      path, *s);
             r = IMGQ_EINVAL;
             goto out;
         }
+    }
+    for (int i = 0; i < IMGQ_CONFIG_APIS; i++)
+        if ((r = file_str(json_object_get(root, c->apis[i].section), "base_url",
+                          &c->apis[i].base_url, path, err, errlen)))
+            goto out;
+    if (gateways && !json_is_object(gateways)) {
+        snprintf(err, errlen, "%s: 'gateways' must be an object of route: {\"base_url\": URL}",
+                 path);
+        r = IMGQ_EINVAL;
+        goto out;
+    }
+    const char *route;
+    json_t *g;
+    json_object_foreach(gateways, route, g)
+    {
+        json_t *url = json_object_get(g, "base_url");
+        if (!json_is_string(url) || strncmp(json_string_value(url), "http", 4) != 0) {
+            snprintf(err, errlen, "%s: gateways.%s.base_url must be an http(s) URL", path, route);
+            r = IMGQ_EINVAL;
+            goto out;
+        }
+        c->gateways = imgq_xrealloc(c->gateways, (c->ngateways + 1) * sizeof *c->gateways);
+        struct imgq_config_gateway *gw = &c->gateways[c->ngateways++];
+        gw->route = imgq_xstrdup(route);
+        gw->base_url = imgq_xstrdup(json_string_value(url));
+        gw->api_key = NULL;
+    }
     if ((r = file_str(root, "redis_url", &c->redis_url, path, err, errlen)) ||
         (r = file_str(root, "prefix", &c->prefix, path, err, errlen)) ||
         (r = file_str(root, "queue", &c->queue, path, err, errlen)) ||
         (r = file_str(root, "catalog", &c->catalog, path, err, errlen)) ||
-        (r = file_str(openai, "base_url", &c->openai_base_url, path, err, errlen)) ||
-        (r = file_str(gemini, "base_url", &c->gemini_base_url, path, err, errlen)) ||
-        (r = file_str(ark, "base_url", &c->ark_base_url, path, err, errlen)) ||
         (r = file_str(s3, "endpoint", &c->s3_endpoint, path, err, errlen)) ||
         (r = file_str(s3, "region", &c->s3_region, path, err, errlen)) ||
         (r = file_str(s3, "bucket", &c->s3_bucket, path, err, errlen)) ||
@@ -135,9 +204,11 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     c->redis_url = imgq_xstrdup("redis://127.0.0.1:6379/0");
     c->prefix = imgq_xstrdup("imgq");
     c->queue = imgq_xstrdup("default");
-    c->openai_base_url = imgq_xstrdup("https://api.openai.com/v1");
-    c->gemini_base_url = imgq_xstrdup("https://generativelanguage.googleapis.com/v1beta");
-    c->ark_base_url = imgq_xstrdup("https://ark.ap-southeast.bytepluses.com/api/v3");
+    for (int i = 0; i < IMGQ_CONFIG_APIS; i++) {
+        c->apis[i].api = api_defaults[i].api;
+        c->apis[i].section = api_defaults[i].section;
+        c->apis[i].base_url = imgq_xstrdup(api_defaults[i].base_url);
+    }
     c->s3_key_prefix = imgq_xstrdup("");
     c->concurrency = 256;
     c->lease_ms = 30000;
@@ -155,13 +226,19 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     from_env(&c->prefix, "IMGQ_PREFIX");
     from_env(&c->queue, "IMGQ_QUEUE");
     from_env(&c->catalog, "IMGQ_CATALOG");
-    from_env(&c->openai_base_url, "OPENAI_BASE_URL");
-    from_env(&c->openai_api_key, "OPENAI_API_KEY");
-    from_env(&c->gemini_base_url, "GEMINI_BASE_URL");
-    from_env(&c->gemini_api_key, "GOOGLE_API_KEY");
-    from_env(&c->gemini_api_key, "GEMINI_API_KEY"); /* wins over GOOGLE_API_KEY */
-    from_env(&c->ark_base_url, "ARK_BASE_URL");
-    from_env(&c->ark_api_key, "ARK_API_KEY");
+    for (int i = 0; i < IMGQ_CONFIG_APIS; i++) {
+        from_env(&c->apis[i].base_url, api_defaults[i].url_env);
+        from_env(&c->apis[i].api_key, api_defaults[i].key_env2);
+        from_env(&c->apis[i].api_key, api_defaults[i].key_env); /* wins over the other name */
+    }
+    for (size_t i = 0; i < c->ngateways; i++) {
+        char name[160];
+        int k = snprintf(name, sizeof name, "IMGQ_GATEWAY_");
+        for (const char *p = c->gateways[i].route; *p && k < (int)sizeof name - 9; p++)
+            name[k++] = isalnum((unsigned char)*p) ? (char)toupper((unsigned char)*p) : '_';
+        snprintf(name + k, sizeof name - (size_t)k, "_API_KEY");
+        from_env(&c->gateways[i].api_key, name);
+    }
     from_env(&c->s3_bucket, "IMGQ_S3_BUCKET");
     from_env(&c->s3_key_prefix, "IMGQ_S3_KEY_PREFIX");
     if (!c->catalog)
@@ -175,12 +252,16 @@ void imgq_config_clear(struct imgq_config *c)
     free(c->prefix);
     free(c->queue);
     free(c->catalog);
-    free(c->openai_base_url);
-    free(c->openai_api_key);
-    free(c->gemini_base_url);
-    free(c->gemini_api_key);
-    free(c->ark_base_url);
-    free(c->ark_api_key);
+    for (int i = 0; i < IMGQ_CONFIG_APIS; i++) {
+        free(c->apis[i].base_url);
+        free(c->apis[i].api_key);
+    }
+    for (size_t i = 0; i < c->ngateways; i++) {
+        free(c->gateways[i].route);
+        free(c->gateways[i].base_url);
+        free(c->gateways[i].api_key);
+    }
+    free(c->gateways);
     free(c->s3_endpoint);
     free(c->s3_region);
     free(c->s3_bucket);

@@ -14,5 +14,7 @@ extern const char imgq__lua_cancel[];
 extern const char imgq__lua_pause[];
 extern const char imgq__lua_stats[];
 extern const char imgq__lua_rate[];
+extern const char imgq__lua_poll[];
+extern const char imgq__lua_breaker[];
 
 #endif

@@ -156,17 +156,3 @@ void imgq_gemini_parse(const imgq_http_response *res, int n, struct imgq_provide
         usage(u, out);
     json_decref(root);
 }
-
-static const struct imgq_provider_ops adapters[] = {
-    {"openai-images", imgq_openai_build, imgq_openai_parse},
-    {"gemini-generate-content", imgq_gemini_build, imgq_gemini_parse},
-    {"seedream", imgq_seedream_build, imgq_seedream_parse},
-};
-
-const struct imgq_provider_ops *imgq_provider_ops_find(const char *api)
-{
-    for (size_t i = 0; api && i < sizeof adapters / sizeof adapters[0]; i++)
-        if (strcmp(adapters[i].api, api) == 0)
-            return &adapters[i];
-    return NULL;
-}

@@ -30,6 +30,8 @@ static struct imgq_script scripts[IMGQ_SCRIPT_COUNT] = {
     [IMGQ_SCRIPT_PAUSE] = {"pause", imgq__lua_pause, ""},
     [IMGQ_SCRIPT_STATS] = {"stats", imgq__lua_stats, ""},
     [IMGQ_SCRIPT_RATE] = {"rate", imgq__lua_rate, ""},
+    [IMGQ_SCRIPT_POLL] = {"poll", imgq__lua_poll, ""},
+    [IMGQ_SCRIPT_BREAKER] = {"breaker", imgq__lua_breaker, ""},
 };
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 

@@ -228,10 +228,10 @@ int main(int argc, char **argv)
         free(why2);
         goto out;
     }
-    if (!cfg.openai_api_key)
-        imgq_log(IMGQ_LOG_WARN, "worker",
-                 "OPENAI_API_KEY is not set; OpenAI calls will fail "
-                 "with an auth error");
+    for (int i = 0; i < IMGQ_CONFIG_APIS; i++)
+        if (!cfg.apis[i].api_key)
+            imgq_log(IMGQ_LOG_DEBUG, "worker", "no key for the %s API: its calls will fail auth",
+                     cfg.apis[i].api);
 
     uv_loop_t loop;
     uv_loop_init(&loop);

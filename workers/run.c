@@ -918,16 +918,14 @@ void job_start(struct worker *w, const char *id, const char *token, int attempt,
         finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
         return;
     }
-    /* Where each wire shape is reached, and with which key. */
-    if (strcmp(j->model->api, "gemini-generate-content") == 0) {
-        j->ep.base_url = w->cfg->gemini_base_url;
-        j->ep.api_key = w->cfg->gemini_api_key;
-    } else if (strcmp(j->model->api, "seedream") == 0) {
-        j->ep.base_url = w->cfg->ark_base_url;
-        j->ep.api_key = w->cfg->ark_api_key;
-    } else {
-        j->ep.base_url = w->cfg->openai_base_url;
-        j->ep.api_key = w->cfg->openai_api_key;
+    /* Where the wire shape is reached (a gateway serves its own route), and with which key. */
+    if (imgq_config_endpoint(w->cfg, j->model->api, j->spec.route, &j->ep.base_url,
+                             &j->ep.api_key) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "this worker has no endpoint configured for the %s API",
+                 j->model->api);
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
+        return;
     }
     j->ep.timeout_ms = w->opt.provider_timeout_ms;
     imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, attempt, j->spec.model,

@@ -8,11 +8,21 @@
  *    "openai": {"base_url": "https://api.openai.com/v1"},
  *    "gemini": {"base_url": "https://generativelanguage.googleapis.com/v1beta"},
  *    "ark": {"base_url": "https://ark.ap-southeast.bytepluses.com/api/v3"},
+ *    "dashscope": {"base_url": "https://dashscope-intl.aliyuncs.com"},
+ *    "replicate": {"base_url": "https://api.replicate.com/v1"},
+ *    "fal": {"base_url": "https://queue.fal.run"},
+ *    "bfl": {"base_url": "https://api.bfl.ai/v1"},
+ *    "gateways": {"treerouter-standard": {"base_url": "https://gw.example/v1"}},
  *    "s3": {"endpoint": "...", "region": "...", "bucket": "...", "key_prefix": "imgq/"},
  *    "worker": {"concurrency": 256, "lease_seconds": 30, "grace_seconds": 30}}
+ * A gateway is an OpenAI-compatible endpoint that serves the OpenAI models of jobs on the route
+ * (price group) of the same name: such jobs are sent there and priced with that route's
+ * multiplier.  Its key comes from IMGQ_GATEWAY_<ROUTE>_API_KEY (route upper-cased, other
+ * characters as '_').
  * Environment: IMGQ_REDIS_URL, IMGQ_PREFIX, IMGQ_QUEUE, IMGQ_CATALOG, OPENAI_BASE_URL,
  * OPENAI_API_KEY, GEMINI_BASE_URL, GEMINI_API_KEY (or GOOGLE_API_KEY), ARK_BASE_URL,
- * ARK_API_KEY (BytePlus Seedream), IMGQ_S3_BUCKET,
+ * ARK_API_KEY (BytePlus Seedream), DASHSCOPE_BASE_URL, DASHSCOPE_API_KEY, REPLICATE_BASE_URL,
+ * REPLICATE_API_TOKEN, FAL_BASE_URL, FAL_KEY, BFL_BASE_URL, BFL_API_KEY, IMGQ_S3_BUCKET,
  * IMGQ_S3_KEY_PREFIX, and the AWS_* variables (see s3.h). Secrets (API keys, S3 credentials) come
  * from the environment; a config file may not hold them, so that config files can be shared and
  * committed.
@@ -26,17 +36,26 @@
 
 #include "imgq/error.h"
 
+#define IMGQ_CONFIG_APIS 7
+
 struct imgq_config {
     char *redis_url;
     char *prefix;
     char *queue;
     char *catalog;
-    char *openai_base_url;
-    char *openai_api_key;
-    char *gemini_base_url;
-    char *gemini_api_key;
-    char *ark_base_url; /* BytePlus ModelArk (Seedream) */
-    char *ark_api_key;
+    /* Where each wire shape (the catalog's model.api) is reached, and with which key. */
+    struct imgq_config_api {
+        const char *api;     /* catalog api name, e.g. "openai-images" */
+        const char *section; /* config file section, e.g. "openai" */
+        char *base_url;
+        char *api_key;
+    } apis[IMGQ_CONFIG_APIS];
+    struct imgq_config_gateway {
+        char *route; /* the price group it serves */
+        char *base_url;
+        char *api_key;
+    } * gateways;
+    size_t ngateways;
     char *s3_endpoint; /* NULL = from the AWS_* environment */
     char *s3_region;
     char *s3_bucket;
@@ -60,6 +79,13 @@ void imgq_config_clear(struct imgq_config *c);
  * A new string.
  */
 char *imgq_config_default_catalog(void);
+/*
+ * The base URL and key for calls of a model speaking 'api' on price group 'route': the
+ * route's gateway for openai-images when one is configured, else the api's own endpoint.
+ * IMGQ_ENOTFOUND if this config knows no endpoint for the api.
+ */
+int imgq_config_endpoint(const struct imgq_config *c, const char *api, const char *route,
+                         const char **base_url, const char **api_key) IMGQ_MUST_CHECK;
 /* Replace a string field (takes a copy of v; NULL leaves it). */
 void imgq_config_set(char **field, const char *v);
 

@@ -27,6 +27,13 @@ struct imgq_model_stats; /* router.h */
 
 #define IMGQ_JOB_ID_MAX 128
 
+/* A reference image's bytes, fetched by the worker. */
+struct imgq_ref_data {
+    uint8_t *data;
+    size_t len;
+    char mime[32]; /* image/png, image/jpeg or image/webp (sniffed from the bytes) */
+};
+
 struct imgq_job_spec {
     char *id;     /* client idempotency key, or NULL */
     char *model;  /* catalog model name (an alias is resolved) */
@@ -45,9 +52,23 @@ struct imgq_job_spec {
     bool has_seed;          /* a seed was given (models with the seed capability only) */
     int64_t seed;
     char *negative_prompt; /* NULL, or for models with the negative_prompt capability */
-    char *route;           /* price group, default "list" */
-    char *team;            /* "" when none */
-    char *webhook;         /* NULL or an http(s) URL */
+    bool has_guidance;     /* guidance_scale was given (models with the guidance capability) */
+    double guidance_scale; /* how closely to follow the prompt, within the model's range */
+    /*
+     * Reference images (edits, image-to-image): "images" in the job, each an s3://BUCKET/KEY,
+     * an https:// URL or a data: URI, at most the model's max_references.  "mask" (optional,
+     * same forms) applies to the first image.  Stored in the spec as given; the worker fetches
+     * the bytes into ref_data / mask_data before the adapter builds the request (adapters do
+     * no I/O).  ref_data / mask_data are never serialised.
+     */
+    char **refs;
+    int nrefs;
+    char *mask;
+    struct imgq_ref_data *ref_data;  /* nrefs entries once fetched, else NULL */
+    struct imgq_ref_data *mask_data; /* once fetched, else NULL */
+    char *route;                     /* price group, default "list" */
+    char *team;                      /* "" when none */
+    char *webhook;                   /* NULL or an http(s) URL */
     enum imgq_priority priority;
     int max_attempts;
     json_t *metadata; /* NULL or a JSON object (owned reference) */

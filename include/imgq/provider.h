@@ -59,6 +59,19 @@ struct imgq_provider_result {
     bool usage_present;      /* false: bill at the ceiling */
     struct imgq_usage usage; /* tokens as the provider reported them */
     json_t *usage_json;      /* the usage object as returned (new reference) or NULL */
+    /*
+     * Asynchronous APIs (submit, then poll).  A submit or poll answer that is neither done nor
+     * failed sets pending, the handle to poll next (adapter-defined: a task id or a URL the
+     * provider gave), and optionally when to poll (-1: the worker's default).  Images that
+     * come back as URLs are listed in image_urls (nimages stays 0): the worker downloads them
+     * with imgq_provider_fetch_build/parse and fills images itself.
+     */
+    bool pending;
+    char poll[1024];
+    long poll_after_ms;
+    char task_status[32]; /* the provider's status word, for logs ("RUNNING", "Pending") */
+    char **image_urls;
+    int nimage_urls;
 };
 
 void imgq_provider_result_clear(struct imgq_provider_result *r);
@@ -120,12 +133,64 @@ imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint 
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
                                const char *code);
 
+/*
+ * Alibaba DashScope task API: POST BASE/api/v1/services/aigc/text2image/image-synthesis with
+ * X-DashScope-Async: enable, then GET BASE/api/v1/tasks/ID.  Handle: the task id.
+ */
+imgq_http_request *imgq_dashscope_build(const struct imgq_provider_endpoint *ep,
+                                        const struct imgq_job_spec *spec, int n);
+void imgq_dashscope_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+imgq_http_request *imgq_dashscope_build_poll(const struct imgq_provider_endpoint *ep,
+                                             const char *handle);
+void imgq_dashscope_parse_poll(const imgq_http_response *res, int n,
+                               struct imgq_provider_result *out);
+
+/* Replicate: POST BASE/models/OWNER/NAME/predictions with Prefer: wait, then GET urls.get. */
+imgq_http_request *imgq_replicate_build(const struct imgq_provider_endpoint *ep,
+                                        const struct imgq_job_spec *spec, int n);
+void imgq_replicate_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+imgq_http_request *imgq_replicate_build_poll(const struct imgq_provider_endpoint *ep,
+                                             const char *handle);
+void imgq_replicate_parse_poll(const imgq_http_response *res, int n,
+                               struct imgq_provider_result *out);
+
+/* fal.ai queue: POST BASE/MODEL_ID, GET status_url until COMPLETED, then GET response_url. */
+imgq_http_request *imgq_fal_build(const struct imgq_provider_endpoint *ep,
+                                  const struct imgq_job_spec *spec, int n);
+void imgq_fal_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+imgq_http_request *imgq_fal_build_poll(const struct imgq_provider_endpoint *ep, const char *handle);
+void imgq_fal_parse_poll(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+
+/* Black Forest Labs: POST BASE/MODEL, then GET polling_url until Ready. */
+imgq_http_request *imgq_bfl_build(const struct imgq_provider_endpoint *ep,
+                                  const struct imgq_job_spec *spec, int n);
+void imgq_bfl_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+imgq_http_request *imgq_bfl_build_poll(const struct imgq_provider_endpoint *ep, const char *handle);
+void imgq_bfl_parse_poll(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+
+/*
+ * Downloading an image a provider returned as a URL: a GET without credentials, and its
+ * reading into bytes (out->images[0], nimages 1) or a classified error.
+ */
+imgq_http_request *imgq_provider_fetch_build(const char *url, long timeout_ms);
+void imgq_provider_fetch_parse(const imgq_http_response *res, struct imgq_provider_result *out);
+/*
+ * Whether a URL a provider handed back (a poll URL) may be sent the provider's key: same
+ * scheme, and the same host as base_url or a host under base_url's parent domain
+ * (api.bfl.ai -> api.eu2.bfl.ai).  Anything else is refused, so a response cannot steer the
+ * key elsewhere.
+ */
+bool imgq_provider_url_trusted(const char *base_url, const char *url);
+
 /* A wire shape: how to build a request and read its response. */
 struct imgq_provider_ops {
     const char *api; /* the catalog's model.api */
     imgq_http_request *(*build)(const struct imgq_provider_endpoint *ep,
                                 const struct imgq_job_spec *spec, int n);
     void (*parse)(const imgq_http_response *res, int n, struct imgq_provider_result *out);
+    /* Asynchronous APIs only, NULL otherwise: the GET of a poll handle, and its reading. */
+    imgq_http_request *(*build_poll)(const struct imgq_provider_endpoint *ep, const char *handle);
+    void (*parse_poll)(const imgq_http_response *res, int n, struct imgq_provider_result *out);
 };
 /* The adapter for a catalog api name, or NULL if this build has none. */
 const struct imgq_provider_ops *imgq_provider_ops_find(const char *api);

@@ -33,6 +33,8 @@ enum imgq_script_id {
     IMGQ_SCRIPT_PAUSE,
     IMGQ_SCRIPT_STATS,
     IMGQ_SCRIPT_RATE,
+    IMGQ_SCRIPT_POLL,
+    IMGQ_SCRIPT_BREAKER,
     IMGQ_SCRIPT_COUNT
 };
 struct imgq_script {

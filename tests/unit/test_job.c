@@ -396,13 +396,14 @@ static void test_model_refusals(void **state)
     refused(c, "{\"prompt\":\"a\",\"model\":7}", TODAY, IMGQ_EINVAL, "model", "must be a string");
     refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-9\"}", TODAY, IMGQ_EINVAL, "model",
             "'gpt-image-9' is not in the catalog (version 2026-11-22)");
-    refused(c, "{\"prompt\":\"a\",\"model\":\"qwen-image-2.0\"}", TODAY, IMGQ_EINVAL, "model",
-            "'qwen-image-2.0' is served by the dashscope API, which this imgq build cannot call "
+    refused(c, "{\"prompt\":\"a\",\"model\":\"imagen-3\"}", TODAY, IMGQ_EINVAL, "model",
+            "'imagen-3' is served by the imagen-predict API, which this imgq build cannot call "
             "yet");
     assert_true(imgq_provider_api_supported("openai-images"));
     assert_true(imgq_provider_api_supported("gemini-generate-content"));
     assert_true(imgq_provider_api_supported("seedream"));
-    assert_false(imgq_provider_api_supported("dashscope"));
+    assert_true(imgq_provider_api_supported("dashscope"));
+    assert_false(imgq_provider_api_supported("imagen-predict"));
     assert_false(imgq_provider_api_supported(NULL));
 }
 

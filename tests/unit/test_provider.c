@@ -738,7 +738,8 @@ static void test_gemini_aspects_and_registry(void **state)
     assert_non_null(imgq_provider_ops_find("openai-images"));
     assert_ptr_equal(imgq_provider_ops_find("gemini-generate-content")->parse, imgq_gemini_parse);
     assert_ptr_equal(imgq_provider_ops_find("seedream")->parse, imgq_seedream_parse);
-    assert_null(imgq_provider_ops_find("dashscope"));
+    assert_ptr_equal(imgq_provider_ops_find("dashscope")->parse_poll, imgq_dashscope_parse_poll);
+    assert_null(imgq_provider_ops_find("imagen-predict"));
     assert_null(imgq_provider_ops_find(NULL));
 }
 

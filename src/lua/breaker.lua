@@ -1,0 +1,2 @@
+-- breaker: (placeholder, being written) per-model circuit breakers.
+return 0

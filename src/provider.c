@@ -1,0 +1,167 @@
+/*
+ * provider.c - what every adapter shares: the error classes, the result, the classification
+ * of transport failures and HTTP statuses, the JSON POST, and the registry of wire shapes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "imgq/alloc.h"
+#include "imgq/provider.h"
+
+const char *imgq_error_class_name(enum imgq_error_class c)
+{
+    switch (c) {
+    case IMGQ_CLASS_NONE:
+        return "none";
+    case IMGQ_CLASS_TIMEOUT:
+        return "timeout";
+    case IMGQ_CLASS_NETWORK:
+        return "network";
+    case IMGQ_CLASS_RATE_LIMIT:
+        return "rate_limit";
+    case IMGQ_CLASS_SERVER:
+        return "server";
+    case IMGQ_CLASS_BAD_RESPONSE:
+        return "bad_response";
+    case IMGQ_CLASS_STORAGE:
+        return "storage";
+    case IMGQ_CLASS_INVALID_REQUEST:
+        return "invalid_request";
+    case IMGQ_CLASS_CONTENT_POLICY:
+        return "content_policy";
+    case IMGQ_CLASS_AUTH:
+        return "auth";
+    }
+    return "unknown";
+}
+
+bool imgq_error_class_retryable(enum imgq_error_class c)
+{
+    switch (c) {
+    case IMGQ_CLASS_TIMEOUT:
+    case IMGQ_CLASS_NETWORK:
+    case IMGQ_CLASS_RATE_LIMIT:
+    case IMGQ_CLASS_SERVER:
+    case IMGQ_CLASS_BAD_RESPONSE:
+    case IMGQ_CLASS_STORAGE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+void imgq_provider_result_clear(struct imgq_provider_result *r)
+{
+    for (int i = 0; i < r->nimages; i++)
+        free(r->images[i]);
+    free(r->images);
+    free(r->image_lens);
+    for (int i = 0; i < r->nimage_urls; i++)
+        free(r->image_urls[i]);
+    free(r->image_urls);
+    json_decref(r->usage_json);
+    memset(r, 0, sizeof *r);
+}
+
+bool imgq__provider_transport(const imgq_http_response *res, struct imgq_provider_result *out)
+{
+    memset(out, 0, sizeof *out);
+    out->retry_after_ms = -1;
+    out->status = res->status;
+    if (!res->err)
+        return false;
+    out->cls = res->timed_out            ? IMGQ_CLASS_TIMEOUT
+               : res->err == IMGQ_ERANGE ? IMGQ_CLASS_BAD_RESPONSE /* over the body cap */
+                                         : IMGQ_CLASS_NETWORK;
+    snprintf(out->message, sizeof out->message, "%s", res->error);
+    return true;
+}
+
+enum imgq_error_class imgq__provider_status_class(long s, bool content_refused)
+{
+    if (s == 429)
+        return IMGQ_CLASS_RATE_LIMIT;
+    if (s >= 500 || s == 408 || s == 409)
+        return IMGQ_CLASS_SERVER;
+    if (s == 401 || s == 403)
+        return IMGQ_CLASS_AUTH;
+    if (content_refused)
+        return IMGQ_CLASS_CONTENT_POLICY;
+    if (s >= 400 && s < 500)
+        return IMGQ_CLASS_INVALID_REQUEST;
+    return IMGQ_CLASS_BAD_RESPONSE; /* 1xx/2xx other than 200, 3xx */
+}
+
+imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint *ep, char *url,
+                                            json_t *body, const char *key_header,
+                                            const char *key_prefix)
+{
+    imgq_http_request *req = imgq_http_request_new("POST", url);
+    free(url);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        abort(); /* allocation failure: alloc.h policy */
+    imgq_http_request_set_body(req, text, strlen(text));
+    free(text);
+    char *key = imgq_xasprintf("%s%s", key_prefix, ep->api_key ? ep->api_key : "");
+    int refused = imgq_http_request_add_header(req, key_header, key);
+    free(key);
+    refused |= imgq_http_request_add_header(req, "Content-Type", "application/json");
+    (void)refused;
+    imgq_http_request_set_timeouts(req, ep->timeout_ms > 0 ? ep->timeout_ms : 300000, 10000);
+    return req;
+}
+
+void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
+                               const char *code)
+{
+    if (message)
+        snprintf(out->message, sizeof out->message, "%s", message);
+    else
+        snprintf(out->message, sizeof out->message, "HTTP %ld", out->status);
+    snprintf(out->code, sizeof out->code, "%s", code ? code : "");
+}
+
+long imgq_retry_after_ms(const char *value, long now_s)
+{
+    if (!value || !*value)
+        return -1;
+    char *end;
+    double secs = strtod(value, &end);
+    if (end != value && *end == '\0') {
+        if (!(secs >= 0 && secs <= 86400)) /* also refuses NaN */
+            return -1;
+        return (long)(secs * 1000);
+    }
+    struct tm tm = {0};
+    const char *p = strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!p || *p)
+        return -1;
+    long at = (long)timegm(&tm);
+    long d = at - now_s;
+    return d < 0 ? 0 : (d > 86400 ? -1 : d * 1000);
+}
+
+static const struct imgq_provider_ops adapters[] = {
+    {"openai-images", imgq_openai_build, imgq_openai_parse, NULL, NULL},
+    {"gemini-generate-content", imgq_gemini_build, imgq_gemini_parse, NULL, NULL},
+    {"seedream", imgq_seedream_build, imgq_seedream_parse, NULL, NULL},
+    {"dashscope", imgq_dashscope_build, imgq_dashscope_parse, imgq_dashscope_build_poll,
+     imgq_dashscope_parse_poll},
+    {"replicate", imgq_replicate_build, imgq_replicate_parse, imgq_replicate_build_poll,
+     imgq_replicate_parse_poll},
+    {"fal", imgq_fal_build, imgq_fal_parse, imgq_fal_build_poll, imgq_fal_parse_poll},
+    {"bfl", imgq_bfl_build, imgq_bfl_parse, imgq_bfl_build_poll, imgq_bfl_parse_poll},
+};
+
+const struct imgq_provider_ops *imgq_provider_ops_find(const char *api)
+{
+    for (size_t i = 0; api && i < sizeof adapters / sizeof adapters[0]; i++)
+        if (strcmp(adapters[i].api, api) == 0)
+            return &adapters[i];
+    return NULL;
+}
