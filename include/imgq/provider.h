@@ -43,6 +43,8 @@ struct imgq_provider_endpoint {
     const char *base_url; /* e.g. https://api.openai.com/v1 */
     const char *api_key;
     long timeout_ms;
+    const char *model_id; /* the provider's name for the model (catalog provider_model), or NULL:
+                             then the job's catalog model name */
 };
 
 struct imgq_provider_result {
