@@ -16,6 +16,7 @@ static void usage(FILE *f)
           "                   [--grace-ms MS] [--retry-base-ms MS] [--retry-max-ms MS]\n"
           "                   [--provider-timeout-ms MS] [--exit-when-idle] [--noop]\n"
           "                   [--rate-limit PROVIDER=IMAGES|PRESET]... [--rate-window-ms MS]\n"
+          "                   [--poll-ms MS] [--poll-timeout-ms MS]\n"
           "                   [--log-level error|warn|info|debug]\n"
           "Claims jobs from Redis, calls the provider, stores images in S3.\n"
           "SIGTERM/SIGINT: stop claiming, let running jobs finish for the grace period,\n"
@@ -24,7 +25,10 @@ static void usage(FILE *f)
           "(paused work does not count).  --noop completes every claimed job at once\n"
           "(queue benchmarks only).  --rate-limit caps the images requested from a provider\n"
           "account per window (60 s) across every worker: openai=20, or a catalog preset\n"
-          "such as openai=openai-tier-2.\n",
+          "such as openai=openai-tier-2.\n"
+          "--poll-ms: how often an asynchronous provider's task is polled when it gives no\n"
+          "hint (1000); --poll-timeout-ms: how long a task may take before the call times\n"
+          "out (1800000).\n",
           f);
 }
 
@@ -47,6 +51,7 @@ int main(int argc, char **argv)
     bool idle = false, noop = false;
     const char *rates[8];
     int nrates = 0, rate_window = 60000;
+    int poll_ms = 1000, poll_timeout = 1800000;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"redis", required_argument, NULL, 'r'},
                                          {"queue", required_argument, NULL, 'q'},
@@ -62,6 +67,8 @@ int main(int argc, char **argv)
                                          {"noop", no_argument, NULL, 'N'},
                                          {"rate-limit", required_argument, NULL, 'R'},
                                          {"rate-window-ms", required_argument, NULL, 'W'},
+                                         {"poll-ms", required_argument, NULL, 'P'},
+                                         {"poll-timeout-ms", required_argument, NULL, 'T'},
                                          {"log-level", required_argument, NULL, 'L'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -120,6 +127,12 @@ int main(int argc, char **argv)
         case 'W':
             bad = positive("--rate-window-ms", optarg, &rate_window);
             break;
+        case 'P':
+            bad = positive("--poll-ms", optarg, &poll_ms);
+            break;
+        case 'T':
+            bad = positive("--poll-timeout-ms", optarg, &poll_timeout);
+            break;
         case 'L': {
             int l = imgq_log_level_parse(optarg);
             if (l < 0) {
@@ -165,6 +178,8 @@ int main(int argc, char **argv)
     w.opt.retry_base_ms = rbase;
     w.opt.retry_max_ms = rmax < rbase ? rbase : rmax;
     w.opt.provider_timeout_ms = ptimeout;
+    w.opt.poll_ms = poll_ms;
+    w.opt.poll_timeout_ms = poll_timeout;
     w.opt.exit_when_idle = idle;
     w.opt.noop = noop;
     imgq_s3_config_init(&w.s3);

@@ -31,6 +31,8 @@ struct worker_options {
     int retry_base_ms; /* first retry backoff; doubles per attempt */
     int retry_max_ms;  /* backoff cap */
     long provider_timeout_ms;
+    int poll_ms;         /* asynchronous providers: poll interval when they give no hint */
+    int poll_timeout_ms; /* asynchronous providers: longest wait for a task */
     bool exit_when_idle; /* exit once the queue has nothing ready, delayed or leased */
     bool noop;           /* benchmark: complete each claimed job at once, no provider/S3 */
     /* Images per window per provider account, shared by every worker (--rate-limit). */
