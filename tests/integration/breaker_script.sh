@@ -9,7 +9,9 @@ start_redis
 
 PFX='imgq:{default}:' # the CLI's default prefix and queue, so `imgq stats` sees these breakers
 SCRIPT=$(cat "$IMGQ_ROOT/src/lua/lib.lua" "$IMGQ_ROOT/src/lua/breaker.lua")
-THRESHOLD=5 COOLDOWN=400 PROBE_TTL=300
+# Time moves through the clock offset, not by sleeping; the real time a slow machine takes
+# between two calls only has to stay well under these.
+THRESHOLD=5 COOLDOWN=5000 PROBE_TTL=3000
 
 rcli() { redis-cli -p "$REDIS_PORT" --raw "$@"; }
 # cb MODE TOKEN ARGS... - one breaker call; the reply one element a line.
@@ -62,7 +64,7 @@ choose t2 m1 m2
 assert_eq 1 "$PICK" "fallback picked"
 assert_eq 0 "$WAIT" "no wait when a model admits"
 assert_eq closed "$REASON" "fallback admits as closed"
-assert_match "$WHY" '^m1 open for 0\.[0-4] s more; m2 closed$' "why"
+assert_match "$WHY" '^m1 open for [0-5]\.[0-9] s more; m2 closed$' "why"
 choose t2 m2 m1
 assert_eq 0 "$PICK" "own model when closed"
 assert_eq "m2 closed" "$WHY" "why, own model"
@@ -85,14 +87,14 @@ choose t2 m1 m2
 ((WAIT >= 1 && WAIT <= COOLDOWN - 200)) || fail "the clock offset moved: wait $WAIT"
 
 note "half-open: exactly one probe permit among two callers"
-advance 250 # past both cooldowns
+advance "$COOLDOWN" # past both cooldowns
 choose pA m1
 assert_eq 0 "$PICK" "first caller gets the probe"
 assert_eq probe "$REASON" "reason probe"
 assert_eq 1 "$(events breaker.half_open)" "breaker.half_open emitted once"
 choose pB m1
 assert_eq -1 "$PICK" "second caller refused while the probe is in flight"
-((WAIT >= 1 && WAIT <= PROBE_TTL)) || fail "wait for a busy probe: $WAIT"
+((WAIT >= 1 && WAIT <= 1000)) || fail "wait for a busy probe (looks again within 1 s): $WAIT"
 assert_match "$WHY" 'm1 half-open, probe in flight' "why, busy probe"
 choose pA m1
 assert_eq 0 "$PICK" "the prober asking again keeps its permit"
