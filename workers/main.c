@@ -14,6 +14,7 @@ static void usage(FILE *f)
     fputs("usage: imgq-worker [--config FILE] [--redis URL] [--queue NAME] [--prefix P]\n"
           "                   [--catalog FILE] [--concurrency N] [--lease-ms MS]\n"
           "                   [--grace-ms MS] [--retry-base-ms MS] [--retry-max-ms MS]\n"
+          "                   [--breaker-threshold N] [--breaker-cooldown-ms MS]\n"
           "                   [--provider-timeout-ms MS] [--exit-when-idle] [--noop]\n"
           "                   [--rate-limit PROVIDER=IMAGES|PRESET]... [--rate-window-ms MS]\n"
           "                   [--poll-ms MS] [--poll-timeout-ms MS]\n"
@@ -21,6 +22,8 @@ static void usage(FILE *f)
           "Claims jobs from Redis, calls the provider, stores images in S3.\n"
           "SIGTERM/SIGINT: stop claiming, let running jobs finish for the grace period,\n"
           "then hand the rest back to the queue.\n"
+          "--breaker-threshold (5) consecutive failures of a model open its circuit breaker:\n"
+          "its jobs go to their fallbacks for --breaker-cooldown-ms (30000), then one probes.\n"
           "--exit-when-idle: exit once nothing is ready, retrying or running in the queue\n"
           "(paused work does not count).  --noop completes every claimed job at once\n"
           "(queue benchmarks only).  --rate-limit caps the images requested from a provider\n"
@@ -44,11 +47,26 @@ static int positive(const char *flag, const char *v, int *out)
     return 0;
 }
 
+/* A breaker option: an integer from 1 to max ('what' says what it is). */
+static int breaker_option(const char *flag, const char *v, int max, const char *what, int *out)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < 1 || x > max) {
+        fprintf(stderr, "imgq-worker: %s '%s': expected a number of %s from 1 to %d\n", flag, v,
+                what, max);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *config_file = NULL, *redis = NULL, *queue = NULL, *prefix = NULL, *catalog = NULL;
     int concurrency = 0, lease = 0, grace = 0, rbase = 1000, rmax = 300000, ptimeout = 300000;
     bool idle = false, noop = false;
+    int breaker_threshold = 5, breaker_cooldown = 30000;
     const char *rates[8];
     int nrates = 0, rate_window = 60000;
     int poll_ms = 1000, poll_timeout = 1800000;
@@ -63,6 +81,8 @@ int main(int argc, char **argv)
                                          {"retry-base-ms", required_argument, NULL, 'b'},
                                          {"retry-max-ms", required_argument, NULL, 'm'},
                                          {"provider-timeout-ms", required_argument, NULL, 't'},
+                                         {"breaker-threshold", required_argument, NULL, 0x100},
+                                         {"breaker-cooldown-ms", required_argument, NULL, 0x101},
                                          {"exit-when-idle", no_argument, NULL, 'x'},
                                          {"noop", no_argument, NULL, 'N'},
                                          {"rate-limit", required_argument, NULL, 'R'},
@@ -110,6 +130,14 @@ int main(int argc, char **argv)
             break;
         case 't':
             bad = positive("--provider-timeout-ms", optarg, &ptimeout);
+            break;
+        case 0x100:
+            bad = breaker_option("--breaker-threshold", optarg, 1000, "consecutive failures",
+                                 &breaker_threshold);
+            break;
+        case 0x101:
+            bad = breaker_option("--breaker-cooldown-ms", optarg, 86400000, "milliseconds",
+                                 &breaker_cooldown);
             break;
         case 'x':
             idle = true;
@@ -180,6 +208,8 @@ int main(int argc, char **argv)
     w.opt.provider_timeout_ms = ptimeout;
     w.opt.poll_ms = poll_ms;
     w.opt.poll_timeout_ms = poll_timeout;
+    w.opt.breaker_threshold = breaker_threshold;
+    w.opt.breaker_cooldown_ms = breaker_cooldown;
     w.opt.exit_when_idle = idle;
     w.opt.noop = noop;
     imgq_s3_config_init(&w.s3);
