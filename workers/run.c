@@ -875,7 +875,16 @@ static void save_handle(struct call *c)
 static void call_accepted(struct call *c)
 {
     struct job *j = c->j;
-    bool moved = !c->handle || strcmp(c->handle, c->pr.poll) != 0;
+    if (!c->handle && !c->pr.poll[0]) {
+        /* Accepted, but with nothing to poll: the task cannot be followed. */
+        c->pr.pending = false;
+        c->pr.cls = IMGQ_CLASS_BAD_RESPONSE;
+        snprintf(c->pr.message, sizeof c->pr.message, "task accepted without a handle to poll");
+        call_answered(c, 200);
+        return;
+    }
+    /* An empty handle in a pending answer means: poll the same one again. */
+    bool moved = !c->handle || (c->pr.poll[0] && strcmp(c->handle, c->pr.poll) != 0);
     if (!c->handle)
         c->submitted_ms = now_ms();
     if (moved) {
