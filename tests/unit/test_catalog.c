@@ -159,7 +159,7 @@ static void test_shipped_catalog(void **state)
     size_t nmodels = 0;
     while (imgq_catalog_model_at(cat, nmodels))
         nmodels++;
-    assert_int_equal(nmodels, 13);
+    assert_int_equal(nmodels, 14);
     assert_string_equal(imgq_catalog_model_at(cat, 0)->name, "gpt-image-1");
     static const char *const routes[] = {"list", "treerouter-standard", "treerouter-enterprise",
                                          "aggregator"};
