@@ -61,7 +61,8 @@ static void evaluate(const imgq_catalog *cat, const struct imgq_route_request *r
         snprintf(c->reason, sizeof c->reason, "not among use case '%s''s models", uc->name);
         return;
     }
-    unsigned missing = req->needs & ~m->capabilities;
+    unsigned needs = req->needs | (req->references > 0 ? IMGQ_NEED_EDIT : 0);
+    unsigned missing = needs & ~m->capabilities;
     if (missing) {
         for (unsigned bit = 1; bit; bit <<= 1)
             if (missing & bit) {

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "imgq/dedup.h"
 #include "imgq/job.h"
 
 /* ---- fixtures ----------------------------------------------------------------------------- */
@@ -868,6 +869,44 @@ static void test_from_json_refs_damage(void **state)
     }
 }
 
+/* The dedup key takes the references and mask as given, and guidance_scale (dedup.h). */
+static void test_dedup_key_references(void **state)
+{
+    static const char *const jobs[] = {
+        JOB("gpt-image-2", ""),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/1\"]"),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/2\"]"),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/1\",\"s3://bkt/2\"]"),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/2\",\"s3://bkt/1\"]"),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/1\"],\"mask\":\"s3://bkt/m\""),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/1\",\"s3://bkt/m\"]"),
+        JOB("gpt-image-2", ",\"images\":[\"https://a.example.com/1\"]"),
+        JOB("flux-1.1-pro", ""),
+        JOB("flux-1.1-pro", ",\"guidance_scale\":2.5"),
+        JOB("flux-1.1-pro", ",\"guidance_scale\":3"),
+    };
+    char keys[16][65];
+    size_t n = sizeof jobs / sizeof jobs[0];
+    for (size_t i = 0; i < n; i++) {
+        struct imgq_job_spec s;
+        parse_ok(cat(state), jobs[i], TODAY, &s, NULL, 0);
+        imgq_dedup_key(&s, 0, keys[i]);
+        /* The stored form gives the same key (the worker computes it from there). */
+        char *json = imgq_job_spec_to_json(&s);
+        struct imgq_job_spec back;
+        assert_int_equal(imgq_job_spec_from_json(json, &back), 0);
+        char again[65];
+        imgq_dedup_key(&back, 0, again);
+        assert_string_equal(keys[i], again);
+        free(json);
+        imgq_job_spec_clear(&back);
+        imgq_job_spec_clear(&s);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(keys[k], keys[i]) == 0)
+                fail_msg("jobs %zu and %zu share a dedup key", k, i);
+    }
+}
+
 /* ---- retargeting to another model --------------------------------------------------------- */
 
 static void retarget_ok(const imgq_catalog *c, const char *job, const char *model,
@@ -1204,6 +1243,7 @@ int main(void)
         cmocka_unit_test(test_inline_cap),
         cmocka_unit_test(test_from_json_refs_damage),
         cmocka_unit_test(test_retarget),
+        cmocka_unit_test(test_dedup_key_references),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
