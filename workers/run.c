@@ -1450,7 +1450,7 @@ void job_start(struct worker *w, const char *id, const char *token, int attempt,
         return;
     }
     j->ep.timeout_ms = w->opt.provider_timeout_ms;
-    j->ep.model_id = NULL; /* XXX-H3 provider_model */
+    j->ep.model_id = j->model->provider_model;
     imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, attempt, j->spec.model,
              j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
     fetch_refs(j);
