@@ -22,6 +22,7 @@
 #include "imgq/dedup.h"
 #include "imgq/image.h"
 #include "imgq/log.h"
+#include "breaker.h"
 #include "worker.h"
 
 #define S3_TRIES 5          /* PUT attempts per object before the job attempt fails */
@@ -129,6 +130,11 @@ struct job {
     bool consume_attempt;
     uint64_t started_ms;
 
+    /* Fallbacks: the candidate models (catalog strings) and, once moved, from where and why. */
+    const char *cands[BREAKER_MAX_MODELS];
+    int ncands;
+    char *fallback_from, *fallback_why;
+
     /* Reference images (edits) fetched before the first call: nrefs + 1 for a mask. */
     struct ref_fetch *refs;
     int nref_fetches, refs_pending;
@@ -231,6 +237,8 @@ static void job_free(struct job *j)
     free(j->spec_json);
     free(j->outcome_json);
     free(j->attempt_json);
+    free(j->fallback_from);
+    free(j->fallback_why);
     /* The job's memory goes with the last timer's close callback. */
     j->handles_open = 1; /* held until every close below is requested */
     for (int i = 0; i < j->nref_fetches; i++)
@@ -431,6 +439,10 @@ static void finish_fail(struct job *j, enum imgq_error_class cls, long status, c
     json_object_set_new(e, "class", json_string(imgq_error_class_name(cls)));
     json_object_set_new(e, "attempt", json_integer(j->attempt));
     json_object_set_new(e, "time", json_integer((json_int_t)now_ms()));
+    if (j->model)
+        json_object_set_new(e, "model", json_string(j->model->name));
+    if (j->fallback_from)
+        json_object_set_new(e, "fallback_from", json_string(j->fallback_from));
     if (status)
         json_object_set_new(e, "status", json_integer(status));
     if (code && *code)
@@ -470,6 +482,10 @@ static void finish_done(struct job *j)
     }
     json_object_set_new(o, "images", imgs);
     json_object_set_new(o, "model", json_string(j->spec.model));
+    if (j->fallback_from)
+        json_object_set_new(o, "fallback",
+                            json_pack("{s:s, s:s}", "from", j->fallback_from, "why",
+                                      j->fallback_why ? j->fallback_why : ""));
     json_object_set_new(o, "route", json_string(j->spec.route));
     /* The usage as returned: the object of the one call, or one per call of a fan-out. */
     if (j->ncalls == 1 && j->calls[0].pr.usage_json) {
@@ -498,6 +514,9 @@ static void finish_done(struct job *j)
     json_object_set_new(a, "attempt", json_integer(j->attempt));
     json_object_set_new(a, "time", json_integer((json_int_t)now_ms()));
     json_object_set_new(a, "status", json_integer(j->last_status));
+    json_object_set_new(a, "model", json_string(j->spec.model));
+    if (j->fallback_from)
+        json_object_set_new(a, "fallback_from", json_string(j->fallback_from));
     json_object_set_new(a, "billed", json_string(j->billed));
     json_object_set_new(a, "cost_micros", json_integer(j->cost));
     if (j->request_id[0])
@@ -755,12 +774,15 @@ static void call_failed(struct call *c, imgq_micros charged)
 
 static void call_accepted(struct call *c);
 static void fetch_images(struct call *c);
+static void report_call(struct call *c);
 
 /* A call's answer is in c->pr (from its submit, a poll, or its downloads): go on polling,
  * download the images, or settle the call. */
 static void call_answered(struct call *c, long status)
 {
     struct job *j = c->j;
+    if (c->pr.cls != IMGQ_CLASS_NONE || (!c->pr.pending && c->pr.nimage_urls == c->pr.nimages))
+        report_call(c);
     if (c->pr.cls == IMGQ_CLASS_NONE && c->pr.pending) {
         call_accepted(c);
         return;
@@ -1394,6 +1416,141 @@ static void fetch_refs(struct job *j)
     refs_finished(j);
 }
 
+/* Circuit breakers and fallbacks ------------------------------------------------------------ */
+
+/* Whether the breakers follow this model: it has fallbacks, or is one. */
+static bool breaker_tracked(const imgq_catalog *cat, const struct imgq_model *m)
+{
+    if (m->fallbacks && m->fallbacks[0])
+        return true;
+    for (size_t i = 0;; i++) {
+        const struct imgq_model *o = imgq_catalog_model_at(cat, i);
+        if (!o)
+            return false;
+        for (char **f = o->fallbacks; f && *f; f++)
+            if (strcmp(*f, m->name) == 0)
+                return true;
+    }
+}
+
+/* Tell the model's breaker how a provider call ended. */
+static void report_call(struct call *c)
+{
+    struct job *j = c->j;
+    if (breaker_tracked(j->w->catalog, j->model))
+        breaker_report(j->w, j->model->name, c->pr.cls == IMGQ_CLASS_NONE,
+                       imgq_error_class_name(c->pr.cls), j->token);
+}
+
+/* The model is settled: reach its API (a gateway serves its own route), fetch the references,
+ * call. */
+static void begin_model(struct job *j)
+{
+    struct worker *w = j->w;
+    j->ops_api = imgq_provider_ops_find(j->model->api);
+    if (!j->ops_api) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "this worker cannot call the %s API of model '%s'", j->model->api,
+                 j->model->name);
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
+        return;
+    }
+    /* Where the wire shape is reached (a gateway serves its own route), and with which key. */
+    if (imgq_config_endpoint(w->cfg, j->model->api, j->spec.route, &j->ep.base_url,
+                             &j->ep.api_key) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "this worker has no endpoint configured for the %s API",
+                 j->model->api);
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
+        return;
+    }
+    j->ep.timeout_ms = w->opt.provider_timeout_ms;
+    j->ep.model_id = j->model->provider_model;
+    imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, j->attempt,
+             j->spec.model, j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
+    fetch_refs(j);
+}
+
+static void choose_model(struct job *j);
+
+static void on_choose_timer(uv_timer_t *t)
+{
+    choose_model(t->data);
+}
+
+static void on_choose(void *arg, int pick, long wait_ms, const char *why)
+{
+    struct job *j = arg;
+    if (op_done(j))
+        return;
+    if (j->lease_lost) {
+        finish_fail(j, IMGQ_CLASS_NONE, 0, NULL, "lease lost before the provider was called", -1,
+                    0);
+        return;
+    }
+    if (pick < 0 || pick >= j->ncands) {
+        /* Every candidate's breaker is open: wait for the first to admit a probe, keeping the
+         * attempt (nothing was tried). */
+        imgq_log(IMGQ_LOG_INFO, "job", "%s: no model available (%s); waiting %ld ms", j->id,
+                 why ? why : "", wait_ms);
+        arm_timer(j, wait_ms > 0 ? wait_ms : 1000, on_choose_timer);
+        return;
+    }
+    if (pick > 0) {
+        struct imgq_job_spec to;
+        struct imgq_job_problem why_not;
+        const char *from = j->model->name;
+        if (imgq_job_retarget(j->w->catalog, &j->spec, j->cands[pick], time(NULL), &to, &why_not) !=
+            0) {
+            /* Checked when the candidates were listed; the catalog cannot have changed. */
+            imgq_log(IMGQ_LOG_WARN, "job", "%s: cannot move to %s: %s", j->id, j->cands[pick],
+                     why_not.reason);
+        } else {
+            free(j->fallback_from);
+            free(j->fallback_why);
+            j->fallback_from = imgq_xstrdup(from);
+            j->fallback_why = imgq_xstrdup(why ? why : "");
+            imgq_job_spec_clear(&j->spec);
+            j->spec = to;
+            j->model = imgq_catalog_model(j->w->catalog, j->spec.model);
+            imgq_log(IMGQ_LOG_INFO, "job", "%s: %s -> fallback %s (%s)", j->id, from,
+                     j->model->name, j->fallback_why);
+        }
+    }
+    begin_model(j);
+}
+
+/*
+ * Which model serves the job: its own, unless that model's circuit breaker is open, then the
+ * first of its fallbacks that can do the job (checked as at submit) and whose breaker admits
+ * the call.  Models outside every fallback list skip the breakers (no round trip).
+ */
+static void choose_model(struct job *j)
+{
+    struct worker *w = j->w;
+    if (!breaker_tracked(w->catalog, j->model)) {
+        begin_model(j);
+        return;
+    }
+    j->ncands = 0;
+    j->cands[j->ncands++] = j->model->name;
+    for (char **f = j->model->fallbacks; f && *f && j->ncands < BREAKER_MAX_MODELS; f++) {
+        const struct imgq_model *fm = imgq_catalog_model(w->catalog, *f);
+        struct imgq_job_spec to;
+        struct imgq_job_problem why;
+        if (!fm || !imgq_provider_ops_find(fm->api) ||
+            imgq_job_retarget(w->catalog, &j->spec, *f, time(NULL), &to, &why) != 0)
+            continue;
+        imgq_job_spec_clear(&to);
+        j->cands[j->ncands++] = fm->name;
+    }
+    if (breaker_choose(w, j->cands, j->ncands, j->token, on_choose, j) == 0) {
+        j->ops++;
+        return;
+    }
+    begin_model(j);
+}
+
 void job_start(struct worker *w, const char *id, const char *token, int attempt, const char *spec,
                const char *batch, int max_attempts)
 {
@@ -1432,26 +1589,5 @@ void job_start(struct worker *w, const char *id, const char *token, int attempt,
         finish_done(j);
         return;
     }
-    j->ops_api = imgq_provider_ops_find(j->model->api);
-    if (!j->ops_api) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "this worker cannot call the %s API of model '%s'", j->model->api,
-                 j->model->name);
-        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
-        return;
-    }
-    /* Where the wire shape is reached (a gateway serves its own route), and with which key. */
-    if (imgq_config_endpoint(w->cfg, j->model->api, j->spec.route, &j->ep.base_url,
-                             &j->ep.api_key) != 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "this worker has no endpoint configured for the %s API",
-                 j->model->api);
-        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
-        return;
-    }
-    j->ep.timeout_ms = w->opt.provider_timeout_ms;
-    j->ep.model_id = j->model->provider_model;
-    imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, attempt, j->spec.model,
-             j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
-    fetch_refs(j);
+    choose_model(j);
 }
