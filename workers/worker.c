@@ -109,7 +109,7 @@ int worker_rate_limit(const struct worker *w, const char *provider)
 {
     for (int i = 0; provider && i < w->opt.nrate; i++)
         if (strcmp(w->opt.rate[i].provider, provider) == 0)
-            return w->opt.rate[i].images;
+            return w->opt.rate[i].images; /* see limits.h for the other limits */
     return 0;
 }
 
@@ -468,6 +468,9 @@ static void shutdown_now(struct worker *w)
         next = job_next(j);
         job_abandon(j, false);
     }
+    /* Calls still waiting for rate-limit room are dropped (their jobs were handed back); the
+     * slots of cancelled transfers are released as imgq_http_close answers them. */
+    limits_close(w);
     imgq_http_close(w->http, NULL, NULL);
     w->http = NULL;
     /* Connected: let replies still due arrive; otherwise just free. */
@@ -586,6 +589,7 @@ int worker_start(struct worker *w)
     int r = imgq_http_init(w->loop, NULL, &w->http);
     if (r)
         return r;
+    limits_init(w);
     uv_timer_t *timers[] = {&w->wake_timer, &w->lease_timer, &w->reap_timer, &w->reconnect_timer,
                             &w->grace_timer};
     for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
