@@ -188,12 +188,14 @@ int main(int argc, char **argv)
     if (limits_parse_config_file(cfg_path, cat, cfg.catalog, w.opt.rate, &w.opt.nrate, err,
                                  sizeof err) != 0) {
         fprintf(stderr, "imgq-worker: config %s\n", err);
+        rc = 2;
         goto out;
     }
     const char *env_limits = getenv("IMGQ_RATE_LIMITS");
     if (env_limits && limits_parse_list("IMGQ_RATE_LIMITS", env_limits, cat, cfg.catalog,
                                         w.opt.rate, &w.opt.nrate, err, sizeof err) != 0) {
         fprintf(stderr, "imgq-worker: %s\n", err);
+        rc = 2;
         goto out;
     }
     for (int i = 0; i < nrates; i++) {
@@ -201,11 +203,13 @@ int main(int argc, char **argv)
         if (limits_parse("--rate-limit", rates[i], NULL, cat, cfg.catalog, &ls, err, sizeof err) !=
             0) {
             fprintf(stderr, "imgq-worker: %s\n", err);
+            rc = 2;
             goto out;
         }
         if (limits_table_set(w.opt.rate, &w.opt.nrate, &ls) != 0) {
             fprintf(stderr, "imgq-worker: --rate-limit '%s': more than %d providers\n", rates[i],
                     LIMITS_MAX);
+            rc = 2;
             goto out;
         }
     }
