@@ -390,6 +390,7 @@ static void send_release(struct worker *w, const char *provider, const char *ent
     snprintf(im, sizeof im, "%d", images);
     snprintf(tk, sizeof tk, "%" PRId64, tokens);
     const char *args[5] = {"release", provider, entry, im, tk};
+    imgq_log(IMGQ_LOG_DEBUG, "limits", "%s: release %s", provider, entry);
     if (worker_script(w, IMGQ_SCRIPT_RATE, 5, args, on_release_reply, NULL) != 0)
         imgq_log(IMGQ_LOG_DEBUG, "limits", "%s: slot %s not released (Redis away): it expires",
                  provider, entry);

@@ -7,6 +7,8 @@
 #  2. A worker killed with -9 while it holds both slots cannot release them: the next worker
 #     waits for them to expire (the provider timeout plus as much again: 3 + 3 s here), not
 #     longer, then finishes its jobs.
+#  3. A worker stopped with SIGTERM while its calls are in flight (and more wait for room)
+#     frees its slots as it cancels them: none is left to expire.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/env.sh"
 imgq_env_setup
@@ -92,4 +94,19 @@ echo "second worker: first request at $first ($((first - expiry)) ms after the s
 [ "$first" -ge $((expiry - 50)) ] || fail "a request went out while the dead worker's slots held"
 [ "$first" -le $((expiry + 2000)) ] || fail "the next worker waited $((first - expiry)) ms past the slot expiry"
 [ "$finished" -le $((expiry + 6000)) ] || fail "the next worker was wedged past the slot expiry"
+
+# ---- 3. SIGTERM releases the slots -------------------------------------------------------
+for i in 1 2 3 4; do
+    printf '{"prompt":"[sim:latency:60000] a slow chair %d","model":"gpt-image-1-mini","quality":"low","output_format":"png"}\n' "$i"
+done | "$IMGQ_BIN/imgq" submit --batch term - >/dev/null
+"$IMGQ_BIN/imgq-worker" --concurrency 8 --rate-limit openai=concurrent=2 --grace-ms 300 \
+    2>"$IMGQ_TMP/worker-term.log" &
+term=$!
+track_pid "$term"
+wait_until 10 "the worker holding both slots" \
+    bash -c "[ \"\$(redis-cli -p $REDIS_PORT zcard '$slots')\" = 2 ]"
+kill -TERM "$term"
+wait_pid "$term" 20 || fail "the worker did not stop on SIGTERM"
+assert_eq 0 "$(rcli zcard "$slots")" "slots left after a graceful stop"
+assert_contains "$("$IMGQ_BIN/imgq" batch status term --json)" '"queued":4' "jobs handed back"
 echo "PASS rate_limit_concurrent"
