@@ -2,6 +2,8 @@
 -- under all of them at once, or under none:
 --   images per window   P:{Q}:rl:PROVIDER   ZSET  one entry per image ("ENTRY:i"), scored by time
 --   tokens per window   P:{Q}:rlt:PROVIDER  ZSET  one entry per call ("ENTRY|TOKENS"), by time
+--                       P:{Q}:rlts:PROVIDER STRING the sum of the tokens in that ZSET (so a take
+--                                                 reads only the entries leaving the window)
 --   concurrent requests P:{Q}:rlc:PROVIDER  ZSET  one entry per call in flight ("ENTRY"), scored
 --                                                 by its expiry: a slot whose worker died (and so
 --                                                 never released it) frees itself then
@@ -19,11 +21,18 @@
 --   so that its room is given back.  Returns 1 if a slot was freed, else 0.
 local mode, provider = ARGV[2], ARGV[3]
 local ikey, tkey, ckey = pfx .. 'rl:' .. provider, pfx .. 'rlt:' .. provider, pfx .. 'rlc:' .. provider
+local tsum = pfx .. 'rlts:' .. provider
+
+local function entry_tokens(member)
+  return tonumber(string.match(member, '|(%d+)$')) or 0
+end
 
 if mode == 'release' then
   local entry, n, tokens = ARGV[4], tonumber(ARGV[5]) or 0, tonumber(ARGV[6]) or 0
   for i = 1, n do redis.call('ZREM', ikey, entry .. ':' .. i) end
-  if tokens > 0 then redis.call('ZREM', tkey, entry .. '|' .. tokens) end
+  if tokens > 0 and redis.call('ZREM', tkey, entry .. '|' .. tokens) == 1 then
+    if redis.call('DECRBY', tsum, tokens) <= 0 then redis.call('DEL', tsum) end
+  end
   return redis.call('ZREM', ckey, entry)
 end
 if mode ~= 'take' then return redis.error_reply('rate: unknown mode ' .. tostring(mode)) end
@@ -51,20 +60,37 @@ if ilimit > 0 and n > 0 then
 end
 
 if tlimit > 0 and tokens > 0 then
-  redis.call('ZREMRANGEBYSCORE', tkey, '-inf', now - window)
-  local log = redis.call('ZRANGE', tkey, 0, -1, 'WITHSCORES')
-  local used = 0
-  for i = 1, #log, 2 do used = used + (tonumber(string.match(log[i], '|(%d+)$')) or 0) end
+  local gone = redis.call('ZRANGEBYSCORE', tkey, '-inf', now - window)
+  if #gone > 0 then
+    local out = 0
+    for _, m in ipairs(gone) do out = out + entry_tokens(m) end
+    redis.call('ZREMRANGEBYSCORE', tkey, '-inf', now - window)
+    redis.call('DECRBY', tsum, out)
+  end
+  if redis.call('EXISTS', tkey) == 0 then redis.call('DEL', tsum) end
+  local used = tonumber(redis.call('GET', tsum) or '0') or 0
   if used + tokens > tlimit then
-    -- Walk from the oldest entry until enough tokens have left the window.
-    local excess = used + tokens - tlimit
-    for i = 1, #log, 2 do
-      excess = excess - (tonumber(string.match(log[i], '|(%d+)$')) or 0)
-      if excess <= 0 then
-        local w = tonumber(log[i + 1]) + window - now
-        if w > wait then wait = w end
-        break
+    -- Walk from the oldest entry until enough tokens have left the window (in chunks: the
+    -- log of a large limit holds thousands of calls).
+    local excess, seen, from = used + tokens - tlimit, 0, 0
+    while excess > 0 do
+      local chunk = redis.call('ZRANGE', tkey, from, from + 99, 'WITHSCORES')
+      if #chunk == 0 then break end
+      for i = 1, #chunk, 2 do
+        local t = entry_tokens(chunk[i])
+        excess, seen = excess - t, seen + t
+        if excess <= 0 then
+          local w = tonumber(chunk[i + 1]) + window - now
+          if w > wait then wait = w end
+          break
+        end
       end
+      from = from + 100
+    end
+    if excess > 0 then
+      -- The sum ran ahead of the log (it cannot, short of a hand edit): trust the log.
+      redis.call('SET', tsum, seen, 'PX', window * 2)
+      if seen + tokens > tlimit then wait = math.max(wait, 1) end
     end
   end
 end
@@ -89,7 +115,9 @@ if ilimit > 0 and n > 0 then
 end
 if tlimit > 0 and tokens > 0 then
   redis.call('ZADD', tkey, now, entry .. '|' .. tokens)
+  redis.call('INCRBY', tsum, tokens)
   redis.call('PEXPIRE', tkey, window * 2)
+  redis.call('PEXPIRE', tsum, window * 2)
 end
 if climit > 0 then
   redis.call('ZADD', ckey, now + ttl, entry)
