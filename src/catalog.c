@@ -205,6 +205,129 @@ static int load_prices(struct loader *ld, json_t *m, const char *where, struct i
     return 0;
 }
 
+/* "output_token_factors": {"low": 16, ...}: the size formula of providers.md 1.1. */
+static int load_factors(struct loader *ld, json_t *m, const char *ctx, struct imgq_model *out)
+{
+    json_t *tab = json_object_get(m, "output_token_factors");
+    if (!tab)
+        return 0;
+    if (!json_is_object(tab) || json_object_size(tab) == 0)
+        return fail(ld, IMGQ_EINVAL,
+                    "%s: field 'output_token_factors' must map qualities to positive integers",
+                    ctx);
+    out->token_factors = imgq_xcalloc(json_object_size(tab), sizeof *out->token_factors);
+    const char *q;
+    json_t *v;
+    json_object_foreach(tab, q, v)
+    {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1000000)
+            return fail(ld, IMGQ_EINVAL,
+                        "%s: output_token_factors.%s must be an integer from 1 to 1000000", ctx, q);
+        struct imgq_token_factor *f = &out->token_factors[out->ntoken_factors++];
+        f->quality = imgq_xstrdup(q);
+        f->factor = json_integer_value(v);
+    }
+    return 0;
+}
+
+/* "guidance_range": [min, max], with the "guidance" capability (and only with it). */
+static int load_guidance(struct loader *ld, json_t *m, const char *ctx, struct imgq_model *out)
+{
+    json_t *g = json_object_get(m, "guidance_range");
+    bool cap = (out->capabilities & IMGQ_NEED_GUIDANCE) != 0;
+    if (!g && !cap)
+        return 0;
+    if (!g || !cap)
+        return fail(ld, IMGQ_EINVAL,
+                    "%s: the 'guidance' capability and field 'guidance_range' go together", ctx);
+    json_t *lo = json_array_get(g, 0), *hi = json_array_get(g, 1);
+    if (!json_is_array(g) || json_array_size(g) != 2 || !json_is_number(lo) ||
+        !json_is_number(hi) || json_number_value(lo) < 0 ||
+        json_number_value(lo) > json_number_value(hi) || json_number_value(hi) > 1000)
+        return fail(ld, IMGQ_EINVAL,
+                    "%s: field 'guidance_range' must be [min, max] with 0 <= min <= max <= 1000",
+                    ctx);
+    out->guidance_min = json_number_value(lo);
+    out->guidance_max = json_number_value(hi);
+    return 0;
+}
+
+/* "size_rule": integer limits that admit sizes beyond the 'sizes' list (catalog.h). */
+static int load_size_rule(struct loader *ld, json_t *m, const char *ctx, struct imgq_model *out)
+{
+    json_t *o = json_object_get(m, "size_rule");
+    if (!o)
+        return 0;
+    if (!json_is_object(o))
+        return fail(ld, IMGQ_EINVAL, "%s: field 'size_rule' must be an object", ctx);
+    static const char *const keys[] = {"multiple_of", "min_side",   "max_side", "min_pixels",
+                                       "max_pixels",  "max_aspect", "note",     NULL};
+    const char *key;
+    json_t *val;
+    json_object_foreach(o, key, val)
+    {
+        bool known = false;
+        for (const char *const *k = keys; *k && !known; k++)
+            known = strcmp(*k, key) == 0;
+        if (!known)
+            return fail(ld, IMGQ_EINVAL,
+                        "%s: size_rule: unknown field '%s' (takes multiple_of, min_side, "
+                        "max_side, min_pixels, max_pixels, max_aspect)",
+                        ctx, key);
+    }
+    struct imgq_size_rule *sr = imgq_xcalloc(1, sizeof *sr);
+    out->size_rule = sr;
+    char rctx[300];
+    snprintf(rctx, sizeof rctx, "%s size_rule", ctx);
+    int r;
+    if ((r = get_small_int(ld, o, rctx, "multiple_of", 0, &sr->multiple_of)) ||
+        (r = get_small_int(ld, o, rctx, "min_side", 0, &sr->min_side)) ||
+        (r = get_small_int(ld, o, rctx, "max_side", 0, &sr->max_side)) ||
+        (r = get_int(ld, o, rctx, "min_pixels", 0, &sr->min_pixels)) ||
+        (r = get_int(ld, o, rctx, "max_pixels", 0, &sr->max_pixels)))
+        return r;
+    json_t *asp = json_object_get(o, "max_aspect");
+    if (asp) {
+        json_t *a = json_array_get(asp, 0), *b = json_array_get(asp, 1);
+        if (!json_is_array(asp) || json_array_size(asp) != 2 || !json_is_integer(a) ||
+            !json_is_integer(b) || json_integer_value(b) < 1 ||
+            json_integer_value(a) < json_integer_value(b) || json_integer_value(a) > 1000000)
+            return fail(ld, IMGQ_EINVAL,
+                        "%s: 'max_aspect' must be [long, short] integers with long >= short >= 1 "
+                        "(e.g. [3, 1])",
+                        rctx);
+        sr->max_aspect_num = (int)json_integer_value(a);
+        sr->max_aspect_den = (int)json_integer_value(b);
+    }
+    if (sr->max_side && sr->min_side > sr->max_side)
+        return fail(ld, IMGQ_EINVAL, "%s: 'min_side' %d is above 'max_side' %d", rctx, sr->min_side,
+                    sr->max_side);
+    if (sr->max_pixels && sr->min_pixels > sr->max_pixels)
+        return fail(ld, IMGQ_EINVAL, "%s: 'min_pixels' %" PRId64 " is above 'max_pixels' %" PRId64,
+                    rctx, sr->min_pixels, sr->max_pixels);
+    if (!sr->max_side && !sr->max_pixels)
+        return fail(ld, IMGQ_EINVAL,
+                    "%s: needs 'max_side' or 'max_pixels' (an upper bound on the sizes it admits)",
+                    rctx);
+    if (out->billing == IMGQ_BILL_TOKENS) {
+        /* Any admitted size must be priceable: the formula needs a factor per quality. */
+        if (!out->ntoken_factors)
+            return fail(ld, IMGQ_EINVAL,
+                        "%s: a token-billed model with a size rule needs "
+                        "'output_token_factors' to price sizes its table lacks",
+                        rctx);
+        for (char **q = out->qualities; *q; q++) {
+            bool have = strcmp(*q, "auto") == 0;
+            for (size_t i = 0; i < out->ntoken_factors && !have; i++)
+                have = strcmp(out->token_factors[i].quality, *q) == 0;
+            if (!have)
+                return fail(ld, IMGQ_EINVAL, "%s: quality '%s' has no output_token_factors entry",
+                            rctx, *q);
+        }
+    }
+    return 0;
+}
+
 static int load_model(struct loader *ld, const char *name, json_t *m, struct imgq_model *out)
 {
     char ctx[256];
@@ -234,7 +357,8 @@ static int load_model(struct loader *ld, const char *name, json_t *m, struct img
         (r = load_strings(ld, m, ctx, "sizes", &out->sizes)) ||
         (r = load_strings(ld, m, ctx, "qualities", &out->qualities)) ||
         (r = load_table(ld, m, ctx, "output_tokens", &out->tokens, &out->ntokens)) ||
-        (r = load_table(ld, m, ctx, "image_prices", &out->image_prices, &out->nimage_prices)))
+        (r = load_table(ld, m, ctx, "image_prices", &out->image_prices, &out->nimage_prices)) ||
+        (r = load_factors(ld, m, ctx, out)))
         return r;
     if (out->n_max < 1 || out->n_per_call < 1)
         return fail(ld, IMGQ_EINVAL, "%s: 'n_max' and 'n_per_call' must be at least 1", ctx);
@@ -269,10 +393,8 @@ static int load_model(struct loader *ld, const char *name, json_t *m, struct img
     for (char **c = caps; *c; c++) {
         unsigned bit = imgq_need_parse(*c);
         if (!bit) {
-            r = fail(ld, IMGQ_EINVAL,
-                     "%s: capability '%s' is not one of text, edit, seed, "
-                     "negative_prompt, transparent",
-                     ctx, *c);
+            r = fail(ld, IMGQ_EINVAL, "%s: capability '%s' is not one of " IMGQ_NEED_NAMES, ctx,
+                     *c);
             free_strings(caps);
             return r;
         }
@@ -288,6 +410,14 @@ static int load_model(struct loader *ld, const char *name, json_t *m, struct img
         out->serves[1] = imgq_xstrdup("medium");
         out->serves[2] = imgq_xstrdup("high");
     }
+    if ((r = load_guidance(ld, m, ctx, out)) || (r = load_size_rule(ld, m, ctx, out)))
+        return r;
+    json_t *pm = json_object_get(m, "provider_model");
+    if (pm && (!json_is_string(pm) || !*json_string_value(pm)))
+        return fail(ld, IMGQ_EINVAL, "%s: field 'provider_model' must be a non-empty string", ctx);
+    out->provider_model = opt_str(m, "provider_model");
+    if ((r = load_strings(ld, m, ctx, "fallbacks", &out->fallbacks)))
+        return r;
     json_t *cf = json_object_get(m, "charges_failures");
     out->charges_failures = json_is_true(cf);
     json_t *life = json_object_get(m, "lifecycle");
@@ -320,6 +450,24 @@ static int load_root(struct loader *ld, json_t *root, imgq_catalog *cat)
         int r = load_model(ld, key, val, &cat->models[cat->nmodels++]);
         if (r)
             return r;
+    }
+
+    for (size_t i = 0; i < cat->nmodels; i++) {
+        const struct imgq_model *m = &cat->models[i];
+        for (char **f = m->fallbacks; *f; f++) {
+            bool found = false;
+            for (size_t j = 0; j < cat->nmodels && !found; j++)
+                found = strcmp(cat->models[j].name, *f) == 0;
+            if (!found)
+                return fail(ld, IMGQ_EINVAL,
+                            "model '%s': fallback '%s' is not a model of the catalog", m->name, *f);
+            if (strcmp(*f, m->name) == 0)
+                return fail(ld, IMGQ_EINVAL, "model '%s': cannot be its own fallback", m->name);
+            for (char **g = m->fallbacks; g < f; g++)
+                if (strcmp(*g, *f) == 0)
+                    return fail(ld, IMGQ_EINVAL, "model '%s': fallback '%s' is listed twice",
+                                m->name, *f);
+        }
     }
 
     json_t *routes = json_object_get(root, "routes");
@@ -469,6 +617,12 @@ void imgq_catalog_free(imgq_catalog *cat)
         free_strings(m->serves);
         free_rows(m->tokens, m->ntokens);
         free_rows(m->image_prices, m->nimage_prices);
+        free(m->size_rule);
+        for (size_t k = 0; k < m->ntoken_factors; k++)
+            free(m->token_factors[k].quality);
+        free(m->token_factors);
+        free(m->provider_model);
+        free_strings(m->fallbacks);
         free(m->deprecated);
         free(m->shutdown);
         free(m->successor);
@@ -533,11 +687,13 @@ const struct imgq_use_case *imgq_catalog_use_case(const imgq_catalog *cat, const
     return NULL;
 }
 
-static const char *const need_names[] = {"text", "edit", "seed", "negative_prompt", "transparent"};
+static const char *const need_names[] = {"text",        "edit",     "seed", "negative_prompt",
+                                         "transparent", "guidance", "mask"};
+#define NNEEDS (sizeof need_names / sizeof need_names[0])
 
 unsigned imgq_need_parse(const char *name)
 {
-    for (unsigned i = 0; name && i < 5; i++)
+    for (unsigned i = 0; name && i < NNEEDS; i++)
         if (strcmp(name, need_names[i]) == 0)
             return 1u << i;
     return 0;
@@ -545,7 +701,7 @@ unsigned imgq_need_parse(const char *name)
 
 const char *imgq_need_name(unsigned need)
 {
-    for (unsigned i = 0; i < 5; i++)
+    for (unsigned i = 0; i < NNEEDS; i++)
         if (need == 1u << i)
             return need_names[i];
     return "?";
@@ -607,7 +763,108 @@ static bool in_list(char **list, const char *s)
 
 bool imgq_model_allows_size(const struct imgq_model *m, const char *size)
 {
-    return size && in_list(m->sizes, size);
+    if (!size)
+        return false;
+    if (in_list(m->sizes, size))
+        return true;
+    int w, h;
+    return m->size_rule && imgq_size_parse(size, &w, &h) == 0 &&
+           imgq_model_check_size(m, w, h, NULL, 0) == 0;
+}
+
+/* 1234567 -> "1,234,567" */
+static void grouped(int64_t v, char *buf, size_t len)
+{
+    char digits[32];
+    int nd = snprintf(digits, sizeof digits, "%" PRId64, v);
+    size_t o = 0;
+    for (int i = 0; i < nd && o + 2 < len; i++) {
+        if (i > 0 && digits[i - 1] != '-' && (nd - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+}
+
+/* " (NxN)" when px is a perfect square, for messages. */
+static void square_note(int64_t px, char *buf, size_t len)
+{
+    int64_t r = 0;
+    while ((r + 1) * (r + 1) <= px && r < 3037000499)
+        r++;
+    if (r * r == px)
+        snprintf(buf, len, " (%" PRId64 "x%" PRId64 ")", r, r);
+    else
+        buf[0] = '\0';
+}
+
+static int size_refused(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int size_refused(char *why, size_t whylen, const char *fmt, ...)
+{
+    if (why && whylen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, whylen, fmt, ap);
+        va_end(ap);
+    }
+    return IMGQ_EINVAL;
+}
+
+int imgq_model_check_size(const struct imgq_model *m, int w, int h, char *why, size_t whylen)
+{
+    char size[32];
+    snprintf(size, sizeof size, "%dx%d", w, h);
+    if (w < 1 || h < 1)
+        return size_refused(why, whylen, "%s is not a size", size);
+    if (in_list(m->sizes, size))
+        return 0;
+    const struct imgq_size_rule *r = m->size_rule;
+    if (!r) {
+        char list[400] = "";
+        size_t o = 0;
+        for (char **p = m->sizes; *p && o < sizeof list; p++)
+            o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", p == m->sizes ? "" : ", ", *p);
+        return size_refused(why, whylen, "%s takes only the sizes %s (%s is not one)", m->name,
+                            list, size);
+    }
+    int lo = w < h ? w : h, hi = w < h ? h : w;
+    int64_t px = (int64_t)w * h;
+    char a[32], b[32], sq[48];
+    if (r->multiple_of > 1 && (w % r->multiple_of || h % r->multiple_of))
+        return size_refused(why, whylen,
+                            "%s takes sizes whose sides are multiples of %d (%s is not)", m->name,
+                            r->multiple_of, size);
+    if ((r->min_side && lo < r->min_side) || (r->max_side && hi > r->max_side)) {
+        if (r->min_side && r->max_side)
+            return size_refused(why, whylen, "%s takes sides from %d to %d pixels (%s is not)",
+                                m->name, r->min_side, r->max_side, size);
+        if (r->max_side)
+            return size_refused(why, whylen, "%s takes sides of at most %d pixels (%s is not)",
+                                m->name, r->max_side, size);
+        return size_refused(why, whylen, "%s takes sides of at least %d pixels (%s is not)",
+                            m->name, r->min_side, size);
+    }
+    if (r->min_pixels && px < r->min_pixels) {
+        grouped(r->min_pixels, a, sizeof a);
+        grouped(px, b, sizeof b);
+        square_note(r->min_pixels, sq, sizeof sq);
+        return size_refused(why, whylen, "%s needs at least %s pixels%s; %s has %s", m->name, a, sq,
+                            size, b);
+    }
+    if (r->max_pixels && px > r->max_pixels) {
+        grouped(r->max_pixels, a, sizeof a);
+        grouped(px, b, sizeof b);
+        square_note(r->max_pixels, sq, sizeof sq);
+        return size_refused(why, whylen, "%s takes at most %s pixels%s; %s has %s", m->name, a, sq,
+                            size, b);
+    }
+    if (r->max_aspect_num && (int64_t)hi * r->max_aspect_den > (int64_t)lo * r->max_aspect_num)
+        return size_refused(why, whylen, "%s takes aspect ratios from %d:%d to %d:%d (%s is not)",
+                            m->name, r->max_aspect_den, r->max_aspect_num, r->max_aspect_num,
+                            r->max_aspect_den, size);
+    return 0;
 }
 
 bool imgq_model_allows_quality(const struct imgq_model *m, const char *quality)
@@ -641,10 +898,41 @@ static int table_lookup(const struct imgq_token_row *rows, size_t n, const char 
     return 0;
 }
 
+/*
+ * providers.md 1.1 (gpt-image-2, derived from community data; reproduces the measured table):
+ * f = factor of the quality; L, S = long and short side; s = (2*f*S + L) div (2*L);
+ * tokens = ceil(f * s * (2,000,000 + w*h) / 4,000,000).  Integers throughout.
+ */
+static int formula_tokens(const struct imgq_model *m, const char *quality, int w, int h,
+                          int64_t *out)
+{
+    bool worst = !quality || strcmp(quality, "auto") == 0;
+    int64_t f = 0;
+    for (size_t i = 0; i < m->ntoken_factors; i++) {
+        const struct imgq_token_factor *tf = &m->token_factors[i];
+        if (worst ? tf->factor > f : strcmp(tf->quality, quality) == 0)
+            f = tf->factor;
+        if (!worst && f)
+            break;
+    }
+    if (!f || w < 1 || h < 1)
+        return IMGQ_ENOTFOUND;
+    int64_t L = w > h ? w : h, S = w > h ? h : w, s, num;
+    s = (2 * f * S + L) / (2 * L);
+    if (__builtin_mul_overflow(f, s, &num) ||
+        __builtin_mul_overflow(num, 2000000 + (int64_t)w * h, &num))
+        return IMGQ_ERANGE;
+    *out = num / 4000000 + (num % 4000000 != 0);
+    return 0;
+}
+
 int imgq_model_output_tokens(const struct imgq_model *m, const char *quality, int w, int h,
                              int64_t *tokens)
 {
-    return table_lookup(m->tokens, m->ntokens, quality, w, h, tokens);
+    int r = table_lookup(m->tokens, m->ntokens, quality, w, h, tokens);
+    if (r == IMGQ_ENOTFOUND && m->ntoken_factors)
+        r = formula_tokens(m, quality, w, h, tokens);
+    return r;
 }
 
 int imgq_model_image_price(const struct imgq_model *m, const char *quality, int w, int h,

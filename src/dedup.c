@@ -36,8 +36,9 @@ static json_t *str_or_empty(const char *s)
 void imgq_dedup_key(const struct imgq_job_spec *s, int index, char out[65])
 {
     char *prompt = imgq_prompt_normalize(s->prompt);
-    /* A JSON array in a fixed order: unambiguous field boundaries, no floats.  References are
-     * a placeholder until jobs carry them; the slot keeps the serialisation stable. */
+    /* A JSON array in a fixed order: unambiguous field boundaries, no floats.  The reference
+     * slot holds the job's image references as given (strings), then, with a mask, the pair
+     * ["mask", MASK]: a job without references keeps the key it always had. */
     json_t *a = json_array();
     json_array_append_new(a, json_string("imgq-dedup-v1"));
     json_array_append_new(a, json_string(s->model));
@@ -46,11 +47,22 @@ void imgq_dedup_key(const struct imgq_job_spec *s, int index, char out[65])
     json_array_append_new(a, str_or_empty(s->quality));
     json_array_append_new(a, s->has_seed ? json_integer(s->seed) : json_string(""));
     json_array_append_new(a, str_or_empty(s->negative_prompt));
-    json_array_append_new(a, json_array()); /* reference image hashes */
+    json_t *refs = json_array();
+    for (int i = 0; i < s->nrefs; i++)
+        json_array_append_new(refs, json_string(s->refs[i]));
+    if (s->mask)
+        json_array_append_new(refs, json_pack("[ss]", "mask", s->mask));
+    json_array_append_new(a, refs);
     json_array_append_new(a, json_string(s->output_format));
     json_array_append_new(a, json_integer(s->output_compression));
     json_array_append_new(a, str_or_empty(s->background));
     json_array_append_new(a, json_integer(index));
+    /* guidance_scale changes the image; a number in a string keeps floats out of the key. */
+    if (s->has_guidance) {
+        char g[40];
+        snprintf(g, sizeof g, "guidance=%.17g", s->guidance_scale);
+        json_array_append_new(a, json_string(g));
+    }
     char *text = json_dumps(a, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(a);
     free(prompt);

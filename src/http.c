@@ -36,6 +36,15 @@
 #define MAX_HEADERS 200
 #define MAX_HEADER_BYTES (64 * 1024)
 
+/* One multipart part, owned by its request. */
+struct part {
+    char *name;
+    unsigned char *data;
+    size_t len;
+    char *filename; /* NULL for a plain field */
+    char *mime;     /* NULL: not sent (plain field) or libcurl's guess (file) */
+};
+
 struct imgq_http_request {
     char *method;
     char *url;
@@ -45,6 +54,8 @@ struct imgq_http_request {
     unsigned char *body_copy; /* owned copy, or NULL when the body is borrowed */
     const unsigned char *body;
     size_t body_len;
+    struct part *parts; /* multipart/form-data: nparts > 0 means no body */
+    size_t nparts, partcap;
     long total_ms;
     long connect_ms;
     size_t max_body;
@@ -74,6 +85,7 @@ struct collector {
     void *peer_arg;
     char refused_ip[64];
     uint64_t start_ns;
+    curl_mime *mime; /* the multipart body built for this transfer; freed after the easy */
 };
 
 struct transfer {
@@ -182,6 +194,18 @@ static struct curl_slist *slist_copy(const struct curl_slist *src, struct curl_s
 
 /* ---- requests ----------------------------------------------------------------------------- */
 
+static void drop_parts(imgq_http_request *req)
+{
+    for (size_t i = 0; i < req->nparts; i++) {
+        struct part *p = &req->parts[i];
+        free(p->name);
+        free(p->data);
+        free(p->filename);
+        free(p->mime);
+    }
+    req->nparts = 0;
+}
+
 imgq_http_request *imgq_http_request_new(const char *method, const char *url)
 {
     imgq_http_request *req = imgq_xcalloc(1, sizeof(*req));
@@ -201,6 +225,8 @@ void imgq_http_request_free(imgq_http_request *req)
     curl_slist_free_all(req->headers);
     curl_slist_free_all(req->connect_to);
     free(req->body_copy);
+    drop_parts(req);
+    free(req->parts);
     free(req->sigv4_provider);
     free(req->access_key);
     if (req->secret_key) {
@@ -236,6 +262,7 @@ static void drop_body(imgq_http_request *req)
 void imgq_http_request_set_body(imgq_http_request *req, const void *data, size_t len)
 {
     drop_body(req);
+    drop_parts(req);
     req->body_copy = imgq_xmalloc(len);
     if (len)
         memcpy(req->body_copy, data, len);
@@ -247,9 +274,75 @@ void imgq_http_request_set_body(imgq_http_request *req, const void *data, size_t
 void imgq_http_request_set_body_ref(imgq_http_request *req, const void *data, size_t len)
 {
     drop_body(req);
+    drop_parts(req);
     req->body = len ? data : (const unsigned char *)"";
     req->body_len = len;
     req->has_body = true;
+}
+
+/* "type/subtype" made of tokens, then optional "; parameters" without CR or LF. */
+static bool is_mime_type(const char *s)
+{
+    const char *slash = strchr(s, '/');
+    if (!slash || slash == s || strpbrk(s, "\r\n"))
+        return false;
+    for (const char *p = s; p < slash; p++)
+        if (!is_tchar((unsigned char)*p))
+            return false;
+    const char *p = slash + 1;
+    if (!is_tchar((unsigned char)*p))
+        return false;
+    while (is_tchar((unsigned char)*p))
+        p++;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return *p == '\0' || *p == ';';
+}
+
+int imgq_http_request_add_part(imgq_http_request *req, const char *name, const void *data,
+                               size_t len, const char *filename, const char *mime)
+{
+    if (!name || !*name || strpbrk(name, "\r\n") || (filename && strpbrk(filename, "\r\n")) ||
+        (mime && !is_mime_type(mime)) || (!data && len))
+        return IMGQ_EINVAL;
+    drop_body(req);
+    if (req->nparts == req->partcap) {
+        req->partcap = req->partcap ? 2 * req->partcap : 8;
+        req->parts = imgq_xrealloc(req->parts, req->partcap * sizeof(*req->parts));
+    }
+    struct part *p = &req->parts[req->nparts++];
+    p->name = imgq_xstrdup(name);
+    p->data = imgq_xmalloc(len ? len : 1);
+    if (len)
+        memcpy(p->data, data, len);
+    p->len = len;
+    p->filename = filename ? imgq_xstrdup(filename) : NULL;
+    p->mime = mime ? imgq_xstrdup(mime) : NULL;
+    return 0;
+}
+
+size_t imgq_http_request_part_count(const imgq_http_request *req)
+{
+    return req->nparts;
+}
+
+bool imgq_http_request_part(const imgq_http_request *req, size_t i, struct imgq_http_part *out)
+{
+    if (i >= req->nparts)
+        return false;
+    const struct part *p = &req->parts[i];
+    *out = (struct imgq_http_part){p->name, p->data, p->len, p->filename, p->mime};
+    return true;
+}
+
+const char *imgq_http_request_method(const imgq_http_request *req)
+{
+    return req->method;
+}
+
+const char *imgq_http_request_url(const imgq_http_request *req)
+{
+    return req->url;
 }
 
 void imgq_http_request_set_timeouts(imgq_http_request *req, long total_ms, long connect_ms)
@@ -306,6 +399,8 @@ static int check_request(const imgq_http_request *req)
 {
     if (!is_token(req->method) || strlen(req->method) > 32)
         return IMGQ_EINVAL;
+    if (req->nparts && req->sigv4_provider && !req->payload_hash)
+        return IMGQ_EINVAL; /* the body is libcurl's to encode: we cannot hash it */
     for (const char *p = req->url; *p; p++)
         if ((unsigned char)*p <= 0x20 || *p == 0x7f)
             return IMGQ_EINVAL;
@@ -347,6 +442,8 @@ static void collector_clear_headers(struct collector *c)
 
 static void collector_release(struct collector *c)
 {
+    curl_mime_free(c->mime); /* only ever after the easy handle that used it is gone */
+    c->mime = NULL;
     collector_clear_headers(c);
     free(c->hdrs);
     free(c->buf);
@@ -492,6 +589,63 @@ static struct curl_slist *final_headers(const imgq_http_request *req, const char
     return list;
 }
 
+/* A part's bytes, read by libcurl through callbacks: the request keeps the one copy. */
+struct part_reader {
+    const unsigned char *data;
+    size_t len, pos;
+};
+
+static size_t part_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+    struct part_reader *r = arg;
+    size_t want = size * nitems, left = r->len - r->pos;
+    size_t n = want < left ? want : left;
+    if (n)
+        memcpy(buf, r->data + r->pos, n);
+    r->pos += n;
+    return n;
+}
+
+/* libcurl rewinds a part to send it again (a retried connection, a 417 to Expect). */
+static int part_seek(void *arg, curl_off_t offset, int origin)
+{
+    struct part_reader *r = arg;
+    curl_off_t base = origin == SEEK_SET   ? 0
+                      : origin == SEEK_CUR ? (curl_off_t)r->pos
+                      : origin == SEEK_END ? (curl_off_t)r->len
+                                           : -1;
+    if (base < 0 || offset < -base || offset > (curl_off_t)r->len - base)
+        return CURL_SEEKFUNC_FAIL;
+    r->pos = (size_t)(base + offset);
+    return CURL_SEEKFUNC_OK;
+}
+
+/* The curl_mime of a multipart request, bound to easy handle 'e'; NULL on failure. */
+static curl_mime *build_mime(CURL *e, const imgq_http_request *req)
+{
+    curl_mime *mime = curl_mime_init(e);
+    if (!mime)
+        return NULL;
+    for (size_t i = 0; i < req->nparts; i++) {
+        const struct part *p = &req->parts[i];
+        curl_mimepart *mp = curl_mime_addpart(mime);
+        if (!mp || curl_mime_name(mp, p->name) != CURLE_OK ||
+            (p->filename && curl_mime_filename(mp, p->filename) != CURLE_OK) ||
+            (p->mime && curl_mime_type(mp, p->mime) != CURLE_OK))
+            goto fail;
+        struct part_reader *r = imgq_xmalloc(sizeof(*r));
+        *r = (struct part_reader){p->data, p->len, 0};
+        if (curl_mime_data_cb(mp, (curl_off_t)p->len, part_read, part_seek, free, r) != CURLE_OK) {
+            free(r); /* not attached */
+            goto fail;
+        }
+    }
+    return mime;
+fail:
+    curl_mime_free(mime);
+    return NULL;
+}
+
 #define SETOPT(e, opt, val)                                                                        \
     do {                                                                                           \
         if (curl_easy_setopt((e), (opt), (val)) != CURLE_OK)                                       \
@@ -502,8 +656,9 @@ static int setup_easy(CURL *e, const imgq_http_request *req, struct curl_slist *
                       struct collector *c)
 {
     const char *m = req->method;
-    bool send_body =
-        strcmp(m, "HEAD") != 0 && (req->has_body || !strcmp(m, "POST") || !strcmp(m, "PUT"));
+    bool send_parts = strcmp(m, "HEAD") != 0 && req->nparts > 0;
+    bool send_body = strcmp(m, "HEAD") != 0 &&
+                     (req->has_body || req->nparts || !strcmp(m, "POST") || !strcmp(m, "PUT"));
 
     SETOPT(e, CURLOPT_URL, req->url);
     SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -530,7 +685,11 @@ static int setup_easy(CURL *e, const imgq_http_request *req, struct curl_slist *
         else if (strcmp(m, "GET") != 0 || send_body)
             SETOPT(e, CURLOPT_CUSTOMREQUEST, m);
     }
-    if (send_body) {
+    if (send_parts) {
+        if (!(c->mime = build_mime(e, req)))
+            return IMGQ_EHTTP;
+        SETOPT(e, CURLOPT_MIMEPOST, c->mime);
+    } else if (send_body) {
         SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         SETOPT(e, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
     }
@@ -983,6 +1142,8 @@ int imgq_http_perform_sync(const imgq_http_request *req, imgq_http_response **ou
         code = curl_easy_perform(e);
     collector_complete(c, e, code, false);
     curl_easy_cleanup(e);
+    curl_mime_free(c->mime); /* the request it reads from is only borrowed */
+    c->mime = NULL;
     curl_slist_free_all(headers);
     curl_global_cleanup();
     return c->res.err;

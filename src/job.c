@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "imgq/alloc.h"
 #include "imgq/provider.h"
@@ -14,6 +15,10 @@
 
 #define METADATA_MAX 16384
 #define WEBHOOK_MAX 2048
+#define REF_URL_MAX 2048
+/* data: URIs live in the spec, which lives in Redis: a job carries at most this many decoded
+ * bytes inline, references and mask together; larger images go by s3:// or https://. */
+#define INLINE_MAX (4 * 1024 * 1024)
 
 static const char *const known_fields[] = {"id",
                                            "prompt",
@@ -37,6 +42,9 @@ static const char *const known_fields[] = {"id",
                                            "max_attempts",
                                            "seed",
                                            "negative_prompt",
+                                           "guidance_scale",
+                                           "images",
+                                           "mask",
                                            NULL};
 
 int imgq_provider_api_supported(const char *api)
@@ -122,6 +130,169 @@ static int today_after(time_t today, const char *date)
     return strcmp(buf, date) >= 0;
 }
 
+static int is_b64(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
+}
+
+/* The decoded length of standard base64 text (padding optional), or -1 if it is not base64. */
+static long long b64_decoded_len(const char *t)
+{
+    size_t n = strlen(t), pad = 0;
+    while (pad < 2 && n > 0 && t[n - 1] == '=') {
+        n--;
+        pad++;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!is_b64(t[i]))
+            return -1;
+    if (n == 0 || n % 4 == 1 || (pad && (n + pad) % 4 != 0))
+        return -1;
+    return (long long)(n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0));
+}
+
+/* http:// is for tests against local servers only: 127.0.0.1, localhost, [::1]. */
+static int local_http(const char *url)
+{
+    const char *a = url + 7;
+    size_t alen = strcspn(a, "/?#");
+    if (memchr(a, '@', alen))
+        return 0;
+    static const char *const hosts[] = {"127.0.0.1", "localhost", "[::1]", NULL};
+    for (const char *const *h = hosts; *h; h++) {
+        size_t hl = strlen(*h);
+        if (alen >= hl && strncasecmp(a, *h, hl) == 0) {
+            if (alen == hl)
+                return 1;
+            if (a[hl] != ':' || alen == hl + 1)
+                return 0;
+            for (size_t i = hl + 1; i < alen; i++)
+                if (a[i] < '0' || a[i] > '9')
+                    return 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One reference image or mask: s3://BUCKET/KEY, https://..., local http://..., or a
+ * data:image/(png|jpeg|webp);base64,... URI whose decoded size is added to *inline_bytes. */
+static int check_ref(const char *field, json_t *v, long long *inline_bytes,
+                     struct imgq_job_problem *why)
+{
+    static const char forms[] =
+        "must be s3://BUCKET/KEY, an https:// URL or a data:image/(png|jpeg|webp);base64, URI";
+    if (!json_is_string(v))
+        return problem(why, field, "%s", forms);
+    const char *s = json_string_value(v);
+    if (strncmp(s, "data:", 5) == 0) {
+        static const char *const types[] = {"data:image/png;base64,", "data:image/jpeg;base64,",
+                                            "data:image/webp;base64,", NULL};
+        for (const char *const *t = types; *t; t++)
+            if (strncmp(s, *t, strlen(*t)) == 0) {
+                long long n = b64_decoded_len(s + strlen(*t));
+                if (n < 0)
+                    return problem(why, field, "the data: URI's base64 is empty or not valid");
+                *inline_bytes += n;
+                return 0;
+            }
+        return problem(why, field,
+                       "a data: URI must be data:image/png, image/jpeg or image/webp;base64,...");
+    }
+    if (strlen(s) > REF_URL_MAX)
+        return problem(why, field, "is longer than %d bytes", REF_URL_MAX);
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return problem(why, field, "holds a space or control character");
+    if (strncmp(s, "s3://", 5) == 0) {
+        const char *b = s + 5, *slash = strchr(b, '/');
+        size_t bl = slash ? (size_t)(slash - b) : 0;
+        int ok = slash && bl >= 3 && bl <= 63 && slash[1] != '\0';
+        for (size_t i = 0; ok && i < bl; i++)
+            ok = (b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') || b[i] == '.' ||
+                 b[i] == '-';
+        if (!ok)
+            return problem(why, field, "'%s' is not s3://BUCKET/KEY", s);
+        return 0;
+    }
+    if (strncmp(s, "https://", 8) == 0) {
+        if (strcspn(s + 8, "/?#") == 0)
+            return problem(why, field, "'%s' has no host", s);
+        return 0;
+    }
+    if (strncmp(s, "http://", 7) == 0) {
+        if (!local_http(s))
+            return problem(why, field,
+                           "http:// is only for 127.0.0.1, localhost and [::1]; use https://");
+        return 0;
+    }
+    return problem(why, field, "%s", forms);
+}
+
+static int check_inline_cap(const char *field, long long bytes, struct imgq_job_problem *why)
+{
+    if (bytes <= INLINE_MAX)
+        return 0;
+    return problem(why, field,
+                   "data: URIs hold %lld bytes decoded; a job carries at most %d bytes (4 MiB) "
+                   "inline: use s3:// or https:// references",
+                   bytes, INLINE_MAX);
+}
+
+/* "images" and "mask": forms, the model's capabilities and limits, the inline cap. */
+static int parse_refs(json_t *o, const struct imgq_model *m, struct imgq_job_spec *s,
+                      struct imgq_job_problem *why)
+{
+    json_t *images = json_object_get(o, "images");
+    json_t *mask = json_object_get(o, "mask");
+    long long inline_bytes = 0;
+    if (json_is_null(images))
+        images = NULL;
+    if (json_is_null(mask))
+        mask = NULL;
+    if (images && !json_is_array(images))
+        return problem(why, "images", "must be an array of image references");
+    size_t n = json_array_size(images);
+    if (n > 0) {
+        if (!(m->capabilities & IMGQ_NEED_EDIT) || m->max_references < 1)
+            return problem(why, "images", "model '%s' takes no reference images (it cannot edit)",
+                           m->name);
+        if (n > (size_t)m->max_references)
+            return problem(why, "images", "model '%s' takes at most %d reference images (got %zu)",
+                           m->name, m->max_references, n);
+        for (size_t i = 0; i < n; i++) {
+            char field[32];
+            snprintf(field, sizeof field, "images[%zu]", i);
+            int r = check_ref(field, json_array_get(images, i), &inline_bytes, why);
+            if (r)
+                return r;
+        }
+        int r = check_inline_cap("images", inline_bytes, why);
+        if (r)
+            return r;
+    }
+    if (mask) {
+        if (n == 0)
+            return problem(why, "mask", "needs images (the mask applies to the first one)");
+        if (!(m->capabilities & IMGQ_NEED_MASK))
+            return problem(why, "mask", "model '%s' takes no mask", m->name);
+        int r = check_ref("mask", mask, &inline_bytes, why);
+        if (!r)
+            r = check_inline_cap("mask", inline_bytes, why);
+        if (r)
+            return r;
+        s->mask = imgq_xstrdup(json_string_value(mask));
+    }
+    if (n > 0) {
+        s->refs = imgq_xcalloc(n, sizeof *s->refs);
+        for (size_t i = 0; i < n; i++)
+            s->refs[i] = imgq_xstrdup(json_string_value(json_array_get(images, i)));
+        s->nrefs = (int)n;
+    }
+    return 0;
+}
+
 /* "model": "auto": the router picks the model (and its quality and size), which then goes
  * through the same checks as a model named by hand.  The decision is kept on the job. */
 static int route_request(const imgq_catalog *cat, json_t *o, const struct imgq_job_defaults *d,
@@ -137,18 +308,14 @@ static int route_request(const imgq_catalog *cat, json_t *o, const struct imgq_j
         return problem(why, "use_case", "is not a use case of the catalog's routing policy");
     json_t *needs = json_object_get(o, "needs");
     if (needs && !json_is_array(needs))
-        return problem(why, "needs",
-                       "must be an array of text, edit, seed, negative_prompt, "
-                       "transparent");
+        return problem(why, "needs", "must be an array of " IMGQ_NEED_NAMES);
     size_t i;
     json_t *v;
     json_array_foreach(needs, i, v)
     {
         unsigned bit = imgq_need_parse(json_string_value(v));
         if (!bit)
-            return problem(why, "needs",
-                           "'%s' is not one of text, edit, seed, "
-                           "negative_prompt, transparent",
+            return problem(why, "needs", "'%s' is not one of " IMGQ_NEED_NAMES,
                            json_string_value(v) ? json_string_value(v) : "?");
         rq.needs |= bit;
     }
@@ -156,6 +323,20 @@ static int route_request(const imgq_catalog *cat, json_t *o, const struct imgq_j
         rq.needs |= IMGQ_NEED_SEED;
     if (json_object_get(o, "negative_prompt"))
         rq.needs |= IMGQ_NEED_NEGATIVE_PROMPT;
+    json_t *gv = json_object_get(o, "guidance_scale");
+    if (gv && !json_is_null(gv)) {
+        rq.needs |= IMGQ_NEED_GUIDANCE;
+        rq.has_guidance = json_is_number(gv);
+        rq.guidance_scale = json_number_value(gv);
+    }
+    json_t *images = json_object_get(o, "images");
+    if (json_is_array(images) && json_array_size(images) > 0) {
+        rq.needs |= IMGQ_NEED_EDIT;
+        rq.references = json_array_size(images) > 1000 ? 1000 : (int)json_array_size(images);
+    }
+    json_t *mask = json_object_get(o, "mask");
+    if (mask && !json_is_null(mask))
+        rq.needs |= IMGQ_NEED_MASK;
     if (json_is_string(json_object_get(o, "background")) &&
         strcmp(json_string_value(json_object_get(o, "background")), "transparent") == 0)
         rq.needs |= IMGQ_NEED_TRANSPARENT;
@@ -343,7 +524,18 @@ static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_de
     if (!s->size)
         s->size = imgq_xstrdup(m->sizes[0]);
     if (!imgq_model_allows_size(m, s->size)) {
+        int w, h;
         list_join(m->sizes, allowed, sizeof allowed);
+        if (m->size_rule && imgq_size_parse(s->size, &w, &h) == 0) {
+            char reason[sizeof why->reason];
+            (void)imgq_model_check_size(m, w, h, reason, sizeof reason);
+            return problem(why, "size", "%s", reason);
+        }
+        if (m->size_rule)
+            return problem(why, "size",
+                           "'%s' is not WxH (model '%s' takes %s, or any WxH within its size "
+                           "rule)",
+                           s->size, m->name, allowed);
         return problem(why, "size", "'%s' is not allowed for model '%s' (allowed: %s)", s->size,
                        m->name, allowed);
     }
@@ -437,6 +629,22 @@ static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_de
         !(m->capabilities & IMGQ_NEED_TRANSPARENT))
         return problem(why, "background", "model '%s' cannot make a transparent background",
                        m->name);
+    json_t *gv = json_object_get(o, "guidance_scale");
+    if (gv && !json_is_null(gv)) {
+        if (!json_is_number(gv))
+            return problem(why, "guidance_scale", "must be a number");
+        double g = json_number_value(gv);
+        if (!(m->capabilities & IMGQ_NEED_GUIDANCE))
+            return problem(why, "guidance_scale", "model '%s' has no guidance_scale setting",
+                           m->name);
+        if (!(g >= m->guidance_min && g <= m->guidance_max))
+            return problem(why, "guidance_scale", "%g is out of range for model '%s' (%g to %g)", g,
+                           m->name, m->guidance_min, m->guidance_max);
+        s->has_guidance = true;
+        s->guidance_scale = g;
+    }
+    if ((r = parse_refs(o, m, s, why)))
+        return r;
     s->max_attempts = d && d->max_attempts > 0 ? d->max_attempts : 5;
     json_t *av = json_object_get(o, "max_attempts");
     if (av && !json_is_null(av)) {
@@ -520,6 +728,15 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
     if (s->has_seed)
         json_object_set_new(o, "seed", json_integer(s->seed));
     set_str(o, "negative_prompt", s->negative_prompt);
+    if (s->has_guidance)
+        json_object_set_new(o, "guidance_scale", json_real(s->guidance_scale));
+    if (s->nrefs > 0) {
+        json_t *a = json_array();
+        for (int i = 0; i < s->nrefs; i++)
+            json_array_append_new(a, json_string(s->refs[i]));
+        json_object_set_new(o, "images", a);
+    }
+    set_str(o, "mask", s->mask);
     set_str(o, "route", s->route);
     set_str(o, "team", s->team);
     set_str(o, "webhook", s->webhook);
@@ -565,6 +782,24 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
     s->has_seed = json_is_integer(seed);
     s->seed = s->has_seed ? json_integer_value(seed) : 0;
     s->negative_prompt = dup_field(o, "negative_prompt");
+    json_t *gv = json_object_get(o, "guidance_scale");
+    s->has_guidance = json_is_number(gv);
+    s->guidance_scale = s->has_guidance ? json_number_value(gv) : 0;
+    json_t *images = json_object_get(o, "images");
+    bool refs_ok = !images || json_is_array(images);
+    size_t nimages = json_array_size(images);
+    if (refs_ok && nimages > 0) {
+        s->refs = imgq_xcalloc(nimages, sizeof *s->refs);
+        for (size_t i = 0; i < nimages && refs_ok; i++) {
+            const char *ref = json_string_value(json_array_get(images, i));
+            refs_ok = ref != NULL;
+            if (ref)
+                s->refs[s->nrefs++] = imgq_xstrdup(ref);
+        }
+    }
+    json_t *mask = json_object_get(o, "mask");
+    refs_ok = refs_ok && (!mask || json_is_string(mask));
+    s->mask = dup_field(o, "mask");
     s->route = dup_field(o, "route");
     s->team = dup_field(o, "team");
     s->webhook = dup_field(o, "webhook");
@@ -577,8 +812,8 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
     if (json_is_object(md))
         s->metadata = json_incref(md);
     json_decref(o);
-    if (!s->model || !s->prompt || !s->size || !s->output_format || !s->route || s->n < 1 ||
-        imgq_size_parse(s->size, &s->width, &s->height) != 0) {
+    if (!refs_ok || !s->model || !s->prompt || !s->size || !s->output_format || !s->route ||
+        s->n < 1 || imgq_size_parse(s->size, &s->width, &s->height) != 0) {
         imgq_job_spec_clear(s);
         return IMGQ_EINVAL;
     }
@@ -599,9 +834,58 @@ void imgq_job_spec_clear(struct imgq_job_spec *s)
     free(s->moderation);
     free(s->user);
     free(s->negative_prompt);
+    for (int i = 0; i < s->nrefs; i++)
+        free(s->refs[i]);
+    free(s->refs);
+    free(s->mask);
+    if (s->ref_data)
+        for (int i = 0; i < s->nrefs; i++)
+            free(s->ref_data[i].data);
+    free(s->ref_data);
+    if (s->mask_data)
+        free(s->mask_data->data);
+    free(s->mask_data);
     free(s->route);
     free(s->team);
     free(s->webhook);
     json_decref(s->metadata);
     memset(s, 0, sizeof *s);
+}
+
+int imgq_job_retarget(const imgq_catalog *cat, const struct imgq_job_spec *spec, const char *model,
+                      time_t today, struct imgq_job_spec *out, struct imgq_job_problem *why)
+{
+    memset(out, 0, sizeof *out);
+    memset(why, 0, sizeof *why);
+    const struct imgq_model *m = model ? imgq_catalog_model(cat, model) : NULL;
+    if (!m)
+        return problem(why, "model", "'%s' is not in the catalog (version %s)",
+                       model ? model : "(null)", imgq_catalog_version(cat));
+    /* The stored form, with the model swapped, through the same checks as a submitted job. */
+    char *text = imgq_job_spec_to_json(spec);
+    json_t *o = json_loads(text, 0, NULL);
+    free(text);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return problem(why, "(json)", "the job's stored form cannot be read back");
+    }
+    json_object_del(o, "alias");
+    json_object_del(o, "routed");
+    json_object_set_new(o, "model", json_string(model));
+    /* Quality: kept where the target has it; dropped on a model without the knob; else (a flat
+     * job moving to a model with one, or a value it lacks) medium, the middle of the range. */
+    const char *q = spec->quality;
+    if (!m->qualities[0])
+        json_object_del(o, "quality");
+    else if (!q || !imgq_model_allows_quality(m, q))
+        json_object_set_new(
+            o, "quality",
+            json_string(imgq_model_allows_quality(m, "medium") ? "medium" : m->qualities[0]));
+    text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!text)
+        abort(); /* only allocation can fail here (alloc.h policy) */
+    int r = imgq_job_parse(cat, text, strlen(text), NULL, today, out, why, NULL, 0);
+    free(text);
+    return r;
 }

@@ -11,9 +11,92 @@
 #include "imgq/base64.h"
 #include "imgq/provider.h"
 
+/* File-name extension for a reference's (sniffed) MIME type. */
+static const char *mime_ext(const char *mime)
+{
+    if (strcmp(mime, "image/png") == 0)
+        return "png";
+    if (strcmp(mime, "image/jpeg") == 0)
+        return "jpg";
+    if (strcmp(mime, "image/webp") == 0)
+        return "webp";
+    return "bin";
+}
+
+static void add_field(imgq_http_request *req, const char *name, const char *value)
+{
+    /* Only a name or file name is ever refused (ours are constants); values are plain data. */
+    int rc = imgq_http_request_add_part(req, name, value, strlen(value), NULL, NULL);
+    (void)rc;
+}
+
+/* A file part; a type the HTTP layer refuses to label (not type/subtype) goes as octet-stream. */
+static void add_file(imgq_http_request *req, const char *name, const struct imgq_ref_data *d,
+                     const char *filename)
+{
+    size_t len = d->data ? d->len : 0;
+    const char *mime =
+        d->mime[0] && memchr(d->mime, '\0', sizeof d->mime) ? d->mime : "application/octet-stream";
+    if (imgq_http_request_add_part(req, name, d->data, len, filename, mime) != 0) {
+        int rc = imgq_http_request_add_part(req, name, d->data, len, filename,
+                                            "application/octet-stream");
+        (void)rc;
+    }
+}
+
+/*
+ * POST BASE/images/edits as multipart/form-data: the plain fields first (model, prompt, n,
+ * size, quality, background, output_format, user), then one "image[]" file per reference
+ * (image-I.EXT with its sniffed type) and the "mask" file if any.  The edits endpoint has no
+ * "moderation" field, so the job's moderation is not sent; input_fidelity is not sent (the
+ * job has no such field: the API's default, low, applies).
+ *
+ * ref_data NULL (the worker did not fetch the references: a bug) does not crash: the request
+ * goes without image parts and the API refuses it with a 400 ("image" missing), which parse
+ * classifies as an invalid request (not retried).  A fetched reference without bytes is sent
+ * as an empty file and refused the same way.
+ */
+static imgq_http_request *build_edits(const struct imgq_provider_endpoint *ep,
+                                      const struct imgq_job_spec *s, int n)
+{
+    char *url = imgq_xasprintf("%s/images/edits", ep->base_url);
+    imgq_http_request *req = imgq_http_request_new("POST", url);
+    free(url);
+    char *key = imgq_xasprintf("Bearer %s", ep->api_key ? ep->api_key : "");
+    int refused = imgq_http_request_add_header(req, "Authorization", key);
+    (void)refused; /* a key with CR/LF is not sent: the 401 classifies the job as auth */
+    free(key);
+    imgq_http_request_set_timeouts(req, ep->timeout_ms > 0 ? ep->timeout_ms : 300000, 10000);
+
+    char num[24];
+    snprintf(num, sizeof num, "%d", n);
+    add_field(req, "model", s->model);
+    add_field(req, "prompt", s->prompt);
+    add_field(req, "n", num);
+    add_field(req, "size", s->size);
+    if (s->quality)
+        add_field(req, "quality", s->quality);
+    if (s->background)
+        add_field(req, "background", s->background);
+    /* Lossless transfer; the worker encodes the stored format itself. */
+    add_field(req, "output_format", "png");
+    if (s->user)
+        add_field(req, "user", s->user);
+    for (int i = 0; s->ref_data && i < s->nrefs; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "image-%d.%s", i, mime_ext(s->ref_data[i].mime));
+        add_file(req, "image[]", &s->ref_data[i], name);
+    }
+    if (s->mask_data)
+        add_file(req, "mask", s->mask_data, "mask.png");
+    return req;
+}
+
 imgq_http_request *imgq_openai_build(const struct imgq_provider_endpoint *ep,
                                      const struct imgq_job_spec *s, int n)
 {
+    if (s->nrefs > 0)
+        return build_edits(ep, s, n);
     json_t *o = json_object();
     json_object_set_new(o, "model", json_string(s->model));
     json_object_set_new(o, "prompt", json_string(s->prompt));

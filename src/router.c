@@ -61,13 +61,20 @@ static void evaluate(const imgq_catalog *cat, const struct imgq_route_request *r
         snprintf(c->reason, sizeof c->reason, "not among use case '%s''s models", uc->name);
         return;
     }
-    unsigned missing = req->needs & ~m->capabilities;
+    unsigned needs = req->needs | (req->references > 0 ? IMGQ_NEED_EDIT : 0);
+    unsigned missing = needs & ~m->capabilities;
     if (missing) {
         for (unsigned bit = 1; bit; bit <<= 1)
             if (missing & bit) {
                 snprintf(c->reason, sizeof c->reason, "cannot do '%s'", imgq_need_name(bit));
                 return;
             }
+    }
+    if (req->has_guidance &&
+        !(req->guidance_scale >= m->guidance_min && req->guidance_scale <= m->guidance_max)) {
+        snprintf(c->reason, sizeof c->reason, "guidance_scale %g is outside %g to %g",
+                 req->guidance_scale, m->guidance_min, m->guidance_max);
+        return;
     }
     if (!in_list(m->serves, quality)) {
         snprintf(c->reason, sizeof c->reason, "not made for %s quality", quality);
@@ -84,7 +91,11 @@ static void evaluate(const imgq_catalog *cat, const struct imgq_route_request *r
     }
     c->size = req->size ? req->size : m->sizes[0];
     if (!imgq_model_allows_size(m, c->size)) {
-        snprintf(c->reason, sizeof c->reason, "no %s size", c->size);
+        int sw, sh;
+        if (m->size_rule && imgq_size_parse(c->size, &sw, &sh) == 0)
+            (void)imgq_model_check_size(m, sw, sh, c->reason, sizeof c->reason);
+        else
+            snprintf(c->reason, sizeof c->reason, "no %s size", c->size);
         return;
     }
     /* A model with a quality knob runs at the asked quality; a flat one has no knob. */

@@ -14,12 +14,16 @@ static void usage(FILE *f)
     fputs("usage: imgq-worker [--config FILE] [--redis URL] [--queue NAME] [--prefix P]\n"
           "                   [--catalog FILE] [--concurrency N] [--lease-ms MS]\n"
           "                   [--grace-ms MS] [--retry-base-ms MS] [--retry-max-ms MS]\n"
+          "                   [--breaker-threshold N] [--breaker-cooldown-ms MS]\n"
           "                   [--provider-timeout-ms MS] [--exit-when-idle] [--noop]\n"
           "                   [--rate-limit PROVIDER=SPEC]... [--rate-window-ms MS]\n"
+          "                   [--poll-ms MS] [--poll-timeout-ms MS]\n"
           "                   [--log-level error|warn|info|debug]\n"
           "Claims jobs from Redis, calls the provider, stores images in S3.\n"
           "SIGTERM/SIGINT: stop claiming, let running jobs finish for the grace period,\n"
           "then hand the rest back to the queue.\n"
+          "--breaker-threshold (5) consecutive failures of a model open its circuit breaker:\n"
+          "its jobs go to their fallbacks for --breaker-cooldown-ms (30000), then one probes.\n"
           "--exit-when-idle: exit once nothing is ready, retrying or running in the queue\n"
           "(paused work does not count).  --noop completes every claimed job at once\n"
           "(queue benchmarks only).\n"
@@ -30,7 +34,10 @@ static void usage(FILE *f)
           "openai-tier-2,concurrent=8).  The window is 60 s (--rate-window-ms scales it).\n"
           "Also from the config file (\"rate_limits\": {\"openai\": \"openai-tier-2\"}) and\n"
           "IMGQ_RATE_LIMITS=\"openai=openai-tier-2;google=images=10,concurrent=4\";\n"
-          "flags override the environment, which overrides the file.\n",
+          "flags override the environment, which overrides the file.\n"
+          "--poll-ms: how often an asynchronous provider's task is polled when it gives no\n"
+          "hint (1000); --poll-timeout-ms: how long a task may take before the call times\n"
+          "out (1800000).\n",
           f);
 }
 
@@ -46,13 +53,29 @@ static int positive(const char *flag, const char *v, int *out)
     return 0;
 }
 
+/* A breaker option: an integer from 1 to max ('what' says what it is). */
+static int breaker_option(const char *flag, const char *v, int max, const char *what, int *out)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < 1 || x > max) {
+        fprintf(stderr, "imgq-worker: %s '%s': expected a number of %s from 1 to %d\n", flag, v,
+                what, max);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *config_file = NULL, *redis = NULL, *queue = NULL, *prefix = NULL, *catalog = NULL;
     int concurrency = 0, lease = 0, grace = 0, rbase = 1000, rmax = 300000, ptimeout = 300000;
     bool idle = false, noop = false;
+    int breaker_threshold = 5, breaker_cooldown = 30000;
     const char *rates[32];
     int nrates = 0, rate_window = 60000;
+    int poll_ms = 1000, poll_timeout = 1800000;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"redis", required_argument, NULL, 'r'},
                                          {"queue", required_argument, NULL, 'q'},
@@ -64,10 +87,14 @@ int main(int argc, char **argv)
                                          {"retry-base-ms", required_argument, NULL, 'b'},
                                          {"retry-max-ms", required_argument, NULL, 'm'},
                                          {"provider-timeout-ms", required_argument, NULL, 't'},
+                                         {"breaker-threshold", required_argument, NULL, 0x100},
+                                         {"breaker-cooldown-ms", required_argument, NULL, 0x101},
                                          {"exit-when-idle", no_argument, NULL, 'x'},
                                          {"noop", no_argument, NULL, 'N'},
                                          {"rate-limit", required_argument, NULL, 'R'},
                                          {"rate-window-ms", required_argument, NULL, 'W'},
+                                         {"poll-ms", required_argument, NULL, 'P'},
+                                         {"poll-timeout-ms", required_argument, NULL, 'T'},
                                          {"log-level", required_argument, NULL, 'L'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -110,6 +137,14 @@ int main(int argc, char **argv)
         case 't':
             bad = positive("--provider-timeout-ms", optarg, &ptimeout);
             break;
+        case 0x100:
+            bad = breaker_option("--breaker-threshold", optarg, 1000, "consecutive failures",
+                                 &breaker_threshold);
+            break;
+        case 0x101:
+            bad = breaker_option("--breaker-cooldown-ms", optarg, 86400000, "milliseconds",
+                                 &breaker_cooldown);
+            break;
         case 'x':
             idle = true;
             break;
@@ -125,6 +160,12 @@ int main(int argc, char **argv)
             break;
         case 'W':
             bad = positive("--rate-window-ms", optarg, &rate_window);
+            break;
+        case 'P':
+            bad = positive("--poll-ms", optarg, &poll_ms);
+            break;
+        case 'T':
+            bad = positive("--poll-timeout-ms", optarg, &poll_timeout);
             break;
         case 'L': {
             int l = imgq_log_level_parse(optarg);
@@ -171,6 +212,10 @@ int main(int argc, char **argv)
     w.opt.retry_base_ms = rbase;
     w.opt.retry_max_ms = rmax < rbase ? rbase : rmax;
     w.opt.provider_timeout_ms = ptimeout;
+    w.opt.poll_ms = poll_ms;
+    w.opt.poll_timeout_ms = poll_timeout;
+    w.opt.breaker_threshold = breaker_threshold;
+    w.opt.breaker_cooldown_ms = breaker_cooldown;
     w.opt.exit_when_idle = idle;
     w.opt.noop = noop;
     imgq_s3_config_init(&w.s3);

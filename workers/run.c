@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "imgq/alloc.h"
+#include "imgq/base64.h"
 #include "imgq/dedup.h"
 #include "imgq/image.h"
 #include "imgq/log.h"
@@ -65,9 +66,25 @@ struct call {
     struct imgq_provider_result pr;
     imgq_micros cost;
     bool ceiling;     /* billed at the ceiling: no usage came back */
-    uv_timer_t timer; /* retry wait */
+    uv_timer_t timer; /* retry, rate-limit and poll waits */
     bool timer_init;
     struct limits_wait lw; /* its place in the account's queue, then its hold on room */
+    /* Asynchronous providers (submit, then poll). */
+    char *handle;          /* the task's poll handle, once the submit was accepted */
+    uint64_t submitted_ms; /* when the task was submitted: bounds the polling */
+    int poll_errors;       /* consecutive polls that failed in transit */
+    int polls;
+    struct fetch *fetches; /* downloads of images the provider returned as URLs */
+    int fetching;          /* downloads outstanding */
+};
+
+/* One download of an image a provider returned as a URL. */
+struct fetch {
+    struct call *c;
+    int k;     /* image index within the call */
+    int tries; /* sends so far */
+    enum imgq_error_class cls;
+    char error[256];
 };
 
 struct job {
@@ -112,6 +129,20 @@ struct job {
     long retry_delay_ms;
     bool consume_attempt;
     uint64_t started_ms;
+
+    /* Reference images (edits) fetched before the first call: nrefs + 1 for a mask. */
+    struct ref_fetch *refs;
+    int nref_fetches, refs_pending;
+};
+
+struct ref_fetch {
+    struct job *j;
+    int index; /* reference number; nrefs = the mask */
+    const char *source;
+    struct imgq_ref_data *out;
+    int tries;
+    char *bucket;             /* s3:// references: their bucket */
+    struct imgq_s3_config s3; /* the worker's S3 settings on that bucket (borrowed strings) */
 };
 
 static void finish_fail(struct job *j, enum imgq_error_class cls, long status, const char *code,
@@ -203,8 +234,13 @@ static void job_free(struct job *j)
     free(j->attempt_json);
     /* The job's memory goes with the last timer's close callback. */
     j->handles_open = 1; /* held until every close below is requested */
+    for (int i = 0; i < j->nref_fetches; i++)
+        free(j->refs[i].bucket);
+    free(j->refs);
     for (int i = 0; i < j->ncalls; i++) {
         imgq_provider_result_clear(&j->calls[i].pr);
+        free(j->calls[i].handle);
+        free(j->calls[i].fetches);
         if (j->calls[i].timer_init) {
             j->handles_open++;
             j->calls[i].timer.data = j;
@@ -718,20 +754,22 @@ static void call_failed(struct call *c, imgq_micros charged)
     j->fail_charged += charged;
 }
 
-static void on_call(const imgq_http_response *res, void *arg)
+static void call_accepted(struct call *c);
+static void fetch_images(struct call *c);
+
+/* A call's answer is in c->pr (from its submit, a poll, or its downloads): go on polling,
+ * download the images, or settle the call. */
+static void call_answered(struct call *c, long status)
 {
-    struct call *c = arg;
     struct job *j = c->j;
-    /* Answered, failed, timed out or cancelled at shutdown: the request is no longer in
-     * flight, whoever still wants its outcome. */
-    limits_release(j->w, &c->lw, true);
-    if (op_done(j))
+    if (c->pr.cls == IMGQ_CLASS_NONE && c->pr.pending) {
+        call_accepted(c);
         return;
-    imgq_provider_result_clear(&c->pr);
-    j->ops_api->parse(res, c->n, &c->pr);
-    if (c->pr.request_id[0] && !j->request_id[0])
-        snprintf(j->request_id, sizeof j->request_id, "%s", c->pr.request_id);
-    j->last_status = res->status;
+    }
+    if (c->pr.cls == IMGQ_CLASS_NONE && c->pr.nimage_urls > 0 && c->pr.nimages == 0) {
+        fetch_images(c);
+        return;
+    }
     if (c->pr.cls == IMGQ_CLASS_NONE) {
         if (price_call(c) != 0) {
             c->pr.cls = IMGQ_CLASS_BAD_RESPONSE;
@@ -746,8 +784,8 @@ static void on_call(const imgq_http_response *res, void *arg)
         struct imgq_request_shape shape = call_shape(j, c->n);
         /* An unusable 2xx is still billed, at the ceiling; so is any failure at a provider
          * the catalog marks as charging failures. */
-        if ((c->pr.cls == IMGQ_CLASS_BAD_RESPONSE && res->status >= 200 && res->status < 300) ||
-            (j->model->charges_failures && res->status != 0))
+        if ((c->pr.cls == IMGQ_CLASS_BAD_RESPONSE && status >= 200 && status < 300) ||
+            (j->model->charges_failures && status != 0))
             if (imgq_cost_ceiling(j->model, j->route, &shape, &charged) != 0)
                 charged = 0;
         bool again = imgq_error_class_retryable(c->pr.cls) && c->tries < CALL_TRIES &&
@@ -756,6 +794,8 @@ static void on_call(const imgq_http_response *res, void *arg)
             /* A sibling's images are in hand: retry this call alone, not the whole job. */
             long wait = c->pr.retry_after_ms >= 0 ? c->pr.retry_after_ms
                                                   : 250L << (c->tries < 6 ? c->tries : 6);
+            free(c->handle); /* an asynchronous task that failed is submitted anew */
+            c->handle = NULL;
             if (!c->timer_init) {
                 uv_timer_init(j->w->loop, &c->timer);
                 c->timer_init = true;
@@ -763,13 +803,266 @@ static void on_call(const imgq_http_response *res, void *arg)
             c->timer.data = c;
             uv_timer_start(&c->timer, on_call_timer, (uint64_t)wait, 0);
             imgq_log(IMGQ_LOG_INFO, "job", "%s call %d/%d: %s (%ld); retrying it alone", j->id,
-                     c->index + 1, j->ncalls, imgq_error_class_name(c->pr.cls), res->status);
+                     c->index + 1, j->ncalls, imgq_error_class_name(c->pr.cls), status);
             return;
         }
         call_failed(c, charged);
     }
     if (--j->calls_pending == 0)
         calls_settled(j);
+}
+
+static void on_call(const imgq_http_response *res, void *arg)
+{
+    struct call *c = arg;
+    struct job *j = c->j;
+    /* Answered, failed, timed out or cancelled at shutdown: the request is no longer in
+     * flight, whoever still wants its outcome.  (An async provider's task goes on at the
+     * provider; its polls take no image or token room: see limits_acquire_poll.) */
+    limits_release(j->w, &c->lw, true);
+    if (op_done(j))
+        return;
+    imgq_provider_result_clear(&c->pr);
+    j->ops_api->parse(res, c->n, &c->pr);
+    if (c->pr.request_id[0] && !j->request_id[0])
+        snprintf(j->request_id, sizeof j->request_id, "%s", c->pr.request_id);
+    j->last_status = res->status;
+    call_answered(c, res->status);
+}
+
+/* Asynchronous providers ------------------------------------------------------------------ */
+
+#define POLL_ERRORS 5 /* consecutive polls failing in transit before the call fails */
+#define FETCH_TRIES 4 /* downloads of one image before the call fails */
+
+static void on_poll_timer(uv_timer_t *t);
+
+static void schedule_poll(struct call *c, long hint_ms)
+{
+    struct job *j = c->j;
+    long wait = hint_ms >= 0 ? hint_ms : j->w->opt.poll_ms;
+    if (!c->timer_init) {
+        uv_timer_init(j->w->loop, &c->timer);
+        c->timer_init = true;
+    }
+    c->timer.data = c;
+    uv_timer_start(&c->timer, on_poll_timer, (uint64_t)wait, 0);
+}
+
+static void on_handle_saved(struct worker *w, redisReply *r, void *arg)
+{
+    struct job *j = arg;
+    (void)w;
+    if (op_done(j))
+        return;
+    if (!r || r->type != REDIS_REPLY_INTEGER)
+        imgq_log(IMGQ_LOG_WARN, "job",
+                 "%s: the poll handle could not be recorded; a worker taking this job over "
+                 "would submit it again",
+                 j->id);
+}
+
+/* Record the call's handle on the job, so that a worker taking the job over after this one
+ * died polls the same task instead of paying for a second one. */
+static void save_handle(struct call *c)
+{
+    struct job *j = c->j;
+    char idx[16], attempt[16], submitted[32];
+    snprintf(idx, sizeof idx, "%d", c->index);
+    snprintf(attempt, sizeof attempt, "%d", j->attempt);
+    snprintf(submitted, sizeof submitted, "%" PRIu64, c->submitted_ms);
+    const char *args[7] = {"set", j->id, j->token, idx, attempt, submitted, c->handle};
+    if (worker_script(j->w, IMGQ_SCRIPT_POLL, 7, args, on_handle_saved, j) == 0)
+        j->ops++;
+}
+
+/* The provider took the task: poll it until it is done. */
+static void call_accepted(struct call *c)
+{
+    struct job *j = c->j;
+    if (!c->handle && !c->pr.poll[0]) {
+        /* Accepted, but with nothing to poll: the task cannot be followed. */
+        c->pr.pending = false;
+        c->pr.cls = IMGQ_CLASS_BAD_RESPONSE;
+        snprintf(c->pr.message, sizeof c->pr.message, "task accepted without a handle to poll");
+        call_answered(c, 200);
+        return;
+    }
+    /* An empty handle in a pending answer means: poll the same one again. */
+    bool moved = !c->handle || (c->pr.poll[0] && strcmp(c->handle, c->pr.poll) != 0);
+    if (!c->handle)
+        c->submitted_ms = now_ms();
+    if (moved) {
+        free(c->handle);
+        c->handle = imgq_xstrdup(c->pr.poll);
+        save_handle(c);
+    }
+    c->poll_errors = 0;
+    if (imgq_log_enabled(IMGQ_LOG_DEBUG))
+        imgq_log(IMGQ_LOG_DEBUG, "job", "%s call %d/%d: task %s %s", j->id, c->index + 1, j->ncalls,
+                 c->pr.task_status[0] ? c->pr.task_status : "accepted", c->handle);
+    schedule_poll(c, c->pr.poll_after_ms);
+}
+
+/* A call that ends without reaching the provider again: settle it as failed. */
+static void call_given_up(struct call *c, enum imgq_error_class cls, const char *msg)
+{
+    struct job *j = c->j;
+    imgq_provider_result_clear(&c->pr);
+    c->pr.cls = cls;
+    c->pr.retry_after_ms = -1;
+    snprintf(c->pr.message, sizeof c->pr.message, "%s", msg);
+    call_failed(c, 0);
+    if (--j->calls_pending == 0)
+        calls_settled(j);
+}
+
+static void on_poll(const imgq_http_response *res, void *arg)
+{
+    struct call *c = arg;
+    struct job *j = c->j;
+    if (op_done(j))
+        return;
+    imgq_provider_result_clear(&c->pr);
+    j->ops_api->parse_poll(res, c->n, &c->pr);
+    j->last_status = res->status;
+    if (c->pr.cls == IMGQ_CLASS_NONE && c->pr.pending) {
+        call_accepted(c);
+        return;
+    }
+    /* A poll that failed in transit says nothing about the task: poll again, a few times. */
+    bool transit = c->pr.cls != IMGQ_CLASS_NONE && (res->status == 0 || res->status >= 500 ||
+                                                    res->status == 429 || res->status == 408);
+    if (transit && ++c->poll_errors <= POLL_ERRORS && !j->lease_lost) {
+        long wait = c->pr.retry_after_ms >= 0
+                        ? c->pr.retry_after_ms
+                        : (long)j->w->opt.poll_ms << (c->poll_errors < 5 ? c->poll_errors : 5);
+        imgq_log(IMGQ_LOG_INFO, "job", "%s call %d/%d: poll failed: %s (%ld); polling again", j->id,
+                 c->index + 1, j->ncalls, imgq_error_class_name(c->pr.cls), res->status);
+        schedule_poll(c, wait);
+        return;
+    }
+    call_answered(c, res->status);
+}
+
+static void on_poll_timer(uv_timer_t *t)
+{
+    struct call *c = t->data;
+    struct job *j = c->j;
+    if (j->abandoned)
+        return;
+    if (j->lease_lost) {
+        c->failed = true;
+        if (--j->calls_pending == 0)
+            calls_settled(j);
+        return;
+    }
+    if (now_ms() - c->submitted_ms > (uint64_t)j->w->opt.poll_timeout_ms) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the provider's task was not done after %d ms",
+                 j->w->opt.poll_timeout_ms);
+        call_given_up(c, IMGQ_CLASS_TIMEOUT, msg);
+        return;
+    }
+    c->polls++;
+    imgq_http_request *req = j->ops_api->build_poll(&j->ep, c->handle);
+    int r = imgq_http_submit(j->w->http, req, on_poll, c);
+    if (r == 0) {
+        j->ops++;
+        return;
+    }
+    if (++c->poll_errors <= POLL_ERRORS) {
+        schedule_poll(c, (long)j->w->opt.poll_ms << (c->poll_errors < 5 ? c->poll_errors : 5));
+        return;
+    }
+    call_given_up(c, IMGQ_CLASS_NETWORK, imgq_strerror(r));
+}
+
+static void send_fetch(struct fetch *f);
+
+static void fetch_finished(struct call *c)
+{
+    struct job *j = c->j;
+    if (--c->fetching > 0)
+        return;
+    for (int k = 0; k < c->pr.nimage_urls; k++) {
+        struct fetch *f = &c->fetches[k];
+        if (f->cls == IMGQ_CLASS_NONE)
+            continue;
+        /* The images were generated, so they are paid for even though one could not be
+         * downloaded. */
+        imgq_micros charged = price_call(c) == 0 ? c->cost : 0;
+        c->pr.cls = f->cls;
+        c->pr.retry_after_ms = -1;
+        snprintf(c->pr.message, sizeof c->pr.message, "image %d could not be downloaded: %s", k,
+                 f->error);
+        call_failed(c, charged);
+        if (--j->calls_pending == 0)
+            calls_settled(j);
+        return;
+    }
+    call_answered(c, 200);
+}
+
+static void on_fetch(const imgq_http_response *res, void *arg)
+{
+    struct fetch *f = arg;
+    struct call *c = f->c;
+    struct job *j = c->j;
+    if (op_done(j))
+        return;
+    struct imgq_provider_result r;
+    imgq_provider_fetch_parse(res, &r);
+    if (r.cls == IMGQ_CLASS_NONE && r.nimages == 1) {
+        c->pr.images[f->k] = r.images[0];
+        c->pr.image_lens[f->k] = r.image_lens[0];
+        r.images[0] = NULL;
+        f->cls = IMGQ_CLASS_NONE;
+    } else if (imgq_error_class_retryable(r.cls) && f->tries < FETCH_TRIES && !j->lease_lost) {
+        imgq_provider_result_clear(&r);
+        send_fetch(f);
+        return;
+    } else {
+        f->cls = r.cls != IMGQ_CLASS_NONE ? r.cls : IMGQ_CLASS_BAD_RESPONSE;
+        snprintf(f->error, sizeof f->error, "%.200s", r.message);
+    }
+    imgq_provider_result_clear(&r);
+    fetch_finished(c);
+}
+
+static void send_fetch(struct fetch *f)
+{
+    struct call *c = f->c;
+    struct job *j = c->j;
+    f->tries++;
+    imgq_http_request *req =
+        imgq_provider_fetch_build(c->pr.image_urls[f->k], j->w->opt.provider_timeout_ms);
+    int r = imgq_http_submit(j->w->http, req, on_fetch, f);
+    if (r == 0) {
+        j->ops++;
+        return;
+    }
+    f->cls = IMGQ_CLASS_NETWORK;
+    snprintf(f->error, sizeof f->error, "%s", imgq_strerror(r));
+    fetch_finished(c);
+}
+
+/* The task is done and its images are URLs: download them all, then settle the call. */
+static void fetch_images(struct call *c)
+{
+    int n = c->pr.nimage_urls;
+    c->pr.images = imgq_xcalloc((size_t)n, sizeof *c->pr.images);
+    c->pr.image_lens = imgq_xcalloc((size_t)n, sizeof *c->pr.image_lens);
+    c->pr.nimages = n;
+    free(c->fetches);
+    c->fetches = imgq_xcalloc((size_t)n, sizeof *c->fetches);
+    c->fetching = n + 1; /* held until every download is sent */
+    for (int k = 0; k < n; k++) {
+        c->fetches[k].c = c;
+        c->fetches[k].k = k;
+        send_fetch(&c->fetches[k]);
+    }
+    fetch_finished(c);
 }
 
 static void submit_call(struct call *c);
@@ -873,8 +1166,8 @@ static void submit_call(struct call *c)
 }
 
 /* Split the job into provider calls: n_per_call images each (a model that returns one image
- * per call fans out), all sent at once. */
-static void start_calls(struct job *j)
+ * per call fans out). */
+static void plan_calls(struct job *j)
 {
     int per = j->model->n_per_call > 0 ? j->model->n_per_call : 1;
     j->ncalls = (j->spec.n + per - 1) / per;
@@ -887,9 +1180,239 @@ static void start_calls(struct job *j)
         c->first = i * per;
         c->n = j->spec.n - c->first < per ? j->spec.n - c->first : per;
     }
-    /* Sends may settle the job synchronously (a refused submit): count first, send after. */
-    for (int i = 0; i < j->ncalls && !j->abandoned && j->state == JOB_CALLING; i++)
-        send_call(&j->calls[i]);
+}
+
+/* Send every call at once; a call whose task a previous worker submitted is polled. */
+static void send_calls(struct job *j)
+{
+    /* Sends may settle the job synchronously (a refused submit): counted first, sent after. */
+    for (int i = 0; i < j->ncalls && !j->abandoned && j->state == JOB_CALLING; i++) {
+        struct call *c = &j->calls[i];
+        if (c->handle) {
+            c->tries++;
+            imgq_log(IMGQ_LOG_INFO, "job", "%s call %d/%d: resuming the provider's task %s", j->id,
+                     i + 1, j->ncalls, c->handle);
+            schedule_poll(c, 0);
+        } else {
+            send_call(c);
+        }
+    }
+}
+
+/* The handles a previous worker recorded for this attempt's tasks, if any. */
+static void on_handles(struct worker *w, redisReply *r, void *arg)
+{
+    struct job *j = arg;
+    (void)w;
+    if (op_done(j))
+        return;
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        imgq_log(IMGQ_LOG_WARN, "job", "%s: poll handles unreadable; submitting anew", j->id);
+    } else {
+        for (size_t i = 0; i + 1 < r->elements; i += 2) {
+            const redisReply *ki = r->element[i], *vi = r->element[i + 1];
+            if (ki->type != REDIS_REPLY_STRING || vi->type != REDIS_REPLY_STRING)
+                continue;
+            int idx = atoi(ki->str), attempt = 0;
+            unsigned long long submitted = 0;
+            int used = 0;
+            if (sscanf(vi->str, "%d|%llu|%n", &attempt, &submitted, &used) != 2 || used == 0 ||
+                idx < 0 || idx >= j->ncalls || attempt != j->attempt || !vi->str[used])
+                continue;
+            struct call *c = &j->calls[idx];
+            free(c->handle);
+            c->handle = imgq_xstrdup(vi->str + used);
+            c->submitted_ms = submitted;
+        }
+    }
+    send_calls(j);
+}
+
+static void start_calls(struct job *j)
+{
+    plan_calls(j);
+    if (j->ops_api->build_poll) {
+        const char *args[3] = {"get", j->id, j->token};
+        if (worker_script(j->w, IMGQ_SCRIPT_POLL, 3, args, on_handles, j) == 0) {
+            j->ops++;
+            return;
+        }
+    }
+    send_calls(j);
+}
+
+/* Reference images ------------------------------------------------------------------------ */
+
+#define REF_TRIES 3
+
+static void send_ref(struct ref_fetch *rf);
+
+static void refs_finished(struct job *j)
+{
+    if (--j->refs_pending > 0)
+        return;
+    if (j->lease_lost) {
+        finish_fail(j, IMGQ_CLASS_NONE, 0, NULL, "lease lost while fetching reference images", -1,
+                    0);
+        return;
+    }
+    if (j->fail.cls != IMGQ_CLASS_NONE) {
+        finish_fail(j, j->fail.cls, j->fail.status, NULL, j->fail.message, -1, 0);
+        return;
+    }
+    start_calls(j);
+}
+
+static void ref_failed(struct ref_fetch *rf, enum imgq_error_class cls, long status,
+                       const char *why)
+{
+    struct job *j = rf->j;
+    if (j->fail.cls == IMGQ_CLASS_NONE) {
+        j->fail.cls = cls;
+        j->fail.status = status;
+        snprintf(j->fail.message, sizeof j->fail.message, "%s %d (%.200s): %s",
+                 rf->index < j->spec.nrefs ? "reference image" : "mask", rf->index, rf->source,
+                 why);
+    }
+    refs_finished(j);
+}
+
+/* Bytes in hand (taken): they must be an image an edit API takes. */
+static void ref_got(struct ref_fetch *rf, uint8_t *data, size_t len)
+{
+    const char *mime = NULL;
+    switch (imgq_image_sniff(data, len)) {
+    case IMGQ_IMAGE_PNG:
+        mime = "image/png";
+        break;
+    case IMGQ_IMAGE_JPEG:
+        mime = "image/jpeg";
+        break;
+    case IMGQ_IMAGE_WEBP:
+        mime = "image/webp";
+        break;
+    default:
+        free(data);
+        ref_failed(rf, IMGQ_CLASS_INVALID_REQUEST, 0, "not a PNG, JPEG or WebP image");
+        return;
+    }
+    rf->out->data = data;
+    rf->out->len = len;
+    snprintf(rf->out->mime, sizeof rf->out->mime, "%s", mime);
+    refs_finished(rf->j);
+}
+
+static void on_ref_s3(const struct imgq_s3_result *res, void *arg)
+{
+    struct ref_fetch *rf = arg;
+    struct job *j = rf->j;
+    if (op_done(j))
+        return;
+    if (res->err == 0) {
+        uint8_t *copy = imgq_xmalloc(res->body_len ? res->body_len : 1);
+        memcpy(copy, res->body, res->body_len);
+        ref_got(rf, copy, res->body_len);
+    } else if (res->status == 404) {
+        ref_failed(rf, IMGQ_CLASS_INVALID_REQUEST, 404, "no such object");
+    } else if (res->status == 403) {
+        ref_failed(rf, IMGQ_CLASS_AUTH, 403, res->message);
+    } else if (rf->tries < REF_TRIES && !j->lease_lost) {
+        send_ref(rf);
+    } else {
+        ref_failed(rf, IMGQ_CLASS_STORAGE, res->status, res->message);
+    }
+}
+
+static void on_ref_http(const imgq_http_response *res, void *arg)
+{
+    struct ref_fetch *rf = arg;
+    struct job *j = rf->j;
+    if (op_done(j))
+        return;
+    struct imgq_provider_result r;
+    imgq_provider_fetch_parse(res, &r);
+    if (r.cls == IMGQ_CLASS_NONE && r.nimages == 1) {
+        uint8_t *data = r.images[0];
+        size_t len = r.image_lens[0];
+        r.images[0] = NULL;
+        imgq_provider_result_clear(&r);
+        ref_got(rf, data, len);
+        return;
+    }
+    if (res->status == 404 || res->status == 410) {
+        ref_failed(rf, IMGQ_CLASS_INVALID_REQUEST, res->status, "not found");
+    } else if (imgq_error_class_retryable(r.cls) && rf->tries < REF_TRIES && !j->lease_lost) {
+        send_ref(rf);
+    } else {
+        ref_failed(rf, r.cls != IMGQ_CLASS_NONE ? r.cls : IMGQ_CLASS_BAD_RESPONSE, res->status,
+                   r.message);
+    }
+    imgq_provider_result_clear(&r);
+}
+
+static void send_ref(struct ref_fetch *rf)
+{
+    struct job *j = rf->j;
+    const char *src = rf->source;
+    rf->tries++;
+    if (strncmp(src, "data:", 5) == 0) {
+        const char *b64 = strstr(src, ";base64,");
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (!b64 || imgq_base64_decode(b64 + 8, strlen(b64 + 8), &data, &len) != 0) {
+            ref_failed(rf, IMGQ_CLASS_INVALID_REQUEST, 0, "the data: URI is not base64");
+            return;
+        }
+        ref_got(rf, data, len);
+        return;
+    }
+    int r;
+    if (strncmp(src, "s3://", 5) == 0) {
+        const char *slash = strchr(src + 5, '/');
+        if (!slash || slash == src + 5 || !slash[1]) {
+            ref_failed(rf, IMGQ_CLASS_INVALID_REQUEST, 0, "expected s3://BUCKET/KEY");
+            return;
+        }
+        free(rf->bucket);
+        rf->bucket = imgq_xstrndup(src + 5, (size_t)(slash - (src + 5)));
+        rf->s3 = j->w->s3;
+        rf->s3.bucket = rf->bucket;
+        r = imgq_s3_get(j->w->http, &rf->s3, slash + 1, on_ref_s3, rf);
+    } else {
+        imgq_http_request *req = imgq_provider_fetch_build(src, j->w->opt.provider_timeout_ms);
+        r = imgq_http_submit(j->w->http, req, on_ref_http, rf);
+    }
+    if (r == 0) {
+        j->ops++;
+        return;
+    }
+    ref_failed(rf, IMGQ_CLASS_STORAGE, 0, imgq_strerror(r));
+}
+
+/* Edits: fetch every reference image (and the mask) before the first call. */
+static void fetch_refs(struct job *j)
+{
+    int n = j->spec.nrefs + (j->spec.mask ? 1 : 0);
+    if (n == 0) {
+        start_calls(j);
+        return;
+    }
+    if (j->spec.nrefs > 0)
+        j->spec.ref_data = imgq_xcalloc((size_t)j->spec.nrefs, sizeof *j->spec.ref_data);
+    if (j->spec.mask)
+        j->spec.mask_data = imgq_xcalloc(1, sizeof *j->spec.mask_data);
+    j->refs = imgq_xcalloc((size_t)n, sizeof *j->refs);
+    j->nref_fetches = n;
+    j->refs_pending = n + 1; /* held until every fetch is sent */
+    for (int i = 0; i < n && !j->abandoned; i++) {
+        struct ref_fetch *rf = &j->refs[i];
+        rf->j = j;
+        rf->index = i;
+        rf->source = i < j->spec.nrefs ? j->spec.refs[i] : j->spec.mask;
+        rf->out = i < j->spec.nrefs ? &j->spec.ref_data[i] : j->spec.mask_data;
+        send_ref(rf);
+    }
+    refs_finished(j);
 }
 
 void job_start(struct worker *w, const char *id, const char *token, int attempt, const char *spec,
@@ -948,7 +1471,8 @@ void job_start(struct worker *w, const char *id, const char *token, int attempt,
         return;
     }
     j->ep.timeout_ms = w->opt.provider_timeout_ms;
+    j->ep.model_id = j->model->provider_model;
     imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, attempt, j->spec.model,
              j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
-    start_calls(j);
+    fetch_refs(j);
 }

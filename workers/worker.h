@@ -32,6 +32,13 @@ struct worker_options {
     int retry_base_ms; /* first retry backoff; doubles per attempt */
     int retry_max_ms;  /* backoff cap */
     long provider_timeout_ms;
+    int poll_ms;         /* asynchronous providers: poll interval when they give no hint */
+    int poll_timeout_ms; /* asynchronous providers: longest wait for a task */
+    /* Per-model circuit breakers (breaker.h; --breaker-threshold, --breaker-cooldown-ms):
+     * consecutive counted failures that open a model's breaker (5), and how long it stays
+     * open before one caller probes it (30000 ms; tests scale it down). */
+    int breaker_threshold;
+    int breaker_cooldown_ms;
     bool exit_when_idle; /* exit once the queue has nothing ready, delayed or leased */
     bool noop;           /* benchmark: complete each claimed job at once, no provider/S3 */
     /* Provider account limits shared by every worker (--rate-limit; see limits.h). */

@@ -27,8 +27,12 @@ enum imgq_need {
     IMGQ_NEED_EDIT = 1 << 1,            /* image-to-image editing */
     IMGQ_NEED_SEED = 1 << 2,            /* reproducible seed */
     IMGQ_NEED_NEGATIVE_PROMPT = 1 << 3, /* negative_prompt */
-    IMGQ_NEED_TRANSPARENT = 1 << 4      /* transparent background */
+    IMGQ_NEED_TRANSPARENT = 1 << 4,     /* transparent background */
+    IMGQ_NEED_GUIDANCE = 1 << 5,        /* guidance_scale (within the model's guidance_range) */
+    IMGQ_NEED_MASK = 1 << 6             /* an edit mask applied to the first reference image */
 };
+/* The names, comma-separated, for messages: "text, edit, seed, ...". */
+#define IMGQ_NEED_NAMES "text, edit, seed, negative_prompt, transparent, guidance, mask"
 /* "text" -> IMGQ_NEED_TEXT, ...; 0 if unknown.  imgq_need_name: the reverse, for one bit. */
 unsigned imgq_need_parse(const char *name);
 const char *imgq_need_name(unsigned need);
@@ -47,6 +51,23 @@ struct imgq_prices {
     int64_t image_out;
     int64_t text_out;
     int64_t per_image;
+};
+
+/*
+ * Sizes a model takes beyond its 'sizes' list (catalog field "size_rule"): a WxH not listed is
+ * allowed when it satisfies every limit set here.  All integers; 0 = no such limit.
+ */
+struct imgq_size_rule {
+    int multiple_of;                    /* both sides divisible by this */
+    int min_side, max_side;             /* each side within [min_side, max_side] */
+    int64_t min_pixels, max_pixels;     /* w*h within [min_pixels, max_pixels] */
+    int max_aspect_num, max_aspect_den; /* long side / short side <= num/den ("max_aspect") */
+};
+
+/* Output tokens of a quality for the size formula (catalog "output_token_factors"). */
+struct imgq_token_factor {
+    char *quality;
+    int64_t factor;
 };
 
 /* One row of a quality x size output-token table. */
@@ -80,8 +101,21 @@ struct imgq_model {
     char *deprecated;      /* "YYYY-MM-DD" or NULL */
     char *shutdown;        /* "YYYY-MM-DD" or NULL */
     char *successor;       /* model to use instead, or NULL */
-    char *source;          /* where the figures come from */
-    char *as_of;           /* date of the figures */
+    /* NULL, or the limits that admit sizes not in 'sizes' (imgq_model_check_size). */
+    struct imgq_size_rule *size_rule;
+    /*
+     * Token-billed models whose sizes are not all in the table: output tokens of a size the
+     * table lacks follow the gpt-image-2 formula of providers.md 1.1 with these factors
+     * (imgq_model_output_tokens).  NULL/0 when absent.
+     */
+    struct imgq_token_factor *token_factors;
+    size_t ntoken_factors;
+    double guidance_min, guidance_max; /* guidance_range, for the guidance capability */
+    char *provider_model;              /* the provider's own name for the model, or NULL */
+    char **fallbacks; /* catalog models to retarget to when this one is unavailable, in order;
+                         NULL-terminated (empty when none); each names a model of the catalog */
+    char *source;     /* where the figures come from */
+    char *as_of;      /* date of the figures */
 };
 
 struct imgq_route {
@@ -131,14 +165,25 @@ const struct imgq_route *imgq_catalog_route_at(const imgq_catalog *cat, size_t i
 
 /* Parse "WxH" into positive integers.  IMGQ_EINVAL if malformed. */
 int imgq_size_parse(const char *size, int *w, int *h) IMGQ_MUST_CHECK;
-/* Whether the model allows this exact size string / quality value. */
+/*
+ * Whether the model allows this size string: listed in 'sizes', or a WxH its size rule admits.
+ * Quality: the exact value is listed.
+ */
 bool imgq_model_allows_size(const struct imgq_model *m, const char *size);
 bool imgq_model_allows_quality(const struct imgq_model *m, const char *quality);
 
 /*
- * Output image tokens of one image at this quality and size, from the model's table.
+ * Whether the model can make a w x h image: a size in its list, or one its size rule admits.
+ * 0 if so; else IMGQ_EINVAL and, when why is not NULL, a sentence naming the model and the limit
+ * it breaks, e.g. "gpt-image-2 takes sizes whose sides are multiples of 16 (1000x1000 is not)".
+ */
+int imgq_model_check_size(const struct imgq_model *m, int w, int h, char *why, size_t whylen);
+
+/*
+ * Output image tokens of one image at this quality and size, from the model's table, or, for
+ * a size the table lacks, from its output_token_factors formula (providers.md 1.1).
  * quality NULL or "auto" means the most expensive quality of that size (the worst case).
- * IMGQ_ENOTFOUND if the table has no row for it.
+ * IMGQ_ENOTFOUND if neither gives a figure.
  */
 int imgq_model_output_tokens(const struct imgq_model *m, const char *quality, int w, int h,
                              int64_t *tokens) IMGQ_MUST_CHECK;

@@ -2,8 +2,10 @@
  * dedup.h - the dedup key of one image (DESIGN.md decision 9) and the storage key built on it.
  *
  * SHA-256 over a canonical serialisation of everything that determines the image: model,
- * prompt with whitespace normalised, size, quality, seed, negative prompt, reference images'
- * content hashes, output format and compression, background, and the image's index within n.
+ * prompt with whitespace normalised, size, quality, seed, negative prompt, the reference
+ * images and mask as the job gives them (s3://, https:// or data: strings), output format and
+ * compression, background, the image's index within n, and guidance_scale when set (appended
+ * last, so keys of jobs without it are unchanged).
  * Objects are stored under this key, so a re-run of a job (at-least-once delivery) writes the
  * same object again instead of a second one.  Pure functions; never block.
  */

@@ -150,17 +150,54 @@ IMGQ_MUST_CHECK int imgq_http_request_add_header(imgq_http_request *req, const c
                                                  const char *value);
 
 /*
- * Set the request body, copied.  A request with a body and no Content-Type header gets
- * "Content-Type: application/octet-stream".  POST and PUT always send a body (maybe empty).
+ * Set the request body, copied (dropping any multipart parts).  A request with a body and no
+ * Content-Type header gets "Content-Type: application/octet-stream".  POST and PUT always
+ * send a body (maybe empty).
  */
 void imgq_http_request_set_body(imgq_http_request *req, const void *data, size_t len);
 
 /*
- * Set the request body, borrowed: 'data' must stay valid and unchanged until the callback
- * of the submitted request has returned (or, for imgq_http_perform_sync(), until the request
- * is freed or given another body).  For large bodies that the caller keeps anyway.
+ * Set the request body, borrowed (dropping any multipart parts): 'data' must stay valid and
+ * unchanged until the callback of the submitted request has returned (or, for
+ * imgq_http_perform_sync(), until the request is freed or given another body).  For large bodies
+ * that the caller keeps anyway.
  */
 void imgq_http_request_set_body_ref(imgq_http_request *req, const void *data, size_t len);
+
+/*
+ * Multipart/form-data (RFC 7578), for uploads such as OpenAI's /images/edits.  Add one part:
+ * a plain form field ('filename' and 'mime' NULL) or a file ('filename' given; 'mime' its
+ * Content-Type, NULL for libcurl's guess from the filename).  Everything is copied; parts are
+ * sent in the order added.  The encoding (boundary, part headers, Content-Type
+ * "multipart/form-data; boundary=...", Content-Length) is libcurl's (curl_mime), built each
+ * time the request is submitted or performed, so a request performed again sends the same
+ * parts.  A request has either a body or parts: adding a part drops a body set before, and
+ * setting a body drops the parts.  Do not add a Content-Type header yourself.  SigV4 signing
+ * needs an explicit payload hash for a multipart request (else it is refused as IMGQ_EINVAL
+ * at submit or perform).
+ *
+ * IMGQ_EINVAL, with the request unchanged, if 'name' is empty or any string holds CR or LF,
+ * or 'mime' is not of the form type/subtype[; parameters].
+ */
+IMGQ_MUST_CHECK int imgq_http_request_add_part(imgq_http_request *req, const char *name,
+                                               const void *data, size_t len, const char *filename,
+                                               const char *mime);
+
+/* One part as stored, for tests and diagnostics: borrowed, valid until the request changes or
+ * is freed.  'filename' and 'mime' are NULL when not given. */
+struct imgq_http_part {
+    const char *name;
+    const void *data;
+    size_t len;
+    const char *filename;
+    const char *mime;
+};
+/* For tests and diagnostics: the number of parts, and part i (false if i is out of range). */
+size_t imgq_http_request_part_count(const imgq_http_request *req);
+bool imgq_http_request_part(const imgq_http_request *req, size_t i, struct imgq_http_part *out);
+/* For tests and diagnostics: the method and URL as given (borrowed). */
+const char *imgq_http_request_method(const imgq_http_request *req);
+const char *imgq_http_request_url(const imgq_http_request *req);
 
 /* Timeouts in milliseconds; 0 disables one.  Negative values are treated as 0. */
 void imgq_http_request_set_timeouts(imgq_http_request *req, long total_ms, long connect_ms);

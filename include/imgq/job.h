@@ -121,6 +121,20 @@ int imgq_job_route(const imgq_catalog *cat, const char *text, size_t len,
                    const struct imgq_job_defaults *defaults, time_t today,
                    struct imgq_route_result *out, struct imgq_job_problem *why) IMGQ_MUST_CHECK;
 
+/*
+ * The same job on another catalog model (a circuit breaker's fallback): the spec's stored form
+ * with the model swapped, validated by the same rules as a submitted job (imgq_job_parse), as
+ * of 'today'.  The quality is kept when the target allows it, dropped for a model without a
+ * quality knob, and set to "medium" (else the target's first quality) otherwise.  id, prompt,
+ * size, n, references, knobs, route, team, priority and metadata carry over; alias and routed
+ * do not, nor ref_data/mask_data (fetch again, or move them).  On success fills *out (clear it
+ * later); on refusal returns IMGQ_EINVAL with *why naming the field and the target's limit,
+ * and leaves *out cleared.
+ */
+int imgq_job_retarget(const imgq_catalog *cat, const struct imgq_job_spec *spec, const char *model,
+                      time_t today, struct imgq_job_spec *out,
+                      struct imgq_job_problem *why) IMGQ_MUST_CHECK;
+
 /* Whether this build can call providers speaking 'api' (catalog field model.api). */
 int imgq_provider_api_supported(const char *api);
 

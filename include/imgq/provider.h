@@ -66,7 +66,9 @@ struct imgq_provider_result {
      * failed sets pending, the handle to poll next (adapter-defined: a task id or a URL the
      * provider gave), and optionally when to poll (-1: the worker's default).  Images that
      * come back as URLs are listed in image_urls (nimages stays 0): the worker downloads them
-     * with imgq_provider_fetch_build/parse and fills images itself.
+     * with imgq_provider_fetch_build/parse and fills images itself.  A pending poll answer
+     * with poll "" means "poll the same handle again": some providers' poll answers do not
+     * repeat the URL they were fetched from (BFL's polling_url), and parse_poll never sees it.
      */
     bool pending;
     char poll[1024];

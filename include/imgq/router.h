@@ -25,7 +25,9 @@ struct imgq_route_request {
     unsigned needs;       /* OR of enum imgq_need (catalog.h) */
     const char *size;     /* "WxH", or NULL: each model's default size */
     int n;
-    int references; /* reference images sent */
+    int references;    /* reference images sent (each needs a model with "edit") */
+    bool has_guidance; /* guidance_scale given: only models whose range holds it */
+    double guidance_scale;
     size_t prompt_bytes;
     imgq_micros max_cost; /* 0: no cap; else the most one job may cost */
     const char *route;    /* price group, NULL = list */

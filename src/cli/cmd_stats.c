@@ -13,6 +13,58 @@
 
 /* stats --------------------------------------------------------------------------------- */
 
+/* The per-model circuit breakers (breaker.lua, mode state) as a new array of objects; an
+ * empty array, with a warning, if Redis refused the script (the rest of stats still shows). */
+static json_t *breakers_get(imgq_queue *q)
+{
+    const char *args[] = {"state", "", "", "", ""};
+    json_t *reply = NULL, *out = json_array();
+    char err[512];
+    if (imgq_queue_script(q, IMGQ_SCRIPT_BREAKER, 5, args, &reply, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq stats: breakers: %s\n", err);
+        return out;
+    }
+    for (size_t i = 0; i < json_array_size(reply); i++) {
+        json_t *e = json_array_get(reply, i);
+        if (json_array_size(e) != 7)
+            continue;
+        const char *cls = json_string_value(json_array_get(e, 6));
+        json_array_append_new(
+            out, json_pack("{s:O,s:O,s:O,s:O,s:O,s:O,s:s}", "model", json_array_get(e, 0), "state",
+                           json_array_get(e, 1), "fails", json_array_get(e, 2), "opened_at_ms",
+                           json_array_get(e, 3), "left_ms", json_array_get(e, 4), "opens",
+                           json_array_get(e, 5), "last_class", cls ? cls : ""));
+    }
+    json_decref(reply);
+    return out;
+}
+
+static void breakers_print(const json_t *breakers)
+{
+    if (json_array_size(breakers) == 0)
+        return;
+    printf("  breakers\n");
+    size_t i;
+    const json_t *b;
+    json_array_foreach(breakers, i, b)
+    {
+        const char *state = json_string_value(json_object_get(b, "state"));
+        double left = (double)json_integer_value(json_object_get(b, "left_ms")) / 1000.0;
+        const char *cls = json_string_value(json_object_get(b, "last_class"));
+        printf("    %-28s %-9s  %lld consecutive failures",
+               json_string_value(json_object_get(b, "model")), state ? state : "?",
+               (long long)json_integer_value(json_object_get(b, "fails")));
+        if (state && strcmp(state, "open") == 0)
+            printf(", half-open in %.1f s", left);
+        else if (state && strcmp(state, "half_open") == 0)
+            printf(left > 0 ? ", probe in flight (%.1f s left)" : ", next call probes", left);
+        if (cls && *cls)
+            printf("; last: %s", cls);
+        long long opens = (long long)json_integer_value(json_object_get(b, "opens"));
+        printf("; opened %lld time%s\n", opens, opens == 1 ? "" : "s");
+    }
+}
+
 int imgq_cmd_stats(int argc, char **argv)
 {
     imgq_queue *q = imgq__cli_queue();
@@ -36,8 +88,10 @@ int imgq_cmd_stats(int argc, char **argv)
             json_object_set(o, k, v);
     }
     json_decref(reply);
+    json_t *breakers = breakers_get(q);
     if (imgq__cli_has_flag(argc, argv, "--json")) {
         json_object_set_new(o, "queue", json_string(imgq__cli_config()->queue));
+        json_object_set(o, "breakers", breakers);
         char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
         printf("%s\n", text);
         free(text);
@@ -56,7 +110,9 @@ int imgq_cmd_stats(int argc, char **argv)
         if (V("oldest_waiting_ms") >= 0)
             printf("  oldest waiting job: %.1f s\n", (double)V("oldest_waiting_ms") / 1000.0);
 #undef V
+        breakers_print(breakers);
     }
+    json_decref(breakers);
     json_decref(o);
     return IMGQ_EXIT_OK;
 }

@@ -10,7 +10,7 @@
 #include "sim.h"
 
 static const char *const endpoint_names[SIM_EP_COUNT] = {
-    "healthz", "generations", "gemini", "seedream", "stats", "reset", "other"};
+    "healthz", "generations", "edits", "gemini", "seedream", "stats", "reset", "other"};
 static const char *const outcome_names[SIM_OUTCOME_COUNT] = {
     "ok",         "no_usage",        "rate_limited", "server_error",
     "moderation", "invalid_request", "unauthorized", "not_found"};
@@ -182,6 +182,12 @@ void sim_handle(imgq_httpd_request *req, void *data)
             method_not_allowed(s, req, SIM_EP_GENERATIONS);
         else
             sim_openai_generations(s, req);
+    } else if (strcmp(path, "/v1/images/edits") == 0) {
+        s->received[SIM_EP_EDITS]++;
+        if (!post)
+            method_not_allowed(s, req, SIM_EP_EDITS);
+        else
+            sim_openai_edits(s, req);
     } else if (strcmp(path, "/api/v3/images/generations") == 0) {
         s->received[SIM_EP_SEEDREAM]++;
         if (!post)

@@ -8,7 +8,7 @@
  *   server.c   routing, /healthz and /sim/stats, /sim/reset, counters, replies, randomness
  *   common.c   what every provider endpoint shares: prompt triggers, the outcome draw, the
  *              --rpm window, generations held for their latency, text buffers, token counts
- *   openai.c   POST /v1/images/generations: validation, response bodies
+ *   openai.c   POST /v1/images/generations and /v1/images/edits: validation, responses
  *   gemini.c   POST /v1beta/models/{model}:generateContent: validation, response bodies
  *   seedream.c POST /api/v3/images/generations (BytePlus ModelArk): validation, response bodies
  *   picture.c  deterministic synthetic pictures and a cache of their encodings
@@ -58,6 +58,7 @@ void sim_usage(FILE *f);
 enum sim_endpoint {
     SIM_EP_HEALTHZ,
     SIM_EP_GENERATIONS, /* OpenAI /v1/images/generations */
+    SIM_EP_EDITS,       /* OpenAI /v1/images/edits (multipart) */
     SIM_EP_GEMINI,      /* Gemini /v1beta/... */
     SIM_EP_SEEDREAM,    /* BytePlus ModelArk /api/v3/images/generations */
     SIM_EP_STATS,
@@ -185,6 +186,7 @@ void sim_calls_abort_all(struct sim *s);
 
 /* openai.c */
 void sim_openai_generations(struct sim *s, imgq_httpd_request *req);
+void sim_openai_edits(struct sim *s, imgq_httpd_request *req);
 
 /* gemini.c: everything under /v1beta/ (the caller has counted it as received). */
 void sim_gemini_handle(struct sim *s, imgq_httpd_request *req);

@@ -101,7 +101,7 @@ expect_has "unknown model type" "$TMP/body" '"type":"NotFound"}}'
 expect_error "openai model" 404 InvalidEndpointOrModel.NotFound "" '{"model":"gpt-image-1","prompt":"x"}'
 
 # ---- bad requests: 400 ----
-expect_error "size not in catalog" 400 InvalidParameter size '{"model":"seedream-4-0","prompt":"x","size":"1024x1025"}'
+expect_error "size below the 1024x1024 floor" 400 InvalidParameter size '{"model":"seedream-4-0","prompt":"x","size":"1024x1000"}'
 expect_error "size 1K on 4.5" 400 InvalidParameter size '{"model":"seedream-4-5","prompt":"x","size":"1024x1024"}'
 expect_error "n" 400 InvalidParameter n "$(req x '"n":1')"
 expect_error "url" 400 InvalidParameter response_format '{"model":"seedream-4-0","prompt":"x","size":"1024x1024","response_format":"url"}'

@@ -47,6 +47,44 @@ assert_contains "$(cat "$IMGQ_TMP/err")" "0 jobs enqueued, 3 already present"
 assert_contains "$(cat "$IMGQ_TMP/out")" '"created":1,"existing":2'
 assert_eq "$(redis-cli -p "$REDIS_PORT" hget 'imgq:{default}:stats' queued)" "4" "4 distinct jobs queued"
 
+# Capability gates at submit: size rules, guidance_scale, reference images and masks are refused
+# naming the model and its limit, before anything is spent or enqueued.
+cat >"$IMGQ_TMP/gates.jsonl" <<'EOF'
+{"id":"g-size16","prompt":"a","model":"gpt-image-2","size":"1000x1000"}
+{"id":"g-floor","prompt":"a","model":"seedream-4-5","size":"1024x1024"}
+{"id":"g-guid","prompt":"a","model":"flux-1.1-pro","guidance_scale":6}
+{"id":"g-noguid","prompt":"a","model":"gpt-image-2","guidance_scale":3}
+{"id":"g-refs","prompt":"a","model":"gemini-2.5-flash-image","images":["s3://bkt/1","s3://bkt/2","s3://bkt/3","s3://bkt/4"]}
+{"id":"g-noedit","prompt":"a","model":"flux-schnell","images":["https://a.example.com/x.png"]}
+{"id":"g-http","prompt":"a","model":"gpt-image-2","images":["http://example.com/x.png"]}
+{"id":"g-mask","prompt":"a","model":"seedream-4-0","images":["s3://bkt/1"],"mask":"s3://bkt/m.png"}
+{"id":"g-ok","prompt":"a","model":"gpt-image-2","size":"1920x1088","images":["s3://bkt/1","data:image/png;base64,iVBORw0KGgo="],"mask":"s3://bkt/m.png"}
+EOF
+set +e
+"$IMGQ_BIN/imgq" submit --batch gates "$IMGQ_TMP/gates.jsonl" >"$IMGQ_TMP/out" 2>"$IMGQ_TMP/err"
+rc=$?
+set -e
+[ "$rc" -ne 0 ] || fail "a file with refused capabilities was accepted"
+err=$(cat "$IMGQ_TMP/err")
+assert_contains "$err" "gates.jsonl:1: size: gpt-image-2 takes sizes whose sides are multiples of 16 (1000x1000 is not)"
+assert_contains "$err" "gates.jsonl:2: size: seedream-4-5 needs at least 3,686,400 pixels (1920x1920); 1024x1024 has 1,048,576"
+assert_contains "$err" "gates.jsonl:3: guidance_scale: 6 is out of range for model 'flux-1.1-pro' (1.5 to 5)"
+assert_contains "$err" "gates.jsonl:4: guidance_scale: model 'gpt-image-2' has no guidance_scale setting"
+assert_contains "$err" "gates.jsonl:5: images: model 'gemini-2.5-flash-image' takes at most 3 reference images (got 4)"
+assert_contains "$err" "gates.jsonl:6: images: model 'flux-schnell' takes no reference images (it cannot edit)"
+assert_contains "$err" "gates.jsonl:7: images[0]: http:// is only for 127.0.0.1, localhost and [::1]; use https://"
+assert_contains "$err" "gates.jsonl:8: mask: model 'seedream-4-0' takes no mask"
+assert_contains "$err" "8 of 9 lines invalid; nothing was enqueued"
+assert_eq "$(wc -c <"$IMGQ_TMP/out")" "0" "nothing on stdout for the refused gates file"
+
+# The shipped JSONL example still submits whole.
+set +e
+"$IMGQ_BIN/imgq" --queue examples submit --batch examples "$IMGQ_ROOT/deploy/examples/catalog.jsonl" >/dev/null 2>"$IMGQ_TMP/err"
+rc=$?
+set -e
+cat "$IMGQ_TMP/err"
+assert_eq "0" "$rc" "deploy/examples/catalog.jsonl submits"
+
 # Standard input works, and priorities are strict: on a queue of its own, a worker taking one
 # job at a time runs the high-priority job first although it was submitted last.
 printf '{"id":"p-low","prompt":"x","model":"gpt-image-1-mini","priority":"low"}\n{"id":"p-normal","prompt":"y","model":"gpt-image-1-mini"}\n{"id":"p-high","prompt":"z","model":"gpt-image-1-mini","priority":"high"}\n' |

@@ -159,7 +159,7 @@ static void test_shipped_catalog(void **state)
     size_t nmodels = 0;
     while (imgq_catalog_model_at(cat, nmodels))
         nmodels++;
-    assert_int_equal(nmodels, 13);
+    assert_int_equal(nmodels, 14);
     assert_string_equal(imgq_catalog_model_at(cat, 0)->name, "gpt-image-1");
     static const char *const routes[] = {"list", "treerouter-standard", "treerouter-enterprise",
                                          "aggregator"};
@@ -831,6 +831,328 @@ static void test_load_errors_name_model_and_field(void **state)
     }
 }
 
+/* ---- size rules, the token formula, new fields -------------------------------------------- */
+
+/* w x h must pass model m's size check, or fail with exactly 'msg'. */
+static void size_ok(void **state, const char *name, int w, int h)
+{
+    char why[300] = "";
+    int rc = imgq_model_check_size(model(state, name), w, h, why, sizeof why);
+    if (rc != 0)
+        fail_msg("%s %dx%d refused: %s", name, w, h, why);
+    char size[32];
+    snprintf(size, sizeof size, "%dx%d", w, h);
+    assert_true(imgq_model_allows_size(model(state, name), size));
+}
+
+static void size_refused(void **state, const char *name, int w, int h, const char *msg)
+{
+    char why[300] = "";
+    assert_int_equal(imgq_model_check_size(model(state, name), w, h, why, sizeof why), IMGQ_EINVAL);
+    assert_string_equal(why, msg);
+    char size[32];
+    snprintf(size, sizeof size, "%dx%d", w, h);
+    assert_false(imgq_model_allows_size(model(state, name), size));
+}
+
+static void test_size_rules(void **state)
+{
+    /* gpt-image-2: sides multiples of 16, long side <= 3840, 655,360..8,294,400 pixels, 1:3..3:1 */
+    size_ok(state, "gpt-image-2", 1024, 1024); /* listed */
+    size_ok(state, "gpt-image-2", 3840, 2160); /* the documented maximum */
+    size_ok(state, "gpt-image-2", 1024, 640);  /* exactly 655,360 pixels */
+    size_ok(state, "gpt-image-2", 2880, 2880); /* exactly 8,294,400 pixels */
+    size_ok(state, "gpt-image-2", 3072, 1024); /* exactly 3:1 */
+    size_ok(state, "gpt-image-2", 1024, 3072); /* exactly 1:3 */
+    size_refused(state, "gpt-image-2", 1000, 1000,
+                 "gpt-image-2 takes sizes whose sides are multiples of 16 (1000x1000 is not)");
+    size_refused(state, "gpt-image-2", 1024, 1016,
+                 "gpt-image-2 takes sizes whose sides are multiples of 16 (1024x1016 is not)");
+    size_refused(state, "gpt-image-2", 3856, 2160,
+                 "gpt-image-2 takes sides of at most 3840 pixels (3856x2160 is not)");
+    size_refused(state, "gpt-image-2", 1024, 624,
+                 "gpt-image-2 needs at least 655,360 pixels; 1024x624 has 638,976");
+    size_refused(state, "gpt-image-2", 2896, 2880,
+                 "gpt-image-2 takes at most 8,294,400 pixels (2880x2880); 2896x2880 has "
+                 "8,340,480");
+    size_refused(state, "gpt-image-2", 3088, 1024,
+                 "gpt-image-2 takes aspect ratios from 1:3 to 3:1 (3088x1024 is not)");
+    size_refused(state, "gpt-image-2", 1024, 3088,
+                 "gpt-image-2 takes aspect ratios from 1:3 to 3:1 (1024x3088 is not)");
+
+    /* seedream-4-5: 3,686,400 (1920x1920)..16,777,216 pixels, 1:16..16:1 */
+    size_ok(state, "seedream-4-5", 1920, 1920);
+    size_ok(state, "seedream-4-5", 4096, 4096);
+    size_ok(state, "seedream-4-5", 8000, 500); /* exactly 16:1 */
+    size_refused(state, "seedream-4-5", 1024, 1024,
+                 "seedream-4-5 needs at least 3,686,400 pixels (1920x1920); 1024x1024 has "
+                 "1,048,576");
+    size_refused(state, "seedream-4-5", 1920, 1919,
+                 "seedream-4-5 needs at least 3,686,400 pixels (1920x1920); 1920x1919 has "
+                 "3,684,480");
+    size_refused(state, "seedream-4-5", 4097, 4096,
+                 "seedream-4-5 takes at most 16,777,216 pixels (4096x4096); 4097x4096 has "
+                 "16,781,312");
+    size_refused(state, "seedream-4-5", 8016, 500,
+                 "seedream-4-5 takes aspect ratios from 1:16 to 16:1 (8016x500 is not)");
+
+    /* seedream-4-0: 1024x1024..4096x4096 pixels */
+    size_ok(state, "seedream-4-0", 1024, 1024);
+    size_ok(state, "seedream-4-0", 1536, 2048);
+    size_refused(state, "seedream-4-0", 1024, 1023,
+                 "seedream-4-0 needs at least 1,048,576 pixels (1024x1024); 1024x1023 has "
+                 "1,047,552");
+    size_refused(state, "seedream-4-0", 4096, 4097,
+                 "seedream-4-0 takes at most 16,777,216 pixels (4096x4096); 4096x4097 has "
+                 "16,781,312");
+
+    /* qwen-image-2.0: each side 512..2048 */
+    size_ok(state, "qwen-image-2.0", 512, 2048);
+    size_ok(state, "qwen-image-2.0", 2048, 2048);
+    size_ok(state, "qwen-image-2.0", 777, 1111);
+    size_refused(state, "qwen-image-2.0", 511, 1024,
+                 "qwen-image-2.0 takes sides from 512 to 2048 pixels (511x1024 is not)");
+    size_refused(state, "qwen-image-2.0", 1024, 2049,
+                 "qwen-image-2.0 takes sides from 512 to 2048 pixels (1024x2049 is not)");
+
+    /* flux-1.1-pro on BFL: 256..1440, multiples of 32 */
+    size_ok(state, "flux-1.1-pro", 256, 1440);
+    size_ok(state, "flux-1.1-pro", 1440, 1440);
+    size_refused(state, "flux-1.1-pro", 1000, 1024,
+                 "flux-1.1-pro takes sizes whose sides are multiples of 32 (1000x1024 is not)");
+    size_refused(state, "flux-1.1-pro", 224, 1024,
+                 "flux-1.1-pro takes sides from 256 to 1440 pixels (224x1024 is not)");
+    size_refused(state, "flux-1.1-pro", 1472, 1024,
+                 "flux-1.1-pro takes sides from 256 to 1440 pixels (1472x1024 is not)");
+
+    /* A model without a rule takes its list only. */
+    size_ok(state, "gpt-image-1.5", 1536, 1024);
+    size_refused(state, "gpt-image-1.5", 2048, 2048,
+                 "gpt-image-1.5 takes only the sizes 1024x1024, 1024x1536, 1536x1024 (2048x2048 "
+                 "is not one)");
+    assert_false(imgq_model_allows_size(model(state, "gpt-image-2"), "auto"));
+    assert_false(imgq_model_allows_size(model(state, "gpt-image-2"), NULL));
+    assert_int_equal(imgq_model_check_size(model(state, "gpt-image-2"), 0, 1024, NULL, 0),
+                     IMGQ_EINVAL);
+}
+
+/* providers.md 1.1's formula: table sizes keep their table values, other sizes are computed, and
+ * the formula reproduces the table and the community data points it was derived from. */
+static void test_gpt_image_2_any_size(void **state)
+{
+    const struct imgq_model *m = model(state, "gpt-image-2");
+    int64_t t = 0;
+    assert_int_equal(imgq_model_output_tokens(m, "high", 1024, 1024, &t), 0);
+    assert_int_equal(t, 7024);
+    assert_int_equal(imgq_model_output_tokens(m, "low", 2048, 2048, &t), 0);
+    assert_int_equal(t, 397);
+    /* Off the table: 1920x1088. */
+    static const struct {
+        const char *q;
+        int64_t tokens;
+    } off[] = {{"low", 148}, {"medium", 1325}, {"high", 5300}, {"auto", 5300}, {NULL, 5300}};
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
+        assert_int_equal(imgq_model_output_tokens(m, off[i].q, 1920, 1088, &t), 0);
+        assert_int_equal(t, off[i].tokens);
+    }
+    assert_int_equal(imgq_model_output_tokens(m, "hd", 1920, 1088, &t), IMGQ_ENOTFOUND);
+    assert_int_equal(imgq_model_output_tokens(m, "high", 3840, 2160, &t), 0);
+    assert_int_equal(t, 13342);
+
+    /* The ceiling of an off-table size: 21 prompt bytes at $5/M + 5,300 tokens at $30/M. */
+    struct imgq_request_shape r = {"high", 1920, 1088, 1, 21, 0};
+    imgq_micros c = 0;
+    assert_int_equal(imgq_cost_ceiling(m, NULL, &r, &c), 0);
+    assert_int_equal(c, 159105);
+    r.n = 2;
+    r.references = 1; /* + 1,025 image tokens at $8/M, per image */
+    assert_int_equal(imgq_cost_ceiling(m, NULL, &r, &c), 0);
+    assert_int_equal(c, 2 * (105 + 159000 + 8200));
+
+    /* A model with the factors and a one-row table: the formula gives the table's figures. */
+    imgq_catalog *cat = load_ok(
+        "{\"version\":\"t\",\"models\":{\"f\":{\"provider\":\"openai\",\"api\":\"openai-images\","
+        "\"billing\":\"tokens\",\"prices\":{\"image_out\":30000000},\"sizes\":[\"1024x1024\"],"
+        "\"qualities\":[\"low\",\"medium\",\"high\",\"auto\"],"
+        "\"size_rule\":{\"multiple_of\":16,\"max_side\":3840},"
+        "\"output_token_factors\":{\"low\":16,\"medium\":48,\"high\":96},"
+        "\"output_tokens\":{\"1024x1024\":{\"low\":1,\"medium\":2,\"high\":3}}}}}");
+    const struct imgq_model *f = imgq_catalog_model(cat, "f");
+    static const struct {
+        int w, h;
+        const char *q;
+        int64_t tokens;
+    } pts[] = {{1024, 1024, "low", 1},      {1024, 1536, "low", 158}, {1536, 1024, "medium", 1372},
+               {1536, 1024, "high", 5488},  {2048, 2048, "low", 397}, {2048, 2048, "medium", 3568},
+               {2048, 2048, "high", 14272}, {976, 704, "low", 129},   {960, 720, "low", 130}};
+    for (size_t i = 0; i < sizeof pts / sizeof pts[0]; i++) {
+        assert_int_equal(imgq_model_output_tokens(f, pts[i].q, pts[i].w, pts[i].h, &t), 0);
+        if (t != pts[i].tokens)
+            fail_msg("%dx%d %s: %lld tokens, want %lld", pts[i].w, pts[i].h, pts[i].q, (long long)t,
+                     (long long)pts[i].tokens);
+    }
+    imgq_catalog_free(cat);
+
+    /* Flat models price any admitted size at per_image (or the image_prices row). */
+    r = (struct imgq_request_shape){NULL, 3000, 2000, 1, 10, 0};
+    assert_int_equal(imgq_cost_ceiling(model(state, "seedream-4-5"), NULL, &r, &c), 0);
+    assert_int_equal(c, 40000);
+    r.width = r.height = 1440;
+    assert_int_equal(imgq_cost_ceiling(model(state, "fal-flux-dev"), NULL, &r, &c), 0);
+    assert_int_equal(c, 51840); /* $0.025/MP x 2.0736 MP */
+    r.width = r.height = 1024;
+    assert_int_equal(imgq_cost_ceiling(model(state, "fal-flux-dev"), NULL, &r, &c), 0);
+    assert_int_equal(c, 26215);
+}
+
+static void test_new_model_fields(void **state)
+{
+    const struct imgq_model *g2 = model(state, "gpt-image-2");
+    assert_non_null(g2->size_rule);
+    assert_int_equal(g2->size_rule->multiple_of, 16);
+    assert_int_equal(g2->size_rule->max_side, 3840);
+    assert_int_equal(g2->size_rule->min_pixels, 655360);
+    assert_int_equal(g2->size_rule->max_pixels, 8294400);
+    assert_int_equal(g2->size_rule->max_aspect_num, 3);
+    assert_int_equal(g2->size_rule->max_aspect_den, 1);
+    assert_int_equal(g2->ntoken_factors, 3);
+    assert_null(g2->provider_model);
+    assert_true(g2->capabilities & IMGQ_NEED_MASK);
+    assert_false(g2->capabilities & IMGQ_NEED_GUIDANCE);
+    assert_string_equal(g2->fallbacks[0], "gpt-image-1.5");
+    assert_null(g2->fallbacks[1]);
+    assert_null(model(state, "gpt-image-1.5")->size_rule);
+
+    const struct imgq_model *gem = model(state, "gemini-2.5-flash-image");
+    assert_string_equal(gem->fallbacks[0], "gpt-image-2");
+    assert_string_equal(gem->fallbacks[1], "seedream-4-0");
+    assert_null(gem->fallbacks[2]);
+    assert_false(gem->capabilities & IMGQ_NEED_MASK);
+    assert_null(model(state, "dall-e-3")->fallbacks[0]); /* none: an empty list */
+
+    assert_string_equal(model(state, "flux-schnell")->provider_model,
+                        "black-forest-labs/flux-schnell");
+    assert_string_equal(model(state, "sd-3.5-large")->provider_model,
+                        "stability-ai/stable-diffusion-3.5-large");
+    assert_string_equal(model(state, "flux-1.1-pro")->provider_model, "flux-pro-1.1");
+    assert_string_equal(model(state, "qwen-image-2.0")->provider_model, "qwen-image-plus");
+
+    const struct imgq_model *pro = model(state, "flux-1.1-pro");
+    assert_true(pro->capabilities & IMGQ_NEED_GUIDANCE);
+    assert_true(pro->guidance_min == 1.5 && pro->guidance_max == 5.0);
+    const struct imgq_model *fal = model(state, "fal-flux-dev");
+    assert_string_equal(fal->provider, "fal");
+    assert_string_equal(fal->api, "fal");
+    assert_string_equal(fal->provider_model, "fal-ai/flux/dev");
+    assert_int_equal(fal->n_per_call, 4);
+    assert_true(fal->capabilities & IMGQ_NEED_SEED);
+    assert_true(fal->guidance_min == 1.0 && fal->guidance_max == 20.0);
+    assert_true(model(state, "sd-3.5-large")->capabilities & IMGQ_NEED_GUIDANCE);
+
+    assert_int_equal(imgq_need_parse("guidance"), IMGQ_NEED_GUIDANCE);
+    assert_int_equal(imgq_need_parse("mask"), IMGQ_NEED_MASK);
+    assert_string_equal(imgq_need_name(IMGQ_NEED_MASK), "mask");
+    assert_string_equal(imgq_need_name(IMGQ_NEED_GUIDANCE), "guidance");
+
+    /* Every fallback of the shipped catalog names a model. */
+    imgq_catalog *cat = shipped(state);
+    for (size_t i = 0; imgq_catalog_model_at(cat, i); i++)
+        for (char **f = imgq_catalog_model_at(cat, i)->fallbacks; *f; f++)
+            assert_non_null(imgq_catalog_model(cat, *f));
+}
+
+#define RULE_MODEL(rule)                                                                           \
+    ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"           \
+              "\"size_rule\":" rule "}")
+
+static void test_load_errors_new_fields(void **state)
+{
+    static const struct {
+        const char *text;
+        const char *needles[3];
+    } cases[] = {
+        {"{\"version\":\"t\",\"models\":{\"m1\":{" FLAT_FIELDS
+         ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},\"fallbacks\":[\"m9\"]}}}",
+         {"model 'm1': fallback 'm9' is not a model of the catalog"}},
+        {"{\"version\":\"t\",\"models\":{\"m1\":{" FLAT_FIELDS
+         ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},\"fallbacks\":[\"m1\"]}}}",
+         {"model 'm1': cannot be its own fallback"}},
+        {"{\"version\":\"t\",\"models\":{\"m1\":{" FLAT_FIELDS
+         ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},\"fallbacks\":[\"m2\",\"m2\"]},"
+         "\"m2\":{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1}}}}",
+         {"model 'm1': fallback 'm2' is listed twice"}},
+        {"{\"version\":\"t\",\"models\":{\"m1\":{" FLAT_FIELDS
+         ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},\"fallbacks\":\"m2\"}}}",
+         {"model 'm1'", "'fallbacks'"}},
+        {RULE_MODEL("{\"max_side\":100,\"max_ratio\":3}"),
+         {"model 'm1'", "size_rule: unknown field 'max_ratio'"}},
+        {RULE_MODEL("[1]"), {"model 'm1'", "'size_rule' must be an object"}},
+        {RULE_MODEL("{\"max_side\":100,\"max_aspect\":[1,3]}"),
+         {"model 'm1' size_rule", "'max_aspect'"}},
+        {RULE_MODEL("{\"max_side\":100,\"max_aspect\":3}"),
+         {"model 'm1' size_rule", "'max_aspect'"}},
+        {RULE_MODEL("{\"min_side\":200,\"max_side\":100}"),
+         {"model 'm1' size_rule: 'min_side' 200 is above 'max_side' 100"}},
+        {RULE_MODEL("{\"min_pixels\":2000,\"max_pixels\":1000}"),
+         {"model 'm1' size_rule: 'min_pixels' 2000 is above 'max_pixels' 1000"}},
+        {RULE_MODEL("{\"multiple_of\":16}"),
+         {"model 'm1' size_rule", "'max_side' or 'max_pixels'"}},
+        {RULE_MODEL("{\"max_side\":-5}"), {"model 'm1' size_rule", "'max_side'", "non-negative"}},
+        {RULE_MODEL("{\"max_side\":1.5}"), {"model 'm1' size_rule", "'max_side'"}},
+        {ONE_MODEL("{\"provider\":\"p\",\"api\":\"a\",\"billing\":\"tokens\","
+                   "\"prices\":{\"image_out\":1},\"sizes\":[\"1024x1024\"],"
+                   "\"output_tokens\":{\"1024x1024\":{\"high\":1}},"
+                   "\"size_rule\":{\"max_side\":2048}}"),
+         {"model 'm1' size_rule", "output_token_factors"}},
+        {ONE_MODEL("{\"provider\":\"p\",\"api\":\"a\",\"billing\":\"tokens\","
+                   "\"prices\":{\"image_out\":1},\"sizes\":[\"1024x1024\"],"
+                   "\"qualities\":[\"low\",\"high\"],\"output_token_factors\":{\"high\":96},"
+                   "\"output_tokens\":{\"1024x1024\":{\"low\":1,\"high\":2}},"
+                   "\"size_rule\":{\"max_side\":2048}}"),
+         {"model 'm1' size_rule", "quality 'low'"}},
+        {ONE_MODEL("{\"provider\":\"p\",\"api\":\"a\",\"billing\":\"tokens\","
+                   "\"prices\":{\"image_out\":1},\"sizes\":[\"1024x1024\"],"
+                   "\"output_token_factors\":{\"high\":0},"
+                   "\"output_tokens\":{\"1024x1024\":{\"high\":1}}}"),
+         {"model 'm1'", "output_token_factors.high"}},
+        {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
+                   "\"capabilities\":[\"guidance\"]}"),
+         {"model 'm1'", "'guidance_range'"}},
+        {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
+                   "\"guidance_range\":[1,5]}"),
+         {"model 'm1'", "'guidance'"}},
+        {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
+                   "\"capabilities\":[\"guidance\"],\"guidance_range\":[5,1]}"),
+         {"model 'm1'", "'guidance_range' must be [min, max]"}},
+        {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
+                   "\"capabilities\":[\"telepathy\"]}"),
+         {"model 'm1'", "'telepathy'", "guidance, mask"}},
+        {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
+                   "\"provider_model\":7}"),
+         {"model 'm1'", "'provider_model'"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512];
+        int rc = load_bad(cases[i].text, err, sizeof err);
+        if (rc != IMGQ_EINVAL)
+            fail_msg("case %zu: code %d, want IMGQ_EINVAL (%s)", i, rc, err);
+        for (int k = 0; k < 3 && cases[i].needles[k]; k++)
+            if (!strstr(err, cases[i].needles[k]))
+                fail_msg("case %zu: \"%s\" not in \"%s\"", i, cases[i].needles[k], err);
+    }
+    /* Loaded fine: a rule on a flat model; a fallback to a model defined later. */
+    imgq_catalog *cat = load_ok("{\"version\":\"t\",\"models\":{\"m1\":{" FLAT_FIELDS
+                                ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
+                                "\"fallbacks\":[\"m2\"],\"size_rule\":{\"max_side\":128,"
+                                "\"note\":\"why\"}},\"m2\":{" FLAT_FIELDS
+                                ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1}}}}");
+    const struct imgq_model *m1 = imgq_catalog_model(cat, "m1");
+    assert_string_equal(m1->fallbacks[0], "m2");
+    assert_true(imgq_model_allows_size(m1, "100x128"));
+    assert_false(imgq_model_allows_size(m1, "100x129"));
+    imgq_catalog_free(cat);
+}
+
 static void test_load_invalid_json_position(void **state)
 {
     char err[512];
@@ -902,6 +1224,10 @@ int main(void)
         cmocka_unit_test(test_money_parse),
         cmocka_unit_test(test_load_errors_name_model_and_field),
         cmocka_unit_test(test_load_invalid_json_position),
+        cmocka_unit_test(test_size_rules),
+        cmocka_unit_test(test_gpt_image_2_any_size),
+        cmocka_unit_test(test_new_model_fields),
+        cmocka_unit_test(test_load_errors_new_fields),
         cmocka_unit_test(test_load_file_errors),
     };
     return cmocka_run_group_tests(tests, load_shipped, free_shipped);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "imgq/dedup.h"
 #include "imgq/job.h"
 
 /* ---- fixtures ----------------------------------------------------------------------------- */
@@ -601,6 +602,441 @@ static void test_json_refusals(void **state)
     refused(c, "{\"prompt\":\"a\"} {\"prompt\":\"b\"}", TODAY, IMGQ_EPARSE, "(json)", NULL);
 }
 
+/* ---- capability gates: sizes, guidance, references ---------------------------------------- */
+
+static void assert_specs_equal(const struct imgq_job_spec *a, const struct imgq_job_spec *b);
+
+#define JOB(model, rest) "{\"prompt\":\"a\",\"model\":\"" model "\"" rest "}"
+
+static void test_size_rules_at_submit(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    struct imgq_job_spec s;
+    parse_ok(c, JOB("gpt-image-2", ",\"size\":\"1920x1088\",\"quality\":\"low\""), TODAY, &s, NULL,
+             0);
+    assert_string_equal(s.size, "1920x1088");
+    assert_int_equal(s.width, 1920);
+    assert_int_equal(s.height, 1088);
+    imgq_job_spec_clear(&s);
+    parse_ok(c, JOB("gpt-image-2", ",\"size\":\"3840x2160\""), TODAY, &s, NULL, 0);
+    imgq_job_spec_clear(&s);
+    parse_ok(c, JOB("seedream-4-5", ",\"size\":\"1920x1920\""), TODAY, &s, NULL, 0);
+    imgq_job_spec_clear(&s);
+    parse_ok(c, JOB("qwen-image-2.0", ",\"size\":\"512x2048\""), TODAY, &s, NULL, 0);
+    imgq_job_spec_clear(&s);
+    parse_ok(c, JOB("flux-1.1-pro", ",\"size\":\"1440x256\""), TODAY, &s, NULL, 0);
+    imgq_job_spec_clear(&s);
+
+    refused(c, JOB("gpt-image-2", ",\"size\":\"1000x1000\""), TODAY, IMGQ_EINVAL, "size",
+            "gpt-image-2 takes sizes whose sides are multiples of 16 (1000x1000 is not)");
+    refused(c, JOB("gpt-image-2", ",\"size\":\"3856x2160\""), TODAY, IMGQ_EINVAL, "size",
+            "gpt-image-2 takes sides of at most 3840 pixels (3856x2160 is not)");
+    refused(c, JOB("gpt-image-2", ",\"size\":\"3088x1024\""), TODAY, IMGQ_EINVAL, "size",
+            "gpt-image-2 takes aspect ratios from 1:3 to 3:1 (3088x1024 is not)");
+    refused(c, JOB("gpt-image-2", ",\"size\":\"auto\""), TODAY, IMGQ_EINVAL, "size",
+            "'auto' is not WxH (model 'gpt-image-2' takes 1024x1024, 1024x1536, 1536x1024, "
+            "2048x2048, or any WxH within its size rule)");
+    refused(c, JOB("seedream-4-5", ",\"size\":\"1024x1024\""), TODAY, IMGQ_EINVAL, "size",
+            "seedream-4-5 needs at least 3,686,400 pixels (1920x1920); 1024x1024 has 1,048,576");
+    refused(c, JOB("seedream-4-0", ",\"size\":\"1024x1000\""), TODAY, IMGQ_EINVAL, "size",
+            "seedream-4-0 needs at least 1,048,576 pixels (1024x1024); 1024x1000 has 1,024,000");
+    refused(c, JOB("qwen-image-2.0", ",\"size\":\"2049x1024\""), TODAY, IMGQ_EINVAL, "size",
+            "qwen-image-2.0 takes sides from 512 to 2048 pixels (2049x1024 is not)");
+    refused(c, JOB("flux-1.1-pro", ",\"size\":\"1000x1024\""), TODAY, IMGQ_EINVAL, "size",
+            "flux-1.1-pro takes sizes whose sides are multiples of 32 (1000x1024 is not)");
+}
+
+static void test_guidance(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    struct imgq_job_spec s;
+    static const char *const ok[] = {JOB("flux-1.1-pro", ",\"guidance_scale\":1.5"),
+                                     JOB("flux-1.1-pro", ",\"guidance_scale\":5"),
+                                     JOB("flux-1.1-pro", ",\"guidance_scale\":3.25"),
+                                     JOB("fal-flux-dev", ",\"guidance_scale\":1"),
+                                     JOB("fal-flux-dev", ",\"guidance_scale\":20.0"),
+                                     JOB("sd-3.5-large", ",\"guidance_scale\":7")};
+    static const double want[] = {1.5, 5, 3.25, 1, 20, 7};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        parse_ok(c, ok[i], TODAY, &s, NULL, 0);
+        assert_true(s.has_guidance);
+        assert_true(s.guidance_scale == want[i]);
+        imgq_job_spec_clear(&s);
+    }
+    parse_ok(c, JOB("flux-1.1-pro", ",\"guidance_scale\":null"), TODAY, &s, NULL, 0);
+    assert_false(s.has_guidance);
+    char *json = imgq_job_spec_to_json(&s);
+    assert_null(strstr(json, "guidance"));
+    free(json);
+    imgq_job_spec_clear(&s);
+
+    refused(c, JOB("flux-1.1-pro", ",\"guidance_scale\":1.49"), TODAY, IMGQ_EINVAL,
+            "guidance_scale", "1.49 is out of range for model 'flux-1.1-pro' (1.5 to 5)");
+    refused(c, JOB("flux-1.1-pro", ",\"guidance_scale\":5.01"), TODAY, IMGQ_EINVAL,
+            "guidance_scale", "5.01 is out of range for model 'flux-1.1-pro' (1.5 to 5)");
+    refused(c, JOB("fal-flux-dev", ",\"guidance_scale\":20.5"), TODAY, IMGQ_EINVAL,
+            "guidance_scale", "20.5 is out of range for model 'fal-flux-dev' (1 to 20)");
+    refused(c, JOB("gpt-image-2", ",\"guidance_scale\":3"), TODAY, IMGQ_EINVAL, "guidance_scale",
+            "model 'gpt-image-2' has no guidance_scale setting");
+    refused(c, JOB("flux-1.1-pro", ",\"guidance_scale\":\"3\""), TODAY, IMGQ_EINVAL,
+            "guidance_scale", "must be a number");
+    /* "model": "auto" with guidance goes to a model whose range holds it. */
+    parse_ok(c, "{\"prompt\":\"a\",\"model\":\"auto\",\"quality\":\"low\",\"guidance_scale\":12}",
+             TODAY, &s, NULL, 0);
+    assert_string_equal(s.model, "fal-flux-dev");
+    imgq_job_spec_clear(&s);
+}
+
+/* A data: URI of 'bytes' decoded bytes (padded base64 of zero bytes). */
+static char *data_uri(size_t bytes)
+{
+    size_t b64 = (bytes + 2) / 3 * 4, pad = (3 - bytes % 3) % 3;
+    const char *prefix = "data:image/png;base64,";
+    char *u = malloc(strlen(prefix) + b64 + 1);
+    strcpy(u, prefix);
+    memset(u + strlen(prefix), 'A', b64 - pad);
+    memset(u + strlen(prefix) + b64 - pad, '=', pad);
+    u[strlen(prefix) + b64] = '\0';
+    return u;
+}
+
+static void test_reference_images(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    struct imgq_job_spec s;
+    parse_ok(c,
+             JOB("gpt-image-2",
+                 ",\"images\":[\"s3://my-bucket/in/a.png\","
+                 "\"https://cdn.example.com/b.webp?x=1\",\"http://127.0.0.1:8080/c\","
+                 "\"http://localhost/d\",\"http://[::1]:9/e\","
+                 "\"data:image/jpeg;base64,/9j/4AAQ\",\"data:image/webp;base64,UklGRg\"],"
+                 "\"mask\":\"data:image/png;base64,iVBORw0KGgo=\""),
+             TODAY, &s, NULL, 0);
+    assert_int_equal(s.nrefs, 7);
+    assert_string_equal(s.refs[0], "s3://my-bucket/in/a.png");
+    assert_string_equal(s.refs[6], "data:image/webp;base64,UklGRg");
+    assert_string_equal(s.mask, "data:image/png;base64,iVBORw0KGgo=");
+    assert_null(s.ref_data);
+    /* The worker's fetched bytes are freed with the spec (valgrind). */
+    s.ref_data = calloc((size_t)s.nrefs, sizeof *s.ref_data);
+    s.ref_data[0].data = malloc(10);
+    s.ref_data[0].len = 10;
+    s.mask_data = calloc(1, sizeof *s.mask_data);
+    s.mask_data->data = malloc(3);
+    imgq_job_spec_clear(&s);
+    assert_null(s.refs);
+    assert_int_equal(s.nrefs, 0);
+
+    parse_ok(c, JOB("gpt-image-2", ",\"images\":[]"), TODAY, &s, NULL, 0);
+    assert_int_equal(s.nrefs, 0);
+    assert_null(s.refs);
+    imgq_job_spec_clear(&s);
+
+    /* Counts: the model's max_references, named. */
+    char text[2048];
+    size_t o = (size_t)snprintf(text, sizeof text,
+                                "{\"prompt\":\"a\",\"model\":\"gpt-image-2\","
+                                "\"images\":[");
+    for (int i = 0; i < 17; i++)
+        o += (size_t)snprintf(text + o, sizeof text - o, "%s\"s3://bkt/%d.png\"", i ? "," : "", i);
+    snprintf(text + o, sizeof text - o, "]}");
+    refused(c, text, TODAY, IMGQ_EINVAL, "images",
+            "model 'gpt-image-2' takes at most 16 reference images (got 17)");
+    char *cut = strstr(text, ",\"s3://bkt/16.png\"");
+    strcpy(cut, "]}");
+    parse_ok(c, text, TODAY, &s, NULL, 0);
+    assert_int_equal(s.nrefs, 16);
+    imgq_job_spec_clear(&s);
+    refused(c,
+            JOB("gemini-2.5-flash-image",
+                ",\"images\":[\"s3://bkt/1\",\"s3://bkt/2\",\"s3://bkt/3\",\"s3://bkt/4\"]"),
+            TODAY, IMGQ_EINVAL, "images",
+            "model 'gemini-2.5-flash-image' takes at most 3 reference images (got 4)");
+    refused(c, JOB("flux-schnell", ",\"images\":[\"s3://bkt/1\"]"), TODAY, IMGQ_EINVAL, "images",
+            "model 'flux-schnell' takes no reference images (it cannot edit)");
+    refused(c, JOB("flux-1.1-pro", ",\"images\":[\"s3://bkt/1\"]"), TODAY, IMGQ_EINVAL, "images",
+            "model 'flux-1.1-pro' takes no reference images (it cannot edit)");
+
+    /* Forms. */
+    static const struct {
+        const char *ref, *needle;
+    } bad[] = {
+        {"\"s3://ab/x.png\"", "is not s3://BUCKET/KEY"},
+        {"\"s3://bucket/\"", "is not s3://BUCKET/KEY"},
+        {"\"s3://Bucket/x\"", "is not s3://BUCKET/KEY"},
+        {"\"s3://bucket\"", "is not s3://BUCKET/KEY"},
+        {"\"https:///x.png\"", "has no host"},
+        {"\"https://a.example.com/x y.png\"", "space or control character"},
+        {"\"http://example.com/x.png\"", "http:// is only for 127.0.0.1, localhost and [::1]"},
+        {"\"http://localhost@evil.example/x\"", "http:// is only for"},
+        {"\"http://localhost.evil.example/x\"", "http:// is only for"},
+        {"\"http://127.0.0.1:80a/x\"", "http:// is only for"},
+        {"\"ftp://a.example.com/x\"", "must be s3://BUCKET/KEY, an https:// URL or a data:"},
+        {"\"/etc/passwd\"", "must be s3://BUCKET/KEY"},
+        {"5", "must be s3://BUCKET/KEY"},
+        {"\"data:image/gif;base64,R0lGOD\"", "image/png, image/jpeg or image/webp"},
+        {"\"data:image/png,rawbytes\"", "image/png, image/jpeg or image/webp"},
+        {"\"data:image/png;base64,\"", "base64 is empty or not valid"},
+        {"\"data:image/png;base64,ab!d\"", "base64 is empty or not valid"},
+        {"\"data:image/png;base64,abcde\"", "base64 is empty or not valid"},
+        {"\"data:image/png;base64,ab=c\"", "base64 is empty or not valid"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text,
+                 "{\"prompt\":\"a\",\"model\":\"gpt-image-2\",\"images\":[\"s3://bkt/ok\",%s]}",
+                 bad[i].ref);
+        refused(c, text, TODAY, IMGQ_EINVAL, "images[1]", bad[i].needle);
+        snprintf(text, sizeof text,
+                 "{\"prompt\":\"a\",\"model\":\"gpt-image-2\",\"images\":[\"s3://bkt/ok\"],"
+                 "\"mask\":%s}",
+                 bad[i].ref);
+        refused(c, text, TODAY, IMGQ_EINVAL, "mask", bad[i].needle);
+    }
+    refused(c, JOB("gpt-image-2", ",\"images\":\"s3://bkt/x\""), TODAY, IMGQ_EINVAL, "images",
+            "must be an array");
+
+    /* Mask: needs images and the mask capability. */
+    refused(c, JOB("gpt-image-2", ",\"mask\":\"s3://bkt/m.png\""), TODAY, IMGQ_EINVAL, "mask",
+            "needs images (the mask applies to the first one)");
+    refused(c, JOB("seedream-4-0", ",\"images\":[\"s3://bkt/1\"],\"mask\":\"s3://bkt/m.png\""),
+            TODAY, IMGQ_EINVAL, "mask", "model 'seedream-4-0' takes no mask");
+
+    /* "model": "auto" with references counts them and needs edit; a mask needs gpt-image. */
+    parse_ok(c,
+             "{\"prompt\":\"a\",\"model\":\"auto\",\"quality\":\"medium\",\"images\":"
+             "[\"s3://bkt/1\",\"s3://bkt/2\"]}",
+             TODAY, &s, NULL, 0);
+    assert_string_equal(s.model, "seedream-4-0");
+    assert_int_equal(s.nrefs, 2);
+    imgq_job_spec_clear(&s);
+    parse_ok(c,
+             "{\"prompt\":\"a\",\"model\":\"auto\",\"quality\":\"medium\",\"images\":"
+             "[\"s3://bkt/1\"],\"mask\":\"s3://bkt/m\"}",
+             TODAY, &s, NULL, 0);
+    assert_string_equal(s.model, "gpt-image-1.5");
+    imgq_job_spec_clear(&s);
+}
+
+/* data: URIs: at most 4 MiB decoded per job, references and mask together. */
+static void test_inline_cap(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    const size_t cap = 4u << 20;
+    char *full = data_uri(cap), *one = data_uri(1), *text = malloc(cap * 2);
+    struct imgq_job_spec s;
+    snprintf(text, cap * 2, "{\"prompt\":\"a\",\"model\":\"gpt-image-2\",\"images\":[\"%s\"]}",
+             full);
+    parse_ok(c, text, TODAY, &s, NULL, 0);
+    assert_int_equal(s.nrefs, 1);
+    imgq_job_spec_clear(&s);
+    snprintf(text, cap * 2,
+             "{\"prompt\":\"a\",\"model\":\"gpt-image-2\",\"images\":[\"%s\",\"%s\"]}", full, one);
+    refused(c, text, TODAY, IMGQ_EINVAL, "images",
+            "data: URIs hold 4194305 bytes decoded; a job carries at most 4194304 bytes (4 MiB) "
+            "inline: use s3:// or https:// references");
+    snprintf(text, cap * 2,
+             "{\"prompt\":\"a\",\"model\":\"gpt-image-2\",\"images\":[\"%s\"],\"mask\":\"%s\"}",
+             full, one);
+    refused(c, text, TODAY, IMGQ_EINVAL, "mask", "4194305 bytes decoded");
+    /* URLs do not count. */
+    snprintf(text, cap * 2,
+             "{\"prompt\":\"a\",\"model\":\"gpt-image-2\",\"images\":[\"%s\",\"s3://bkt/x\"],"
+             "\"mask\":\"https://a.example.com/m.png\"}",
+             full);
+    parse_ok(c, text, TODAY, &s, NULL, 0);
+    imgq_job_spec_clear(&s);
+    free(full);
+    free(one);
+    free(text);
+}
+
+static void test_from_json_refs_damage(void **state)
+{
+    static const char *const bad[] = {
+        "{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\","
+        "\"output_format\":\"webp\",\"route\":\"list\",\"images\":\"s3://b/k\"}",
+        "{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\","
+        "\"output_format\":\"webp\",\"route\":\"list\",\"images\":[\"s3://b/k\",5]}",
+        "{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\","
+        "\"output_format\":\"webp\",\"route\":\"list\",\"images\":[\"s3://b/k\"],\"mask\":1}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct imgq_job_spec s;
+        assert_int_equal(imgq_job_spec_from_json(bad[i], &s), IMGQ_EINVAL);
+        assert_spec_empty(&s);
+        assert_null(s.refs);
+        assert_null(s.mask);
+    }
+}
+
+/* The dedup key takes the references and mask as given, and guidance_scale (dedup.h). */
+static void test_dedup_key_references(void **state)
+{
+    static const char *const jobs[] = {
+        JOB("gpt-image-2", ""),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/1\"]"),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/2\"]"),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/1\",\"s3://bkt/2\"]"),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/2\",\"s3://bkt/1\"]"),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/1\"],\"mask\":\"s3://bkt/m\""),
+        JOB("gpt-image-2", ",\"images\":[\"s3://bkt/1\",\"s3://bkt/m\"]"),
+        JOB("gpt-image-2", ",\"images\":[\"https://a.example.com/1\"]"),
+        JOB("flux-1.1-pro", ""),
+        JOB("flux-1.1-pro", ",\"guidance_scale\":2.5"),
+        JOB("flux-1.1-pro", ",\"guidance_scale\":3"),
+    };
+    char keys[16][65];
+    size_t n = sizeof jobs / sizeof jobs[0];
+    for (size_t i = 0; i < n; i++) {
+        struct imgq_job_spec s;
+        parse_ok(cat(state), jobs[i], TODAY, &s, NULL, 0);
+        imgq_dedup_key(&s, 0, keys[i]);
+        /* The stored form gives the same key (the worker computes it from there). */
+        char *json = imgq_job_spec_to_json(&s);
+        struct imgq_job_spec back;
+        assert_int_equal(imgq_job_spec_from_json(json, &back), 0);
+        char again[65];
+        imgq_dedup_key(&back, 0, again);
+        assert_string_equal(keys[i], again);
+        free(json);
+        imgq_job_spec_clear(&back);
+        imgq_job_spec_clear(&s);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(keys[k], keys[i]) == 0)
+                fail_msg("jobs %zu and %zu share a dedup key", k, i);
+    }
+}
+
+/* ---- retargeting to another model --------------------------------------------------------- */
+
+static void retarget_ok(const imgq_catalog *c, const char *job, const char *model,
+                        struct imgq_job_spec *out)
+{
+    struct imgq_job_spec s;
+    struct imgq_job_problem why;
+    parse_ok(c, job, TODAY, &s, NULL, 0);
+    int rc = imgq_job_retarget(c, &s, model, TODAY, out, &why);
+    imgq_job_spec_clear(&s);
+    if (rc != 0)
+        fail_msg("retarget to %s refused (%d): %s: %s\n  job: %s", model, rc, why.field, why.reason,
+                 job);
+}
+
+static void retarget_refused(const imgq_catalog *c, const char *job, const char *model,
+                             const char *field, const char *reason)
+{
+    struct imgq_job_spec s, out;
+    struct imgq_job_problem why;
+    parse_ok(c, job, TODAY, &s, NULL, 0);
+    memset(&out, 0x5a, sizeof out);
+    int rc = imgq_job_retarget(c, &s, model, TODAY, &out, &why);
+    imgq_job_spec_clear(&s);
+    if (rc != IMGQ_EINVAL)
+        fail_msg("retarget to %s: code %d (%s: %s)\n  job: %s", model, rc, why.field, why.reason,
+                 job);
+    assert_string_equal(why.field, field);
+    assert_string_equal(why.reason, reason);
+    assert_spec_empty(&out);
+}
+
+static void test_retarget(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    struct imgq_job_spec t;
+
+    /* Everything carries over but the model. */
+    retarget_ok(c, full_job, "gpt-image-2", &t);
+    struct imgq_job_spec orig;
+    parse_ok(c, full_job, TODAY, &orig, NULL, 0);
+    assert_string_equal(t.model, "gpt-image-2");
+    free(orig.model);
+    orig.model = strdup("gpt-image-2");
+    assert_specs_equal(&orig, &t);
+    assert_string_equal(t.quality, "high");
+    imgq_job_spec_clear(&orig);
+    imgq_job_spec_clear(&t);
+
+    /* References, mask, guidance carry over; an alias does not. */
+    retarget_ok(c,
+                "{\"prompt\":\"a\",\"model\":\"catalog-default\",\"images\":[\"s3://bkt/1\","
+                "\"s3://bkt/2\"],\"mask\":\"s3://bkt/m\"}",
+                "gpt-image-2", &t);
+    assert_null(t.alias);
+    assert_int_equal(t.nrefs, 2);
+    assert_string_equal(t.refs[1], "s3://bkt/2");
+    assert_string_equal(t.mask, "s3://bkt/m");
+    imgq_job_spec_clear(&t);
+    retarget_ok(c, JOB("flux-1.1-pro", ",\"guidance_scale\":4.5,\"seed\":3"), "fal-flux-dev", &t);
+    assert_true(t.has_guidance && t.guidance_scale == 4.5);
+    assert_true(t.has_seed && t.seed == 3);
+    assert_null(t.quality);
+    imgq_job_spec_clear(&t);
+
+    /* Quality: dropped on a flat model, medium on a model with the knob. */
+    retarget_ok(c, JOB("gpt-image-2", ",\"quality\":\"low\",\"size\":\"2048x2048\""),
+                "seedream-4-0", &t);
+    assert_null(t.quality);
+    assert_string_equal(t.size, "2048x2048");
+    imgq_job_spec_clear(&t);
+    retarget_ok(c, JOB("seedream-4-0", ",\"size\":\"2304x1728\""), "gpt-image-2", &t);
+    assert_string_equal(t.quality, "medium");
+    imgq_job_spec_clear(&t);
+    retarget_ok(c, JOB("gemini-2.5-flash-image", ",\"size\":\"1536x672\""), "gpt-image-2", &t);
+    assert_string_equal(t.size, "1536x672");
+    imgq_job_spec_clear(&t);
+
+    /* Refusals name the target's limit. */
+    retarget_refused(c, JOB("seedream-4-0", ""), "seedream-4-5", "size",
+                     "seedream-4-5 needs at least 3,686,400 pixels (1920x1920); 1024x1024 has "
+                     "1,048,576");
+    retarget_refused(c, JOB("gpt-image-2", ",\"size\":\"1920x1088\""), "gpt-image-1.5", "size",
+                     "'1920x1088' is not allowed for model 'gpt-image-1.5' (allowed: 1024x1024, "
+                     "1024x1536, 1536x1024)");
+    retarget_refused(c, JOB("seedream-4-0", ",\"seed\":5"), "gpt-image-2", "seed",
+                     "model 'gpt-image-2' has no seed setting");
+    retarget_refused(c, JOB("flux-1.1-pro", ",\"guidance_scale\":2"), "gpt-image-2",
+                     "guidance_scale", "model 'gpt-image-2' has no guidance_scale setting");
+    retarget_refused(c, JOB("fal-flux-dev", ",\"guidance_scale\":12"), "flux-1.1-pro",
+                     "guidance_scale", "12 is out of range for model 'flux-1.1-pro' (1.5 to 5)");
+    retarget_refused(c, JOB("gpt-image-2", ",\"n\":10"), "qwen-image-2.0", "n",
+                     "10 is out of range for model 'qwen-image-2.0' (1 to 4)");
+    retarget_refused(c, JOB("gpt-image-2", ",\"images\":[\"s3://bkt/1\"],\"mask\":\"s3://bkt/m\""),
+                     "seedream-4-0", "mask", "model 'seedream-4-0' takes no mask");
+    retarget_refused(c, JOB("gpt-image-2", ",\"background\":\"transparent\""), "seedream-4-0",
+                     "background", "model 'seedream-4-0' cannot make a transparent background");
+    retarget_refused(c, JOB("gpt-image-2", ""), "gpt-image-9", "model",
+                     "'gpt-image-9' is not in the catalog (version 2026-11-22)");
+    retarget_refused(c, JOB("gpt-image-2", ""), "gpt-image-1", "model",
+                     "'gpt-image-1' was shut down on 2026-10-23; use 'gpt-image-1.5' instead");
+    retarget_refused(c, JOB("gpt-image-2", ""), "imagen-3", "model",
+                     "'imagen-3' is served by the imagen-predict API, which this imgq build "
+                     "cannot call yet");
+
+    /* Every shipped fallback serves some listed size of its model. */
+    for (size_t i = 0; imgq_catalog_model_at(c, i); i++) {
+        const struct imgq_model *m = imgq_catalog_model_at(c, i);
+        if (m->shutdown || !imgq_provider_api_supported(m->api))
+            continue;
+        for (char **f = m->fallbacks; *f; f++) {
+            int served = 0;
+            for (char **size = m->sizes; *size && !served; size++) {
+                char job[256];
+                struct imgq_job_spec s;
+                struct imgq_job_problem why;
+                snprintf(job, sizeof job, "{\"prompt\":\"a\",\"model\":\"%s\",\"size\":\"%s\"}",
+                         m->name, *size);
+                parse_ok(c, job, TODAY, &s, NULL, 0);
+                served = imgq_job_retarget(c, &s, *f, TODAY, &t, &why) == 0;
+                if (served)
+                    imgq_job_spec_clear(&t);
+                imgq_job_spec_clear(&s);
+            }
+            if (!served)
+                fail_msg("fallback %s of %s serves none of its sizes", *f, m->name);
+        }
+    }
+}
+
 /* ---- stored form -------------------------------------------------------------------------- */
 
 static void assert_str_eq_or_null(const char *a, const char *b)
@@ -632,6 +1068,15 @@ static void assert_specs_equal(const struct imgq_job_spec *a, const struct imgq_
     assert_str_eq_or_null(a->webhook, b->webhook);
     assert_int_equal(a->priority, b->priority);
     assert_int_equal(a->max_attempts, b->max_attempts);
+    assert_int_equal(a->has_seed, b->has_seed);
+    assert_int_equal(a->seed, b->seed);
+    assert_str_eq_or_null(a->negative_prompt, b->negative_prompt);
+    assert_int_equal(a->has_guidance, b->has_guidance);
+    assert_true(a->guidance_scale == b->guidance_scale);
+    assert_int_equal(a->nrefs, b->nrefs);
+    for (int i = 0; i < a->nrefs; i++)
+        assert_string_equal(a->refs[i], b->refs[i]);
+    assert_str_eq_or_null(a->mask, b->mask);
     if (!a->metadata || !b->metadata)
         assert_ptr_equal(a->metadata, b->metadata);
     else
@@ -642,6 +1087,12 @@ static void test_round_trip(void **state)
 {
     static const char *const jobs[] = {
         full_job,
+        "{\"prompt\":\"a\",\"model\":\"gpt-image-2\",\"size\":\"1920x1088\","
+        "\"images\":[\"s3://bucket-1/in/a.png\",\"https://cdn.example.com/b.webp\","
+        "\"data:image/png;base64,iVBORw0KGgo=\"],\"mask\":\"s3://bucket-1/in/mask.png\"}",
+        "{\"prompt\":\"a\",\"model\":\"flux-1.1-pro\",\"guidance_scale\":2.7,\"seed\":9}",
+        "{\"prompt\":\"a\",\"model\":\"fal-flux-dev\",\"guidance_scale\":0.1e2,"
+        "\"size\":\"1440x256\"}",
         "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\"}",
         "{\"prompt\":\"  two  spaces \",\"model\":\"catalog-default\",\"priority\":\"low\"}",
     };
@@ -786,6 +1237,13 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_from_json_rejects_damage),
         cmocka_unit_test(test_from_json_missing_priority_is_normal),
+        cmocka_unit_test(test_size_rules_at_submit),
+        cmocka_unit_test(test_guidance),
+        cmocka_unit_test(test_reference_images),
+        cmocka_unit_test(test_inline_cap),
+        cmocka_unit_test(test_from_json_refs_damage),
+        cmocka_unit_test(test_retarget),
+        cmocka_unit_test(test_dedup_key_references),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

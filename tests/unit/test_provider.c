@@ -637,6 +637,175 @@ static void test_build_request(void **state)
     free(c);
 }
 
+/* ---- OpenAI edits (references) ------------------------------------------------------------ */
+
+static void assert_field(const imgq_http_request *req, size_t i, const char *name,
+                         const char *value)
+{
+    struct imgq_http_part p;
+    assert_true(imgq_http_request_part(req, i, &p));
+    assert_string_equal(p.name, name);
+    assert_null(p.filename);
+    assert_null(p.mime);
+    if (p.len != strlen(value) || memcmp(p.data, value, p.len) != 0)
+        fail_msg("part %zu (%s): got '%.*s', want '%s'", i, name, (int)p.len, (const char *)p.data,
+                 value);
+}
+
+static void assert_file(const imgq_http_request *req, size_t i, const char *name,
+                        const char *filename, const char *mime, const void *data, size_t len)
+{
+    struct imgq_http_part p;
+    assert_true(imgq_http_request_part(req, i, &p));
+    assert_string_equal(p.name, name);
+    assert_non_null(p.filename);
+    assert_string_equal(p.filename, filename);
+    assert_non_null(p.mime);
+    assert_string_equal(p.mime, mime);
+    assert_int_equal(p.len, len);
+    assert_memory_equal(p.data, data, len);
+}
+
+static void test_build_edits(void **state)
+{
+    setenv("NO_PROXY", "127.0.0.1", 1);
+    setenv("no_proxy", "127.0.0.1", 1);
+    static uint8_t png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 1, 2, 3};
+    static uint8_t jpg[] = {0xff, 0xd8, 0xff, 0xe0, 0, 0x10, 'J', 'F', 'I', 'F'};
+    static uint8_t webp[] = {'R', 'I', 'F', 'F', 4, 0, 0, 0, 'W', 'E', 'B', 'P'};
+    static uint8_t mask[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 9};
+    char *refs[] = {"s3://b/a.png", "https://x/b.jpg", "data:image/webp;base64,AA"};
+    struct imgq_ref_data rd[3] = {{png, sizeof png, "image/png"},
+                                  {jpg, sizeof jpg, "image/jpeg"},
+                                  {webp, sizeof webp, "image/webp"}};
+    struct imgq_ref_data md = {mask, sizeof mask, "image/png"};
+    struct imgq_job_spec spec = {.model = "gpt-image-1.5",
+                                 .prompt = "put the mug\r\non the table",
+                                 .n = 2,
+                                 .size = "1024x1536",
+                                 .width = 1024,
+                                 .height = 1536,
+                                 .quality = "high",
+                                 .output_format = "webp",
+                                 .output_compression = 80,
+                                 .background = "opaque",
+                                 .moderation = "low",
+                                 .user = "u-1",
+                                 .refs = refs,
+                                 .nrefs = 3,
+                                 .mask = "s3://b/m.png",
+                                 .ref_data = rd,
+                                 .mask_data = &md,
+                                 .route = "list"};
+    struct imgq_provider_endpoint ep = {
+        .base_url = "https://api.openai.com/v1", .api_key = "sk-k", .timeout_ms = 1000};
+    imgq_http_request *req = imgq_openai_build(&ep, &spec, 2);
+    assert_string_equal(imgq_http_request_method(req), "POST");
+    assert_string_equal(imgq_http_request_url(req), "https://api.openai.com/v1/images/edits");
+    /* Fields, then one image[] per reference in order, then the mask; no moderation field
+     * (edits has none), output_format png (lossless transfer), no output_compression. */
+    assert_int_equal(imgq_http_request_part_count(req), 12);
+    assert_field(req, 0, "model", "gpt-image-1.5");
+    assert_field(req, 1, "prompt", "put the mug\r\non the table");
+    assert_field(req, 2, "n", "2");
+    assert_field(req, 3, "size", "1024x1536");
+    assert_field(req, 4, "quality", "high");
+    assert_field(req, 5, "background", "opaque");
+    assert_field(req, 6, "output_format", "png");
+    assert_field(req, 7, "user", "u-1");
+    assert_file(req, 8, "image[]", "image-0.png", "image/png", png, sizeof png);
+    assert_file(req, 9, "image[]", "image-1.jpg", "image/jpeg", jpg, sizeof jpg);
+    assert_file(req, 10, "image[]", "image-2.webp", "image/webp", webp, sizeof webp);
+    assert_file(req, 11, "mask", "mask.png", "image/png", mask, sizeof mask);
+    imgq_http_request_free(req);
+
+    /* On the wire: the path, the key, libcurl's multipart type, the bytes. */
+    struct capture *c = malloc(sizeof *c);
+    assert_non_null(c);
+    capture_start(c);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", c->port);
+    ep.base_url = base;
+    spec.nrefs = 1;
+    spec.mask_data = NULL;
+    spec.quality = NULL;
+    spec.background = NULL;
+    spec.user = NULL;
+    req = imgq_openai_build(&ep, &spec, 1);
+    imgq_http_response *res = NULL;
+    int rc = imgq_http_perform_sync(req, &res);
+    capture_stop(c);
+    assert_int_equal(rc, 0);
+    assert_int_equal(res->status, 200);
+    imgq_http_response_free(res);
+    assert_int_equal(imgq_http_request_part_count(req), 6); /* 5 fields + 1 image */
+    imgq_http_request_free(req);
+    assert_true(strncmp(c->buf, "POST /v1/images/edits HTTP/1.1\r\n", 32) == 0);
+    assert_non_null(strcasestr(c->buf, "\r\nAuthorization: Bearer sk-k\r\n"));
+    assert_non_null(strcasestr(c->buf, "\r\nContent-Type: multipart/form-data; boundary="));
+    assert_null(strstr(c->buf, "application/json"));
+    assert_non_null(strstr(c->buf, "name=\"image[]\"; filename=\"image-0.png\"\r\n"
+                                   "Content-Type: image/png\r\n\r\n\x89PNG"));
+    assert_null(strstr(c->buf, "name=\"mask\""));
+    assert_null(strstr(c->buf, "name=\"quality\""));
+    free(c);
+
+    /* References not fetched (a worker bug): no crash, no image parts; the API's 400 then
+     * classifies the job as an invalid request. */
+    spec.ref_data = NULL;
+    req = imgq_openai_build(&ep, &spec, 1);
+    assert_true(strstr(imgq_http_request_url(req), "/images/edits") != NULL);
+    assert_int_equal(imgq_http_request_part_count(req), 5);
+    for (size_t i = 0; i < 5; i++) {
+        struct imgq_http_part p;
+        assert_true(imgq_http_request_part(req, i, &p));
+        assert_null(p.filename);
+    }
+    imgq_http_request_free(req);
+    struct imgq_provider_result r;
+    parse(400,
+          "{\"error\":{\"message\":\"Missing required parameter: 'image'.\",\"type\":"
+          "\"invalid_request_error\",\"param\":\"image\",\"code\":\"missing_required_parameter\"}}",
+          NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_INVALID_REQUEST);
+    assert_false(imgq_error_class_retryable(r.cls));
+    imgq_provider_result_clear(&r);
+
+    /* A reference with an unusable type label still goes, as octet-stream. */
+    struct imgq_ref_data odd = {png, sizeof png, "bogus"};
+    spec.ref_data = &odd;
+    req = imgq_openai_build(&ep, &spec, 1);
+    assert_file(req, 5, "image[]", "image-0.bin", "application/octet-stream", png, sizeof png);
+    imgq_http_request_free(req);
+
+    /* Without references: generations, a JSON body, no parts (unchanged). */
+    spec.nrefs = 0;
+    spec.ref_data = rd;
+    req = imgq_openai_build(&ep, &spec, 1);
+    assert_true(strstr(imgq_http_request_url(req), "/images/generations") != NULL);
+    assert_int_equal(imgq_http_request_part_count(req), 0);
+    imgq_http_request_free(req);
+}
+
+static void test_edits_usage(void **state)
+{
+    /* An edits answer has the generations shape; its input image tokens (the references)
+     * are billed as image input. */
+    struct imgq_provider_result r;
+    parse(200,
+          "{\"created\":1,\"data\":[{\"b64_json\":\"" HELLO_B64 "\"}],"
+          "\"usage\":{\"input_tokens\":2058,\"input_tokens_details\":{\"text_tokens\":8,"
+          "\"image_tokens\":2050},\"output_tokens\":1584,\"total_tokens\":3642}}",
+          NULL, 0, 1, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NONE);
+    assert_true(r.usage_present);
+    assert_int_equal(r.usage.text_in, 8);
+    assert_int_equal(r.usage.image_in, 2050);
+    assert_int_equal(r.usage.image_out, 1584);
+    assert_int_equal(r.usage.images, 1);
+    imgq_provider_result_clear(&r);
+}
+
 /* ---- Gemini generateContent ---------------------------------------------------------------- */
 
 static void gparse(long status, const char *body, struct imgq_provider_result *out)
@@ -819,6 +988,8 @@ int main(void)
         cmocka_unit_test(test_retry_after),
         cmocka_unit_test(test_retry_after_nan),
         cmocka_unit_test(test_build_request),
+        cmocka_unit_test(test_build_edits),
+        cmocka_unit_test(test_edits_usage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -167,6 +167,120 @@ static void test_job_auto(void **state)
     imgq_catalog_free(cat);
 }
 
+/* The reason a model was left out (or priced). */
+static void reason_of(const imgq_catalog *cat, struct imgq_route_request rq, const char *model,
+                      char *out, size_t len)
+{
+    struct imgq_route_result res;
+    if (rq.n == 0)
+        rq.n = 1;
+    if (!rq.prompt_bytes)
+        rq.prompt_bytes = 40;
+    int rc = imgq_route(cat, &rq, NULL, 0, TODAY, &res);
+    assert_true(rc == 0 || rc == IMGQ_ENOTFOUND);
+    snprintf(out, len, "(not a candidate)");
+    for (size_t i = 0; i < res.ncandidates; i++)
+        if (strcmp(res.candidates[i].model->name, model) == 0)
+            snprintf(out, len, "%s", res.candidates[i].reason);
+    imgq_route_result_clear(&res);
+}
+
+static void test_references_guidance_sizes(void **state)
+{
+    imgq_catalog *cat = shipped();
+    char why[200];
+    /* References count against each model's limit and need edit. */
+    assert_string_equal(
+        pick(cat, (struct imgq_route_request){.quality = "medium", .references = 10}, NULL, 0),
+        "seedream-4-0");
+    assert_string_equal(
+        pick(cat, (struct imgq_route_request){.quality = "medium", .references = 11}, NULL, 0),
+        "seedream-4-5");
+    reason_of(cat, (struct imgq_route_request){.quality = "medium", .references = 11},
+              "seedream-4-0", why, sizeof why);
+    assert_string_equal(why, "takes at most 10 reference images");
+    assert_string_equal(
+        pick(cat, (struct imgq_route_request){.quality = "medium", .references = 15}, NULL, 0),
+        "gpt-image-1.5");
+    assert_string_equal(
+        pick(cat, (struct imgq_route_request){.quality = "medium", .references = 17}, NULL, 0),
+        "(none)");
+    /* A reference needs edit even when the request does not say so. */
+    reason_of(cat, (struct imgq_route_request){.quality = "low", .references = 1}, "flux-schnell",
+              why, sizeof why);
+    assert_string_equal(why, "cannot do 'edit'");
+    /* A mask: the gpt-image models only. */
+    assert_string_equal(pick(cat,
+                             (struct imgq_route_request){
+                                 .quality = "medium", .references = 1, .needs = IMGQ_NEED_MASK},
+                             NULL, 0),
+                        "gpt-image-1.5");
+    reason_of(cat, (struct imgq_route_request){.quality = "medium", .needs = IMGQ_NEED_MASK},
+              "seedream-4-0", why, sizeof why);
+    assert_string_equal(why, "cannot do 'mask'");
+
+    /* guidance_scale: a model with the knob whose range holds the value. */
+    struct imgq_route_request g = {
+        .quality = "low", .needs = IMGQ_NEED_GUIDANCE, .has_guidance = true, .guidance_scale = 3};
+    assert_string_equal(pick(cat, g, NULL, 0), "fal-flux-dev");
+    g.quality = "medium";
+    assert_string_equal(pick(cat, g, NULL, 0), "flux-1.1-pro");
+    g.guidance_scale = 8;
+    assert_string_equal(pick(cat, g, NULL, 0), "sd-3.5-large");
+    reason_of(cat, g, "flux-1.1-pro", why, sizeof why);
+    assert_string_equal(why, "guidance_scale 8 is outside 1.5 to 5");
+    g.guidance_scale = 30;
+    assert_string_equal(pick(cat, g, NULL, 0), "(none)");
+
+    /* Sizes off the lists: the size rules decide, and say why. */
+    struct imgq_route_request z = {.quality = "low", .size = "1920x1088"};
+    assert_string_equal(pick(cat, z, NULL, 0), "gpt-image-2");
+    reason_of(cat, z, "seedream-4-5", why, sizeof why);
+    assert_string_equal(
+        why, "seedream-4-5 needs at least 3,686,400 pixels (1920x1920); 1920x1088 has 2,088,960");
+    reason_of(cat, z, "gpt-image-1-mini", why, sizeof why);
+    assert_string_equal(why, "no 1920x1088 size");
+    z.quality = "medium";
+    assert_string_equal(pick(cat, z, NULL, 0), "seedream-4-0");
+    imgq_catalog_free(cat);
+}
+
+static void test_job_auto_references(void **state)
+{
+    imgq_catalog *cat = shipped();
+    struct imgq_job_spec s;
+    struct imgq_job_problem why;
+    const char *line =
+        "{\"prompt\":\"a\",\"model\":\"auto\",\"quality\":\"medium\",\"images\":"
+        "[\"s3://bkt/1\",\"s3://bkt/2\",\"s3://bkt/3\",\"s3://bkt/4\",\"s3://bkt/5\","
+        "\"s3://bkt/6\",\"s3://bkt/7\",\"s3://bkt/8\",\"s3://bkt/9\",\"s3://bkt/10\","
+        "\"s3://bkt/11\"]}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0), 0);
+    assert_string_equal(s.model, "seedream-4-5");
+    assert_int_equal(s.nrefs, 11);
+    imgq_job_spec_clear(&s);
+    line = "{\"prompt\":\"a\",\"model\":\"auto\",\"quality\":\"low\",\"images\":[\"s3://bkt/1\"]}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0), 0);
+    assert_string_equal(s.model, "gpt-image-1-mini");
+    imgq_job_spec_clear(&s);
+    line = "{\"prompt\":\"a\",\"model\":\"auto\",\"quality\":\"medium\",\"guidance_scale\":8}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0), 0);
+    assert_string_equal(s.model, "sd-3.5-large");
+    assert_true(s.has_guidance);
+    imgq_job_spec_clear(&s);
+    line = "{\"prompt\":\"a\",\"model\":\"auto\",\"needs\":[\"guidance\",\"mask\"]}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0),
+                     IMGQ_EINVAL);
+    assert_string_equal(why.field, "model");
+    assert_non_null(strstr(why.reason, "no model can do this job"));
+    line = "{\"prompt\":\"a\",\"model\":\"auto\",\"needs\":[\"telepathy\"]}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0),
+                     IMGQ_EINVAL);
+    assert_string_equal(why.reason, "'telepathy' is not one of text, edit, seed, negative_prompt, "
+                                    "transparent, guidance, mask");
+    imgq_catalog_free(cat);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,6 +288,8 @@ int main(void)
         cmocka_unit_test(test_use_cases),
         cmocka_unit_test(test_crossover_and_success_rates),
         cmocka_unit_test(test_job_auto),
+        cmocka_unit_test(test_references_guidance_sizes),
+        cmocka_unit_test(test_job_auto_references),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

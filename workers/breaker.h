@@ -1,0 +1,59 @@
+/*
+ * breaker.h - per-model circuit breakers, shared by every worker through Redis
+ * (src/lua/breaker.lua holds the state machine and its semantics).
+ *
+ * Before a provider call, ask breaker_choose() which of the job's candidate models (its own,
+ * then its fallbacks) may be called now; after the call, tell breaker_report() how it ended.
+ * A model that failed --breaker-threshold times in a row (server errors, timeouts, network
+ * errors, rate limits; not invalid_request, content_policy, auth) is skipped for
+ * --breaker-cooldown-ms; then one caller at a time probes it: the probe's success closes the
+ * breaker, its failure reopens it with the cooldown doubled (up to 8 x).
+ *
+ * 'token' names the caller for the probe permit: pass the job's lease token (unique per
+ * attempt), and the same token to the report of the call it was chosen for.  A probe permit
+ * lapses after the worker's provider timeout plus 5 s, so a prober that crashed does not keep
+ * the model shut.
+ *
+ * Redis is the breakers' only home: when it cannot be reached, choose admits the job's own
+ * model (pick 0) and reports are dropped; the breakers never stop work on their own account.
+ */
+#ifndef IMGQ_WORKER_BREAKER_H
+#define IMGQ_WORKER_BREAKER_H
+
+#include <stdbool.h>
+
+struct worker;
+
+#define BREAKER_MAX_MODELS 16 /* candidates per choose */
+#define BREAKER_DEFAULT_THRESHOLD 5
+#define BREAKER_DEFAULT_COOLDOWN_MS 30000
+
+/*
+ * The answer of breaker_choose: pick is the index into models of the model to call (0 = the
+ * job's own), with wait_ms 0; or -1 when none admits a call now, with wait_ms (>= 1) until the
+ * earliest may: wait and ask again, without using up an attempt.  why says what was decided
+ * and why models were skipped ("gpt-image-1.5 open for 12.3 s more; flux-dev closed"), for
+ * the job's log; it is valid only during the call.
+ */
+typedef void (*breaker_choose_cb)(void *arg, int pick, long wait_ms, const char *why);
+
+/*
+ * Which of models[0..n) should serve a job now (0 = its own model).  Calls cb exactly once,
+ * always later from the loop (never before this returns), also when Redis is away (then pick
+ * 0: do not block work on the breaker) or goes away meanwhile.  The strings are copied.
+ * Returns 0, or IMGQ_EINVAL (n outside 1..BREAKER_MAX_MODELS, a NULL or empty model, no cb),
+ * in which case cb is never called.  arg must stay valid until cb has run: at shutdown the
+ * reply may arrive (as "Redis went away", pick 0) after the job was abandoned.
+ */
+int breaker_choose(struct worker *w, const char *const *models, int n, const char *token,
+                   breaker_choose_cb cb, void *arg);
+
+/*
+ * A provider call of 'model' ended: ok, or failed with this class (imgq_error_class_name;
+ * NULL or "" counts as a failure of the model).  Fire and forget: nothing is reported back,
+ * and a report that cannot be sent (Redis away) is dropped.  The strings are copied.
+ */
+void breaker_report(struct worker *w, const char *model, bool ok, const char *cls,
+                    const char *token);
+
+#endif
