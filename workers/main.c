@@ -16,7 +16,7 @@ static void usage(FILE *f)
           "                   [--grace-ms MS] [--retry-base-ms MS] [--retry-max-ms MS]\n"
           "                   [--breaker-threshold N] [--breaker-cooldown-ms MS]\n"
           "                   [--provider-timeout-ms MS] [--exit-when-idle] [--noop]\n"
-          "                   [--rate-limit PROVIDER=IMAGES|PRESET]... [--rate-window-ms MS]\n"
+          "                   [--rate-limit PROVIDER=SPEC]... [--rate-window-ms MS]\n"
           "                   [--poll-ms MS] [--poll-timeout-ms MS]\n"
           "                   [--log-level error|warn|info|debug]\n"
           "Claims jobs from Redis, calls the provider, stores images in S3.\n"
@@ -26,9 +26,15 @@ static void usage(FILE *f)
           "its jobs go to their fallbacks for --breaker-cooldown-ms (30000), then one probes.\n"
           "--exit-when-idle: exit once nothing is ready, retrying or running in the queue\n"
           "(paused work does not count).  --noop completes every claimed job at once\n"
-          "(queue benchmarks only).  --rate-limit caps the images requested from a provider\n"
-          "account per window (60 s) across every worker: openai=20, or a catalog preset\n"
-          "such as openai=openai-tier-2.\n"
+          "(queue benchmarks only).\n"
+          "--rate-limit PROVIDER=SPEC caps what every worker together asks of a provider\n"
+          "account: SPEC is a catalog preset (openai=openai-tier-2: images and tokens per\n"
+          "minute), a number of images per window (openai=20), or a list such as\n"
+          "openai=images=20,tokens=250000,concurrent=8 (presets and items combine:\n"
+          "openai-tier-2,concurrent=8).  The window is 60 s (--rate-window-ms scales it).\n"
+          "Also from the config file (\"rate_limits\": {\"openai\": \"openai-tier-2\"}) and\n"
+          "IMGQ_RATE_LIMITS=\"openai=openai-tier-2;google=images=10,concurrent=4\";\n"
+          "flags override the environment, which overrides the file.\n"
           "--poll-ms: how often an asynchronous provider's task is polled when it gives no\n"
           "hint (1000); --poll-timeout-ms: how long a task may take before the call times\n"
           "out (1800000).\n",
@@ -67,7 +73,7 @@ int main(int argc, char **argv)
     int concurrency = 0, lease = 0, grace = 0, rbase = 1000, rmax = 300000, ptimeout = 300000;
     bool idle = false, noop = false;
     int breaker_threshold = 5, breaker_cooldown = 30000;
-    const char *rates[8];
+    const char *rates[32];
     int nrates = 0, rate_window = 60000;
     int poll_ms = 1000, poll_timeout = 1800000;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
@@ -220,30 +226,37 @@ int main(int argc, char **argv)
         goto out;
     }
     w.catalog = cat;
-    /* --rate-limit PROVIDER=N (images per window) or PROVIDER=PRESET (catalog). */
+    /* Provider account limits (limits.h): the config file's "rate_limits", then
+     * IMGQ_RATE_LIMITS, then --rate-limit flags, each overriding a provider's earlier spec. */
     w.opt.rate_window_ms = rate_window;
+    const char *cfg_path = config_file ? config_file : getenv("IMGQ_CONFIG");
+    if (limits_parse_config_file(cfg_path, cat, cfg.catalog, w.opt.rate, &w.opt.nrate, err,
+                                 sizeof err) != 0) {
+        fprintf(stderr, "imgq-worker: config %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    const char *env_limits = getenv("IMGQ_RATE_LIMITS");
+    if (env_limits && limits_parse_list("IMGQ_RATE_LIMITS", env_limits, cat, cfg.catalog,
+                                        w.opt.rate, &w.opt.nrate, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq-worker: %s\n", err);
+        rc = 2;
+        goto out;
+    }
     for (int i = 0; i < nrates; i++) {
-        const char *eq = strchr(rates[i], '=');
-        struct rate_limit *rl = &w.opt.rate[w.opt.nrate];
-        if (!eq || eq == rates[i] || (size_t)(eq - rates[i]) >= sizeof rl->provider) {
-            fprintf(stderr,
-                    "imgq-worker: --rate-limit '%s': expected PROVIDER=IMAGES or "
-                    "PROVIDER=PRESET\n",
-                    rates[i]);
+        struct limits_spec ls;
+        if (limits_parse("--rate-limit", rates[i], NULL, cat, cfg.catalog, &ls, err, sizeof err) !=
+            0) {
+            fprintf(stderr, "imgq-worker: %s\n", err);
+            rc = 2;
             goto out;
         }
-        snprintf(rl->provider, sizeof rl->provider, "%.*s", (int)(eq - rates[i]), rates[i]);
-        char *end;
-        long v = strtol(eq + 1, &end, 10);
-        rl->images = *end || v < 1 || v > 1000000 ? imgq_catalog_rate_preset(cat, eq + 1) : (int)v;
-        if (rl->images < 1) {
-            fprintf(stderr,
-                    "imgq-worker: --rate-limit '%s': not a number nor a preset of the "
-                    "catalog\n",
-                    rates[i]);
+        if (limits_table_set(w.opt.rate, &w.opt.nrate, &ls) != 0) {
+            fprintf(stderr, "imgq-worker: --rate-limit '%s': more than %d providers\n", rates[i],
+                    LIMITS_MAX);
+            rc = 2;
             goto out;
         }
-        w.opt.nrate++;
     }
     if (imgq_redis_url_parse(cfg.redis_url, &w.redis, err, sizeof err) != 0) {
         fprintf(stderr, "imgq-worker: %s\n", err);

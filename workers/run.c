@@ -69,6 +69,7 @@ struct call {
     bool ceiling;     /* billed at the ceiling: no usage came back */
     uv_timer_t timer; /* retry, rate-limit and poll waits */
     bool timer_init;
+    struct limits_wait lw; /* its place in the account's queue, then its hold on room */
     /* Asynchronous providers (submit, then poll). */
     char *handle;          /* the task's poll handle, once the submit was accepted */
     uint64_t submitted_ms; /* when the task was submitted: bounds the polling */
@@ -837,6 +838,10 @@ static void on_call(const imgq_http_response *res, void *arg)
 {
     struct call *c = arg;
     struct job *j = c->j;
+    /* Answered, failed, timed out or cancelled at shutdown: the request is no longer in
+     * flight, whoever still wants its outcome.  (An async provider's task goes on at the
+     * provider; its polls take no image or token room: see limits_acquire_poll.) */
+    limits_release(j->w, &c->lw, true);
     if (op_done(j))
         return;
     imgq_provider_result_clear(&c->pr);
@@ -1084,10 +1089,19 @@ static void fetch_images(struct call *c)
 
 static void submit_call(struct call *c);
 
-static void on_rate(struct worker *w, redisReply *r, void *arg)
+/* A call waiting for room is dropped once its job is abandoned or its lease lost. */
+static bool call_wanted(void *arg)
+{
+    const struct call *c = arg;
+    return !c->j->abandoned && !c->j->lease_lost;
+}
+
+static void on_rate(enum limits_status st, void *arg)
 {
     struct call *c = arg;
     struct job *j = c->j;
+    if (st == LIMITS_GO && (j->abandoned || j->lease_lost))
+        limits_release(j->w, &c->lw, false); /* never sent: the room goes back */
     if (op_done(j))
         return;
     if (j->lease_lost) { /* cancelled meanwhile: nothing was asked of the provider */
@@ -1096,58 +1110,64 @@ static void on_rate(struct worker *w, redisReply *r, void *arg)
             calls_settled(j);
         return;
     }
-    long long wait = r && r->type == REDIS_REPLY_INTEGER ? r->integer : 1000;
-    if (wait == 0) {
+    if (st == LIMITS_GO) {
         submit_call(c);
         return;
     }
-    if (wait < 0) {
+    const struct limits_spec *ls = limits_spec(j->w, j->model->provider);
+    if (st == LIMITS_TOO_MANY_IMAGES) {
         c->pr.cls = IMGQ_CLASS_INVALID_REQUEST;
         snprintf(c->pr.message, sizeof c->pr.message,
-                 "%d images in one call exceed the %s rate limit", c->n, j->model->provider);
-        call_failed(c, 0);
-        if (--j->calls_pending == 0)
-            calls_settled(j);
-        return;
+                 "rate limit: %d images in one call exceed the %s images limit (%d per window)",
+                 c->n, j->model->provider, ls ? ls->images : 0);
+    } else if (st == LIMITS_TOO_MANY_TOKENS) {
+        c->pr.cls = IMGQ_CLASS_INVALID_REQUEST;
+        snprintf(c->pr.message, sizeof c->pr.message,
+                 "rate limit: the call's %" PRId64 " estimated tokens exceed the %s tokens limit "
+                 "(%" PRId64 " per window)",
+                 c->lw.tokens, j->model->provider, ls ? ls->tokens : 0);
+    } else { /* the worker is closing: nothing was sent, the job goes back */
+        c->pr.cls = IMGQ_CLASS_NETWORK;
+        snprintf(c->pr.message, sizeof c->pr.message, "worker stopping before the call");
     }
-    /* Over the account's limit: wait for room, holding the slot (not the provider). */
-    if (!c->timer_init) {
-        uv_timer_init(w->loop, &c->timer);
-        c->timer_init = true;
-    }
-    c->tries--; /* waiting for room is not a try */
-    c->timer.data = c;
-    uv_timer_start(&c->timer, on_call_timer, (uint64_t)wait, 0);
+    call_failed(c, 0);
+    if (--j->calls_pending == 0)
+        calls_settled(j);
 }
 
-/* Every provider call first takes room under its account's rate limit, if one is set. */
+/*
+ * Every provider call first takes room under all the limits of its account at once (limits.h):
+ * its images, the tokens it may use (token-billed models: the catalog's output tokens for the
+ * shape x n, plus the prompt bounded by its bytes, once per image; per-image models: none) and
+ * a concurrency slot, which on_call releases.  Async providers: a poll request takes only a
+ * slot, through limits_acquire_poll().
+ */
 static void send_call(struct call *c)
 {
     struct job *j = c->j;
     c->tries++;
-    int limit = worker_rate_limit(j->w, j->model->provider);
-    if (limit > 0) {
-        char lim[16], win[24], n[16], entry[160];
-        snprintf(lim, sizeof lim, "%d", limit);
-        snprintf(win, sizeof win, "%d", j->w->opt.rate_window_ms);
-        snprintf(n, sizeof n, "%d", c->n);
-        snprintf(entry, sizeof entry, "%s:%d:%d", j->token, c->index, c->tries);
-        const char *args[5] = {j->model->provider, lim, win, n, entry};
-        if (worker_script(j->w, IMGQ_SCRIPT_RATE, 5, args, on_rate, c) == 0) {
-            j->ops++;
-            return;
-        }
-        /* Redis is away: wait as if the limit said so. */
-        if (!c->timer_init) {
-            uv_timer_init(j->w->loop, &c->timer);
-            c->timer_init = true;
-        }
-        c->tries--;
-        c->timer.data = c;
-        uv_timer_start(&c->timer, on_call_timer, 1000, 0);
+    if (!limits_apply(j->w, j->model->provider)) {
+        submit_call(c);
         return;
     }
-    submit_call(c);
+    int64_t tokens = 0;
+    struct imgq_usage u;
+    struct imgq_request_shape shape = call_shape(j, c->n);
+    if (j->model->billing == IMGQ_BILL_TOKENS && imgq_ceiling_usage(j->model, &shape, &u) == 0)
+        tokens = u.text_in + u.cached_text_in + u.image_in + u.cached_image_in + u.image_out +
+                 u.text_out;
+    char entry[160];
+    snprintf(entry, sizeof entry, "%s:%d:%d", j->token, c->index, c->tries);
+    if (limits_acquire(j->w, j->model->provider, &c->lw, c->n, tokens, entry, on_rate, call_wanted,
+                       c) == 0) {
+        j->ops++;
+        return;
+    }
+    c->pr.cls = IMGQ_CLASS_NETWORK; /* closing: nothing is sent any more */
+    snprintf(c->pr.message, sizeof c->pr.message, "worker stopping before the call");
+    call_failed(c, 0);
+    if (--j->calls_pending == 0)
+        calls_settled(j);
 }
 
 static void submit_call(struct call *c)
@@ -1159,6 +1179,7 @@ static void submit_call(struct call *c)
         j->ops++;
         return;
     }
+    limits_release(j->w, &c->lw, false); /* never sent */
     c->pr.cls = IMGQ_CLASS_NETWORK;
     snprintf(c->pr.message, sizeof c->pr.message, "%s", imgq_strerror(r));
     call_failed(c, 0);

@@ -21,11 +21,13 @@
     1000 /* --exit-when-idle: while other workers finish their jobs */ /* expired leases returned  \
                                                                           per reaper run */
 #define RECONNECT_MAX_MS 5000
+#define CLOSE_DRAIN_MS 2000 /* shutdown: longest wait for the last commands' replies */
 
 static void connect_redis(struct worker *w);
 static void shutdown_now(struct worker *w);
 static void check_stopped(struct worker *w);
 static void on_release(struct worker *w, redisReply *r, void *arg);
+static void close_handle(uv_handle_t *h);
 
 /* Script calls ------------------------------------------------------------------------ */
 
@@ -109,7 +111,7 @@ int worker_rate_limit(const struct worker *w, const char *provider)
 {
     for (int i = 0; provider && i < w->opt.nrate; i++)
         if (strcmp(w->opt.rate[i].provider, provider) == 0)
-            return w->opt.rate[i].images;
+            return w->opt.rate[i].images; /* see limits.h for the other limits */
     return 0;
 }
 
@@ -334,11 +336,19 @@ static void lost_connection(struct worker *w)
 {
     if (w->connected && !w->closing)
         imgq_log(IMGQ_LOG_WARN, "redis", "connection lost; reconnecting");
-    drop_connections(w);
     if (w->closing) {
-        check_stopped(w);
+        /* Shutting down: the command connection, disconnecting gracefully, still delivers the
+         * last commands (the rate-limit slots of cancelled calls are released) and closes on
+         * its own, or at the drain deadline; the subscriber has nothing more to say. */
+        redisAsyncContext *sub = w->sub;
+        w->sub = NULL;
+        if (sub)
+            redisAsyncFree(sub);
+        if (!w->ac)
+            close_handle((uv_handle_t *)&w->reconnect_timer);
         return;
     }
+    drop_connections(w);
     if (uv_is_active((uv_handle_t *)&w->reconnect_timer))
         return;
     w->reconnect_ms = w->reconnect_ms ? w->reconnect_ms * 2 : 100;
@@ -455,6 +465,14 @@ static void close_handle(uv_handle_t *h)
         uv_close(h, on_handle_closed);
 }
 
+/* Shutdown: the command connection did not close in time; drop it. */
+static void on_close_deadline(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    drop_connections(w);
+    close_handle((uv_handle_t *)t);
+}
+
 static void shutdown_now(struct worker *w)
 {
     if (w->closing)
@@ -468,6 +486,9 @@ static void shutdown_now(struct worker *w)
         next = job_next(j);
         job_abandon(j, false);
     }
+    /* Calls still waiting for rate-limit room are dropped (their jobs were handed back); the
+     * slots of cancelled transfers are released as imgq_http_close answers them. */
+    limits_close(w);
     imgq_http_close(w->http, NULL, NULL);
     w->http = NULL;
     /* Connected: let replies still due arrive; otherwise just free. */
@@ -480,7 +501,11 @@ static void shutdown_now(struct worker *w)
     close_handle((uv_handle_t *)&w->wake_timer);
     close_handle((uv_handle_t *)&w->lease_timer);
     close_handle((uv_handle_t *)&w->reap_timer);
-    close_handle((uv_handle_t *)&w->reconnect_timer);
+    uv_timer_stop(&w->reconnect_timer);
+    if (w->ac && !uv_is_closing((uv_handle_t *)&w->reconnect_timer))
+        uv_timer_start(&w->reconnect_timer, on_close_deadline, CLOSE_DRAIN_MS, 0);
+    else
+        close_handle((uv_handle_t *)&w->reconnect_timer);
     close_handle((uv_handle_t *)&w->grace_timer);
     close_handle((uv_handle_t *)&w->sigterm);
     close_handle((uv_handle_t *)&w->sigint);
@@ -586,6 +611,7 @@ int worker_start(struct worker *w)
     int r = imgq_http_init(w->loop, NULL, &w->http);
     if (r)
         return r;
+    limits_init(w);
     uv_timer_t *timers[] = {&w->wake_timer, &w->lease_timer, &w->reap_timer, &w->reconnect_timer,
                             &w->grace_timer};
     for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {

@@ -21,6 +21,7 @@
 #include "imgq/provider.h"
 #include "imgq/queue.h"
 #include "imgq/s3.h"
+#include "limits.h"
 
 struct job;
 
@@ -40,11 +41,8 @@ struct worker_options {
     int breaker_cooldown_ms;
     bool exit_when_idle; /* exit once the queue has nothing ready, delayed or leased */
     bool noop;           /* benchmark: complete each claimed job at once, no provider/S3 */
-    /* Images per window per provider account, shared by every worker (--rate-limit). */
-    struct rate_limit {
-        char provider[32];
-        int images;
-    } rate[8];
+    /* Provider account limits shared by every worker (--rate-limit; see limits.h). */
+    struct limits_spec rate[LIMITS_MAX];
     int nrate;
     int rate_window_ms; /* 60000; tests scale it down */
 };
@@ -82,6 +80,8 @@ struct worker {
     bool closing;
     int pending_releases;
     int exit_code;
+
+    struct limits limits; /* provider account limits: queues of calls waiting for room */
 
     /* counters for the final log line */
     unsigned long done, failed, retried, lost;
