@@ -235,8 +235,8 @@ static void get_result(struct sim *s, imgq_httpd_request *req, uint64_t start)
         reply_detail(s, req, 503, start, "Service Unavailable");
         return;
     }
-    json_t *root = json_pack("{s:s, s:n, s:n, s:n, s:n}", "id", id, "result", "progress",
-                             "details", "preview");
+    json_t *root = json_pack("{s:s, s:n, s:n, s:n, s:n}", "id", id, "result", "progress", "details",
+                             "preview");
     if (!k) {
         json_object_set_new(root, "status", json_string("Task not found"));
         reply_bfl(s, req, 200, start, root);
@@ -247,9 +247,9 @@ static void get_result(struct sim *s, imgq_httpd_request *req, uint64_t start)
     if (phase == SIM_TASK_RUNNING) {
         uint64_t ran = sim_now_ms(s) - k->created_ms - k->latency_ms / 3;
         uint64_t span = k->latency_ms - k->latency_ms / 3;
-        json_object_set_new(root, "progress",
-                            json_real(span ? floor(100.0 * (double)ran / (double)span) / 100.0
-                                           : 0.0));
+        json_object_set_new(
+            root, "progress",
+            json_real(span ? floor(100.0 * (double)ran / (double)span) / 100.0 : 0.0));
     } else if (phase == SIM_TASK_DONE && k->end == SIM_TASK_FAILED) {
         status = "Error";
         json_object_set_new(root, "details",
@@ -269,8 +269,8 @@ static void get_result(struct sim *s, imgq_httpd_request *req, uint64_t start)
         double t1 = (double)sim_task_wall_ms(k, sim_task_done_ms(k)) / 1000.0;
         json_object_set_new(
             root, "result",
-            json_pack("{s:s, s:s, s:I, s:f, s:f, s:f}", "sample", url, "prompt", k->prompt,
-                      "seed", (json_int_t)(k->seed >= 0 ? k->seed : (k->variant & 0x7fffffff)),
+            json_pack("{s:s, s:s, s:I, s:f, s:f, s:f}", "sample", url, "prompt", k->prompt, "seed",
+                      (json_int_t)(k->seed >= 0 ? k->seed : (k->variant & 0x7fffffff)),
                       "start_time", t0, "end_time", t1, "duration", t1 - t0));
         json_object_set_new(root, "progress", json_real(1.0));
         free(url);

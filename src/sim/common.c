@@ -295,8 +295,7 @@ void sim_fail_set(struct sim *s, const char *model, int status, double rate)
         return;
     }
     if (i == s->nfail_rules) {
-        s->fail_rules =
-            imgq_xrealloc(s->fail_rules, (s->nfail_rules + 1) * sizeof(*s->fail_rules));
+        s->fail_rules = imgq_xrealloc(s->fail_rules, (s->nfail_rules + 1) * sizeof(*s->fail_rules));
         s->fail_rules[s->nfail_rules++].model = imgq_xstrdup(model);
     }
     s->fail_rules[i].status = status;

@@ -120,13 +120,13 @@ static void submit(struct sim *s, imgq_httpd_request *req, uint64_t start)
         BAD("Input should be a valid string: input.negative_prompt");
     } else if (params && !json_is_object(params)) {
         BAD("Input should be a valid dictionary: parameters");
-    } else if (size && (!json_is_string(size) ||
-                        sscanf(json_string_value(size), "%d*%d", &w, &h) != 2 || w < 256 ||
-                        h < 256 || w > 2048 || h > 2048)) {
+    } else if (size &&
+               (!json_is_string(size) || sscanf(json_string_value(size), "%d*%d", &w, &h) != 2 ||
+                w < 256 || h < 256 || w > 2048 || h > 2048)) {
         BAD("The size is not match the allowed size (W*H, each side 256 to 2048): %.40s",
             json_is_string(size) ? json_string_value(size) : "(not a string)");
-    } else if (n && (!json_is_integer(n) || json_integer_value(n) < 1 ||
-                     json_integer_value(n) > 4)) {
+    } else if (n &&
+               (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > 4)) {
         BAD("The n must be an integer from 1 to 4.");
     } else if (seed && (!json_is_integer(seed) || json_integer_value(seed) < 0 ||
                         json_integer_value(seed) > INT32_MAX)) {
@@ -158,8 +158,8 @@ static void submit(struct sim *s, imgq_httpd_request *req, uint64_t start)
             char rid[48];
             request_id(s, rid, sizeof(rid));
             reply_ds(s, req, start,
-                     json_pack("{s:{s:s, s:s}, s:s}", "output", "task_status", "PENDING",
-                               "task_id", k->id, "request_id", rid));
+                     json_pack("{s:{s:s, s:s}, s:s}", "output", "task_status", "PENDING", "task_id",
+                               k->id, "request_id", rid));
         }
     }
     json_decref(root);
@@ -221,9 +221,9 @@ static void poll_task(struct sim *s, imgq_httpd_request *req, uint64_t start, co
             json_t *results = json_array();
             for (int i = 0; i < k->n; i++) {
                 char *url = sim_task_file_url(s, req, k, i);
-                json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "orig_prompt",
-                                                         k->prompt, "actual_prompt", k->prompt,
-                                                         "url", url));
+                json_array_append_new(results,
+                                      json_pack("{s:s, s:s, s:s}", "orig_prompt", k->prompt,
+                                                "actual_prompt", k->prompt, "url", url));
                 free(url);
             }
             json_object_set_new(out, "results", results);

@@ -42,9 +42,9 @@
 static const struct named_size {
     const char *name;
     int w, h;
-} named_sizes[] = {{"square_hd", 1024, 1024},     {"square", 512, 512},
-                   {"portrait_4_3", 768, 1024},   {"portrait_16_9", 576, 1024},
-                   {"landscape_4_3", 1024, 768},  {"landscape_16_9", 1024, 576}};
+} named_sizes[] = {{"square_hd", 1024, 1024},    {"square", 512, 512},
+                   {"portrait_4_3", 768, 1024},  {"portrait_16_9", 576, 1024},
+                   {"landscape_4_3", 1024, 768}, {"landscape_16_9", 1024, 576}};
 
 /* ---- Replies -------------------------------------------------------------------------------- */
 
@@ -71,8 +71,7 @@ static void reply_detail(struct sim *s, imgq_httpd_request *req, int status, uin
 static void reply_infra(struct sim *s, imgq_httpd_request *req, int status, uint64_t start,
                         const char *error_type, const char *detail)
 {
-    struct imgq_httpd_header h[] = {{"X-Fal-Error-Type", error_type},
-                                    {"X-Fal-Retryable", "true"}};
+    struct imgq_httpd_header h[] = {{"X-Fal-Error-Type", error_type}, {"X-Fal-Retryable", "true"}};
     reply_fal(s, req, status, start, h, 2,
               json_pack("{s:s, s:s}", "detail", detail, "error_type", error_type));
 }
@@ -183,8 +182,8 @@ static int parse_input(struct sim *s, imgq_httpd_request *req, uint64_t start, j
     k->n = 1;
     if ((v = json_object_get(root, "num_images"))) {
         if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 4) {
-            reply_validation(s, req, start, "num_images",
-                             "ensure this value is between 1 and 4", "value_error.number");
+            reply_validation(s, req, start, "num_images", "ensure this value is between 1 and 4",
+                             "value_error.number");
             return -1;
         }
         k->n = (int)json_integer_value(v);
@@ -257,8 +256,8 @@ static void submit(struct sim *s, imgq_httpd_request *req, uint64_t start, const
         char *cancel = request_url(s, req, k, "/cancel");
         reply_fal(s, req, 200, start, NULL, 0,
                   json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "status", "IN_QUEUE", "request_id",
-                            k->id, "response_url", response, "status_url", status_url,
-                            "cancel_url", cancel, "queue_position", queue_position(s, k)));
+                            k->id, "response_url", response, "status_url", status_url, "cancel_url",
+                            cancel, "queue_position", queue_position(s, k)));
         free(response);
         free(status_url);
         free(cancel);
@@ -340,17 +339,17 @@ static void result(struct sim *s, imgq_httpd_request *req, uint64_t start, struc
         json_t *images = json_array(), *nsfw = json_array();
         for (int i = 0; i < k->n; i++) {
             char *url = sim_task_file_url(s, req, k, i);
-            json_array_append_new(images, json_pack("{s:s, s:i, s:i, s:s}", "url", url, "width",
-                                                    k->w, "height", k->h, "content_type",
-                                                    "image/png"));
+            json_array_append_new(images,
+                                  json_pack("{s:s, s:i, s:i, s:s}", "url", url, "width", k->w,
+                                            "height", k->h, "content_type", "image/png"));
             json_array_append_new(nsfw, json_false());
             free(url);
         }
         reply_fal(s, req, 200, start, NULL, 0,
                   json_pack("{s:o, s:{s:f}, s:I, s:o, s:s}", "images", images, "timings",
                             "inference", (double)(k->latency_ms - k->latency_ms / 3) / 1000.0,
-                            "seed", (json_int_t)actual_seed(k), "has_nsfw_concepts", nsfw,
-                            "prompt", k->prompt));
+                            "seed", (json_int_t)actual_seed(k), "has_nsfw_concepts", nsfw, "prompt",
+                            k->prompt));
     }
 }
 

@@ -78,23 +78,20 @@ static void reply_status(struct sim *s, imgq_httpd_request *req, uint64_t start,
                       "You have insufficient credit to run this model.", NULL);
     else if (status == 404)
         reply_problem(s, req, 404, start, "Not found", "Not found.", NULL);
-    else if (status >= 500)
-        reply_problem(s, req, status, start, imgq_httpd_reason(status),
-                      "imgq-sim: this model fails (/sim/fail).", NULL);
     else
         reply_problem(s, req, status, start, imgq_httpd_reason(status),
                       "imgq-sim: this model fails (/sim/fail).", NULL);
 }
 
 /* 422 "Input validation failed" for one field. */
-static void reply_invalid(struct sim *s, imgq_httpd_request *req, uint64_t start,
-                          const char *field, const char *type, const char *what)
+static void reply_invalid(struct sim *s, imgq_httpd_request *req, uint64_t start, const char *field,
+                          const char *type, const char *what)
 {
     char detail[512];
     snprintf(detail, sizeof(detail), "- %s: %s\n", field, what);
     reply_problem(s, req, 422, start, "Input validation failed", detail,
-                  json_pack("{s:[{s:s, s:s, s:s}]}", "invalid_fields", "type", type, "field",
-                            field, "description", what));
+                  json_pack("{s:[{s:s, s:s, s:s}]}", "invalid_fields", "type", type, "field", field,
+                            "description", what));
 }
 
 /* ---- The prediction object ------------------------------------------------------------------ */
@@ -146,17 +143,16 @@ static json_t *prediction_json(struct sim *s, imgq_httpd_request *req, const str
     free(origin);
 
     struct sim_buf logs = {0};
-    if (phase != SIM_TASK_QUEUED && !(phase == SIM_TASK_CANCELED && k->canceled_ms <
-                                                                        k->created_ms +
-                                                                            k->latency_ms / 3)) {
+    if (phase != SIM_TASK_QUEUED &&
+        !(phase == SIM_TASK_CANCELED && k->canceled_ms < k->created_ms + k->latency_ms / 3)) {
         sim_buf_printf(&logs, "Using seed: %" PRId64 "\n",
                        k->seed >= 0 ? k->seed : (int64_t)(k->variant & 0x7fffffff));
         if (phase == SIM_TASK_DONE)
             sim_buf_printf(&logs, "Generated %d image%s\n", k->n, k->n == 1 ? "" : "s");
     }
-    json_t *p = json_pack("{s:s, s:s, s:s, s:O, s:s}", "id", k->id, "model", k->model, "version",
-                          version, "input", k->input ? k->input : json_object(), "logs",
-                          logs.p ? logs.p : "");
+    json_t *p =
+        json_pack("{s:s, s:s, s:s, s:O, s:s}", "id", k->id, "model", k->model, "version", version,
+                  "input", k->input ? k->input : json_object(), "logs", logs.p ? logs.p : "");
     free(logs.p);
     json_t *output = json_null();
     if (succeeded) {

@@ -68,7 +68,8 @@ char *sim_error_body(const char *message, const char *type, const char *param, c
 
 char *sim_json_dumps(json_t *root, size_t *len)
 {
-    char *body = root ? json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *body =
+        root ? json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(root);
     if (!body) { /* jansson fails only for lack of memory (our packs are well-formed) */
         fprintf(stderr, "imgq-sim: out of memory building JSON\n");
@@ -147,13 +148,12 @@ static json_t *stats_json(struct sim *s)
         total += s->received[e];
     }
     json_object_set_new(requests, "total", json_integer((json_int_t)total));
-    return json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", requests,
-                     "in_flight", (json_int_t)s->in_flight, "max_in_flight",
-                     (json_int_t)s->max_in_flight, "images", (json_int_t)s->images,
-                     "output_tokens", (json_int_t)s->output_tokens, "connections",
-                     (json_int_t)imgq_httpd_connections(s->httpd), "fail_once_keys",
-                     (json_int_t)s->nseen, "tasks", (json_int_t)s->ntasks, "fail_rules",
-                     (json_int_t)s->nfail_rules);
+    return json_pack(
+        "{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", requests, "in_flight",
+        (json_int_t)s->in_flight, "max_in_flight", (json_int_t)s->max_in_flight, "images",
+        (json_int_t)s->images, "output_tokens", (json_int_t)s->output_tokens, "connections",
+        (json_int_t)imgq_httpd_connections(s->httpd), "fail_once_keys", (json_int_t)s->nseen,
+        "tasks", (json_int_t)s->ntasks, "fail_rules", (json_int_t)s->nfail_rules);
 }
 
 static void reset_stats(struct sim *s, const char *query)
@@ -219,12 +219,11 @@ static void fail_handle(struct sim *s, imgq_httpd_request *req, bool get, bool p
     else if (status && (!json_is_integer(status) || json_integer_value(status) < 400 ||
                         json_integer_value(status) > 599))
         fail_bad(s, req, "status must be an integer from 400 to 599");
-    else if (rate && (!json_is_number(rate) || json_number_value(rate) < 0 ||
-                      json_number_value(rate) > 1))
+    else if (rate &&
+             (!json_is_number(rate) || json_number_value(rate) < 0 || json_number_value(rate) > 1))
         fail_bad(s, req, "rate must be a number from 0 to 1");
     else {
-        sim_fail_set(s, json_string_value(model),
-                     status ? (int)json_integer_value(status) : 500,
+        sim_fail_set(s, json_string_value(model), status ? (int)json_integer_value(status) : 500,
                      rate ? json_number_value(rate) : 1.0);
         reply_json(s, req, SIM_EP_FAIL, 200, sim_fail_json(s));
     }
@@ -278,9 +277,9 @@ static bool sync_fail_hook(struct sim *s, imgq_httpd_request *req, enum sim_endp
                          : status == 403 ? "PERMISSION_DENIED"
                          : status == 404 ? "NOT_FOUND"
                                          : "INVALID_ARGUMENT";
-        body = sim_json_dumps(json_pack("{s:{s:i, s:s, s:s}}", "error", "code", status, "message",
-                                        msg, "status", st),
-                              &len);
+        body = sim_json_dumps(
+            json_pack("{s:{s:i, s:s, s:s}}", "error", "code", status, "message", msg, "status", st),
+            &len);
     } else if (ep == SIM_EP_SEEDREAM) {
         const char *code = status == 429   ? "RateLimitExceeded.EndpointRPMExceeded"
                            : status == 503 ? "ServiceUnavailable"
@@ -290,9 +289,9 @@ static bool sync_fail_hook(struct sim *s, imgq_httpd_request *req, enum sim_endp
                            : status == 503 ? "ServiceUnavailable"
                            : status >= 500 ? "InternalServiceError"
                                            : "BadRequest";
-        body = sim_json_dumps(json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message",
-                                        msg, "type", type),
-                              &len);
+        body = sim_json_dumps(
+            json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", msg, "type", type),
+            &len);
     } else {
         const char *type = status == 429   ? "requests"
                            : status >= 500 ? "server_error"
@@ -331,7 +330,8 @@ void sim_handle(imgq_httpd_request *req, void *data)
     } else if (strncmp(path, "/api/v1/", 8) == 0) {
         s->received[SIM_EP_DASHSCOPE]++;
         sim_dashscope_handle(s, req);
-    } else if (strncmp(path, "/v1/models/", 11) == 0 || strncmp(path, "/v1/predictions/", 16) == 0) {
+    } else if (strncmp(path, "/v1/models/", 11) == 0 ||
+               strncmp(path, "/v1/predictions/", 16) == 0) {
         s->received[SIM_EP_REPLICATE]++;
         sim_replicate_handle(s, req);
     } else if (strncmp(path, "/fal/", 5) == 0) {

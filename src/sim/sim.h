@@ -127,7 +127,7 @@ struct sim {
     /* fail-once keys already seen */
     char **seen_keys;
     size_t nseen, capseen;
-    struct sim_call *calls; /* generations waiting for their latency */
+    struct sim_call *calls;           /* generations waiting for their latency */
     struct sim_fail_rule *fail_rules; /* /sim/fail */
     size_t nfail_rules;
     /* tasks of the asynchronous APIs (tasks.c): a hash by id and a list by age */
@@ -273,8 +273,7 @@ struct sim_task {
  * drawn (or t->latency_ms), and its end from the outcome o and the triggers.  The caller fills
  * w, h, n, seed, variant and input.  Never NULL (aborts on out-of-memory). */
 struct sim_task *sim_task_add(struct sim *s, enum sim_endpoint ep, const char *model,
-                              const char *prompt, const struct sim_triggers *t,
-                              enum sim_outcome o);
+                              const char *prompt, const struct sim_triggers *t, enum sim_outcome o);
 /* The task of ep with this id, or NULL (unknown, expired, another API's). */
 struct sim_task *sim_task_find(struct sim *s, enum sim_endpoint ep, const char *id);
 enum sim_task_phase sim_task_phase(const struct sim *s, const struct sim_task *t);

@@ -58,8 +58,8 @@ static void task_remove(struct sim *s, struct sim_task *t)
 static void tasks_expire(struct sim *s)
 {
     uint64_t now = sim_now_ms(s);
-    while (s->oldest_task && (s->ntasks > SIM_TASK_MAX ||
-                              now >= sim_task_done_ms(s->oldest_task) + SIM_TASK_TTL_MS))
+    while (s->oldest_task &&
+           (s->ntasks > SIM_TASK_MAX || now >= sim_task_done_ms(s->oldest_task) + SIM_TASK_TTL_MS))
         task_remove(s, s->oldest_task);
 }
 
