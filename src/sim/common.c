@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "imgq/alloc.h"
 #include "sim.h"
@@ -83,6 +84,8 @@ void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t
     t->forced = SIM_OK;
     t->prompt_blocked = false;
     t->no_usage = false;
+    t->task_fail = false;
+    t->poll_503 = false;
     t->latency_ms = -1;
     for (const char *p = strstr(prompt, "[sim:"); p; p = strstr(p + 1, "[sim:")) {
         const char *tag = p + 5;
@@ -105,6 +108,10 @@ void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t
             blocked = true;
         } else if (strcmp(buf, "no-usage") == 0) {
             t->no_usage = true;
+        } else if (strcmp(buf, "task-fail") == 0) {
+            t->task_fail = true;
+        } else if (strcmp(buf, "poll-503") == 0) {
+            t->poll_503 = true;
         } else if (strncmp(buf, "fail-once:", 10) == 0) {
             if (!sim_seen_once(s, buf + 10))
                 o = SIM_SERVER_ERROR;
@@ -188,13 +195,23 @@ static void on_latency(uv_timer_t *t)
     call_finish(t->data);
 }
 
-void sim_call_hold(struct sim *s, struct sim_call *c, int64_t latency_ms)
+uint64_t sim_latency(struct sim *s, int64_t latency_ms)
 {
     uint64_t latency = s->cfg.latency_ms;
     if (s->cfg.latency_jitter_ms)
         latency += sim_random(s) % (s->cfg.latency_jitter_ms + 1);
     if (latency_ms >= 0)
         latency = (uint64_t)latency_ms;
+    return latency;
+}
+
+void sim_call_hold(struct sim *s, struct sim_call *c, int64_t latency_ms)
+{
+    sim_call_hold_for(s, c, sim_latency(s, latency_ms));
+}
+
+void sim_call_hold_for(struct sim *s, struct sim_call *c, uint64_t latency)
+{
     c->prev = NULL;
     c->next = s->calls;
     if (c->next)
@@ -214,4 +231,105 @@ void sim_calls_abort_all(struct sim *s)
         uv_timer_stop(&c->timer);
         call_finish(c);
     }
+}
+
+/* ---- Requests ------------------------------------------------------------------------------- */
+
+const char *sim_auth_key(imgq_httpd_request *req, const char *name, const char *scheme)
+{
+    const char *v = imgq_httpd_request_header(req, name);
+    if (!v)
+        return NULL;
+    if (scheme) {
+        size_t n = strlen(scheme);
+        if (strncasecmp(v, scheme, n) != 0 || v[n] != ' ')
+            return NULL;
+        v += n;
+    }
+    while (*v == ' ')
+        v++;
+    return *v ? v : NULL;
+}
+
+json_t *sim_json_object_body(imgq_httpd_request *req, char *why, size_t whylen)
+{
+    size_t len;
+    const char *body = imgq_httpd_request_body(req, &len);
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root && json_is_object(root))
+        return root;
+    snprintf(why, whylen, "%s", root ? "the body is not a JSON object" : jerr.text);
+    json_decref(root);
+    return NULL;
+}
+
+enum sim_outcome sim_outcome_of_status(int status)
+{
+    if (status < 400)
+        return SIM_OK;
+    if (status == 429)
+        return SIM_RATE_LIMITED;
+    if (status >= 500)
+        return SIM_SERVER_ERROR;
+    if (status == 401 || status == 403)
+        return SIM_UNAUTHORIZED;
+    if (status == 404)
+        return SIM_NOT_FOUND;
+    return SIM_INVALID_REQUEST;
+}
+
+/* ---- /sim/fail rules ------------------------------------------------------------------------ */
+
+void sim_fail_set(struct sim *s, const char *model, int status, double rate)
+{
+    size_t i;
+    for (i = 0; i < s->nfail_rules; i++)
+        if (strcmp(s->fail_rules[i].model, model) == 0)
+            break;
+    if (rate <= 0) {
+        if (i < s->nfail_rules) {
+            free(s->fail_rules[i].model);
+            s->fail_rules[i] = s->fail_rules[--s->nfail_rules];
+        }
+        return;
+    }
+    if (i == s->nfail_rules) {
+        s->fail_rules = imgq_xrealloc(s->fail_rules, (s->nfail_rules + 1) * sizeof(*s->fail_rules));
+        s->fail_rules[s->nfail_rules++].model = imgq_xstrdup(model);
+    }
+    s->fail_rules[i].status = status;
+    s->fail_rules[i].rate = rate;
+}
+
+int sim_fail_status(struct sim *s, const char *model)
+{
+    if (!model)
+        return 0;
+    for (size_t i = 0; i < s->nfail_rules; i++) {
+        const struct sim_fail_rule *r = &s->fail_rules[i];
+        if (strcmp(r->model, model) == 0)
+            return r->rate >= 1.0 || sim_random_unit(s) < r->rate ? r->status : 0;
+    }
+    return 0;
+}
+
+json_t *sim_fail_json(const struct sim *s)
+{
+    json_t *rules = json_array();
+    for (size_t i = 0; i < s->nfail_rules; i++) {
+        const struct sim_fail_rule *r = &s->fail_rules[i];
+        json_array_append_new(rules, json_pack("{s:s, s:i, s:f}", "model", r->model, "status",
+                                               r->status, "rate", r->rate));
+    }
+    return json_pack("{s:o}", "rules", rules);
+}
+
+void sim_fail_clear(struct sim *s)
+{
+    for (size_t i = 0; i < s->nfail_rules; i++)
+        free(s->fail_rules[i].model);
+    free(s->fail_rules);
+    s->fail_rules = NULL;
+    s->nfail_rules = 0;
 }

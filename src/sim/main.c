@@ -107,6 +107,8 @@ int main(int argc, char **argv)
 out:
     picture_cache_free(s->pictures);
     sim_forget_keys(s);
+    sim_tasks_clear(s);
+    sim_fail_clear(s);
     imgq_catalog_free(s->catalog);
     sim_config_release(&s->cfg);
     return status;

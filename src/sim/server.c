@@ -1,5 +1,5 @@
-/* server.c - imgq-sim's routing, its own endpoints (/healthz, /sim/stats, /sim/reset), counters and
- * replies. */
+/* server.c - imgq-sim's routing, its own endpoints (/healthz, /sim/stats, /sim/reset, /sim/fail),
+ * counters and replies. */
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -10,7 +10,8 @@
 #include "sim.h"
 
 static const char *const endpoint_names[SIM_EP_COUNT] = {
-    "healthz", "generations", "edits", "gemini", "seedream", "stats", "reset", "other"};
+    "healthz", "generations", "edits", "gemini", "seedream", "dashscope", "replicate",
+    "fal",     "bfl",         "files", "fail",   "stats",    "reset",     "other"};
 static const char *const outcome_names[SIM_OUTCOME_COUNT] = {
     "ok",         "no_usage",        "rate_limited", "server_error",
     "moderation", "invalid_request", "unauthorized", "not_found"};
@@ -67,7 +68,8 @@ char *sim_error_body(const char *message, const char *type, const char *param, c
 
 char *sim_json_dumps(json_t *root, size_t *len)
 {
-    char *body = root ? json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *body =
+        root ? json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(root);
     if (!body) { /* jansson fails only for lack of memory (our packs are well-formed) */
         fprintf(stderr, "imgq-sim: out of memory building JSON\n");
@@ -93,9 +95,11 @@ void sim_reply(struct sim *s, imgq_httpd_request *req, enum sim_endpoint ep,
         h[n++] = (struct imgq_httpd_header){"Content-Type", "application/json; charset=UTF-8"};
         h[n++] = (struct imgq_httpd_header){"x-request-id", request_id};
         h[n++] = (struct imgq_httpd_header){"server-timing", ms};
-    } else if (ep == SIM_EP_SEEDREAM) { /* ModelArk: its request id, no processing-time header */
+    } else if (ep == SIM_EP_SEEDREAM || ep == SIM_EP_DASHSCOPE || ep == SIM_EP_REPLICATE ||
+               ep == SIM_EP_FAL || ep == SIM_EP_BFL) { /* a request id, no processing time */
         h[n++] = (struct imgq_httpd_header){"Content-Type", "application/json"};
         h[n++] = (struct imgq_httpd_header){"x-request-id", request_id};
+    } else if (ep == SIM_EP_FILES) { /* the caller says what it is */
     } else {
         snprintf(ms, sizeof(ms), "%" PRIu64, elapsed);
         h[n++] = (struct imgq_httpd_header){"Content-Type", "application/json"};
@@ -135,27 +139,39 @@ static json_t *stats_json(struct sim *s)
         json_object_set_new(ep, "total", json_integer((json_int_t)s->received[e]));
         for (int o = 0; o < SIM_OUTCOME_COUNT; o++)
             json_object_set_new(ep, outcome_names[o], json_integer((json_int_t)s->counts[e][o]));
+        if (e == SIM_EP_DASHSCOPE || e == SIM_EP_REPLICATE || e == SIM_EP_FAL || e == SIM_EP_BFL) {
+            json_object_set_new(ep, "submits", json_integer((json_int_t)s->submits[e]));
+            json_object_set_new(ep, "polls", json_integer((json_int_t)s->polls[e]));
+            json_object_set_new(ep, "results", json_integer((json_int_t)s->results[e]));
+        }
         json_object_set_new(requests, endpoint_names[e], ep);
         total += s->received[e];
     }
     json_object_set_new(requests, "total", json_integer((json_int_t)total));
-    return json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", requests, "in_flight",
-                     (json_int_t)s->in_flight, "max_in_flight", (json_int_t)s->max_in_flight,
-                     "images", (json_int_t)s->images, "output_tokens", (json_int_t)s->output_tokens,
-                     "connections", (json_int_t)imgq_httpd_connections(s->httpd), "fail_once_keys",
-                     (json_int_t)s->nseen);
+    return json_pack(
+        "{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", requests, "in_flight",
+        (json_int_t)s->in_flight, "max_in_flight", (json_int_t)s->max_in_flight, "images",
+        (json_int_t)s->images, "output_tokens", (json_int_t)s->output_tokens, "connections",
+        (json_int_t)imgq_httpd_connections(s->httpd), "fail_once_keys", (json_int_t)s->nseen,
+        "tasks", (json_int_t)s->ntasks, "fail_rules", (json_int_t)s->nfail_rules);
 }
 
 static void reset_stats(struct sim *s, const char *query)
 {
     memset(s->counts, 0, sizeof(s->counts));
     memset(s->received, 0, sizeof(s->received));
+    memset(s->submits, 0, sizeof(s->submits));
+    memset(s->polls, 0, sizeof(s->polls));
+    memset(s->results, 0, sizeof(s->results));
+    sim_tasks_clear(s);
     s->max_in_flight = s->in_flight;
     s->images = s->output_tokens = 0;
     for (int e = 0; e < SIM_EP_COUNT; e++)
         s->window[e].requests = 0;
     if (strstr(query, "fail_once=1"))
         sim_forget_keys(s);
+    if (strstr(query, "fail_rules=1"))
+        sim_fail_clear(s);
 }
 
 static void method_not_allowed(struct sim *s, imgq_httpd_request *req, enum sim_endpoint ep)
@@ -166,6 +182,125 @@ static void method_not_allowed(struct sim *s, imgq_httpd_request *req, enum sim_
     char *body = sim_error_body(msg, "invalid_request_error", NULL, NULL, &len);
     free(msg);
     sim_reply(s, req, ep, SIM_INVALID_REQUEST, 405, NULL, 0, body, len, sim_now_ms(s));
+}
+
+/* ---- /sim/fail ------------------------------------------------------------------------------ */
+
+static void fail_bad(struct sim *s, imgq_httpd_request *req, const char *msg)
+{
+    size_t len;
+    char *body = sim_error_body(msg, "invalid_request_error", NULL, NULL, &len);
+    sim_reply(s, req, SIM_EP_FAIL, SIM_INVALID_REQUEST, 400, NULL, 0, body, len, sim_now_ms(s));
+}
+
+/* POST {"model","status"?,"rate"?}: status 400..599 (default 500), rate 0..1 (default 1; 0
+ * removes the rule).  GET lists the rules. */
+static void fail_handle(struct sim *s, imgq_httpd_request *req, bool get, bool post)
+{
+    if (get) {
+        reply_json(s, req, SIM_EP_FAIL, 200, sim_fail_json(s));
+        return;
+    }
+    if (!post) {
+        method_not_allowed(s, req, SIM_EP_FAIL);
+        return;
+    }
+    char why[160];
+    json_t *root = sim_json_object_body(req, why, sizeof(why));
+    if (!root) {
+        fail_bad(s, req, why);
+        return;
+    }
+    json_t *model = json_object_get(root, "model");
+    json_t *status = json_object_get(root, "status");
+    json_t *rate = json_object_get(root, "rate");
+    if (!json_is_string(model) || !json_string_length(model))
+        fail_bad(s, req, "model must be a non-empty string");
+    else if (status && (!json_is_integer(status) || json_integer_value(status) < 400 ||
+                        json_integer_value(status) > 599))
+        fail_bad(s, req, "status must be an integer from 400 to 599");
+    else if (rate &&
+             (!json_is_number(rate) || json_number_value(rate) < 0 || json_number_value(rate) > 1))
+        fail_bad(s, req, "rate must be a number from 0 to 1");
+    else {
+        sim_fail_set(s, json_string_value(model), status ? (int)json_integer_value(status) : 500,
+                     rate ? json_number_value(rate) : 1.0);
+        reply_json(s, req, SIM_EP_FAIL, 200, sim_fail_json(s));
+    }
+    json_decref(root);
+}
+
+/*
+ * The /sim/fail hook of the synchronous endpoints, before their handlers run (which it leaves
+ * alone): the model of a POST (OpenAI and Seedream: the body's "model"; Gemini: the path's),
+ * and, if a rule fails it, an answer in the provider's error shape.  True if answered.
+ */
+static bool sync_fail_hook(struct sim *s, imgq_httpd_request *req, enum sim_endpoint ep)
+{
+    if (!s->nfail_rules || strcmp(imgq_httpd_request_method(req), "POST") != 0)
+        return false;
+    char model[256] = "";
+    if (ep == SIM_EP_GEMINI) {
+        const char *p = imgq_httpd_request_path(req);
+        if (strncmp(p, "/v1beta/models/", 15) != 0)
+            return false;
+        p += 15;
+        size_t n = strcspn(p, ":/");
+        if (n >= sizeof(model))
+            return false;
+        memcpy(model, p, n);
+        model[n] = '\0';
+    } else {
+        char why[160];
+        json_t *root = sim_json_object_body(req, why, sizeof(why));
+        const char *m = json_string_value(json_object_get(root, "model"));
+        snprintf(model, sizeof(model), "%s", m ? m : "");
+        json_decref(root);
+    }
+    int status = sim_fail_status(s, model);
+    if (!status)
+        return false;
+
+    enum sim_outcome outcome = sim_outcome_of_status(status);
+    char retry[24];
+    snprintf(retry, sizeof(retry), "%u", s->cfg.retry_after_s);
+    struct imgq_httpd_header h[] = {{"retry-after", retry}};
+    size_t nh = status == 429 || status == 503 ? 1 : 0;
+    char *msg = imgq_xasprintf("imgq-sim: requests for %s fail with %d (/sim/fail)", model, status);
+    char *body;
+    size_t len;
+    if (ep == SIM_EP_GEMINI) {
+        const char *st = status == 429   ? "RESOURCE_EXHAUSTED"
+                         : status == 503 ? "UNAVAILABLE"
+                         : status == 504 ? "DEADLINE_EXCEEDED"
+                         : status >= 500 ? "INTERNAL"
+                         : status == 403 ? "PERMISSION_DENIED"
+                         : status == 404 ? "NOT_FOUND"
+                                         : "INVALID_ARGUMENT";
+        body = sim_json_dumps(
+            json_pack("{s:{s:i, s:s, s:s}}", "error", "code", status, "message", msg, "status", st),
+            &len);
+    } else if (ep == SIM_EP_SEEDREAM) {
+        const char *code = status == 429   ? "RateLimitExceeded.EndpointRPMExceeded"
+                           : status == 503 ? "ServiceUnavailable"
+                           : status >= 500 ? "InternalServiceError"
+                                           : "InvalidParameter";
+        const char *type = status == 429   ? "TooManyRequests"
+                           : status == 503 ? "ServiceUnavailable"
+                           : status >= 500 ? "InternalServiceError"
+                                           : "BadRequest";
+        body = sim_json_dumps(
+            json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", msg, "type", type),
+            &len);
+    } else {
+        const char *type = status == 429   ? "requests"
+                           : status >= 500 ? "server_error"
+                                           : "invalid_request_error";
+        body = sim_error_body(msg, type, NULL, status == 429 ? "rate_limit_exceeded" : NULL, &len);
+    }
+    free(msg);
+    sim_reply(s, req, ep, outcome, status, h, nh, body, len, sim_now_ms(s));
+    return true;
 }
 
 void sim_handle(imgq_httpd_request *req, void *data)
@@ -180,7 +315,7 @@ void sim_handle(imgq_httpd_request *req, void *data)
         s->received[SIM_EP_GENERATIONS]++;
         if (!post)
             method_not_allowed(s, req, SIM_EP_GENERATIONS);
-        else
+        else if (!sync_fail_hook(s, req, SIM_EP_GENERATIONS))
             sim_openai_generations(s, req);
     } else if (strcmp(path, "/v1/images/edits") == 0) {
         s->received[SIM_EP_EDITS]++;
@@ -192,11 +327,31 @@ void sim_handle(imgq_httpd_request *req, void *data)
         s->received[SIM_EP_SEEDREAM]++;
         if (!post)
             method_not_allowed(s, req, SIM_EP_SEEDREAM);
-        else
+        else if (!sync_fail_hook(s, req, SIM_EP_SEEDREAM))
             sim_seedream_generations(s, req);
     } else if (strncmp(path, "/v1beta/", 8) == 0) {
         s->received[SIM_EP_GEMINI]++;
-        sim_gemini_handle(s, req);
+        if (!sync_fail_hook(s, req, SIM_EP_GEMINI))
+            sim_gemini_handle(s, req);
+    } else if (strncmp(path, "/api/v1/", 8) == 0) {
+        s->received[SIM_EP_DASHSCOPE]++;
+        sim_dashscope_handle(s, req);
+    } else if (strncmp(path, "/v1/models/", 11) == 0 ||
+               strncmp(path, "/v1/predictions/", 16) == 0) {
+        s->received[SIM_EP_REPLICATE]++;
+        sim_replicate_handle(s, req);
+    } else if (strncmp(path, "/fal/", 5) == 0) {
+        s->received[SIM_EP_FAL]++;
+        sim_fal_handle(s, req);
+    } else if (strncmp(path, "/bfl/v1/", 8) == 0) {
+        s->received[SIM_EP_BFL]++;
+        sim_bfl_handle(s, req);
+    } else if (strncmp(path, "/sim/files/", 11) == 0) {
+        s->received[SIM_EP_FILES]++;
+        sim_files_handle(s, req);
+    } else if (strcmp(path, "/sim/fail") == 0) {
+        s->received[SIM_EP_FAIL]++;
+        fail_handle(s, req, get, post);
     } else if (strcmp(path, "/healthz") == 0) {
         s->received[SIM_EP_HEALTHZ]++;
         if (!get)

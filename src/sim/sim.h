@@ -1,6 +1,8 @@
 /*
  * sim.h - imgq-sim, a provider simulator that speaks the OpenAI Images HTTP API, Gemini's
- * generateContent (image output) and BytePlus ModelArk's Seedream images API.
+ * generateContent (image output), BytePlus ModelArk's Seedream images API, and the four
+ * asynchronous (submit, then poll) APIs of DashScope, Replicate, fal.ai's queue and Black
+ * Forest Labs.
  *
  * Private to the imgq-sim program.  Layout:
  *   main.c     start-up, signals, shutdown
@@ -11,6 +13,12 @@
  *   openai.c   POST /v1/images/generations and /v1/images/edits: validation, responses
  *   gemini.c   POST /v1beta/models/{model}:generateContent: validation, response bodies
  *   seedream.c POST /api/v3/images/generations (BytePlus ModelArk): validation, response bodies
+ *   dashscope.c /api/v1/... DashScope's text2image task API (submit, GET /api/v1/tasks/{id})
+ *   replicate.c /v1/models/{o}/{n}/predictions, /v1/predictions/{id} (Prefer: wait)
+ *   fal.c      /fal/{model_id} and /fal/{owner}/{app}/requests/{id}[/status|/cancel]
+ *   bfl.c      /bfl/v1/{model} and /bfl/v1/get_result?id=
+ *   tasks.c    the asynchronous APIs' tasks: their store, phases by age, expiry, image files
+ *              (GET /sim/files/{task}-{i}.png)
  *   picture.c  deterministic synthetic pictures and a cache of their encodings
  *
  * Everything runs on the one loop thread.
@@ -61,6 +69,12 @@ enum sim_endpoint {
     SIM_EP_EDITS,       /* OpenAI /v1/images/edits (multipart) */
     SIM_EP_GEMINI,      /* Gemini /v1beta/... */
     SIM_EP_SEEDREAM,    /* BytePlus ModelArk /api/v3/images/generations */
+    SIM_EP_DASHSCOPE,   /* DashScope /api/v1/... (task API) */
+    SIM_EP_REPLICATE,   /* Replicate /v1/models/.../predictions, /v1/predictions/... */
+    SIM_EP_FAL,         /* fal.ai queue /fal/... */
+    SIM_EP_BFL,         /* Black Forest Labs /bfl/v1/... */
+    SIM_EP_FILES,       /* GET /sim/files/NAME: the asynchronous APIs' result images */
+    SIM_EP_FAIL,        /* /sim/fail: failure rules per model */
     SIM_EP_STATS,
     SIM_EP_RESET,
     SIM_EP_OTHER,
@@ -81,6 +95,14 @@ enum sim_outcome {
 
 struct picture_cache;
 struct sim_call;
+struct sim_task;
+
+/* A /sim/fail rule: requests for 'model' fail with 'status' at 'rate' (0..1]. */
+struct sim_fail_rule {
+    char *model;
+    int status;
+    double rate;
+};
 
 /* A one-minute request window of one endpoint (each provider has its own --rpm budget). */
 struct sim_window {
@@ -98,13 +120,21 @@ struct sim {
     /* counters for /sim/stats */
     uint64_t counts[SIM_EP_COUNT][SIM_OUTCOME_COUNT];
     uint64_t received[SIM_EP_COUNT];
+    /* asynchronous APIs: submissions, status polls, result fetches (by endpoint) */
+    uint64_t submits[SIM_EP_COUNT], polls[SIM_EP_COUNT], results[SIM_EP_COUNT];
     uint64_t in_flight, max_in_flight;
     uint64_t images, output_tokens;
     struct sim_window window[SIM_EP_COUNT]; /* the --rpm windows */
     /* fail-once keys already seen */
     char **seen_keys;
     size_t nseen, capseen;
-    struct sim_call *calls; /* generations waiting for their latency */
+    struct sim_call *calls;           /* generations waiting for their latency */
+    struct sim_fail_rule *fail_rules; /* /sim/fail */
+    size_t nfail_rules;
+    /* tasks of the asynchronous APIs (tasks.c): a hash by id and a list by age */
+    struct sim_task **task_buckets;
+    struct sim_task *oldest_task, *newest_task;
+    size_t ntasks;
     struct picture_cache *pictures;
     bool stopping;
 };
@@ -146,11 +176,14 @@ int64_t sim_text_tokens(size_t chars);
 uint32_t sim_picture_variant(uint32_t prompt_hash, uint32_t index);
 
 /* Prompt triggers: [sim:429] [sim:500] [sim:moderation] [sim:prompt-blocked] [sim:no-usage]
- * [sim:fail-once:KEY] [sim:latency:MS]. */
+ * [sim:fail-once:KEY] [sim:latency:MS], and for the asynchronous APIs [sim:task-fail] (the
+ * task fails while polled) and [sim:poll-503] (its first poll answers 503). */
 struct sim_triggers {
     enum sim_outcome forced; /* SIM_OK = none; the first failure tag wins */
     bool prompt_blocked;     /* forced is SIM_MODERATION, decided on the prompt (input) */
     bool no_usage;
+    bool task_fail;
+    bool poll_503;
     int64_t latency_ms; /* -1 = configured */
 };
 void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t);
@@ -181,6 +214,92 @@ struct sim_call {
 /* Hold c (sim, req, start_ms, outcome and the callbacks set) for --latency-ms plus jitter, or
  * for latency_ms when it is >= 0 (a [sim:latency:MS] trigger). */
 void sim_call_hold(struct sim *s, struct sim_call *c, int64_t latency_ms);
+/* Hold c for exactly ms milliseconds. */
+void sim_call_hold_for(struct sim *s, struct sim_call *c, uint64_t ms);
+/* A generation's latency: latency_ms when >= 0, else --latency-ms plus a jitter draw. */
+uint64_t sim_latency(struct sim *s, int64_t latency_ms);
+
+/* The key of an auth header "NAME: SCHEME KEY" (scheme case-insensitive; NULL scheme: the
+ * whole value), blanks skipped; NULL if absent or empty.  Borrowed from req. */
+const char *sim_auth_key(imgq_httpd_request *req, const char *name, const char *scheme);
+/* The request body as a JSON object (new reference), or NULL with a reason in why. */
+json_t *sim_json_object_body(imgq_httpd_request *req, char *why, size_t whylen);
+/* The outcome a status counts as in /sim/stats. */
+enum sim_outcome sim_outcome_of_status(int status);
+
+/* /sim/fail rules.  Set or replace the rule of model (rate 0 removes it). */
+void sim_fail_set(struct sim *s, const char *model, int status, double rate);
+/* The status a request for model must fail with now, or 0.  Draws randomness only when a rule
+ * for model exists (so seeded runs without rules are unchanged). */
+int sim_fail_status(struct sim *s, const char *model);
+/* {"rules":[{"model","status","rate"}...]} (new reference). */
+json_t *sim_fail_json(const struct sim *s);
+void sim_fail_clear(struct sim *s);
+
+/* ---- tasks.c: the asynchronous APIs' tasks ---- */
+
+/* How a task ends once its latency is up. */
+enum sim_task_end {
+    SIM_TASK_OK,
+    SIM_TASK_NO_USAGE,       /* OK, but without usage where the API has one */
+    SIM_TASK_MODERATED,      /* the output was moderated */
+    SIM_TASK_PROMPT_BLOCKED, /* the input was moderated */
+    SIM_TASK_FAILED          /* [sim:task-fail] */
+};
+/* Where a task is: the first third of its latency queued, then running, then done. */
+enum sim_task_phase { SIM_TASK_QUEUED, SIM_TASK_RUNNING, SIM_TASK_DONE, SIM_TASK_CANCELED };
+
+#define SIM_TASK_TTL_MS 600000u /* a task is forgotten this long after it is done */
+#define SIM_TASK_MAX 200000u    /* and the oldest go beyond this many */
+
+struct sim_task {
+    char id[40];
+    enum sim_endpoint ep;
+    char *model;   /* as the request named it (owned) */
+    char *prompt;  /* owned */
+    json_t *input; /* the input as the API echoes it, or NULL (owned) */
+    int w, h, n;   /* each image's size, images */
+    int64_t seed;
+    uint32_t variant;        /* picture of image i: sim_picture_variant(variant, i) */
+    uint64_t created_ms;     /* loop clock */
+    int64_t created_wall_ms; /* wall clock, for timestamps */
+    uint64_t latency_ms;
+    uint64_t canceled_ms; /* loop clock; 0 = not canceled */
+    enum sim_task_end end;
+    bool poll_503; /* the next poll answers 503 */
+    struct sim_task *hash_next, *older, *newer;
+};
+
+/* A new task of ep for model and prompt (copied), with an id in the API's style, its latency
+ * drawn (or t->latency_ms), and its end from the outcome o and the triggers.  The caller fills
+ * w, h, n, seed, variant and input.  Never NULL (aborts on out-of-memory). */
+struct sim_task *sim_task_add(struct sim *s, enum sim_endpoint ep, const char *model,
+                              const char *prompt, const struct sim_triggers *t, enum sim_outcome o);
+/* The task of ep with this id, or NULL (unknown, expired, another API's). */
+struct sim_task *sim_task_find(struct sim *s, enum sim_endpoint ep, const char *id);
+enum sim_task_phase sim_task_phase(const struct sim *s, const struct sim_task *t);
+/* Loop-clock ms at which the task is (or was) done. */
+uint64_t sim_task_done_ms(const struct sim_task *t);
+/* Whether this poll must answer 503 ([sim:poll-503], once). */
+bool sim_task_take_503(struct sim_task *t);
+void sim_tasks_clear(struct sim *s);
+/* "http://HOST" from the request's Host header (else the listening address); malloc'd. */
+char *sim_origin(struct sim *s, imgq_httpd_request *req);
+/* The URL of image i of t: ORIGIN/sim/files/{id}-{i}.png; malloc'd. */
+char *sim_task_file_url(struct sim *s, imgq_httpd_request *req, const struct sim_task *t, int i);
+/* Wall-clock ms of a loop-clock instant of t. */
+int64_t sim_task_wall_ms(const struct sim_task *t, uint64_t loop_ms);
+/* "2025-01-08 16:03:59.840" (DashScope, UTC+8) or "2025-01-08T08:03:59.840000Z" (ISO). */
+void sim_time_format(int64_t wall_ms, bool iso, char *buf, size_t len);
+/* GET /sim/files/NAME (the caller has counted it as received). */
+void sim_files_handle(struct sim *s, imgq_httpd_request *req);
+
+/* dashscope.c, replicate.c, fal.c, bfl.c: everything under their prefixes (counted as
+ * received by the caller). */
+void sim_dashscope_handle(struct sim *s, imgq_httpd_request *req);
+void sim_replicate_handle(struct sim *s, imgq_httpd_request *req);
+void sim_fal_handle(struct sim *s, imgq_httpd_request *req);
+void sim_bfl_handle(struct sim *s, imgq_httpd_request *req);
 /* Answer every generation still held (at shutdown) and free them. */
 void sim_calls_abort_all(struct sim *s);
 
