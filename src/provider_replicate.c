@@ -62,8 +62,10 @@ imgq_http_request *imgq_replicate_build(const struct imgq_provider_endpoint *ep,
         free(path);
     }
     imgq_http_request *req = imgq__provider_json_post(ep, url, body, "Authorization", "Bearer ");
-    /* Hold the call a little so fast models answer at once; longer waits are polled. */
-    int refused = imgq_http_request_add_header(req, "Prefer", "wait=5");
+    /* Held briefly: until the answer arrives its handle is unknown, so a worker dying then
+     * means a second submission by the worker taking over.  A quick model still answers
+     * within the hold, without a poll. */
+    int refused = imgq_http_request_add_header(req, "Prefer", "wait=1");
     (void)refused;
     return req;
 }

@@ -782,7 +782,9 @@ static void report_call(struct call *c);
 static void call_answered(struct call *c, long status)
 {
     struct job *j = c->j;
-    if (c->pr.cls != IMGQ_CLASS_NONE || (!c->pr.pending && c->pr.nimage_urls == c->pr.nimages))
+    /* The call's end (not a task still running, nor images still to download) is reported. */
+    if (c->pr.cls != IMGQ_CLASS_NONE ||
+        (!c->pr.pending && !(c->pr.nimage_urls > 0 && c->pr.nimages == 0)))
         report_call(c);
     if (c->pr.cls == IMGQ_CLASS_NONE && c->pr.pending) {
         call_accepted(c);

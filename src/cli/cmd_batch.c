@@ -94,7 +94,13 @@ static json_t *result_line(json_t *job)
     if (json_object_get(spec, "id"))
         json_object_set(o, "client_id", json_object_get(spec, "id"));
     json_object_set(o, "state", json_object_get(job, "state"));
-    json_object_set(o, "model", json_object_get(spec, "model"));
+    /* The model that served the job: a circuit breaker may have sent it to a fallback. */
+    json_t *asked = json_object_get(spec, "model"), *served = json_object_get(result, "model");
+    json_object_set(o, "model", served ? served : asked);
+    if (served && asked && !json_equal(served, asked)) {
+        json_object_set(o, "requested_model", asked);
+        json_object_set(o, "fallback", json_object_get(result, "fallback"));
+    }
     json_object_set(o, "quality", json_object_get(spec, "quality"));
     json_object_set(o, "size", json_object_get(spec, "size"));
     json_object_set(o, "n", json_object_get(spec, "n"));

@@ -378,6 +378,10 @@ start_sim() {
     export GEMINI_API_KEY=gemini-test
     export ARK_BASE_URL="http://127.0.0.1:$port/api/v3"
     export ARK_API_KEY=ark-test
+    export DASHSCOPE_BASE_URL="http://127.0.0.1:$port" DASHSCOPE_API_KEY=sk-dash-test
+    export REPLICATE_BASE_URL="http://127.0.0.1:$port/v1" REPLICATE_API_TOKEN=r8-test
+    export FAL_BASE_URL="http://127.0.0.1:$port/fal" FAL_KEY=fal-test
+    export BFL_BASE_URL="http://127.0.0.1:$port/bfl/v1" BFL_API_KEY=bfl-test
 }
 
 # ---- processes of the test's own ----------------------------------------------------------

@@ -438,7 +438,7 @@ static void test_replicate_build(void **state)
     capture_send(c, imgq_replicate_build(&ep, &full_spec, 3));
     assert_request_line(c, "POST /v1/models/black-forest-labs/flux-schnell/predictions HTTP/1.1");
     assert_line(c, "Authorization: Bearer r8_key");
-    assert_line(c, "Prefer: wait=5");
+    assert_line(c, "Prefer: wait=1");
     json_t *o = captured_json(c);
     assert_string_equal(sget(o, "input.prompt"), full_spec.prompt);
     assert_int_equal(json_integer_value(jget(o, "input.num_outputs")), 3);
