@@ -25,6 +25,8 @@ struct alias {
 struct rate_preset {
     char *name;
     int images_per_minute;
+    int64_t tokens_per_minute; /* 0: no token limit */
+    int concurrent_requests;   /* 0: no concurrency limit */
 };
 
 struct imgq_catalog {
@@ -537,6 +539,16 @@ static int load_root(struct loader *ld, json_t *root, imgq_catalog *cat)
             return r;
         if (rp->images_per_minute < 1)
             return fail(ld, IMGQ_EINVAL, "%s: 'images_per_minute' must be at least 1", ctx);
+        json_t *t = json_object_get(val, "tokens_per_minute");
+        if (t && (!json_is_integer(t) || json_integer_value(t) < 1))
+            return fail(ld, IMGQ_EINVAL, "%s: 'tokens_per_minute' must be a positive integer", ctx);
+        rp->tokens_per_minute = t ? json_integer_value(t) : 0;
+        json_t *c = json_object_get(val, "concurrent_requests");
+        if (c &&
+            (!json_is_integer(c) || json_integer_value(c) < 1 || json_integer_value(c) > 1000000))
+            return fail(ld, IMGQ_EINVAL,
+                        "%s: 'concurrent_requests' must be an integer from 1 to 1000000", ctx);
+        rp->concurrent_requests = c ? (int)json_integer_value(c) : 0;
     }
 
     json_t *aliases = json_object_get(root, "aliases");
@@ -677,6 +689,19 @@ int imgq_catalog_rate_preset(const imgq_catalog *cat, const char *name)
         if (strcmp(cat->presets[i].name, name) == 0)
             return cat->presets[i].images_per_minute;
     return 0;
+}
+
+int imgq_catalog_rate_preset_get(const imgq_catalog *cat, const char *name, int *images,
+                                 int64_t *tokens, int *concurrent)
+{
+    for (size_t i = 0; name && i < cat->npresets; i++)
+        if (strcmp(cat->presets[i].name, name) == 0) {
+            *images = cat->presets[i].images_per_minute;
+            *tokens = cat->presets[i].tokens_per_minute;
+            *concurrent = cat->presets[i].concurrent_requests;
+            return 0;
+        }
+    return IMGQ_ENOTFOUND;
 }
 
 const struct imgq_use_case *imgq_catalog_use_case(const imgq_catalog *cat, const char *name)

@@ -48,29 +48,8 @@ static bool parse_count(const char *s, size_t len, int64_t max, int64_t *out)
     return true;
 }
 
-/*
- * Tokens per minute and concurrent requests of a preset.  catalog.c reads only a preset's
- * images_per_minute (imgq_catalog_rate_preset), so the other keys are read here from the same
- * catalog file until the catalog API returns the whole preset.
- */
-static void preset_extras(const char *catalog_path, const char *name, int64_t *tokens,
-                          int *concurrent)
-{
-    if (!catalog_path)
-        return;
-    json_t *root = json_load_file(catalog_path, 0, NULL);
-    json_t *p = json_object_get(json_object_get(root, "rate_limit_presets"), name);
-    json_t *t = json_object_get(p, "tokens_per_minute");
-    json_t *c = json_object_get(p, "concurrent_requests");
-    if (json_is_integer(t) && json_integer_value(t) > 0)
-        *tokens = json_integer_value(t);
-    if (json_is_integer(c) && json_integer_value(c) > 0 && json_integer_value(c) <= 1000000)
-        *concurrent = (int)json_integer_value(c);
-    json_decref(root);
-}
-
 int limits_parse(const char *origin, const char *arg, const char *provider, const imgq_catalog *cat,
-                 const char *catalog_path, struct limits_spec *out, char *err, size_t errlen)
+                 struct limits_spec *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     const char *spec = arg;
@@ -128,12 +107,15 @@ int limits_parse(const char *origin, const char *arg, const char *provider, cons
                            "'%s': images per window must be a positive integer", item);
             out->images = (int)v;
         } else {
-            int images = cat ? imgq_catalog_rate_preset(cat, item) : 0;
-            if (images < 1 || len >= sizeof item)
+            int images = 0, concurrent = 0;
+            int64_t tokens = 0;
+            if (!cat || len >= sizeof item ||
+                imgq_catalog_rate_preset_get(cat, item, &images, &tokens, &concurrent) != 0)
                 return bad(err, errlen, origin, arg,
                            "'%s' is not a preset of the catalog's rate_limit_presets", item);
             out->images = images;
-            preset_extras(catalog_path, item, &out->tokens, &out->concurrent);
+            out->tokens = tokens;
+            out->concurrent = concurrent;
         }
         p += len;
         if (*p == ',')
@@ -158,8 +140,7 @@ int limits_table_set(struct limits_spec *tab, int *n, const struct limits_spec *
 }
 
 int limits_parse_list(const char *origin, const char *list, const imgq_catalog *cat,
-                      const char *catalog_path, struct limits_spec *tab, int *n, char *err,
-                      size_t errlen)
+                      struct limits_spec *tab, int *n, char *err, size_t errlen)
 {
     char *copy = strdup(list), *save = NULL;
     int rc = 0;
@@ -169,7 +150,7 @@ int limits_parse_list(const char *origin, const char *list, const imgq_catalog *
         if (!*tok)
             continue;
         struct limits_spec s;
-        rc = limits_parse(origin, tok, NULL, cat, catalog_path, &s, err, errlen);
+        rc = limits_parse(origin, tok, NULL, cat, &s, err, errlen);
         if (rc == 0 && limits_table_set(tab, n, &s) != 0)
             rc = bad(err, errlen, origin, tok, "more than %s providers", "8");
     }
@@ -177,8 +158,8 @@ int limits_parse_list(const char *origin, const char *list, const imgq_catalog *
     return rc;
 }
 
-int limits_parse_config_file(const char *path, const imgq_catalog *cat, const char *catalog_path,
-                             struct limits_spec *tab, int *n, char *err, size_t errlen)
+int limits_parse_config_file(const char *path, const imgq_catalog *cat, struct limits_spec *tab,
+                             int *n, char *err, size_t errlen)
 {
     if (!path || !*path)
         return 0;
@@ -215,7 +196,7 @@ int limits_parse_config_file(const char *path, const imgq_catalog *cat, const ch
             break;
         }
         struct limits_spec s;
-        rc = limits_parse(origin, spec, prov, cat, catalog_path, &s, err, errlen);
+        rc = limits_parse(origin, spec, prov, cat, &s, err, errlen);
         if (rc == 0 && limits_table_set(tab, n, &s) != 0)
             rc = bad(err, errlen, origin, spec, "more than %s providers", "8");
     }

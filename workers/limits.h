@@ -56,25 +56,24 @@ struct limits_spec {
 
 /*
  * Parse "PROVIDER=SPEC" (spec_only false) or a bare SPEC for 'provider' (spec_only true, the
- * config file's form).  The catalog resolves preset names: images from 'cat', tokens and
- * concurrency from the catalog file at catalog_path (see limits.c).  On error returns -1 with
+ * config file's form).  Preset names resolve through the catalog's rate_limit_presets (images,
+ * tokens and concurrent requests per minute).  On error returns -1 with
  * "ORIGIN: 'ARG': reason" in err, e.g. "--rate-limit: 'openai=images=x': images must be a
  * positive integer".
  */
 int limits_parse(const char *origin, const char *arg, const char *provider, const imgq_catalog *cat,
-                 const char *catalog_path, struct limits_spec *out, char *err, size_t errlen);
+                 struct limits_spec *out, char *err, size_t errlen);
 
 /* Add or replace (same provider) a spec in a table of LIMITS_MAX; -1 when full. */
 int limits_table_set(struct limits_spec *tab, int *n, const struct limits_spec *s);
 
 /* IMGQ_RATE_LIMITS form: "P=SPEC;P=SPEC".  Each entry goes through limits_table_set. */
 int limits_parse_list(const char *origin, const char *list, const imgq_catalog *cat,
-                      const char *catalog_path, struct limits_spec *tab, int *n, char *err,
-                      size_t errlen);
+                      struct limits_spec *tab, int *n, char *err, size_t errlen);
 
 /* The config file's "rate_limits" object, if it has one (path NULL or no key: nothing). */
-int limits_parse_config_file(const char *path, const imgq_catalog *cat, const char *catalog_path,
-                             struct limits_spec *tab, int *n, char *err, size_t errlen);
+int limits_parse_config_file(const char *path, const imgq_catalog *cat, struct limits_spec *tab,
+                             int *n, char *err, size_t errlen);
 
 /* "images=20 tokens=250000 concurrent=off" style description, for logs. */
 void limits_describe(const struct limits_spec *s, char *buf, size_t len);

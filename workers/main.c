@@ -230,23 +230,21 @@ int main(int argc, char **argv)
      * IMGQ_RATE_LIMITS, then --rate-limit flags, each overriding a provider's earlier spec. */
     w.opt.rate_window_ms = rate_window;
     const char *cfg_path = config_file ? config_file : getenv("IMGQ_CONFIG");
-    if (limits_parse_config_file(cfg_path, cat, cfg.catalog, w.opt.rate, &w.opt.nrate, err,
-                                 sizeof err) != 0) {
+    if (limits_parse_config_file(cfg_path, cat, w.opt.rate, &w.opt.nrate, err, sizeof err) != 0) {
         fprintf(stderr, "imgq-worker: config %s\n", err);
         rc = 2;
         goto out;
     }
     const char *env_limits = getenv("IMGQ_RATE_LIMITS");
-    if (env_limits && limits_parse_list("IMGQ_RATE_LIMITS", env_limits, cat, cfg.catalog,
-                                        w.opt.rate, &w.opt.nrate, err, sizeof err) != 0) {
+    if (env_limits && limits_parse_list("IMGQ_RATE_LIMITS", env_limits, cat, w.opt.rate,
+                                        &w.opt.nrate, err, sizeof err) != 0) {
         fprintf(stderr, "imgq-worker: %s\n", err);
         rc = 2;
         goto out;
     }
     for (int i = 0; i < nrates; i++) {
         struct limits_spec ls;
-        if (limits_parse("--rate-limit", rates[i], NULL, cat, cfg.catalog, &ls, err, sizeof err) !=
-            0) {
+        if (limits_parse("--rate-limit", rates[i], NULL, cat, &ls, err, sizeof err) != 0) {
             fprintf(stderr, "imgq-worker: %s\n", err);
             rc = 2;
             goto out;

@@ -154,6 +154,10 @@ const struct imgq_model *imgq_catalog_model(const imgq_catalog *cat, const char 
 const struct imgq_model *imgq_catalog_model_at(const imgq_catalog *cat, size_t i);
 /* A rate-limit preset (catalog rate_limit_presets): images per minute, 0 if unknown. */
 int imgq_catalog_rate_preset(const imgq_catalog *cat, const char *name);
+/* The whole preset: images per minute, and tokens per minute and concurrent requests (0 when
+ * the preset sets none).  IMGQ_ENOTFOUND if there is no such preset. */
+int imgq_catalog_rate_preset_get(const imgq_catalog *cat, const char *name, int *images,
+                                 int64_t *tokens, int *concurrent) IMGQ_MUST_CHECK;
 
 /* Use-case routing policy by name; NULL if unknown. */
 const struct imgq_use_case *imgq_catalog_use_case(const imgq_catalog *cat, const char *name);

@@ -1065,6 +1065,42 @@ static void test_new_model_fields(void **state)
     ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"           \
               "\"size_rule\":" rule "}")
 
+/* Rate-limit presets carry images, tokens and concurrent requests per minute. */
+static void test_rate_presets(void **state)
+{
+    int images = 0, concurrent = -1;
+    int64_t tokens = 0;
+    assert_int_equal(imgq_catalog_rate_preset_get(shipped(state), "openai-tier-2", &images, &tokens,
+                                                  &concurrent),
+                     0);
+    assert_int_equal(images, 20);
+    assert_int_equal(tokens, 250000);
+    assert_int_equal(concurrent, 0);
+    assert_int_equal(imgq_catalog_rate_preset(shipped(state), "openai-tier-5"), 250);
+    assert_int_equal(imgq_catalog_rate_preset_get(shipped(state), "openai-tier-9", &images, &tokens,
+                                                  &concurrent),
+                     IMGQ_ENOTFOUND);
+
+    static const char *const bad[] = {"{\"version\":\"t\",\"models\":{\"m1\":{" FLAT_FIELDS
+                                      ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1}}},"
+                                      "\"rate_limit_presets\":{\"p\":{\"images_per_minute\":5,"
+                                      "\"tokens_per_minute\":0}}}",
+                                      "{\"version\":\"t\",\"models\":{\"m1\":{" FLAT_FIELDS
+                                      ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1}}},"
+                                      "\"rate_limit_presets\":{\"p\":{\"images_per_minute\":5,"
+                                      "\"concurrent_requests\":\"8\"}}}"};
+    static const char *const needles[] = {"'tokens_per_minute' must be a positive integer",
+                                          "'concurrent_requests' must be an integer from 1"};
+    for (size_t i = 0; i < 2; i++) {
+        imgq_catalog *cat = NULL;
+        char err[512] = "";
+        assert_int_equal(imgq_catalog_load_string(bad[i], &cat, err, sizeof err), IMGQ_EINVAL);
+        if (!strstr(err, needles[i]) || !strstr(err, "rate limit preset 'p'"))
+            fail_msg("\"%s\" not in \"%s\"", needles[i], err);
+        assert_null(cat);
+    }
+}
+
 static void test_load_errors_new_fields(void **state)
 {
     static const struct {
@@ -1228,6 +1264,7 @@ int main(void)
         cmocka_unit_test(test_gpt_image_2_any_size),
         cmocka_unit_test(test_new_model_fields),
         cmocka_unit_test(test_load_errors_new_fields),
+        cmocka_unit_test(test_rate_presets),
         cmocka_unit_test(test_load_file_errors),
     };
     return cmocka_run_group_tests(tests, load_shipped, free_shipped);
