@@ -39,8 +39,8 @@ imgq_http_request *imgq_bfl_build_poll(const struct imgq_provider_endpoint *ep, 
 {
     const char *h = handle ? handle : "";
     if (strncasecmp(h, "http://", 7) == 0 || strncasecmp(h, "https://", 8) == 0)
-        return imgq__async_get(ep, imgq_xstrdup(h), imgq_provider_url_trusted(ep->base_url, h),
-                               "x-key", "");
+        return imgq__async_get(ep, imgq_xstrdup(h),
+                               imgq_provider_url_trusted(ep->base_url, h, true), "x-key", "");
     char *id = imgq__async_escape(h, false);
     imgq_http_request *req = imgq__async_get(
         ep, imgq_xasprintf("%s/get_result?id=%s", ep->base_url, id), true, "x-key", "");

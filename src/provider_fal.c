@@ -35,7 +35,7 @@ imgq_http_request *imgq_fal_build(const struct imgq_provider_endpoint *ep,
 imgq_http_request *imgq_fal_build_poll(const struct imgq_provider_endpoint *ep, const char *handle)
 {
     const char *h = handle ? handle : "";
-    return imgq__async_get(ep, imgq_xstrdup(h), imgq_provider_url_trusted(ep->base_url, h),
+    return imgq__async_get(ep, imgq_xstrdup(h), imgq_provider_url_trusted(ep->base_url, h, false),
                            "Authorization", "Key ");
 }
 

@@ -85,7 +85,7 @@ static bool is_ip_literal(const char *host)
     return true;
 }
 
-bool imgq_provider_url_trusted(const char *base_url, const char *url)
+bool imgq_provider_url_trusted(const char *base_url, const char *url, bool sibling_hosts)
 {
     struct url_parts b, u;
     if (!url_parts_get(base_url, &b))
@@ -102,7 +102,7 @@ bool imgq_provider_url_trusted(const char *base_url, const char *url)
         ok = true;
         goto done;
     }
-    if (is_ip_literal(b.host) || is_ip_literal(u.host))
+    if (!sibling_hosts || is_ip_literal(b.host) || is_ip_literal(u.host))
         goto done;
     /* The base host's parent domain, only if it is still a domain (api.bfl.ai -> bfl.ai, not
      * bfl.ai -> ai): URL hosts under it are the provider's other clusters. */

@@ -80,8 +80,9 @@ imgq_http_request *imgq_replicate_build_poll(const struct imgq_provider_endpoint
 {
     const char *h = handle ? handle : "";
     if (is_url_handle(h))
-        return imgq__async_get(ep, imgq_xstrdup(h), imgq_provider_url_trusted(ep->base_url, h),
-                               "Authorization", "Bearer ");
+        return imgq__async_get(ep, imgq_xstrdup(h),
+                               imgq_provider_url_trusted(ep->base_url, h, false), "Authorization",
+                               "Bearer ");
     char *id = imgq__async_escape(h, false);
     imgq_http_request *req =
         imgq__async_get(ep, imgq_xasprintf("%s/predictions/%s", ep->base_url, id), true,

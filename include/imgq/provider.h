@@ -180,11 +180,12 @@ imgq_http_request *imgq_provider_fetch_build(const char *url, long timeout_ms);
 void imgq_provider_fetch_parse(const imgq_http_response *res, struct imgq_provider_result *out);
 /*
  * Whether a URL a provider handed back (a poll URL) may be sent the provider's key: same
- * scheme, and the same host as base_url or a host under base_url's parent domain
- * (api.bfl.ai -> api.eu2.bfl.ai).  Anything else is refused, so a response cannot steer the
- * key elsewhere.
+ * scheme and port, and the same host as base_url; with sibling_hosts also a host under
+ * base_url's parent domain (api.bfl.ai -> api.eu2.bfl.ai: BFL's clusters).  Only an adapter
+ * whose provider documents such hosts passes true: on a shared domain (*.fly.dev) a sibling is
+ * someone else.  Anything else is refused, so a response cannot steer the key elsewhere.
  */
-bool imgq_provider_url_trusted(const char *base_url, const char *url);
+bool imgq_provider_url_trusted(const char *base_url, const char *url, bool sibling_hosts);
 
 /* A wire shape: how to build a request and read its response. */
 struct imgq_provider_ops {

@@ -964,41 +964,52 @@ static void test_bfl_errors(void **state)
 static void test_url_trusted(void **state)
 {
     const char *bfl = "https://api.bfl.ai/v1";
-    assert_true(imgq_provider_url_trusted(bfl, "https://api.bfl.ai/v1/get_result?id=1"));
-    assert_true(imgq_provider_url_trusted(bfl, "https://API.BFL.AI/v1/get_result?id=1"));
-    assert_true(imgq_provider_url_trusted(bfl, "https://api.eu2.bfl.ai/v1/get_result?id=1"));
-    assert_true(imgq_provider_url_trusted(bfl, "https://bfl.ai:443/x") == false);
-    assert_false(imgq_provider_url_trusted(bfl, "https://evilbfl.ai/x"));
-    assert_false(imgq_provider_url_trusted(bfl, "https://bfl.ai.evil.example/x"));
-    assert_false(imgq_provider_url_trusted(bfl, "https://example.com/api.bfl.ai"));
-    assert_false(imgq_provider_url_trusted(bfl, "https://example.com/?u=https://api.bfl.ai"));
-    assert_false(imgq_provider_url_trusted(bfl, "https://api.bfl.ai@example.com/x"));
-    assert_false(imgq_provider_url_trusted(bfl, "http://api.bfl.ai/v1/get_result"));
-    assert_false(imgq_provider_url_trusted(bfl, "https://api.bfl.ai:8443/v1"));
-    assert_true(imgq_provider_url_trusted(bfl, "https://api.bfl.ai:443/v1"));
-    assert_false(imgq_provider_url_trusted(bfl, "ftp://api.bfl.ai/v1"));
+    assert_true(imgq_provider_url_trusted(bfl, "https://api.bfl.ai/v1/get_result?id=1", true));
+    assert_true(imgq_provider_url_trusted(bfl, "https://API.BFL.AI/v1/get_result?id=1", true));
+    assert_true(imgq_provider_url_trusted(bfl, "https://api.eu2.bfl.ai/v1/get_result?id=1", true));
+    assert_true(imgq_provider_url_trusted(bfl, "https://bfl.ai:443/x", true) == false);
+    assert_false(imgq_provider_url_trusted(bfl, "https://evilbfl.ai/x", true));
+    assert_false(imgq_provider_url_trusted(bfl, "https://bfl.ai.evil.example/x", true));
+    assert_false(imgq_provider_url_trusted(bfl, "https://example.com/api.bfl.ai", true));
+    assert_false(imgq_provider_url_trusted(bfl, "https://example.com/?u=https://api.bfl.ai", true));
+    assert_false(imgq_provider_url_trusted(bfl, "https://api.bfl.ai@example.com/x", true));
+    assert_false(imgq_provider_url_trusted(bfl, "http://api.bfl.ai/v1/get_result", true));
+    assert_false(imgq_provider_url_trusted(bfl, "https://api.bfl.ai:8443/v1", true));
+    assert_true(imgq_provider_url_trusted(bfl, "https://api.bfl.ai:443/v1", true));
+    assert_false(imgq_provider_url_trusted(bfl, "ftp://api.bfl.ai/v1", true));
     /* A two-label base has no parent domain to share. */
-    assert_true(imgq_provider_url_trusted("https://bfl.ai/v1", "https://bfl.ai/x"));
-    assert_false(imgq_provider_url_trusted("https://bfl.ai/v1", "https://x.ai/x"));
-    assert_false(imgq_provider_url_trusted("https://bfl.ai/v1", "https://api.bfl.ai/x"));
+    assert_true(imgq_provider_url_trusted("https://bfl.ai/v1", "https://bfl.ai/x", true));
+    assert_false(imgq_provider_url_trusted("https://bfl.ai/v1", "https://x.ai/x", true));
+    assert_false(imgq_provider_url_trusted("https://bfl.ai/v1", "https://api.bfl.ai/x", true));
     /* Addresses are not domains. */
-    assert_true(imgq_provider_url_trusted("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/x"));
-    assert_false(imgq_provider_url_trusted("http://127.0.0.1:8080/v1", "http://127.0.0.2:8080/x"));
-    assert_false(imgq_provider_url_trusted("http://127.0.0.1:8080/v1", "http://1.0.0.1:8080/x"));
-    assert_false(imgq_provider_url_trusted("http://127.0.0.1:8080/v1", "http://127.0.0.1:9/x"));
-    assert_false(imgq_provider_url_trusted("http://10.0.0.1/v1", "http://5.0.0.1/x"));
-    assert_false(imgq_provider_url_trusted("http://[::1]:80/v1", "http://[::2]:80/x"));
-    assert_true(imgq_provider_url_trusted("http://[::1]:80/v1", "http://[::1]/x"));
-    assert_false(imgq_provider_url_trusted("http://localhost/v1", "http://a.localhost/x"));
+    assert_true(
+        imgq_provider_url_trusted("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/x", true));
+    assert_false(
+        imgq_provider_url_trusted("http://127.0.0.1:8080/v1", "http://127.0.0.2:8080/x", true));
+    assert_false(
+        imgq_provider_url_trusted("http://127.0.0.1:8080/v1", "http://1.0.0.1:8080/x", true));
+    assert_false(
+        imgq_provider_url_trusted("http://127.0.0.1:8080/v1", "http://127.0.0.1:9/x", true));
+    assert_false(imgq_provider_url_trusted("http://10.0.0.1/v1", "http://5.0.0.1/x", true));
+    assert_false(imgq_provider_url_trusted("http://[::1]:80/v1", "http://[::2]:80/x", true));
+    assert_true(imgq_provider_url_trusted("http://[::1]:80/v1", "http://[::1]/x", true));
+    assert_false(imgq_provider_url_trusted("http://localhost/v1", "http://a.localhost/x", true));
     /* Garbage. */
-    assert_false(imgq_provider_url_trusted(bfl, NULL));
-    assert_false(imgq_provider_url_trusted(NULL, bfl));
-    assert_false(imgq_provider_url_trusted(bfl, ""));
-    assert_false(imgq_provider_url_trusted(bfl, "api.eu2.bfl.ai/v1"));
-    assert_false(imgq_provider_url_trusted(bfl, "https://"));
-    assert_false(imgq_provider_url_trusted(bfl, "https:// api.bfl.ai/"));
-    assert_false(imgq_provider_url_trusted(bfl, "\x01\xff"));
-    assert_false(imgq_provider_url_trusted("not a url", "not a url"));
+    /* Without sibling hosts (Replicate, fal): the base host only, so a tenant of a shared
+     * domain (*.fly.dev and the like) never gets the key. */
+    assert_false(
+        imgq_provider_url_trusted(bfl, "https://api.eu2.bfl.ai/v1/get_result?id=1", false));
+    assert_true(imgq_provider_url_trusted(bfl, "https://api.bfl.ai/v1/get_result?id=1", false));
+    assert_false(
+        imgq_provider_url_trusted("https://gw.fly.dev/v1", "https://other.fly.dev/v1", false));
+    assert_false(imgq_provider_url_trusted(bfl, NULL, true));
+    assert_false(imgq_provider_url_trusted(NULL, bfl, true));
+    assert_false(imgq_provider_url_trusted(bfl, "", true));
+    assert_false(imgq_provider_url_trusted(bfl, "api.eu2.bfl.ai/v1", true));
+    assert_false(imgq_provider_url_trusted(bfl, "https://", true));
+    assert_false(imgq_provider_url_trusted(bfl, "https:// api.bfl.ai/", true));
+    assert_false(imgq_provider_url_trusted(bfl, "\x01\xff", true));
+    assert_false(imgq_provider_url_trusted("not a url", "not a url", true));
 }
 
 static void test_fetch(void **state)
