@@ -21,6 +21,7 @@
 #include "cli.h"
 #include "imgq/alloc.h"
 #include "imgq/job.h"
+#include "imgq/quote.h"
 #include "imgq/schedule.h"
 
 #define CHUNK 4096 /* jobs handed to imgq_queue_submit at once */
@@ -126,6 +127,7 @@ int imgq_cmd_submit(int argc, char **argv)
     struct imgq_job_defaults d = {.priority = IMGQ_PRIO_NORMAL, .max_attempts = 5};
     int json = 0, dry_run = 0;
     const char *not_before = NULL, *deadline = NULL, *window = NULL, *tz = NULL;
+    imgq_micros max_cost = -1; /* --max-cost: refuse a file whose worst case is over it */
     static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
                                          {"not-before", required_argument, NULL, 'B'},
                                          {"deadline", required_argument, NULL, 'D'},
@@ -137,6 +139,7 @@ int imgq_cmd_submit(int argc, char **argv)
                                          {"max-attempts", required_argument, NULL, 'm'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"dry-run", no_argument, NULL, 'n'},
+                                         {"max-cost", required_argument, NULL, 'C'},
                                          {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -184,6 +187,13 @@ int imgq_cmd_submit(int argc, char **argv)
         case 'n':
             dry_run = 1;
             break;
+        case 'C':
+            if (imgq_money_parse(optarg, &max_cost) != 0 || max_cost < 0) {
+                fprintf(stderr, "imgq submit: --max-cost '%s': use dollars, e.g. 250 or 12.50\n",
+                        optarg);
+                return IMGQ_EXIT_USAGE;
+            }
+            break;
         default:
             return IMGQ_EXIT_USAGE;
         }
@@ -192,7 +202,7 @@ int imgq_cmd_submit(int argc, char **argv)
         fprintf(stderr, "usage: imgq submit FILE.jsonl|- [--batch NAME] [--priority P] "
                         "[--team T] [--route R] [--max-attempts N] [--not-before TIME]\n"
                         "       [--window HH:MM-HH:MM [--tz ZONE]] [--deadline TIME] "
-                        "[--dry-run] [--json]\n");
+                        "[--max-cost USD] [--dry-run] [--json]\n");
         return IMGQ_EXIT_USAGE;
     }
     const char *path = argv[optind];
@@ -281,6 +291,8 @@ int imgq_cmd_submit(int argc, char **argv)
     ssize_t len;
     size_t lineno = 0, jobs = 0, bad = 0;
     int rc = IMGQ_EXIT_OK;
+    struct imgq_quote worst;
+    imgq_quote_init(&worst);
 
     /* Pass 1: validate everything, report every bad line. */
     while ((len = getline(&line, &cap, f)) != -1) {
@@ -298,7 +310,17 @@ int imgq_cmd_submit(int argc, char **argv)
         }
         if (warn[0])
             fprintf(stderr, "%s:%zu: warning: %s\n", shown, lineno, warn);
+        struct imgq_job_quote jq;
+        int qr = max_cost < 0 ? 0 : imgq_quote_job(cat, &spec, NULL, &jq);
+        if (qr == 0 && max_cost >= 0)
+            qr = imgq_quote_add(&worst, &jq);
         imgq_job_spec_clear(&spec);
+        if (qr) {
+            bad++;
+            fprintf(stderr, "%s:%zu: (cost): cannot be priced with the catalog: %s\n", shown,
+                    lineno, imgq_strerror(qr));
+            continue;
+        }
         jobs++;
     }
     if (ferror(f)) {
@@ -314,6 +336,17 @@ int imgq_cmd_submit(int argc, char **argv)
     }
     if (jobs == 0) {
         fprintf(stderr, "imgq submit: %s has no jobs; nothing was enqueued\n", shown);
+        rc = IMGQ_EXIT_FAIL;
+        goto out;
+    }
+    if (max_cost >= 0 && worst.total.worst > max_cost) {
+        char w[48], m[48];
+        imgq_quote_money(worst.total.worst, w, sizeof w);
+        imgq_quote_money(max_cost, m, sizeof m);
+        fprintf(stderr,
+                "imgq submit: worst case %s for %zu jobs is over --max-cost %s; nothing was "
+                "enqueued (imgq quote shows it per model)\n",
+                w, jobs, m);
         rc = IMGQ_EXIT_FAIL;
         goto out;
     }
@@ -389,6 +422,7 @@ int imgq_cmd_submit(int argc, char **argv)
     }
     free(p);
 out:
+    imgq_quote_clear(&worst);
     imgq_queue_model_stats_free(stats, d.nmodel_stats);
     free(plan);
     free(line);

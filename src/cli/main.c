@@ -77,7 +77,8 @@ static void usage(FILE *f)
           "commands:\n"
           "  submit FILE.jsonl|- [--batch NAME] [--priority low|normal|high] [--team T]\n"
           "         [--route R] [--max-attempts N] [--not-before TIME] [--deadline TIME]\n"
-          "         [--window HH:MM-HH:MM [--tz ZONE]] [--dry-run] [--json]\n"
+          "         [--window HH:MM-HH:MM [--tz ZONE]] [--max-cost USD] [--dry-run] [--json]\n"
+          "  quote FILE.jsonl|- [--route R] [--json]   expected and worst-case cost per model\n"
           "  batch status ID [--json]      counts by state and cost so far\n"
           "  batch results ID [--table]    one JSON line per job, or a table with totals\n"
           "  batch watch ID [--json] [--interval S]   progress, rate and ETA until done\n"
@@ -88,7 +89,10 @@ static void usage(FILE *f)
           "  events [--follow] [--batch B] [--json]   job and batch transitions\n"
           "  job show ID                   everything about one job\n"
           "  cost --model M [--text-in N] [--image-in N] [--image-out N] [--text-out N]\n"
-          "       [--route R] [--json]     cost of a token workload (N takes k, M, B)\n"
+          "       [--route R] [--json]     cost of a token workload (N takes k, M, B); with\n"
+          "                                only --model: the per-image table, quality x size\n"
+          "  report [--by model|team|batch|day|route] [--since T] [--until T] [--tz ZONE]\n"
+          "         [--json|--csv]         spend from the ledger, checked against the total\n"
           "  presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ]\n"
           "  clock [--advance S | --offset-ms MS | --reset]  the queue's clock (rehearsals)\n"
           "  retention [--set 7d]          how long ended jobs and finished batches are kept\n"
@@ -169,7 +173,9 @@ int main(int argc, char **argv)
                 {"events", imgq_cmd_events},
                 {"clock", imgq_cmd_clock},
                 {"retention", imgq_cmd_retention},
-                {"route", imgq_cmd_route}};
+                {"route", imgq_cmd_route},
+                {"quote", imgq_cmd_quote},
+                {"report", imgq_cmd_report}};
     int rc = -1;
     const char *name = argv[optind];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
