@@ -16,5 +16,6 @@ extern const char imgq__lua_stats[];
 extern const char imgq__lua_rate[];
 extern const char imgq__lua_poll[];
 extern const char imgq__lua_breaker[];
+extern const char imgq__lua_budget[];
 
 #endif

@@ -35,6 +35,7 @@ enum imgq_script_id {
     IMGQ_SCRIPT_RATE,
     IMGQ_SCRIPT_POLL,
     IMGQ_SCRIPT_BREAKER,
+    IMGQ_SCRIPT_BUDGET,
     IMGQ_SCRIPT_COUNT
 };
 struct imgq_script {

@@ -24,6 +24,7 @@ int imgq_cmd_events(int argc, char **argv);
 int imgq_cmd_clock(int argc, char **argv);
 int imgq_cmd_retention(int argc, char **argv);
 int imgq_cmd_route(int argc, char **argv);
+int imgq_cmd_budget(int argc, char **argv);
 int imgq_cmd_quote(int argc, char **argv);
 int imgq_cmd_report(int argc, char **argv);
 /* imgq batch watch ID: progress until the batch finishes (cmd_stats.c). */

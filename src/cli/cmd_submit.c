@@ -127,6 +127,7 @@ int imgq_cmd_submit(int argc, char **argv)
     struct imgq_job_defaults d = {.priority = IMGQ_PRIO_NORMAL, .max_attempts = 5};
     int json = 0, dry_run = 0;
     const char *not_before = NULL, *deadline = NULL, *window = NULL, *tz = NULL;
+    const char *on_budget = NULL; /* --on-budget-exhausted wait|fail */
     imgq_micros max_cost = -1; /* --max-cost: refuse a file whose worst case is over it */
     static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
                                          {"not-before", required_argument, NULL, 'B'},
@@ -139,6 +140,7 @@ int imgq_cmd_submit(int argc, char **argv)
                                          {"max-attempts", required_argument, NULL, 'm'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"dry-run", no_argument, NULL, 'n'},
+                                         {"on-budget-exhausted", required_argument, NULL, 'O'},
                                          {"max-cost", required_argument, NULL, 'C'},
                                          {NULL, 0, NULL, 0}};
     int c;
@@ -186,6 +188,14 @@ int imgq_cmd_submit(int argc, char **argv)
             break;
         case 'n':
             dry_run = 1;
+            break;
+        case 'O':
+            if (strcmp(optarg, "wait") != 0 && strcmp(optarg, "fail") != 0) {
+                fprintf(stderr, "imgq submit: --on-budget-exhausted '%s': use wait or fail\n",
+                        optarg);
+                return IMGQ_EXIT_USAGE;
+            }
+            on_budget = optarg;
             break;
         case 'C':
             if (imgq_money_parse(optarg, &max_cost) != 0 || max_cost < 0) {
@@ -363,6 +373,16 @@ int imgq_cmd_submit(int argc, char **argv)
     if (!q) {
         rc = IMGQ_EXIT_FAIL;
         goto out;
+    }
+    if (on_budget) {
+        /* A batch option, set before its first job can meet a budget: submit with no jobs. */
+        char oerr[512];
+        const char *oargs[] = {batch, "0", "0", "0", "", "on_budget_exhausted", on_budget};
+        if (imgq_queue_script(q, IMGQ_SCRIPT_SUBMIT, 7, oargs, NULL, oerr, sizeof oerr) != 0) {
+            fprintf(stderr, "imgq submit: %s\n", oerr);
+            rc = IMGQ_EXIT_FAIL;
+            goto out;
+        }
     }
     struct pending *p = imgq_xcalloc(1, sizeof *p);
     rewind(f);

@@ -96,6 +96,9 @@ static void usage(FILE *f)
           "  presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ]\n"
           "  clock [--advance S | --offset-ms MS | --reset]  the queue's clock (rehearsals)\n"
           "  retention [--set 7d]          how long ended jobs and finished batches are kept\n"
+          "  budget set NAME --limit USD [--soft USD] [--window hour|day|month|total] [--tz Z]\n"
+          "  budget show NAME | list [--json]   spent, reserved, remaining in the current window\n"
+          "  (submit --on-budget-exhausted wait|fail: a capped job waits (default) or fails)\n"
           "  route --explain JOB.json|- [--json]   why \"model\": \"auto\" picks what it picks\n"
           "TIME: +30m, +2h, +1d, 2026-11-23T01:00:00Z, or local 2026-11-23T01:00 (--tz)\n"
           "\n"
@@ -173,6 +176,7 @@ int main(int argc, char **argv)
                 {"events", imgq_cmd_events},
                 {"clock", imgq_cmd_clock},
                 {"retention", imgq_cmd_retention},
+                {"budget", imgq_cmd_budget},
                 {"route", imgq_cmd_route},
                 {"quote", imgq_cmd_quote},
                 {"report", imgq_cmd_report}};

@@ -20,7 +20,15 @@
 --   P:{Q}:finished       ZSET  finished batches by finish time, deleted after the retention
 --   P:{Q}:retention_ms   STRING how long ended jobs and finished batches are kept
 --   P:{Q}:models         HASH  ok:MODEL / fail:MODEL provider call outcomes (routing)
---   P:{Q}:j:ID           HASH  the job
+--   P:{Q}:budgets        HASH  budget name (global, team:T, batch:B, model:M, route:R) -> JSON
+--                              definition (window, tz, limit, soft, UTC-offset transitions)
+--   P:{Q}:bw:NAME:WINDOW HASH  one budget window (2026-11-22, 2026-11, 2026-11-22T14, total):
+--                              spent, reserved (micros), soft (set once the threshold fired)
+--   P:{Q}:blocked        ZSET  jobs waiting in blocked_budget, by the time they look again
+--   P:{Q}:ledger         STREAM one entry per provider call attempt (what it cost and why)
+--   P:{Q}:spent          HASH  total: micros charged in the ledger, all time
+--   P:{Q}:j:ID           HASH  the job (resv:CALLKEY / settled:CALLKEY: budget reservations
+--                              of provider calls, CALLKEY = ATTEMPT.CALL.TRY)
 --   P:{Q}:b:ID           HASH  batch counters (total, queued, running, ..., cost, images)
 --   P:{Q}:b:ID:jobs      LIST  the batch's job ids in submission order
 --   P:{Q}:wake           pub/sub channel that wakes idle workers
@@ -91,6 +99,62 @@ local function settle(jk, batch, tok, cost)
     redis.call('HINCRBY', jk, 'cost', cost)
     redis.call('HINCRBY', pfx .. 'b:' .. batch, 'cost', cost)
   end
+end
+
+-- Budgets.  A reservation of a provider call is kept on the job as resv:CALLKEY =
+-- "AMOUNT|WINDOWKEY,WINDOWKEY,...|MODEL|ROUTE" (window keys relative to the prefix: "bw:..."),
+-- so that its settlement goes to the windows it was reserved in, even after they rolled over.
+-- Fires budget.threshold once per window when spent + reserved reaches the soft threshold.
+local function budget_soft_check(wkey, now)
+  local name = string.match(wkey, '^bw:(.*):[^:]*$')
+  local def = name and redis.call('HGET', pfx .. 'budgets', name)
+  if not def then return end
+  local okd, d = pcall(cjson.decode, def)
+  local soft = okd and tonumber(d.soft) or 0
+  if soft <= 0 then return end
+  local w = redis.call('HMGET', pfx .. wkey, 'spent', 'reserved')
+  local used = (tonumber(w[1]) or 0) + (tonumber(w[2]) or 0)
+  if used >= soft and redis.call('HSETNX', pfx .. wkey, 'soft', now) == 1 then
+    local win = string.match(wkey, ':([^:]*)$')
+    emit('budget.threshold', 'budget', name, 'window', win, 'used_micros', used,
+      'soft_micros', soft, 'limit_micros', d.limit or '')
+    redis.log(redis.LOG_WARNING, 'imgq: budget ' .. name .. ' window ' .. win .. ': ' .. used ..
+      ' micros spent or reserved, soft threshold ' .. soft)
+  end
+end
+
+-- Settles one provider call of a job, once per call key (a re-delivered outcome is not
+-- charged twice): its reservation, if any, becomes 'cost' spent in the windows it was
+-- reserved in; one ledger entry records the call (unless it was free and cost nothing).
+-- reason: usage | ceiling | failure | free | lost.  Returns 1, or 0 if already settled.
+local function budget_settle(id, ck, cost, reason, model, route, attempt, call, usage, reqid)
+  local jk = pfx .. 'j:' .. id
+  cost = tonumber(cost) or 0
+  local existed = redis.call('EXISTS', jk) == 1
+  if redis.call('HSETNX', jk, 'settled:' .. ck, cost) == 0 then return 0 end
+  local now = now_ms()
+  -- A late outcome for a job already deleted: the marker is deleted after the retention too.
+  if not existed then ended(id, now) end
+  local resv = redis.call('HGET', jk, 'resv:' .. ck)
+  if resv then
+    local amount, wkeys = string.match(resv, '^(%d+)|([^|]*)')
+    amount = tonumber(amount) or 0
+    for wkey in string.gmatch(wkeys or '', '[^,]+') do
+      redis.call('HINCRBY', pfx .. wkey, 'reserved', -amount)
+      redis.call('HINCRBY', pfx .. wkey, 'spent', cost)
+      if cost > amount then budget_soft_check(wkey, now) end
+    end
+    redis.call('HDEL', jk, 'resv:' .. ck)
+  end
+  if cost ~= 0 or reason ~= 'free' then
+    local h = redis.call('HMGET', jk, 'batch', 'team')
+    redis.call('XADD', pfx .. 'ledger', '*', 'job', id, 'batch', h[1] or '', 'team', h[2] or '',
+      'attempt', attempt or '', 'call', call or '', 'key', ck, 'model', model or '',
+      'route', route or '', 'cost', cost, 'reason', reason, 'usage', usage or '',
+      'request_id', reqid or '', 't', now)
+    redis.call('HINCRBY', pfx .. 'spent', 'total', cost)
+  end
+  return 1
 end
 
 -- Counts a provider outcome for the job's model: the router prefers models that succeed.
@@ -164,8 +228,9 @@ local function expire_batch(batch, now)
   for _, id in ipairs(redis.call('LRANGE', pfx .. 'b:' .. batch .. ':jobs', 0, -1)) do
     local jk = pfx .. 'j:' .. id
     local st = redis.call('HGET', jk, 'state')
-    if st == 'scheduled' or st == 'retrying' then
+    if st == 'scheduled' or st == 'retrying' or st == 'blocked_budget' then
       redis.call('ZREM', pfx .. 'delayed', id)
+      redis.call('ZREM', pfx .. 'blocked', id)
       redis.call('HSET', jk, 'state', 'expired', 'finished', now)
       ended(id, now)
       batch_move(batch, st, 'expired')
@@ -205,7 +270,12 @@ local function promote_due(now)
     redis.call('ZREM', pfx .. 'delayed', id)
     local jk = pfx .. 'j:' .. id
     local h = redis.call('HMGET', jk, 'state', 'prio', 'batch')
-    if h[1] == 'retrying' or h[1] == 'scheduled' then
+    if h[1] == 'retrying' or h[1] == 'scheduled' or h[1] == 'blocked_budget' then
+      if h[1] == 'blocked_budget' then
+        -- It tries its reservation again when it runs; still over, it blocks again.
+        redis.call('ZREM', pfx .. 'blocked', id)
+        redis.call('HDEL', jk, 'blocked')
+      end
       redis.call('HSET', jk, 'state', 'queued')
       make_ready(id, h[2], h[3], false)
       batch_move(h[3], h[1], 'queued')

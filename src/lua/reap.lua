@@ -32,6 +32,35 @@ for _, batch in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'deadlines', '-inf', n
   100)) do
   expire_batch(batch, now)
 end
+-- Budget reconciliation of a dead worker's provider calls: a call it reserved and never settled
+-- may have been billed, so its reservation becomes the charge (reason 'lost', at the reserved
+-- worst case), and the job's and batch's cost count it under the dead attempt's token (that
+-- attempt's complete or fail will never come).  Except a call with a poll handle of the same
+-- attempt (poll:CALL = "ATTEMPT|..."): its task may still finish, and the worker that takes the
+-- job over resumes it and settles it with its real usage.
+local function reconcile(id, jk, batch, tok)
+  local f = redis.call('HGETALL', jk)
+  local polls, lost = {}, {}
+  for i = 1, #f, 2 do
+    local call = string.match(f[i], '^poll:(%d+)$')
+    if call then polls[call] = string.match(f[i + 1], '^([^|]*)|') end
+    local ck = string.match(f[i], '^resv:(.+)$')
+    if ck then lost[#lost + 1] = {ck, f[i + 1]} end
+  end
+  local total = 0
+  for _, r in ipairs(lost) do
+    local ck, v = r[1], r[2]
+    local att, call = string.match(ck, '^(%d+)%.(%d+)%.')
+    if not (call and polls[call] == att) then
+      local amount, _, model, route = string.match(v, '^(%d+)|([^|]*)|?([^|]*)|?([^|]*)')
+      if budget_settle(id, ck, amount, 'lost', model, route, att, call, '', '') == 1 then
+        total = total + (tonumber(amount) or 0)
+      end
+    end
+  end
+  if total > 0 and tok then settle(jk, batch, tok, total) end
+end
+
 local expired = redis.call('ZRANGEBYSCORE', pfx .. 'leases', '-inf', now, 'LIMIT', 0,
   tonumber(ARGV[2]))
 local requeued = 0
@@ -39,8 +68,9 @@ for _, id in ipairs(expired) do
   redis.call('ZREM', pfx .. 'leases', id)
   local jk = pfx .. 'j:' .. id
   local h = redis.call('HMGET', jk, 'state', 'prio', 'batch', 'attempts', 'max_attempts',
-    'worker')
+    'worker', 'token')
   if h[1] == 'running' then
+    reconcile(id, jk, h[3], h[7])
     local stalls = redis.call('HINCRBY', jk, 'stalls', 1)
     local err = cjson.encode({class = 'stalled', attempt = tonumber(h[4]), stalls = stalls,
       message = 'worker ' .. (h[6] or '?') .. ' stopped renewing its lease', time = now})

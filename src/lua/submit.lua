@@ -2,6 +2,8 @@
 -- ARGV: prefix, batch id, count, not-before ms (0 = none), deadline ms (0 = none), dispatch
 --       windows ("" = always; see window_open), then per job: id, idempotency key, priority,
 --       team, spec, max attempts
+--       After the jobs, optional batch options as name, value pairs: on_budget_exhausted
+--       (wait | fail: what a job does when a hard budget cap stops it; default wait).
 -- Returns per job: the job id (new or existing) and 1 if it was created, 0 if it existed.
 local now = now_ms()
 local batch = ARGV[2]
@@ -14,6 +16,14 @@ if deadline > 0 then
   redis.call('ZADD', pfx .. 'deadlines', deadline, batch)
 end
 if windows ~= '' then redis.call('HSET', bk, 'windows', windows) end
+for i = 7 + n * 6, #ARGV - 1, 2 do
+  if ARGV[i] == 'on_budget_exhausted' and (ARGV[i + 1] == 'wait' or ARGV[i + 1] == 'fail') then
+    redis.call('HSET', bk, 'on_budget_exhausted', ARGV[i + 1])
+  else
+    return redis.error_reply('submit: bad batch option ' .. tostring(ARGV[i]) .. '=' ..
+      tostring(ARGV[i + 1]))
+  end
+end
 local later = not_before > now
 local out = {}
 local created = 0
