@@ -159,6 +159,9 @@ if mode == 'reserve' then
   if h[1] ~= 'running' or h[2] ~= tok then return {-1} end
   -- A retried reserve (its reply was lost) must not reserve twice.
   if redis.call('HEXISTS', jk, 'resv:' .. ck) == 1 then return {0} end
+  -- A job taken over after its worker died runs the same attempt again, so a call key can come
+  -- back after its first call was settled (as lost): a new reservation is a new call to settle.
+  redis.call('HDEL', jk, 'settled:' .. ck)
   local names = {'global'}
   if h[3] and h[3] ~= '' then names[#names + 1] = 'team:' .. h[3] end
   if h[4] and h[4] ~= '' then names[#names + 1] = 'batch:' .. h[4] end

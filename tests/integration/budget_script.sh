@@ -330,10 +330,17 @@ assert_eq "$RJ" "$JOB"
 assert_eq 1 "$(bud settle "$RJ" "$ATT.1.0" 200000 usage gpt-image-1-mini openrouter "$ATT" 1 '' '')"
 assert_eq 0 "$(win team:reap "$day" reserved)"
 assert_eq 680000 "$(win team:reap "$day" spent)"
+# It runs the same attempt, so the dead worker's call key comes back: a new call, settled once.
+assert_eq "$ATT" "$(jget "$RJ" attempts)" "the same attempt again"
+assert_eq 0 "$(bud reserve "$RJ" "$TOK" "$ATT.0.0" 400000 gpt-image-1-mini openrouter)"
+assert_eq 1 "$(bud settle "$RJ" "$ATT.0.0" 300000 usage gpt-image-1-mini openrouter "$ATT" 0 '' '')"
+assert_eq 0 "$(bud settle "$RJ" "$ATT.0.0" 300000 usage gpt-image-1-mini openrouter "$ATT" 0 '' '')"
+assert_eq 0 "$(win team:reap "$day" reserved)" "the reused call key's reservation settled"
+assert_eq 980000 "$(win team:reap "$day" spent)"
 # A second expiry of the same attempt finds nothing more to charge.
 rcli ZADD "${PFX}leases" 0 "$RJ" >/dev/null
 assert_eq 1 "$(rcli EVALSHA "$REAP" 1 "${PFX}stats" "$PFX" 100)"
-assert_eq $((l0 + 2)) "$(ledger_len)" "nothing charged twice"
+assert_eq $((l0 + 3)) "$(ledger_len)" "nothing charged twice"
 assert_eq 400000 "$(jget "$RJ" cost)"
 claim
 assert_eq "$RJ" "$JOB"
