@@ -298,6 +298,7 @@ int main(int argc, char **argv)
         goto out;
     }
     uv_run(&loop, UV_RUN_DEFAULT);
+    worker_drop_reliable(&w);
     int lc = uv_loop_close(&loop);
     if (lc != 0)
         imgq_log(IMGQ_LOG_WARN, "worker", "loop closed with handles open: %s", uv_strerror(lc));

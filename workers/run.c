@@ -77,6 +77,11 @@ struct call {
     int polls;
     struct fetch *fetches; /* downloads of images the provider returned as URLs */
     int fetching;          /* downloads outstanding */
+    /* Money: the call's worst case is reserved against the budgets before it is sent, and
+     * settled (ledger entry) when it ends, under one key per send: "ATTEMPT.CALL.TRY". */
+    char key[48];
+    imgq_micros reserved;
+    bool reserve_held; /* reserved and not yet settled */
 };
 
 /* One download of an image a provider returned as a URL. */
@@ -131,6 +136,14 @@ struct job {
     bool consume_attempt;
     uint64_t started_ms;
 
+    /* Budgets: a call the budgets refused blocks the job (state blocked_budget). */
+    bool blocked;
+    long block_wait_ms;
+    char block_budget[160];
+    char block_msg[400];
+    int reserve_next; /* the call being reserved before the first send */
+    bool reserving;   /* in that phase */
+
     /* Fallbacks: the candidate models (catalog strings) and, once moved, from where and why. */
     const char *cands[BREAKER_MAX_MODELS];
     int ncands;
@@ -155,6 +168,9 @@ static void finish_fail(struct job *j, enum imgq_error_class cls, long status, c
                         const char *msg, long retry_after_ms, imgq_micros charged);
 static void calls_settled(struct job *j);
 static void send_outcome(struct job *j);
+static void settle_call(struct call *c, imgq_micros cost, const char *reason);
+static void job_block(struct job *j);
+static void call_key(struct call *c);
 static void store_images(struct job *j);
 
 static void on_retry_outcome(uv_timer_t *t)
@@ -298,18 +314,25 @@ void job_lease_lost(struct worker *w, const char *id)
             imgq_log(IMGQ_LOG_WARN, "job", "%s: lease lost (cancelled, or taken over)", id);
             j->lease_lost = true;
             w->lost++;
-            /* Waiting for a retry: nothing was spent since, nothing to record. */
-            if (j->state == JOB_CALLING) {
-                bool in_flight = false;
-                for (int i = 0; i < j->ncalls; i++)
-                    if (j->calls[i].timer_init && uv_is_active((uv_handle_t *)&j->calls[i].timer))
-                        uv_timer_stop(&j->calls[i].timer);
-                    else if (!j->calls[i].done && !j->calls[i].failed)
-                        in_flight = true;
-                if (!in_flight && j->calls_pending > 0) {
-                    j->calls_pending = 0;
-                    calls_settled(j);
+            /* Calls waiting on a timer (a retry, the next poll) stop here.  A retry wait holds
+             * no reservation; a polled task's reservation is left standing: the worker that
+             * takes the job over settles it with the task's usage, or the reaper charges it.
+             * Calls in flight end through their callbacks. */
+            if (j->state == JOB_CALLING && j->ncalls > 0 && !j->reserving) {
+                for (int i = 0; i < j->ncalls; i++) {
+                    struct call *c = &j->calls[i];
+                    if (!c->timer_init || !uv_is_active((uv_handle_t *)&c->timer))
+                        continue;
+                    uv_timer_stop(&c->timer);
+                    if (c->done || c->failed)
+                        continue;
+                    if (!c->handle)
+                        settle_call(c, 0, "free");
+                    c->failed = true;
+                    j->calls_pending--;
                 }
+                if (j->calls_pending == 0)
+                    calls_settled(j);
             }
             /* Otherwise the job goes on to its outcome: the script refuses its result but
              * records what the provider calls cost (settlement by attempt). */
@@ -645,8 +668,9 @@ static void encode_done(uv_work_t *req, int status)
 
 static struct imgq_request_shape call_shape(const struct job *j, int n)
 {
-    return (struct imgq_request_shape){
-        j->spec.quality, j->spec.width, j->spec.height, n, strlen(j->spec.prompt), 0};
+    /* Reference images are sent with every call of an edit (and billed as input tokens). */
+    return (struct imgq_request_shape){j->spec.quality,        j->spec.width, j->spec.height, n,
+                                       strlen(j->spec.prompt), j->spec.nrefs};
 }
 
 /* Price one call from its usage, or at the ceiling when the provider returned none. */
@@ -709,6 +733,18 @@ static void calls_settled(struct job *j)
                     spent);
         return;
     }
+    if (j->blocked) {
+        /* A retry of one call found the budget exhausted.  Nothing spent: the job waits as
+         * blocked_budget; siblings paid for: the attempt fails and waits for the window
+         * without using up an attempt (the spend is recorded with it). */
+        if (spent == 0) {
+            job_block(j);
+            return;
+        }
+        finish_fail(j, IMGQ_CLASS_RATE_LIMIT, 0, "budget", j->block_msg,
+                    j->block_wait_ms > 0 ? j->block_wait_ms : 60000, spent);
+        return;
+    }
     if (j->fail.cls != IMGQ_CLASS_NONE) {
         /* What was generated was paid for: the charge stands, the attempt fails. */
         finish_fail(j, j->fail.cls, j->fail.status, j->fail.code, j->fail.message,
@@ -719,11 +755,14 @@ static void calls_settled(struct job *j)
     j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
     job_set_state(j, JOB_ENCODING);
     const char *ext = strcmp(j->spec.output_format, "png") == 0 ? "png" : "webp";
+    int slot = 0;
     for (int i = 0; i < j->ncalls; i++) {
         struct call *c = &j->calls[i];
         for (int k = 0; k < c->pr.nimages; k++) {
+            /* Slots are filled in order (a call may bring fewer images than it asked); the
+             * image's index within the job (its dedup key) is its place in its call. */
             int idx = c->first + k;
-            struct image_out *im = &j->imgs[idx];
+            struct image_out *im = &j->imgs[slot++];
             char dk[65];
             imgq_dedup_key(&j->spec, idx, dk);
             im->job = j;
@@ -751,15 +790,22 @@ static void call_failed(struct call *c, imgq_micros charged)
 {
     struct job *j = c->j;
     c->failed = true;
+    /* A charge is the catalog's failure rule, or an unusable 2xx billed at the ceiling. */
+    settle_call(c, charged,
+                charged <= 0                 ? "free"
+                : j->model->charges_failures ? "failure"
+                                             : "ceiling");
     /* A failed call the provider billed (an unusable 2xx, or a provider that charges
      * failures) counts as spent, like a generated image. */
     c->cost = charged;
     if (j->fail.cls == IMGQ_CLASS_NONE) {
-        /* The attempt fails now: siblings waiting to be retried need not be. */
+        /* The attempt fails now: siblings waiting to be retried need not be.  Siblings whose
+         * task the provider accepted are followed to their end: they are paid for. */
         for (int i = 0; i < j->ncalls; i++) {
             struct call *s = &j->calls[i];
-            if (s != c && s->timer_init && uv_is_active((uv_handle_t *)&s->timer)) {
+            if (s != c && !s->handle && s->timer_init && uv_is_active((uv_handle_t *)&s->timer)) {
                 uv_timer_stop(&s->timer);
+                settle_call(s, 0, "free");
                 s->failed = true;
                 j->calls_pending--;
             }
@@ -771,6 +817,228 @@ static void call_failed(struct call *c, imgq_micros charged)
         memcpy(j->fail.message, c->pr.message, sizeof j->fail.message);
     }
     j->fail_charged += charged;
+}
+
+/* Money: reservations before a call, settlement after -------------------------------------- */
+
+/*
+ * A call ended: its reservation becomes its cost (the rest is released), with a ledger entry
+ * saying why it was charged.  Idempotent in Redis per call key; sent once per send here.
+ */
+static void settle_call(struct call *c, imgq_micros cost, const char *reason)
+{
+    struct job *j = c->j;
+    if (!c->reserve_held && cost <= 0)
+        return;
+    if (!c->key[0])
+        call_key(c);
+    c->reserve_held = false;
+    char costs[32], attempt[16], idx[16];
+    snprintf(costs, sizeof costs, "%" PRId64, cost);
+    snprintf(attempt, sizeof attempt, "%d", j->attempt);
+    snprintf(idx, sizeof idx, "%d", c->index);
+    char *usage = c->pr.usage_json ? json_dumps(c->pr.usage_json, JSON_COMPACT) : NULL;
+    const char *args[11] = {"settle",        j->id,          c->key,  costs, reason,
+                            j->model->name,  j->route->name, attempt, idx,   usage ? usage : "",
+                            c->pr.request_id};
+    worker_script_reliable(j->w, IMGQ_SCRIPT_BUDGET, 11, args);
+    free(usage);
+}
+
+/*
+ * The call key of this send: "ATTEMPT.CALL.TRY-CLAIM" (CLAIM: a hash of the lease token), so a
+ * job taken over after a stall, which runs the same attempt again, never reuses the key of a
+ * send its previous worker may still settle late.
+ */
+static void call_key(struct call *c)
+{
+    const struct job *j = c->j;
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = j->token; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    snprintf(c->key, sizeof c->key, "%d.%d.%d-%08x", j->attempt, c->index, c->tries, h);
+}
+
+typedef void (*reserved_fn)(struct call *c);
+static void reserve_phase_failed(struct job *j, struct call *c);
+
+struct reserve_ctx {
+    struct call *c;
+    reserved_fn then;
+};
+
+/* The budgets answered a reservation: go on, or block the job. */
+static void on_reserve(struct worker *w, redisReply *r, void *arg)
+{
+    struct reserve_ctx *rc = arg;
+    struct call *c = rc->c;
+    reserved_fn then = rc->then;
+    free(rc);
+    struct job *j = c->j;
+    (void)w;
+    long long code = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+                             r->element[0]->type == REDIS_REPLY_INTEGER
+                         ? r->element[0]->integer
+                         : -2;
+    if (code == 0)
+        c->reserve_held = true;
+    if (j->abandoned)
+        settle_call(c, 0, "free"); /* abandoned before the send: release the reservation */
+    if (op_done(j))
+        return;
+    if (code == 0) {
+        then(c);
+        return;
+    }
+    if (code == 1 && r->elements >= 4) {
+        /* Over a hard cap: the job waits for the window to reset or the budget to rise. */
+        j->blocked = true;
+        j->block_wait_ms =
+            r->element[1]->type == REDIS_REPLY_INTEGER ? (long)r->element[1]->integer : -1;
+        snprintf(j->block_budget, sizeof j->block_budget, "%s",
+                 r->element[2]->str ? r->element[2]->str : "");
+        snprintf(j->block_msg, sizeof j->block_msg, "%s",
+                 r->element[3]->str ? r->element[3]->str : "budget exhausted");
+        c->pr.cls = IMGQ_CLASS_RATE_LIMIT;
+        snprintf(c->pr.message, sizeof c->pr.message, "%s", j->block_msg);
+    } else if (code == -1) {
+        j->lease_lost = true; /* cancelled or taken over: nothing is sent */
+        c->pr.cls = IMGQ_CLASS_NONE;
+    } else {
+        /* Redis away or the script refused: no reservation, no call. */
+        c->pr.cls = IMGQ_CLASS_NETWORK;
+        snprintf(c->pr.message, sizeof c->pr.message,
+                 "the budget reservation could not be made (Redis unavailable)");
+    }
+    if (j->reserving) {
+        reserve_phase_failed(j, c);
+        return;
+    }
+    limits_release(j->w, &c->lw, false); /* never sent: the rate-limit room goes back */
+    call_failed(c, 0);
+    if (--j->calls_pending == 0)
+        calls_settled(j);
+}
+
+/* Reserve the worst case of one send of c (the catalog's ceiling for its shape), then 'then'. */
+static void reserve_call(struct call *c, reserved_fn then)
+{
+    struct job *j = c->j;
+    imgq_micros amount = 0;
+    struct imgq_request_shape shape = call_shape(j, c->n);
+    if (imgq_cost_ceiling(j->model, j->route, &shape, &amount) != 0)
+        amount = 0; /* a shape the catalog cannot price was refused at submit */
+    c->reserved = amount;
+    call_key(c);
+    char amt[32];
+    snprintf(amt, sizeof amt, "%" PRId64, amount);
+    const char *args[7] = {"reserve", j->id, j->token, c->key, amt, j->model->name, j->route->name};
+    struct reserve_ctx *rc = imgq_xmalloc(sizeof *rc);
+    rc->c = c;
+    rc->then = then;
+    if (worker_script(j->w, IMGQ_SCRIPT_BUDGET, 7, args, on_reserve, rc) == 0) {
+        j->ops++;
+        return;
+    }
+    free(rc);
+    limits_release(j->w, &c->lw, false);
+    c->pr.cls = IMGQ_CLASS_NETWORK;
+    snprintf(c->pr.message, sizeof c->pr.message,
+             "the budget reservation could not be made (Redis unavailable)");
+    call_failed(c, 0);
+    if (--j->calls_pending == 0)
+        calls_settled(j);
+}
+
+static void on_block_timer(uv_timer_t *t)
+{
+    job_block(t->data);
+}
+
+static void on_blocked(struct worker *w, redisReply *r, void *arg)
+{
+    struct job *j = arg;
+    if (op_done(j))
+        return;
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        arm_timer(j, REDIS_RETRY_MS, on_block_timer);
+        return;
+    }
+    if (r->integer == 1) {
+        w->blocked++;
+        imgq_log(IMGQ_LOG_INFO, "job", "%s: blocked by budget %s: %s", j->id, j->block_budget,
+                 j->block_msg);
+    } else if (r->integer == 2) {
+        w->failed++;
+        imgq_log(IMGQ_LOG_WARN, "job", "%s: failed: budget %s exhausted (%s)", j->id,
+                 j->block_budget, j->block_msg);
+    }
+    job_set_state(j, JOB_ENDED);
+    job_free(j);
+}
+
+/* A budget refused the job's next call: hand the job back as blocked_budget (or failed, if its
+ * batch says so).  Nothing was sent for the refused call. */
+static void job_block(struct job *j)
+{
+    char wait[32];
+    snprintf(wait, sizeof wait, "%ld", j->block_wait_ms);
+    job_set_state(j, JOB_FINISHING);
+    const char *args[6] = {"block", j->id, j->token, wait, j->block_budget, j->block_msg};
+    if (worker_script(j->w, IMGQ_SCRIPT_BUDGET, 6, args, on_blocked, j) == 0) {
+        j->ops++;
+        return;
+    }
+    arm_timer(j, REDIS_RETRY_MS, on_block_timer);
+}
+
+static void send_calls(struct job *j);
+
+/*
+ * Before the first send, every call of the job is reserved, one after the other: a fan-out
+ * starts only when the budgets admit all of it, so a budget never strands paid-for siblings.
+ * A call resumed from a handle keeps the reservation its first worker made.
+ */
+static void reserve_phase(struct job *j);
+
+static void on_phase_reserved(struct call *c)
+{
+    c->j->reserve_next++;
+    reserve_phase(c->j);
+}
+
+static void reserve_phase(struct job *j)
+{
+    j->reserving = true;
+    while (j->reserve_next < j->ncalls && j->calls[j->reserve_next].handle)
+        j->reserve_next++;
+    if (j->reserve_next < j->ncalls) {
+        reserve_call(&j->calls[j->reserve_next], on_phase_reserved);
+        return;
+    }
+    j->reserving = false;
+    send_calls(j);
+}
+
+/* A reservation of the phase was refused: nothing was sent; release what was reserved. */
+static void reserve_phase_failed(struct job *j, struct call *failed)
+{
+    j->reserving = false;
+    for (int i = 0; i < j->ncalls; i++) {
+        struct call *c = &j->calls[i];
+        if (c->handle)
+            continue; /* a task in flight at the provider: its first worker's reservation */
+        settle_call(c, 0, "free");
+        c->failed = true;
+    }
+    j->calls_pending = 0;
+    if (j->blocked && !j->lease_lost) {
+        job_block(j);
+        return;
+    }
+    finish_fail(j, j->lease_lost ? IMGQ_CLASS_NONE : failed->pr.cls, 0, NULL,
+                j->lease_lost ? "lease lost before the provider was called" : failed->pr.message,
+                -1, 0);
 }
 
 static void call_accepted(struct call *c);
@@ -790,6 +1058,14 @@ static void call_answered(struct call *c, long status)
         call_accepted(c);
         return;
     }
+    if (c->pr.cls == IMGQ_CLASS_NONE && (c->pr.nimages > c->n || c->pr.nimage_urls > c->n ||
+                                         (c->pr.nimages == 0 && c->pr.nimage_urls == 0))) {
+        /* More images than asked (or none) is not an answer to this call.  Fewer is: a
+         * provider may drop images its safety filter flagged. */
+        snprintf(c->pr.message, sizeof c->pr.message, "%d image(s) returned, %d asked",
+                 c->pr.nimages > c->pr.nimage_urls ? c->pr.nimages : c->pr.nimage_urls, c->n);
+        c->pr.cls = IMGQ_CLASS_BAD_RESPONSE;
+    }
     if (c->pr.cls == IMGQ_CLASS_NONE && c->pr.nimage_urls > 0 && c->pr.nimages == 0) {
         fetch_images(c);
         return;
@@ -802,6 +1078,7 @@ static void call_answered(struct call *c, long status)
             call_failed(c, 0);
         } else {
             c->done = true;
+            settle_call(c, c->cost, c->ceiling ? "ceiling" : "usage");
         }
     } else {
         imgq_micros charged = 0;
@@ -820,6 +1097,7 @@ static void call_answered(struct call *c, long status)
                                                   : 250L << (c->tries < 6 ? c->tries : 6);
             free(c->handle); /* an asynchronous task that failed is submitted anew */
             c->handle = NULL;
+            settle_call(c, 0, "free"); /* this send cost nothing; the next reserves anew */
             if (!c->timer_init) {
                 uv_timer_init(j->w->loop, &c->timer);
                 c->timer_init = true;
@@ -856,8 +1134,8 @@ static void on_call(const imgq_http_response *res, void *arg)
 
 /* Asynchronous providers ------------------------------------------------------------------ */
 
-#define POLL_ERRORS 5 /* consecutive polls failing in transit before the call fails */
-#define FETCH_TRIES 4 /* downloads of one image before the call fails */
+#define POLL_BACKOFF_MAX_MS 30000 /* longest wait between polls that failed in transit */
+#define FETCH_TRIES 4             /* downloads of one image before the call fails */
 
 static void on_poll_timer(uv_timer_t *t);
 
@@ -895,8 +1173,11 @@ static void save_handle(struct call *c)
     snprintf(idx, sizeof idx, "%d", c->index);
     snprintf(attempt, sizeof attempt, "%d", j->attempt);
     snprintf(submitted, sizeof submitted, "%" PRIu64, c->submitted_ms);
-    const char *args[7] = {"set", j->id, j->token, idx, attempt, submitted, c->handle};
-    if (worker_script(j->w, IMGQ_SCRIPT_POLL, 7, args, on_handle_saved, j) == 0)
+    char amount[32];
+    snprintf(amount, sizeof amount, "%" PRId64, c->reserved);
+    const char *args[10] = {"set",  j->id,  j->token,       idx,      attempt, submitted,
+                            c->key, amount, j->model->name, c->handle};
+    if (worker_script(j->w, IMGQ_SCRIPT_POLL, 10, args, on_handle_saved, j) == 0)
         j->ops++;
 }
 
@@ -915,6 +1196,8 @@ static void call_accepted(struct call *c)
     /* An empty handle in a pending answer means: poll the same one again. */
     bool moved = !c->handle || (c->pr.poll[0] && strcmp(c->handle, c->pr.poll) != 0);
     if (!c->handle)
+        report_call(c); /* accepted: the provider is up (the task's end is reported too) */
+    if (!c->handle)
         c->submitted_ms = now_ms();
     if (moved) {
         free(c->handle);
@@ -928,15 +1211,18 @@ static void call_accepted(struct call *c)
     schedule_poll(c, c->pr.poll_after_ms);
 }
 
-/* A call that ends without reaching the provider again: settle it as failed. */
-static void call_given_up(struct call *c, enum imgq_error_class cls, const char *msg)
+/* A call that ends without reaching the provider again: settle it as failed, charged
+ * 'charged'. */
+static void call_given_up(struct call *c, enum imgq_error_class cls, const char *msg,
+                          imgq_micros charged)
 {
     struct job *j = c->j;
     imgq_provider_result_clear(&c->pr);
     c->pr.cls = cls;
     c->pr.retry_after_ms = -1;
     snprintf(c->pr.message, sizeof c->pr.message, "%s", msg);
-    call_failed(c, 0);
+    report_call(c);
+    call_failed(c, charged);
     if (--j->calls_pending == 0)
         calls_settled(j);
 }
@@ -957,10 +1243,15 @@ static void on_poll(const imgq_http_response *res, void *arg)
     /* A poll that failed in transit says nothing about the task: poll again, a few times. */
     bool transit = c->pr.cls != IMGQ_CLASS_NONE && (res->status == 0 || res->status >= 500 ||
                                                     res->status == 429 || res->status == 408);
-    if (transit && ++c->poll_errors <= POLL_ERRORS && !j->lease_lost) {
+    if (transit && !j->lease_lost) {
+        /* The task is paid for once accepted: polled through any outage until the poll
+         * timeout, backing off up to POLL_BACKOFF_MAX_MS. */
+        c->poll_errors++;
         long wait = c->pr.retry_after_ms >= 0
                         ? c->pr.retry_after_ms
-                        : (long)j->w->opt.poll_ms << (c->poll_errors < 5 ? c->poll_errors : 5);
+                        : (long)j->w->opt.poll_ms << (c->poll_errors < 8 ? c->poll_errors : 8);
+        if (wait > POLL_BACKOFF_MAX_MS)
+            wait = POLL_BACKOFF_MAX_MS;
         imgq_log(IMGQ_LOG_INFO, "job", "%s call %d/%d: poll failed: %s (%ld); polling again", j->id,
                  c->index + 1, j->ncalls, imgq_error_class_name(c->pr.cls), res->status);
         schedule_poll(c, wait);
@@ -981,11 +1272,13 @@ static void on_poll_timer(uv_timer_t *t)
             calls_settled(j);
         return;
     }
-    if (now_ms() - c->submitted_ms > (uint64_t)j->w->opt.poll_timeout_ms) {
+    if ((int64_t)now_ms() - (int64_t)c->submitted_ms > (int64_t)j->w->opt.poll_timeout_ms) {
+        /* Abandoned after the provider accepted it: the task may still be billed, so its
+         * reservation (the worst case) is charged. */
         char msg[128];
         snprintf(msg, sizeof msg, "the provider's task was not done after %d ms",
                  j->w->opt.poll_timeout_ms);
-        call_given_up(c, IMGQ_CLASS_TIMEOUT, msg);
+        call_given_up(c, IMGQ_CLASS_TIMEOUT, msg, c->reserved);
         return;
     }
     c->polls++;
@@ -995,11 +1288,10 @@ static void on_poll_timer(uv_timer_t *t)
         j->ops++;
         return;
     }
-    if (++c->poll_errors <= POLL_ERRORS) {
-        schedule_poll(c, (long)j->w->opt.poll_ms << (c->poll_errors < 5 ? c->poll_errors : 5));
-        return;
-    }
-    call_given_up(c, IMGQ_CLASS_NETWORK, imgq_strerror(r));
+    /* Not even sent (the HTTP client refused it): try again later, until the poll timeout. */
+    c->poll_errors++;
+    long wait = (long)j->w->opt.poll_ms << (c->poll_errors < 8 ? c->poll_errors : 8);
+    schedule_poll(c, wait < POLL_BACKOFF_MAX_MS ? wait : POLL_BACKOFF_MAX_MS);
 }
 
 static void send_fetch(struct fetch *f);
@@ -1017,6 +1309,7 @@ static void fetch_finished(struct call *c)
          * downloaded. */
         imgq_micros charged = price_call(c) == 0 ? c->cost : 0;
         c->pr.cls = f->cls;
+        report_call(c);
         c->pr.retry_after_ms = -1;
         snprintf(c->pr.message, sizeof c->pr.message, "image %d could not be downloaded: %s", k,
                  f->error);
@@ -1172,7 +1465,28 @@ static void send_call(struct call *c)
         calls_settled(j);
 }
 
+static void send_reserved(struct call *c);
+
+/* A send is reserved first (the first sends were, in the reservation phase; a retry is not). */
 static void submit_call(struct call *c)
+{
+    struct job *j = c->j;
+    if (j->fail.cls != IMGQ_CLASS_NONE || j->lease_lost) {
+        /* The attempt failed (or was lost) while this call waited for room: do not send. */
+        limits_release(j->w, &c->lw, false);
+        settle_call(c, 0, "free");
+        c->failed = true;
+        if (--j->calls_pending == 0)
+            calls_settled(j);
+        return;
+    }
+    if (c->reserve_held)
+        send_reserved(c);
+    else
+        reserve_call(c, send_reserved);
+}
+
+static void send_reserved(struct call *c)
 {
     struct job *j = c->j;
     imgq_http_request *req = j->ops_api->build(&j->ep, &j->spec, c->n);
@@ -1237,19 +1551,40 @@ static void on_handles(struct worker *w, redisReply *r, void *arg)
             const redisReply *ki = r->element[i], *vi = r->element[i + 1];
             if (ki->type != REDIS_REPLY_STRING || vi->type != REDIS_REPLY_STRING)
                 continue;
+            /* "ATTEMPT|SUBMITTED_MS|CALL_KEY|AMOUNT|MODEL|HANDLE" (poll.lua) */
             int idx = atoi(ki->str), attempt = 0;
             unsigned long long submitted = 0;
+            long long amount = 0;
+            char key[48], model[128];
             int used = 0;
-            if (sscanf(vi->str, "%d|%llu|%n", &attempt, &submitted, &used) != 2 || used == 0 ||
-                idx < 0 || idx >= j->ncalls || attempt != j->attempt || !vi->str[used])
+            if (sscanf(vi->str, "%d|%llu|%47[^|]|%lld|%127[^|]|%n", &attempt, &submitted, key,
+                       &amount, model, &used) != 5 ||
+                used == 0 || idx < 0 || idx >= j->ncalls || attempt != j->attempt || !vi->str[used])
                 continue;
             struct call *c = &j->calls[idx];
+            if (strcmp(model, j->model->name) != 0) {
+                /* The task belongs to another model (a breaker moved the job since): it cannot
+                 * be polled through this model's API.  It may still be billed: its
+                 * reservation is charged, and this call is submitted anew. */
+                imgq_log(IMGQ_LOG_WARN, "job",
+                         "%s call %d: the task of %s left behind by a dead worker is charged "
+                         "at its reservation; the job now runs on %s",
+                         j->id, idx + 1, model, j->model->name);
+                snprintf(c->key, sizeof c->key, "%s", key);
+                c->reserve_held = true;
+                settle_call(c, amount, "lost");
+                c->key[0] = '\0';
+                continue;
+            }
             free(c->handle);
             c->handle = imgq_xstrdup(vi->str + used);
             c->submitted_ms = submitted;
+            /* The first worker's reservation stands for this task: settle it when it ends. */
+            snprintf(c->key, sizeof c->key, "%s", key);
+            c->reserve_held = true;
         }
     }
-    send_calls(j);
+    reserve_phase(j);
 }
 
 static void start_calls(struct job *j)
@@ -1262,7 +1597,7 @@ static void start_calls(struct job *j)
             return;
         }
     }
-    send_calls(j);
+    reserve_phase(j);
 }
 
 /* Reference images ------------------------------------------------------------------------ */

@@ -107,6 +107,88 @@ int worker_script(struct worker *w, enum imgq_script_id id, int nargs, const cha
     return 0;
 }
 
+struct rcall {
+    struct rcall *next;
+    enum imgq_script_id id;
+    int nargs;
+    char **args;
+    bool in_flight;
+};
+
+static void rcall_send(struct worker *w, struct rcall *rc);
+
+static void on_rcall(struct worker *w, redisReply *r, void *arg)
+{
+    struct rcall *rc = arg;
+    rc->in_flight = false;
+    if (!r)
+        return; /* Redis went away: sent again with the next lease renewal */
+    /* Answered (an error reply too: re-sending would only repeat it; it is logged). */
+    for (struct rcall **p = &w->rcalls; *p; p = &(*p)->next)
+        if (*p == rc) {
+            *p = rc->next;
+            break;
+        }
+    w->nrcalls--;
+    for (int i = 0; i < rc->nargs; i++)
+        free(rc->args[i]);
+    free(rc->args);
+    free(rc);
+    if (w->stopping)
+        check_stopped(w);
+}
+
+static void rcall_send(struct worker *w, struct rcall *rc)
+{
+    if (rc->in_flight)
+        return;
+    if (worker_script(w, rc->id, rc->nargs, (const char **)rc->args, on_rcall, rc) == 0)
+        rc->in_flight = true;
+}
+
+void worker_script_reliable(struct worker *w, enum imgq_script_id id, int nargs, const char **args)
+{
+    struct rcall *rc = imgq_xcalloc(1, sizeof *rc);
+    rc->id = id;
+    rc->nargs = nargs;
+    rc->args = imgq_xcalloc((size_t)nargs, sizeof *rc->args);
+    for (int i = 0; i < nargs; i++)
+        rc->args[i] = imgq_xstrdup(args[i] ? args[i] : "");
+    rc->next = w->rcalls;
+    w->rcalls = rc;
+    w->nrcalls++;
+    rcall_send(w, rc);
+}
+
+int worker_reliable_pending(const struct worker *w)
+{
+    return w->nrcalls;
+}
+
+void worker_drop_reliable(struct worker *w)
+{
+    while (w->rcalls) {
+        struct rcall *rc = w->rcalls;
+        w->rcalls = rc->next;
+        imgq_log(IMGQ_LOG_ERROR, "worker",
+                 "exiting with a %s call Redis never answered (%s %s %s %s): reconcile by hand",
+                 imgq_script_get(rc->id)->name, rc->nargs > 0 ? rc->args[0] : "",
+                 rc->nargs > 1 ? rc->args[1] : "", rc->nargs > 2 ? rc->args[2] : "",
+                 rc->nargs > 3 ? rc->args[3] : "");
+        for (int i = 0; i < rc->nargs; i++)
+            free(rc->args[i]);
+        free(rc->args);
+        free(rc);
+    }
+    w->nrcalls = 0;
+}
+
+static void rcalls_resend(struct worker *w)
+{
+    for (struct rcall *rc = w->rcalls; rc; rc = rc->next)
+        rcall_send(w, rc);
+}
+
 int worker_rate_limit(const struct worker *w, const char *provider)
 {
     for (int i = 0; provider && i < w->opt.nrate; i++)
@@ -137,21 +219,25 @@ static void on_idle_exec(redisAsyncContext *c, void *r, void *priv)
     redisReply *reply = r;
     if (!reply || reply->type != REDIS_REPLY_ARRAY)
         return;
-    /* ready rings x3, delayed, leased, paused flag: paused work is nothing this worker can
-     * do without an operator, so it does not keep an --exit-when-idle worker alive. */
-    if (reply->elements != 6)
+    /* ready rings x3, delayed, leased, paused flag, blocked by budgets: paused work, and jobs
+     * waiting for a budget's window or an operator raising it, are nothing this worker can do,
+     * so they do not keep an --exit-when-idle worker alive. */
+    if (reply->elements != 7)
         return;
     long long total = 0;
     for (size_t i = 0; i < 5; i++)
         total += (i < 3 && reply->element[5]->integer) ? 0 : reply->element[i]->integer;
+    total -= reply->element[6]->integer; /* blocked jobs are among the delayed */
     if (total == 0 && w->inflight == 0 && w->reserved == 0 && !w->stopping) {
         imgq_log(IMGQ_LOG_INFO, "worker", "queue '%s' is empty: exiting (--exit-when-idle)",
                  w->cfg->queue);
         w->stopping = true;
         check_stopped(w);
-    } else if (!w->stopping && !uv_is_active((uv_handle_t *)&w->wake_timer)) {
-        /* Only other workers' running jobs are left: nothing announces their end, so look
-         * again shortly (a batch-mode worker waiting to exit, not an idle loop). */
+    } else if (!w->stopping && (!uv_is_active((uv_handle_t *)&w->wake_timer) ||
+                                uv_timer_get_due_in(&w->wake_timer) > EXIT_RECHECK_MS)) {
+        /* Only other workers' running jobs are left (or work due much later): nothing
+         * announces their end, so look again shortly (a batch-mode worker waiting to exit,
+         * not an idle loop). */
         arm_wake(w, EXIT_RECHECK_MS);
     }
 }
@@ -167,6 +253,7 @@ static void request_idle_check(struct worker *w)
     redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %s", w->keys.delayed);
     redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %s", w->keys.leases);
     redisAsyncCommand(w->ac, NULL, NULL, "EXISTS %spaused", w->keys.base);
+    redisAsyncCommand(w->ac, NULL, NULL, "ZCARD %sblocked", w->keys.base);
     redisAsyncCommand(w->ac, on_idle_exec, w, "EXEC");
 }
 
@@ -270,6 +357,7 @@ static void on_extend(struct worker *w, redisReply *r, void *arg)
 static void on_lease_timer(uv_timer_t *t)
 {
     struct worker *w = t->data;
+    rcalls_resend(w);
     int n = 0;
     for (struct job *j = w->jobs; j; j = job_next(j))
         n += job_lease_held(j);
@@ -515,6 +603,10 @@ static void shutdown_now(struct worker *w)
 static void check_stopped(struct worker *w)
 {
     if (!w->stopping || w->closing || w->pending_releases > 0 || w->reserved > 0)
+        return;
+    /* Settlements still on their way: wait for them while Redis is there (the grace period
+     * bounds the wait). */
+    if (w->nrcalls > 0 && w->connected && !w->grace_over)
         return;
     /* After the grace period only handed-back jobs (abandoned, waiting for their transfers to
      * be cancelled) may remain. */

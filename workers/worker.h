@@ -83,8 +83,13 @@ struct worker {
 
     struct limits limits; /* provider account limits: queues of calls waiting for room */
 
+    /* Script calls that must reach Redis (settlements), re-sent until it answers. */
+    struct rcall *rcalls;
+    int nrcalls;
+
     /* counters for the final log line */
     unsigned long done, failed, retried, lost;
+    unsigned long blocked; /* jobs handed back as blocked_budget */
 };
 
 /* Start the worker on loop: connect, subscribe, start timers.  Runs until stopped. */
@@ -104,6 +109,17 @@ void worker_job_gone(struct worker *w, struct job *j);
 typedef void (*worker_script_cb)(struct worker *w, redisReply *reply, void *arg);
 int worker_script(struct worker *w, enum imgq_script_id id, int nargs, const char **args,
                   worker_script_cb cb, void *arg);
+/*
+ * As worker_script, for a call whose effect must not be lost (a settlement of money): it is
+ * kept and sent again (with the lease renewals) until Redis answers it, also across
+ * reconnects.  Nothing is reported back.  Idempotent scripts only.
+ */
+void worker_script_reliable(struct worker *w, enum imgq_script_id id, int nargs, const char **args);
+/* Reliable calls not yet answered (a stopping worker waits a little for them). */
+int worker_reliable_pending(const struct worker *w);
+/* After the loop: log every reliable call Redis never answered (an operator must reconcile
+ * it: the reservation stays, the ledger misses the call) and free them. */
+void worker_drop_reliable(struct worker *w);
 
 /*
  * Claims piggy-backed on a reply: how many jobs to ask for in a call that can lease more

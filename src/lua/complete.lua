@@ -1,13 +1,13 @@
 -- complete: a running job is done, if the caller still holds its lease; then, in the same
 -- round trip, lease the worker its next jobs.
--- ARGV: prefix, job id, token, result JSON, cost micros of this attempt, images stored,
+-- ARGV: prefix, job id, token, result JSON, cost micros of this attempt (informational: the
+--       job's and batch's cost come from the settlement of each provider call), images stored,
 --       attempt log line, worker id, lease ms, next count, token prefix
 -- Returns {1 recorded | 0 lease lost, then the claim result of lib.lua's claim_jobs}.
 local id, tok = ARGV[2], ARGV[3]
 local jk = pfx .. 'j:' .. id
 local h = redis.call('HMGET', jk, 'state', 'token', 'batch')
 local status = 0
-settle(jk, h[3], tok, ARGV[5])
 if h[1] == 'running' and h[2] == tok then
   status = 1
   local now = now_ms()

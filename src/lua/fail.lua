@@ -1,14 +1,14 @@
 -- fail: an attempt of a running job failed; schedule a retry or end the job in the dead-letter
 -- set; then lease the worker its next jobs in the same round trip.
 -- ARGV: prefix, job id, token, error JSON, retry delay ms (-1 = do not retry), cost micros
---       charged for the failed attempt, 1 if the attempt counts against max attempts,
+--       charged for the failed attempt (informational: costs come from the settlement of each
+--       provider call), 1 if the attempt counts against max attempts,
 --       worker id, lease ms, next count, token prefix
 -- Returns {1 retry scheduled | 2 failed for good | 0 lease lost, then the claim result}.
 local id, tok = ARGV[2], ARGV[3]
 local jk = pfx .. 'j:' .. id
 local h = redis.call('HMGET', jk, 'state', 'token', 'batch', 'attempts', 'max_attempts')
 local status = 0
-settle(jk, h[3], tok, ARGV[6])
 if h[1] == 'running' and h[2] == tok then
   local now = now_ms()
   local delay = tonumber(ARGV[5])

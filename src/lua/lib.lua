@@ -89,18 +89,6 @@ local function batch_move(batch, from, to, n)
   end
 end
 
--- Records what one attempt cost, once per attempt (its lease token), whether or not the
--- attempt still owns the job: a provider call that was paid for is spent even if the job was
--- cancelled or re-leased meanwhile, and a re-sent outcome is not counted twice.
-local function settle(jk, batch, tok, cost)
-  cost = tonumber(cost) or 0
-  if cost <= 0 or not batch then return end
-  if redis.call('HSETNX', jk, 'paid:' .. tok, cost) == 1 then
-    redis.call('HINCRBY', jk, 'cost', cost)
-    redis.call('HINCRBY', pfx .. 'b:' .. batch, 'cost', cost)
-  end
-end
-
 -- Budgets.  A reservation of a provider call is kept on the job as resv:CALLKEY =
 -- "AMOUNT|WINDOWKEY,WINDOWKEY,...|MODEL|ROUTE" (window keys relative to the prefix: "bw:..."),
 -- so that its settlement goes to the windows it was reserved in, even after they rolled over.
@@ -153,6 +141,12 @@ local function budget_settle(id, ck, cost, reason, model, route, attempt, call, 
       'route', route or '', 'cost', cost, 'reason', reason, 'usage', usage or '',
       'request_id', reqid or '', 't', now)
     redis.call('HINCRBY', pfx .. 'spent', 'total', cost)
+    -- The job's and batch's cost are the sum of their settlements: one source for the
+    -- ledger, the reports and the batch totals, whatever happened to the attempt.
+    if existed and cost ~= 0 then
+      redis.call('HINCRBY', jk, 'cost', cost)
+      if h[1] and h[1] ~= '' then redis.call('HINCRBY', pfx .. 'b:' .. h[1], 'cost', cost) end
+    end
   end
   return 1
 end

@@ -34,11 +34,10 @@ for _, batch in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'deadlines', '-inf', n
 end
 -- Budget reconciliation of a dead worker's provider calls: a call it reserved and never settled
 -- may have been billed, so its reservation becomes the charge (reason 'lost', at the reserved
--- worst case), and the job's and batch's cost count it under the dead attempt's token (that
--- attempt's complete or fail will never come).  Except a call with a poll handle of the same
+-- worst case), counted in the job's and batch's cost like every settlement.  Except a call with a poll handle of the same
 -- attempt (poll:CALL = "ATTEMPT|..."): its task may still finish, and the worker that takes the
 -- job over resumes it and settles it with its real usage.
-local function reconcile(id, jk, batch, tok)
+local function reconcile(id, jk)
   local f = redis.call('HGETALL', jk)
   local polls, lost = {}, {}
   for i = 1, #f, 2 do
@@ -47,18 +46,14 @@ local function reconcile(id, jk, batch, tok)
     local ck = string.match(f[i], '^resv:(.+)$')
     if ck then lost[#lost + 1] = {ck, f[i + 1]} end
   end
-  local total = 0
   for _, r in ipairs(lost) do
     local ck, v = r[1], r[2]
     local att, call = string.match(ck, '^(%d+)%.(%d+)%.')
     if not (call and polls[call] == att) then
       local amount, _, model, route = string.match(v, '^(%d+)|([^|]*)|?([^|]*)|?([^|]*)')
-      if budget_settle(id, ck, amount, 'lost', model, route, att, call, '', '') == 1 then
-        total = total + (tonumber(amount) or 0)
-      end
+      budget_settle(id, ck, amount, 'lost', model, route, att, call, '', '')
     end
   end
-  if total > 0 and tok then settle(jk, batch, tok, total) end
 end
 
 local expired = redis.call('ZRANGEBYSCORE', pfx .. 'leases', '-inf', now, 'LIMIT', 0,
@@ -70,7 +65,7 @@ for _, id in ipairs(expired) do
   local h = redis.call('HMGET', jk, 'state', 'prio', 'batch', 'attempts', 'max_attempts',
     'worker', 'token')
   if h[1] == 'running' then
-    reconcile(id, jk, h[3], h[7])
+    reconcile(id, jk)
     local stalls = redis.call('HINCRBY', jk, 'stalls', 1)
     local err = cjson.encode({class = 'stalled', attempt = tonumber(h[4]), stalls = stalls,
       message = 'worker ' .. (h[6] or '?') .. ' stopped renewing its lease', time = now})

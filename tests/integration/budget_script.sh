@@ -145,7 +145,7 @@ assert_eq 4900000 "$(win team:shop 2026-11-22 spent)" "a second settle changes n
 assert_eq 20000 "$(win team:shop 2026-11-22 reserved)"
 assert_eq $((l0 + 1)) "$(ledger_len)" "a second settle writes no ledger entry"
 assert_eq 4900000 "$(spent_total)"
-assert_eq "0" "$(jget "$J1" cost)" "settle leaves the job's cost to complete/fail"
+assert_eq 4900000 "$(jget "$J1" cost)" "the job's cost is the sum of its settlements, once"
 
 note "a free failure releases; a charged failure is a ledger entry"
 assert_eq 1 "$(bud settle "$J1" 1.0.1 0 free gpt-image-1-mini '' 1 0 '' '')"
@@ -322,7 +322,7 @@ assert_eq 480000 "$(win team:reap "$day" spent)" "lost charge at the reserved am
 assert_eq 250000 "$(win team:reap "$day" reserved)" "the polled call stays reserved"
 assert_eq "" "$(jget "$RJ" "resv:$ATT.0.0")"
 assert_contains "$(jget "$RJ" "resv:$ATT.1.0")" "250000|"
-assert_eq 400000 "$(jget "$RJ" cost)" "the job's cost counts the lost call"
+assert_eq 480000 "$(jget "$RJ" cost)" "the job's cost: its settled call and the lost one"
 assert_eq $((cost0 + 400000)) "$(bcount rp cost)" "the batch's cost counts the lost call"
 # The worker taking over settles the polled call with its real usage.
 claim 60000
@@ -341,7 +341,7 @@ assert_eq 980000 "$(win team:reap "$day" spent)"
 rcli ZADD "${PFX}leases" 0 "$RJ" >/dev/null
 assert_eq 1 "$(rcli EVALSHA "$REAP" 1 "${PFX}stats" "$PFX" 100)"
 assert_eq $((l0 + 3)) "$(ledger_len)" "nothing charged twice"
-assert_eq 400000 "$(jget "$RJ" cost)"
+assert_eq 980000 "$(jget "$RJ" cost)" "every settlement of the job, each once"
 claim
 assert_eq "$RJ" "$JOB"
 rcli ZREM "${PFX}leases" "$JOB" >/dev/null

@@ -65,7 +65,7 @@ assert_contains "$("$IMGQ_BIN/imgq" stats)" "gpt-image-1.5"
 
 # --- A recovers: after the cooldown a probe closes the breaker; traffic returns ---------------
 sim_fail gpt-image-1.5 0
-"$IMGQ_BIN/imgq" clock --advance 61000 >/dev/null # past the cooldown, in queue time
+"$IMGQ_BIN/imgq" clock --advance 61 >/dev/null # seconds: past the cooldown, in queue time
 before=$(server_errors)
 jobs up 1 20
 work up
