@@ -189,6 +189,7 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
         (r = file_str(s3, "region", &c->s3_region, path, err, errlen)) ||
         (r = file_str(s3, "bucket", &c->s3_bucket, path, err, errlen)) ||
         (r = file_str(s3, "key_prefix", &c->s3_key_prefix, path, err, errlen)) ||
+        (r = file_str(s3, "reference_buckets", &c->s3_reference_buckets, path, err, errlen)) ||
         (r = file_int(worker, "concurrency", 1, &c->concurrency, path, err, errlen)) ||
         (r = file_int(worker, "lease_seconds", 1000, &c->lease_ms, path, err, errlen)) ||
         (r = file_int(worker, "grace_seconds", 1000, &c->grace_ms, path, err, errlen)))
@@ -241,6 +242,7 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     }
     from_env(&c->s3_bucket, "IMGQ_S3_BUCKET");
     from_env(&c->s3_key_prefix, "IMGQ_S3_KEY_PREFIX");
+    from_env(&c->s3_reference_buckets, "IMGQ_S3_REFERENCE_BUCKETS");
     if (!c->catalog)
         c->catalog = imgq_config_default_catalog();
     return 0;
@@ -266,5 +268,6 @@ void imgq_config_clear(struct imgq_config *c)
     free(c->s3_region);
     free(c->s3_bucket);
     free(c->s3_key_prefix);
+    free(c->s3_reference_buckets);
     memset(c, 0, sizeof *c);
 }

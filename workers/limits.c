@@ -466,15 +466,6 @@ int limits_acquire(struct worker *w, const char *provider, struct limits_wait *l
     return 0;
 }
 
-int limits_acquire_poll(struct worker *w, const char *provider, struct limits_wait *lw,
-                        const char *entry, limits_cb cb, limits_wanted_fn wanted, void *arg)
-{
-    const struct limits_spec *s = limits_spec(w, provider);
-    if (!s || !s->concurrent)
-        return IMGQ_ENOTFOUND; /* nothing to take for a poll */
-    return limits_acquire(w, provider, lw, 0, 0, entry, cb, wanted, arg);
-}
-
 void limits_release(struct worker *w, struct limits_wait *lw, bool sent)
 {
     if (!lw->held)

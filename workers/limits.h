@@ -31,8 +31,9 @@
  * release never arrives (the worker was killed, or Redis was unreachable when the call ended)
  * expires after the slot ttl: the provider timeout plus as much again, at most 10 s more.
  *
- * Async (submit-then-poll) providers: only the submit takes image and token room; a poll
- * request goes through limits_acquire_poll(), which takes only a concurrency slot.
+ * Async (submit-then-poll) providers: only the submit takes room (images, tokens and a slot
+ * until its answer); polls take none: a concurrency limit counts requests in flight, not tasks
+ * running at the provider.
  */
 #ifndef IMGQ_WORKER_LIMITS_H
 #define IMGQ_WORKER_LIMITS_H
@@ -140,20 +141,13 @@ const struct limits_spec *limits_spec(const struct worker *w, const char *provid
 
 /*
  * Queue a call for room under every limit of its provider: 'images' images and 'tokens'
- * estimated tokens (limits_acquire_poll for a poll), 'entry' a name unique to this send.  cb runs
+ * estimated tokens, 'entry' a name unique to this send.  cb runs
  * exactly once, later.  No callback when this returns IMGQ_ENOTFOUND (the provider has no
  * limits: send at once) or IMGQ_ECANCELED (the worker is closing: do not send).
  */
 int limits_acquire(struct worker *w, const char *provider, struct limits_wait *lw, int images,
                    int64_t tokens, const char *entry, limits_cb cb, limits_wanted_fn wanted,
                    void *arg);
-
-/*
- * Hook for async (submit-then-poll) providers: a poll request takes a concurrency slot only;
- * the images and tokens were taken by the submit.  Same contract as limits_acquire.
- */
-int limits_acquire_poll(struct worker *w, const char *provider, struct limits_wait *lw,
-                        const char *entry, limits_cb cb, limits_wanted_fn wanted, void *arg);
 
 /* The call ended (sent true: with an answer, an error or a timeout; false: never sent): free
  * its concurrency slot.  A no-op unless held. */

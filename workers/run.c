@@ -1120,7 +1120,8 @@ static void on_call(const imgq_http_response *res, void *arg)
     struct job *j = c->j;
     /* Answered, failed, timed out or cancelled at shutdown: the request is no longer in
      * flight, whoever still wants its outcome.  (An async provider's task goes on at the
-     * provider; its polls take no image or token room: see limits_acquire_poll.) */
+     * provider; its polls, short GETs, take no room under any limit: a concurrency limit
+     * counts requests in flight, not tasks running at the provider.) */
     limits_release(j->w, &c->lw, true);
     if (op_done(j))
         return;
@@ -1434,8 +1435,8 @@ static void on_rate(enum limits_status st, void *arg)
  * Every provider call first takes room under all the limits of its account at once (limits.h):
  * its images, the tokens it may use (token-billed models: the catalog's output tokens for the
  * shape x n, plus the prompt bounded by its bytes, once per image; per-image models: none) and
- * a concurrency slot, which on_call releases.  Async providers: a poll request takes only a
- * slot, through limits_acquire_poll().
+ * a concurrency slot, which on_call releases.  Async providers: only the submit takes room;
+ * polls take none (a concurrency limit counts requests in flight, not running tasks).
  */
 static void send_call(struct call *c)
 {
@@ -1709,6 +1710,27 @@ static void on_ref_http(const imgq_http_response *res, void *arg)
     imgq_provider_result_clear(&r);
 }
 
+/* The worker's credentials read only its own bucket and the ones the operator listed. */
+static bool reference_bucket_allowed(const struct worker *w, const char *bucket)
+{
+    if (w->s3.bucket && strcmp(bucket, w->s3.bucket) == 0)
+        return true;
+    const char *list = w->cfg->s3_reference_buckets;
+    size_t n = strlen(bucket);
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && *p == ' ') {
+            p++;
+            len--;
+        }
+        if (len == n && strncmp(p, bucket, n) == 0)
+            return true;
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
 static void send_ref(struct ref_fetch *rf)
 {
     struct job *j = rf->j;
@@ -1734,6 +1756,12 @@ static void send_ref(struct ref_fetch *rf)
         }
         free(rf->bucket);
         rf->bucket = imgq_xstrndup(src + 5, (size_t)(slash - (src + 5)));
+        if (!reference_bucket_allowed(j->w, rf->bucket)) {
+            ref_failed(rf, IMGQ_CLASS_INVALID_REQUEST, 0,
+                       "the worker reads reference images only from its own bucket and "
+                       "IMGQ_S3_REFERENCE_BUCKETS");
+            return;
+        }
         rf->s3 = j->w->s3;
         rf->s3.bucket = rf->bucket;
         r = imgq_s3_get(j->w->http, &rf->s3, slash + 1, on_ref_s3, rf);

@@ -176,11 +176,12 @@ submit bad "$(
 {"id":"badmask","prompt":"$PROMPT","model":"$MODEL","quality":"low","images":["$S3REF/ref1.png"],"mask":"$S3REF/mask_small.png"}
 {"id":"text","prompt":"$PROMPT","model":"$MODEL","quality":"low","images":["$S3REF/notes.txt"]}
 {"id":"gone","prompt":"$PROMPT","model":"$MODEL","quality":"low","images":["$WWW/gone.png"]}
+{"id":"otherbucket","prompt":"$PROMPT","model":"$MODEL","quality":"low","images":["s3://someone-elses-bucket/ref1.png"]}
 EOF
 )"
 work bad
 r=$(results bad)
-for id in missing badmask text gone; do
+for id in missing badmask text gone otherbucket; do
     assert_eq "failed" "$(field "$id" state <<<"$r")" "$id fails"
     assert_eq "1" "$(field "$id" attempts <<<"$r")" "$id is not retried"
     assert_eq "0" "$(field "$id" cost_micros <<<"$r")" "$id costs nothing"
@@ -193,6 +194,8 @@ assert_contains "$(field missing error <<<"$r")" "no such object"
 assert_contains "$(field text error <<<"$r")" "$S3REF/notes.txt" "the error names the non-image"
 assert_contains "$(field text error <<<"$r")" "not a PNG, JPEG or WebP image"
 assert_contains "$(field gone error <<<"$r")" "$WWW/gone.png" "the error names the missing URL"
+# The worker's credentials read only its own bucket (and IMGQ_S3_REFERENCE_BUCKETS).
+assert_contains "$(field otherbucket error <<<"$r")" "only from its own bucket and IMGQ_S3_REFERENCE_BUCKETS"
 assert_contains "$(field badmask error <<<"$r")" '"status": 400' "the provider refused the mask"
 assert_contains "$(field badmask error <<<"$r")" "mask" "the error is about the mask"
 # Only the bad mask reached the provider: the others failed while fetching their references.
