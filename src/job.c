@@ -40,6 +40,7 @@ static const char *const known_fields[] = {"id",
                                            "needs",
                                            "max_cost_usd",
                                            "max_attempts",
+                                           "max_generations",
                                            "seed",
                                            "negative_prompt",
                                            "guidance_scale",
@@ -652,6 +653,14 @@ static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_de
             return problem(why, "max_attempts", "must be an integer from 1 to 100");
         s->max_attempts = (int)json_integer_value(av);
     }
+    /* Seed 002: cap the paid generations of one asset; past the cap it goes to review. */
+    s->max_generations = d && d->max_generations > 0 ? d->max_generations : 0;
+    json_t *mg = json_object_get(o, "max_generations");
+    if (mg && !json_is_null(mg)) {
+        if (!json_is_integer(mg) || json_integer_value(mg) < 1 || json_integer_value(mg) > 100)
+            return problem(why, "max_generations", "must be an integer from 1 to 100");
+        s->max_generations = (int)json_integer_value(mg);
+    }
     if ((r = opt_string(o, "webhook", &s->webhook, why)))
         return r;
     if (s->webhook &&
@@ -742,6 +751,8 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
     set_str(o, "webhook", s->webhook);
     set_str(o, "priority", imgq_priority_name(s->priority));
     json_object_set_new(o, "max_attempts", json_integer(s->max_attempts));
+    if (s->max_generations > 0)
+        json_object_set_new(o, "max_generations", json_integer(s->max_generations));
     if (s->metadata)
         json_object_set(o, "metadata", s->metadata);
     char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
@@ -808,6 +819,7 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
     if (imgq_priority_parse(json_string_value(json_object_get(o, "priority")), &pr) == 0)
         s->priority = pr;
     s->max_attempts = (int)json_integer_value(json_object_get(o, "max_attempts"));
+    s->max_generations = (int)json_integer_value(json_object_get(o, "max_generations"));
     json_t *md = json_object_get(o, "metadata");
     if (json_is_object(md))
         s->metadata = json_incref(md);

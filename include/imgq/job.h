@@ -4,8 +4,9 @@
  * A job uses the OpenAI Images request field names (prompt, model, n, size, quality,
  * output_format, output_compression, background, moderation, user) plus imgq's own: id (the
  * client's idempotency key), priority, team, route (price group), metadata (opaque, returned
- * untouched), webhook, max_attempts.  Validation happens before anything is enqueued, so an
- * invalid job never reaches a worker, and every problem names the field and the reason.
+ * untouched), webhook, max_attempts, max_generations (seed 002's attempt cap per asset). Validation
+ * happens before anything is enqueued, so an invalid job never reaches a worker, and every problem
+ * names the field and the reason.
  *
  * Ownership: a spec owns its strings and its metadata reference; imgq_job_spec_clear frees
  * them.  Parsing does not block.
@@ -71,7 +72,8 @@ struct imgq_job_spec {
     char *webhook;                   /* NULL or an http(s) URL */
     enum imgq_priority priority;
     int max_attempts;
-    json_t *metadata; /* NULL or a JSON object (owned reference) */
+    int max_generations; /* 0: no cap; else after this many paid generations, review */
+    json_t *metadata;    /* NULL or a JSON object (owned reference) */
 };
 
 /* Defaults for fields a line leaves out (from the submit command's flags). */
@@ -83,6 +85,7 @@ struct imgq_job_defaults {
     /* Observed reliability per model, for "model": "auto" (may be NULL). */
     const struct imgq_model_stats *model_stats;
     size_t nmodel_stats;
+    int max_generations; /* 0 = none */
 };
 
 /* Why a job was refused: the field and a sentence. */

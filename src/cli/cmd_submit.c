@@ -128,7 +128,7 @@ int imgq_cmd_submit(int argc, char **argv)
     int json = 0, dry_run = 0;
     const char *not_before = NULL, *deadline = NULL, *window = NULL, *tz = NULL;
     const char *on_budget = NULL; /* --on-budget-exhausted wait|fail */
-    imgq_micros max_cost = -1; /* --max-cost: refuse a file whose worst case is over it */
+    imgq_micros max_cost = -1;    /* --max-cost: refuse a file whose worst case is over it */
     static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
                                          {"not-before", required_argument, NULL, 'B'},
                                          {"deadline", required_argument, NULL, 'D'},
@@ -138,6 +138,7 @@ int imgq_cmd_submit(int argc, char **argv)
                                          {"team", required_argument, NULL, 't'},
                                          {"route", required_argument, NULL, 'r'},
                                          {"max-attempts", required_argument, NULL, 'm'},
+                                         {"max-generations", required_argument, NULL, 'G'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"dry-run", no_argument, NULL, 'n'},
                                          {"on-budget-exhausted", required_argument, NULL, 'O'},
@@ -168,6 +169,13 @@ int imgq_cmd_submit(int argc, char **argv)
             d.max_attempts = atoi(optarg);
             if (d.max_attempts < 1 || d.max_attempts > 100) {
                 fprintf(stderr, "imgq submit: --max-attempts '%s': use 1 to 100\n", optarg);
+                return IMGQ_EXIT_USAGE;
+            }
+            break;
+        case 'G':
+            d.max_generations = atoi(optarg);
+            if (d.max_generations < 1 || d.max_generations > 100) {
+                fprintf(stderr, "imgq submit: --max-generations '%s': use 1 to 100\n", optarg);
                 return IMGQ_EXIT_USAGE;
             }
             break;
@@ -210,8 +218,9 @@ int imgq_cmd_submit(int argc, char **argv)
     }
     if (optind + 1 != argc) {
         fprintf(stderr, "usage: imgq submit FILE.jsonl|- [--batch NAME] [--priority P] "
-                        "[--team T] [--route R] [--max-attempts N] [--not-before TIME]\n"
-                        "       [--window HH:MM-HH:MM [--tz ZONE]] [--deadline TIME] "
+                        "[--team T] [--route R] [--max-attempts N] [--max-generations N]\n"
+                        "       [--not-before TIME] [--window HH:MM-HH:MM [--tz ZONE]] "
+                        "[--deadline TIME] "
                         "[--max-cost USD] [--dry-run] [--json]\n");
         return IMGQ_EXIT_USAGE;
     }

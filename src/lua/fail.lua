@@ -24,7 +24,21 @@ if h[1] == 'running' and h[2] == tok then
   if ARGV[7] == '0' then
     attempts = redis.call('HINCRBY', jk, 'attempts', -1)
   end
-  if delay >= 0 and attempts < tonumber(h[5]) then
+  -- Seed 002's attempt cap per asset: a job that would run again after max_generations paid
+  -- generations goes to human review instead of spending more.
+  local cap = 0
+  if delay >= 0 then
+    local oks, spec = pcall(cjson.decode, redis.call('HGET', jk, 'spec') or '')
+    if oks and type(spec) == 'table' then cap = tonumber(spec.max_generations) or 0 end
+  end
+  local gens = tonumber(redis.call('HGET', jk, 'generations') or '0') or 0
+  if delay >= 0 and cap > 0 and gens >= cap then
+    redis.call('HSET', jk, 'state', 'review', 'finished', now)
+    ended(id, now)
+    emit('job.review', 'job', id, 'batch', h[3], 'generations', gens, 'error', ARGV[4])
+    batch_move(h[3], 'running', 'review')
+    status = 2
+  elseif delay >= 0 and attempts < tonumber(h[5]) then
     redis.call('HSET', jk, 'state', 'retrying')
     redis.call('ZADD', pfx .. 'delayed', now + delay, id)
     emit('job.retrying', 'job', id, 'batch', h[3], 'in_ms', delay)

@@ -72,16 +72,16 @@ local function batch_move(batch, from, to, n)
     redis.call('HINCRBY', bk, to, n)
     redis.call('HINCRBY', STATS, to, n)
   end
-  if to == 'done' or to == 'failed' or to == 'canceled' or to == 'expired' then
-    local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired')
+  if to == 'done' or to == 'failed' or to == 'canceled' or to == 'expired' or to == 'review' then
+    local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired', 'review')
     local over = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0) +
-      (tonumber(c[5]) or 0)
+      (tonumber(c[5]) or 0) + (tonumber(c[6]) or 0)
     if over >= (tonumber(c[1]) or 0) and redis.call('HSETNX', bk, 'finished', now_ms()) == 1 then
       redis.call('ZADD', pfx .. 'finished', now_ms(), batch)
       local s = redis.call('HMGET', bk, 'cost', 'images')
       emit('batch.completed', 'batch', batch, 'total', c[1], 'done', c[2] or 0,
         'failed', c[3] or 0, 'canceled', c[4] or 0, 'expired', c[5] or 0,
-        'cost_micros', s[1] or 0, 'images', s[2] or 0)
+        'review', c[6] or 0, 'cost_micros', s[1] or 0, 'images', s[2] or 0)
       redis.call('ZREM', pfx .. 'deadlines', batch)
       redis.call('ZREM', pfx .. 'gates', batch)
       redis.call('HDEL', bk, 'gated')
@@ -141,6 +141,14 @@ local function budget_settle(id, ck, cost, reason, model, route, attempt, call, 
       'route', route or '', 'cost', cost, 'reason', reason, 'usage', usage or '',
       'request_id', reqid or '', 't', now)
     redis.call('HINCRBY', pfx .. 'spent', 'total', cost)
+    -- Paid generations of the job, once per run of an attempt (a call key's "ATTEMPT.CALL.
+    -- TRY-CLAIM" less its call and try): seed 002's attempt cap per asset counts them.
+    if existed and cost > 0 and (reason == 'usage' or reason == 'ceiling' or reason == 'lost') then
+      local run = string.match(ck, '^(%d+)%.') .. '-' .. (string.match(ck, '%-(%w+)$') or '')
+      if redis.call('HSETNX', jk, 'gen:' .. run, 1) == 1 then
+        redis.call('HINCRBY', jk, 'generations', 1)
+      end
+    end
     -- The job's and batch's cost are the sum of their settlements: one source for the
     -- ledger, the reports and the batch totals, whatever happened to the attempt.
     if existed and cost ~= 0 then

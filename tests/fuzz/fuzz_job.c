@@ -85,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const imgq_catalog *cat = catalog();
     /* Odd-sized inputs get submit-time defaults, even-sized ones none. */
     const struct imgq_job_defaults defaults = {
-        "fuzz-team", "treerouter-standard", IMGQ_PRIO_LOW, 3, NULL, 0};
+        "fuzz-team", "treerouter-standard", IMGQ_PRIO_LOW, 3, NULL, 0, 2};
     const time_t today = 1782864000; /* 2026-07-01: gpt-image-1 deprecated, dall-e-3 shut down */
 
     struct imgq_job_spec spec;

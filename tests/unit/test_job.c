@@ -489,6 +489,35 @@ static void test_unknown_field(void **state)
 }
 
 /* Knobs only some models have are refused at submit, naming the model. */
+/* max_generations: 1..100, stored on the spec and read back; absent means no cap. */
+static void test_max_generations(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    struct imgq_job_spec s;
+    char warn[256];
+    parse_ok(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1-mini\",\"max_generations\":3}", TODAY,
+             &s, warn, sizeof warn);
+    assert_int_equal(s.max_generations, 3);
+    char *json = imgq_job_spec_to_json(&s);
+    assert_non_null(strstr(json, "\"max_generations\":3"));
+    struct imgq_job_spec back;
+    assert_int_equal(imgq_job_spec_from_json(json, &back), 0);
+    assert_int_equal(back.max_generations, 3);
+    imgq_job_spec_clear(&back);
+    free(json);
+    imgq_job_spec_clear(&s);
+    parse_ok(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1-mini\"}", TODAY, &s, warn, sizeof warn);
+    assert_int_equal(s.max_generations, 0);
+    json = imgq_job_spec_to_json(&s);
+    assert_null(strstr(json, "max_generations"));
+    free(json);
+    imgq_job_spec_clear(&s);
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1-mini\",\"max_generations\":0}", TODAY,
+            IMGQ_EINVAL, "max_generations", "from 1 to 100");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1-mini\",\"max_generations\":\"2\"}", TODAY,
+            IMGQ_EINVAL, "max_generations", "integer");
+}
+
 static void test_knob_gates(void **state)
 {
     const imgq_catalog *c = cat(state);
@@ -1231,6 +1260,7 @@ int main(void)
         cmocka_unit_test(test_routing_and_ownership_refusals),
         cmocka_unit_test(test_unknown_field),
         cmocka_unit_test(test_knob_gates),
+        cmocka_unit_test(test_max_generations),
         cmocka_unit_test(test_webhook_refusals),
         cmocka_unit_test(test_metadata_refusals),
         cmocka_unit_test(test_json_refusals),
