@@ -7,8 +7,10 @@
 #include "cli.h"
 #include "imgq/alloc.h"
 
-static const char *const states[] = {"scheduled", "queued",   "running", "retrying", "done",
-                                     "failed",    "canceled", "expired", NULL};
+/* Every state a job can be in; blocked_budget: waiting for a budget (see budget.lua). */
+static const char *const states[] = {"scheduled",      "queued", "running", "retrying",
+                                     "blocked_budget", "done",   "failed",  "canceled",
+                                     "expired",        NULL};
 
 static json_int_t field_int(json_t *o, const char *k)
 {
@@ -76,9 +78,9 @@ static int batch_status(const char *id, int json)
         printf("batch %s: %lld of %lld jobs ended%s\n", id, (long long)ended, (long long)total,
                json_object_get(info, "finished") ? " (finished)" : "");
         for (const char *const *s = states; *s; s++)
-            printf("  %-9s %lld\n", *s, (long long)field_int(info, *s));
-        printf("  images    %lld\n", (long long)field_int(info, "images"));
-        print_money(stdout, "  cost      ", cost);
+            printf("  %-14s %lld\n", *s, (long long)field_int(info, *s));
+        printf("  %-14s %lld\n", "images", (long long)field_int(info, "images"));
+        print_money(stdout, "  cost           ", cost);
         printf("\n");
     }
     json_decref(info);

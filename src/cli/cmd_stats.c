@@ -88,6 +88,9 @@ int imgq_cmd_stats(int argc, char **argv)
             json_object_set(o, k, v);
     }
     json_decref(reply);
+    /* A counter appears once a job has been in that state; this one is always shown. */
+    if (!json_object_get(o, "blocked_budget"))
+        json_object_set_new(o, "blocked_budget", json_integer(0));
     json_t *breakers = breakers_get(q);
     if (imgq__cli_has_flag(argc, argv, "--json")) {
         json_object_set_new(o, "queue", json_string(imgq__cli_config()->queue));
@@ -102,7 +105,9 @@ int imgq_cmd_stats(int argc, char **argv)
                V("ready:0") + V("ready:1") + V("ready:2"), V("ready:0"), V("ready:1"), V("ready:2"),
                V("batches_ready"));
         printf("  in flight   %lld\n", V("leases"));
-        printf("  retrying    %lld\n", V("delayed"));
+        /* The delayed set holds scheduled and retrying jobs and those blocked by a budget. */
+        printf("  retrying    %lld\n", V("delayed") - V("blocked_budget"));
+        printf("  blocked     %lld  (over a budget)\n", V("blocked_budget"));
         printf("  dead        %lld\n", V("dead"));
         printf("  done        %lld\n", V("done"));
         printf("  failed      %lld\n", V("failed"));
@@ -279,10 +284,11 @@ int imgq__cmd_batch_watch(const char *id, int argc, char **argv)
         fmt_duration(eta, etas, sizeof etas);
         if (json) {
             printf("{\"batch\":\"%s\",\"total\":%lld,\"queued\":%lld,\"running\":%lld,"
-                   "\"retrying\":%lld,\"done\":%lld,\"failed\":%lld,\"canceled\":%lld,"
+                   "\"retrying\":%lld,\"blocked_budget\":%lld,\"done\":%lld,\"failed\":%lld,"
+                   "\"canceled\":%lld,"
                    "\"cost_micros\":%lld,\"rate_per_s\":%.2f,\"eta_s\":%.0f,\"finished\":%s}\n",
-                   id, total, F("queued"), F("running"), F("retrying"), done, failed, canceled,
-                   (long long)cost, rate, eta, finished ? "true" : "false");
+                   id, total, F("queued"), F("running"), F("retrying"), F("blocked_budget"), done,
+                   failed, canceled, (long long)cost, rate, eta, finished ? "true" : "false");
         } else {
             int width = 30, fill = total ? (int)(width * ended / total) : width;
             char bar[64];
