@@ -1,12 +1,20 @@
-/* image.c - PNG (libspng) and WebP (libwebp) decode and encode, with limits for hostile input. */
+/*
+ * image.c - PNG (libspng), JPEG (libjpeg-turbo) and WebP (libwebp) decode and encode, with
+ * limits for hostile input.
+ */
 #include "imgq/image.h"
 
+#include <limits.h>
+#include <setjmp.h>
 #include <spng.h>
-#include <stdio.h>
+#include <stdio.h> /* before jpeglib.h, which uses FILE */
 #include <stdlib.h>
 #include <string.h>
 #include <webp/decode.h>
 #include <webp/encode.h>
+
+#include <jerror.h>
+#include <jpeglib.h>
 
 #include "imgq/alloc.h"
 
@@ -404,6 +412,224 @@ int imgq_webp_encode(const struct imgq_image *img, int quality, bool lossless, u
     return 0;
 }
 
+/* ---- JPEG --------------------------------------------------------------------------------- */
+
+/*
+ * Most scans a progressive JPEG may have.  Real encoders write about ten; thousands of tiny
+ * scans are a known way to keep a decoder busy for minutes on a small file (libjpeg-turbo's
+ * own TurboJPEG API offers the same kind of cap).
+ */
+#define JPEG_MAX_SCANS 500
+/* What libjpeg may allocate for one image (its coefficient buffers for a progressive file of
+ * the largest size the default limits let through need about 200 MiB). */
+#define JPEG_MAX_MEMORY (512L * 1024 * 1024)
+
+/* libjpeg reports errors by calling error_exit, which must not return: it longjmps back to
+ * the function that started the work, which then destroys the codec and frees its buffers. */
+struct jpeg_fail {
+    struct jpeg_error_mgr pub;
+    jmp_buf jmp;
+    int rc; /* what the failing call returns */
+};
+
+static _Noreturn void jpeg_fail_now(j_common_ptr cinfo, int rc)
+{
+    struct jpeg_fail *f = (struct jpeg_fail *)cinfo->err;
+    f->rc = rc;
+    longjmp(f->jmp, 1);
+}
+
+static void jpeg_error_exit(j_common_ptr cinfo)
+{
+    int code = cinfo->err->msg_code;
+    /* Too big for memory or for the format: a limit, like the dimension limits. */
+    if (code == JERR_OUT_OF_MEMORY || code == JERR_NO_BACKING_STORE || code == JERR_IMAGE_TOO_BIG ||
+        code == JERR_WIDTH_OVERFLOW)
+        jpeg_fail_now(cinfo, IMGQ_ERANGE);
+    jpeg_fail_now(cinfo, IMGQ_ECODEC);
+}
+
+/* Warnings (level -1) are corrupt data: a truncated file, a bad Huffman code, a missing EOI.
+ * libjpeg would carry on and pad the image with grey; a broken file is refused instead (as
+ * djpeg -strict does).  Trace messages (level >= 0) are dropped: nothing is printed. */
+static void jpeg_emit_message(j_common_ptr cinfo, int level)
+{
+    if (level < 0)
+        jpeg_fail_now(cinfo, IMGQ_ECODEC);
+}
+
+static void jpeg_output_message(j_common_ptr cinfo)
+{
+    (void)cinfo;
+}
+
+static void jpeg_scan_limit(j_common_ptr cinfo)
+{
+    if (cinfo->is_decompressor && ((j_decompress_ptr)cinfo)->input_scan_number > JPEG_MAX_SCANS)
+        jpeg_fail_now(cinfo, IMGQ_ECODEC);
+}
+
+static struct jpeg_error_mgr *jpeg_fail_init(struct jpeg_fail *f)
+{
+    jpeg_std_error(&f->pub);
+    f->pub.error_exit = jpeg_error_exit;
+    f->pub.emit_message = jpeg_emit_message;
+    f->pub.output_message = jpeg_output_message;
+    f->rc = IMGQ_ECODEC;
+    return &f->pub;
+}
+
+/* Create a decoder over buf and read the header, or longjmp to the caller's setjmp (whose
+ * error path destroys cinfo, created or not: it was zeroed). */
+static void jpeg_open(j_decompress_ptr cinfo, struct jpeg_progress_mgr *prog, const void *buf,
+                      size_t len)
+{
+    jpeg_create_decompress(cinfo);
+    cinfo->mem->max_memory_to_use = JPEG_MAX_MEMORY;
+    prog->progress_monitor = jpeg_scan_limit;
+    cinfo->progress = prog;
+    jpeg_mem_src(cinfo, buf, (unsigned long)len);
+    (void)jpeg_read_header(cinfo, TRUE); /* TRUE: a tables-only stream is an error */
+}
+
+int imgq_jpeg_decode(const void *buf, size_t len, const struct imgq_image_limits *limits,
+                     enum imgq_pixel_format want, struct imgq_image *out)
+{
+    struct imgq_image_limits l = effective_limits(limits);
+    struct jpeg_decompress_struct cinfo;
+    struct jpeg_progress_mgr prog;
+    struct jpeg_fail fail;
+    uint8_t *volatile pixels = NULL; /* set after setjmp: volatile so the error path sees it */
+
+    if (want != IMGQ_PIXELS_AUTO && want != IMGQ_PIXELS_RGB8 && want != IMGQ_PIXELS_RGBA8)
+        return IMGQ_EINVAL;
+    if (imgq_image_sniff(buf, len) != IMGQ_IMAGE_JPEG || len > ULONG_MAX)
+        return IMGQ_ECODEC;
+    memset(&cinfo, 0, sizeof(cinfo)); /* so that destroy is safe whenever an error comes */
+    memset(&prog, 0, sizeof(prog));
+    cinfo.err = jpeg_fail_init(&fail);
+    if (setjmp(fail.jmp)) {
+        jpeg_destroy_decompress(&cinfo);
+        free(pixels);
+        return fail.rc;
+    }
+    jpeg_open(&cinfo, &prog, buf, len);
+    int rc = check_dims(&l, cinfo.image_width, cinfo.image_height);
+    if (rc) {
+        jpeg_destroy_decompress(&cinfo);
+        return rc;
+    }
+    /* JPEG has no alpha: AUTO is RGB; RGBA gets alpha 255.  Grey is expanded.  CMYK and YCCK
+     * (print files, never what an image model returns) have no conversion: IMGQ_ECODEC. */
+    int channels = want == IMGQ_PIXELS_RGBA8 ? 4 : 3;
+    cinfo.out_color_space = channels == 4 ? JCS_EXT_RGBA : JCS_RGB;
+    jpeg_start_decompress(&cinfo); /* a progressive file is read whole here */
+    if (cinfo.output_width != cinfo.image_width || cinfo.output_height != cinfo.image_height ||
+        cinfo.output_components != channels)
+        jpeg_fail_now((j_common_ptr)&cinfo, IMGQ_ECODEC);
+    size_t stride = (size_t)cinfo.output_width * (size_t)channels;
+    pixels = imgq_xmalloc(stride * cinfo.output_height);
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW row = pixels + (size_t)cinfo.output_scanline * stride;
+        if (jpeg_read_scanlines(&cinfo, &row, 1) != 1)
+            jpeg_fail_now((j_common_ptr)&cinfo, IMGQ_ECODEC);
+    }
+    /* Read on to EOI: a file cut short after its last scan is still a broken file. */
+    (void)jpeg_finish_decompress(&cinfo);
+    out->width = (int)cinfo.output_width;
+    out->height = (int)cinfo.output_height;
+    out->channels = channels;
+    out->stride = stride;
+    out->pixels = pixels;
+    jpeg_destroy_decompress(&cinfo);
+    return 0;
+}
+
+static int jpeg_info(const void *buf, size_t len, int *w, int *h)
+{
+    struct jpeg_decompress_struct cinfo;
+    struct jpeg_progress_mgr prog;
+    struct jpeg_fail fail;
+
+    if (imgq_image_sniff(buf, len) != IMGQ_IMAGE_JPEG || len > ULONG_MAX)
+        return IMGQ_ECODEC;
+    memset(&cinfo, 0, sizeof(cinfo));
+    memset(&prog, 0, sizeof(prog));
+    cinfo.err = jpeg_fail_init(&fail);
+    if (setjmp(fail.jmp)) {
+        jpeg_destroy_decompress(&cinfo);
+        return fail.rc;
+    }
+    jpeg_open(&cinfo, &prog, buf, len);
+    *w = (int)cinfo.image_width;
+    *h = (int)cinfo.image_height;
+    jpeg_destroy_decompress(&cinfo);
+    return 0;
+}
+
+int imgq_jpeg_encode(const struct imgq_image *img, int quality, uint8_t **out, size_t *outlen)
+{
+    struct jpeg_compress_struct cinfo;
+    struct jpeg_fail fail;
+    /* Both are written by libjpeg through their addresses (jpeg_mem_dest); the error path
+     * frees whatever buffer it had grown to. */
+    unsigned char *mem = NULL;
+    unsigned long memlen = 0;
+    uint8_t *volatile flat = NULL;
+
+    if (image_check(img) || quality < 0 || quality > 100)
+        return IMGQ_EINVAL;
+    if (img->width > JPEG_MAX_DIMENSION || img->height > JPEG_MAX_DIMENSION)
+        return IMGQ_ERANGE;
+    memset(&cinfo, 0, sizeof(cinfo));
+    cinfo.err = jpeg_fail_init(&fail);
+    if (setjmp(fail.jmp)) {
+        jpeg_destroy_compress(&cinfo);
+        free(mem);
+        free(flat);
+        return fail.rc;
+    }
+    jpeg_create_compress(&cinfo);
+    jpeg_mem_dest(&cinfo, &mem, &memlen);
+    cinfo.image_width = (JDIMENSION)img->width;
+    cinfo.image_height = (JDIMENSION)img->height;
+    cinfo.input_components = 3;
+    cinfo.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&cinfo);
+    jpeg_set_quality(&cinfo, quality, TRUE);
+    cinfo.optimize_coding = TRUE; /* smaller files for a little CPU, still baseline */
+    if (quality >= 90) {
+        /* Chroma at full resolution: at high quality 4:2:0's colour smear is what shows. */
+        cinfo.comp_info[0].h_samp_factor = 1;
+        cinfo.comp_info[0].v_samp_factor = 1;
+    }
+    jpeg_start_compress(&cinfo, TRUE);
+    if (img->channels == 4)
+        flat = imgq_xmalloc((size_t)img->width * 3);
+    while (cinfo.next_scanline < cinfo.image_height) {
+        const uint8_t *src = img->pixels + (size_t)cinfo.next_scanline * img->stride;
+        JSAMPROW row = (JSAMPROW)src;
+        if (flat) {
+            /* JPEG has no alpha: flatten onto white, as image editors export it. */
+            for (int x = 0; x < img->width; x++) {
+                const uint8_t *p = src + (size_t)x * 4;
+                unsigned a = p[3];
+                for (int c = 0; c < 3; c++)
+                    flat[(size_t)x * 3 + (size_t)c] =
+                        (uint8_t)((p[c] * a + 255u * (255u - a) + 127u) / 255u);
+            }
+            row = flat;
+        }
+        (void)jpeg_write_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_compress(&cinfo);
+    jpeg_destroy_compress(&cinfo);
+    free(flat);
+    *out = mem;
+    *outlen = (size_t)memlen;
+    return 0;
+}
+
 /* ---- Dispatch ----------------------------------------------------------------------------- */
 
 int imgq_image_decode(const void *buf, size_t len, const struct imgq_image_limits *limits,
@@ -414,7 +640,8 @@ int imgq_image_decode(const void *buf, size_t len, const struct imgq_image_limit
         return imgq_png_decode(buf, len, limits, want, out);
     case IMGQ_IMAGE_WEBP:
         return imgq_webp_decode(buf, len, limits, want, out);
-    case IMGQ_IMAGE_JPEG: /* not implemented yet: see image.h */
+    case IMGQ_IMAGE_JPEG:
+        return imgq_jpeg_decode(buf, len, limits, want, out);
     case IMGQ_IMAGE_UNKNOWN:
         break;
     }
@@ -453,6 +680,11 @@ int imgq_image_info(const void *buf, size_t len, enum imgq_image_format *fmt, in
         w = feat.width;
         h = feat.height;
         alpha = feat.has_alpha != 0;
+    } else if (f == IMGQ_IMAGE_JPEG) {
+        int rc = jpeg_info(buf, len, &w, &h);
+        if (rc)
+            return rc;
+        alpha = false;
     } else {
         return IMGQ_ECODEC;
     }

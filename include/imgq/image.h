@@ -1,5 +1,6 @@
 /*
- * image.h - image codecs: sniff, decode and encode PNG and WebP (libspng, libwebp).
+ * image.h - image codecs: sniff, decode and encode PNG, JPEG and WebP (libspng,
+ * libjpeg-turbo, libwebp).
  *
  * The worker decodes what providers return and re-encodes it (usually to WebP) before storing
  * it; the simulator encodes the PNGs it serves.  Provider output is untrusted input: every
@@ -14,8 +15,8 @@
  * Encoded bytes returned through (uint8_t **out, size_t *outlen) are the caller's, to free()
  * with free().  On error nothing is returned and *out is left untouched.
  *
- * JPEG: imgq_image_sniff() recognises it, but decoding it is not implemented yet; the decoders
- * return IMGQ_ECODEC for it.
+ * Corrupt input is refused, never patched up: a truncated JPEG (which libjpeg would pad with
+ * grey) or PNG, a bad checksum, a missing end marker are all IMGQ_ECODEC.
  */
 #ifndef IMGQ_IMAGE_H
 #define IMGQ_IMAGE_H
@@ -84,18 +85,21 @@ void imgq_image_release(struct imgq_image *img);
 
 /*
  * Read only the header: format, dimensions and whether the image has alpha.  Cheap (no pixel
- * decoding).  Any out pointer may be NULL.  IMGQ_ECODEC if the data is not a PNG or WebP
- * whose header parses (JPEG included, for now).
+ * decoding).  Any out pointer may be NULL.  IMGQ_ECODEC if the data is not a PNG, JPEG or
+ * WebP whose header parses (a JPEG never has alpha).
  */
 int imgq_image_info(const void *buf, size_t len, enum imgq_image_format *fmt, int *width,
                     int *height, bool *has_alpha) IMGQ_MUST_CHECK;
 
 /*
  * Decode a PNG (any bit depth and colour type; 16-bit samples are scaled to 8, palettes and
- * grey expanded) or a WebP (still image) into 8-bit RGB or RGBA.  limits NULL = defaults.
+ * grey expanded), a JPEG (baseline or progressive, colour or grey; no alpha, so AUTO gives
+ * RGB and RGBA8 an opaque alpha) or a WebP (still image) into 8-bit RGB or RGBA.
+ * limits NULL = defaults (max_chunk_bytes and max_cache_bytes apply to PNG only).
  *
  * Errors: IMGQ_ECODEC for data that is not a complete, valid image of a supported format
- * (garbage, truncated, bad checksum, animated WebP, JPEG); IMGQ_ERANGE if its dimensions or
+ * (garbage, truncated, bad checksum, corrupt JPEG entropy data or one with more than 500
+ * progressive scans, CMYK/YCCK JPEG, animated WebP); IMGQ_ERANGE if its dimensions or
  * chunk sizes exceed the limits (checked before the pixel buffer is allocated);
  * IMGQ_EINVAL for a bad 'want'.  On error *out is untouched.
  */
@@ -105,6 +109,8 @@ int imgq_image_decode(const void *buf, size_t len, const struct imgq_image_limit
 int imgq_png_decode(const void *buf, size_t len, const struct imgq_image_limits *limits,
                     enum imgq_pixel_format want, struct imgq_image *out) IMGQ_MUST_CHECK;
 int imgq_webp_decode(const void *buf, size_t len, const struct imgq_image_limits *limits,
+                     enum imgq_pixel_format want, struct imgq_image *out) IMGQ_MUST_CHECK;
+int imgq_jpeg_decode(const void *buf, size_t len, const struct imgq_image_limits *limits,
                      enum imgq_pixel_format want, struct imgq_image *out) IMGQ_MUST_CHECK;
 
 /*
@@ -122,6 +128,16 @@ int imgq_png_encode(const struct imgq_image *img, int level, uint8_t **out,
  * it; IMGQ_EINVAL for a malformed image or quality, IMGQ_ECODEC if the encoder fails.
  */
 int imgq_webp_encode(const struct imgq_image *img, int quality, bool lossless, uint8_t **out,
+                     size_t *outlen) IMGQ_MUST_CHECK;
+
+/*
+ * Encode as JPEG (baseline, JFIF, Huffman tables optimised) with quality 0..100 (libjpeg's
+ * scale; 0 acts as 1).  Chroma is subsampled 4:2:0 below quality 90 and kept whole (4:4:4)
+ * from 90 up.  JPEG has no alpha: an RGBA image is flattened onto white.  JPEG's dimension
+ * limit is 65500 a side: IMGQ_ERANGE past it; IMGQ_EINVAL for a malformed image or quality,
+ * IMGQ_ECODEC if the encoder fails.
+ */
+int imgq_jpeg_encode(const struct imgq_image *img, int quality, uint8_t **out,
                      size_t *outlen) IMGQ_MUST_CHECK;
 
 #endif

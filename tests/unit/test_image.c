@@ -1,12 +1,15 @@
-/* test_image.c - image codecs: sniffing, PNG/WebP round trips, hostile and oversize input. */
+/* test_image.c - image codecs: sniffing, PNG/JPEG/WebP round trips, hostile and oversize
+ * input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h> /* before jpeglib.h */
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
+#include <jpeglib.h>
 #include <spng.h>
 
 #include "imgq/image.h"
@@ -244,8 +247,10 @@ static void test_garbage_and_truncated(void **state)
     assert_int_equal(imgq_image_decode(junk, sizeof(junk), NULL, 0, &out), IMGQ_ECODEC);
     memcpy(junk, "RIFF\x00\x01\x00\x00WEBPVP8 ", 16);
     assert_int_equal(imgq_image_decode(junk, sizeof(junk), NULL, 0, &out), IMGQ_ECODEC);
-    memcpy(junk, "\xff\xd8\xff\xe0", 4); /* JPEG: recognised, not decodable yet */
+    memcpy(junk, "\xff\xd8\xff\xe0", 4);
     assert_int_equal(imgq_image_decode(junk, sizeof(junk), NULL, 0, &out), IMGQ_ECODEC);
+    assert_int_equal(imgq_jpeg_decode(junk, sizeof(junk), NULL, 0, &out), IMGQ_ECODEC);
+    assert_int_equal(imgq_image_info(junk, sizeof(junk), NULL, NULL, NULL, NULL), IMGQ_ECODEC);
 
     /* Every truncation of a valid file fails cleanly (no partial image). */
     encode_png(40, 30, 3, &png, &png_len);
@@ -367,6 +372,320 @@ static void test_bad_arguments(void **state)
     imgq_image_release(&img);
 }
 
+/* ---- JPEG ------------------------------------------------------------------------------- */
+
+/* Mean absolute difference per sample between two RGB images of one size. */
+static double mean_abs_diff(const struct imgq_image *a, const struct imgq_image *b)
+{
+    double sum = 0;
+    size_t n = 0;
+    for (int y = 0; y < a->height; y++)
+        for (int x = 0; x < a->width; x++)
+            for (int c = 0; c < 3; c++) {
+                int va = a->pixels[(size_t)y * a->stride + (size_t)x * (size_t)a->channels + c];
+                int vb = b->pixels[(size_t)y * b->stride + (size_t)x * (size_t)b->channels + c];
+                sum += va > vb ? va - vb : vb - va;
+                n++;
+            }
+    return sum / (double)n;
+}
+
+/* A smooth image (JPEG's home ground: the test pattern's XOR channel is noise). */
+static void make_smooth(struct imgq_image *img, int w, int h, int channels)
+{
+    make_image(img, w, h, channels);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            img->pixels[(size_t)y * img->stride + (size_t)x * (size_t)channels + 2] =
+                (uint8_t)((x + y) * 255 / (w + h));
+}
+
+static void test_jpeg_round_trip(void **state)
+{
+    struct imgq_image src, out = {0}, out4 = {0};
+    uint8_t *jpg, *jpg_low;
+    size_t len, len_low;
+    enum imgq_image_format fmt;
+    int w, h;
+    bool alpha = true;
+
+    make_smooth(&src, 97, 61, 3);
+    assert_int_equal(imgq_jpeg_encode(&src, 92, &jpg, &len), 0);
+    assert_int_equal(imgq_image_sniff(jpg, len), IMGQ_IMAGE_JPEG);
+    assert_int_equal(imgq_image_info(jpg, len, &fmt, &w, &h, &alpha), 0);
+    assert_int_equal(fmt, IMGQ_IMAGE_JPEG);
+    assert_int_equal(w, 97);
+    assert_int_equal(h, 61);
+    assert_false(alpha);
+
+    assert_int_equal(imgq_image_decode(jpg, len, NULL, IMGQ_PIXELS_AUTO, &out), 0);
+    assert_int_equal(out.width, 97);
+    assert_int_equal(out.height, 61);
+    assert_int_equal(out.channels, 3);
+    assert_int_equal(out.stride, 97 * 3);
+    double d = mean_abs_diff(&src, &out);
+    assert_true(d < 3.0);
+
+    /* RGBA8 asked: the same colours, opaque. */
+    assert_int_equal(imgq_jpeg_decode(jpg, len, NULL, IMGQ_PIXELS_RGBA8, &out4), 0);
+    assert_int_equal(out4.channels, 4);
+    for (size_t i = 0; i < 97u * 61u; i++) {
+        assert_int_equal(out4.pixels[i * 4 + 3], 255);
+        assert_memory_equal(out4.pixels + i * 4, out.pixels + i * 3, 3);
+    }
+
+    /* Lower quality: smaller, still the right size and close. */
+    assert_int_equal(imgq_jpeg_encode(&src, 30, &jpg_low, &len_low), 0);
+    assert_true(len_low < len);
+    imgq_image_release(&out);
+    assert_int_equal(imgq_image_decode(jpg_low, len_low, NULL, 0, &out), 0);
+    assert_int_equal(out.width, 97);
+    assert_true(mean_abs_diff(&src, &out) < 10.0);
+    /* Deterministic: the same input gives the same bytes (content-addressed storage). */
+    uint8_t *again;
+    size_t len_again;
+    assert_int_equal(imgq_jpeg_encode(&src, 30, &again, &len_again), 0);
+    assert_int_equal(len_again, len_low);
+    assert_memory_equal(again, jpg_low, len_low);
+    free(again);
+
+    /* JPEG to WebP, the worker's usual path. */
+    uint8_t *webp;
+    size_t webp_len;
+    assert_int_equal(imgq_webp_encode(&out, 80, false, &webp, &webp_len), 0);
+    assert_int_equal(imgq_image_sniff(webp, webp_len), IMGQ_IMAGE_WEBP);
+    free(webp);
+
+    free(jpg_low);
+    free(jpg);
+    imgq_image_release(&out4);
+    imgq_image_release(&out);
+    imgq_image_release(&src);
+}
+
+static void test_jpeg_alpha_flattened(void **state)
+{
+    struct imgq_image src, out;
+    uint8_t *jpg;
+    size_t len;
+
+    /* Left half transparent (black underneath), right half opaque red. */
+    assert_int_equal(imgq_image_init(&src, 32, 16, 4), 0);
+    for (int y = 0; y < 16; y++)
+        for (int x = 16; x < 32; x++) {
+            uint8_t *p = src.pixels + (size_t)y * src.stride + (size_t)x * 4;
+            p[0] = 220, p[1] = 20, p[2] = 20, p[3] = 255;
+        }
+    assert_int_equal(imgq_jpeg_encode(&src, 95, &jpg, &len), 0);
+    assert_int_equal(imgq_jpeg_decode(jpg, len, NULL, IMGQ_PIXELS_AUTO, &out), 0);
+    assert_int_equal(out.channels, 3);
+    const uint8_t *white = out.pixels + 8 * out.stride + 4 * 3;
+    const uint8_t *red = out.pixels + 8 * out.stride + 28 * 3;
+    for (int c = 0; c < 3; c++)
+        assert_true(white[c] >= 250);
+    assert_true(red[0] >= 210 && red[1] <= 35 && red[2] <= 35);
+    imgq_image_release(&out);
+    free(jpg);
+    imgq_image_release(&src);
+}
+
+/* A JPEG written by libjpeg directly: grey or colour, optionally with a scan script. */
+static uint8_t *jpeg_write(int w, int h, int components, const jpeg_scan_info *scans, int nscans,
+                           size_t *len)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr err;
+    unsigned char *mem = NULL;
+    unsigned long memlen = 0;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    jpeg_mem_dest(&c, &mem, &memlen);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = components;
+    c.in_color_space = components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(&c);
+    if (scans) {
+        c.scan_info = scans;
+        c.num_scans = nscans;
+    }
+    jpeg_start_compress(&c, TRUE);
+    uint8_t *row = malloc((size_t)w * (size_t)components);
+    while (c.next_scanline < c.image_height) {
+        for (int i = 0; i < w * components; i++)
+            row[i] = (uint8_t)(i + (int)c.next_scanline);
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(row);
+    *len = memlen;
+    return mem;
+}
+
+static void test_jpeg_kinds(void **state)
+{
+    struct imgq_image out;
+    size_t len;
+
+    /* Greyscale: expanded to RGB. */
+    uint8_t *jpg = jpeg_write(20, 10, 1, NULL, 0, &len);
+    assert_int_equal(imgq_image_decode(jpg, len, NULL, IMGQ_PIXELS_AUTO, &out), 0);
+    assert_int_equal(out.channels, 3);
+    assert_int_equal(out.width, 20);
+    assert_int_equal(out.pixels[0], out.pixels[1]);
+    assert_int_equal(out.pixels[1], out.pixels[2]);
+    imgq_image_release(&out);
+    free(jpg);
+
+    /* Progressive (libjpeg's standard progression, 10 scans). */
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_simple_progression(&c);
+    jpeg_scan_info *prog = malloc((size_t)c.num_scans * sizeof *prog);
+    memcpy(prog, c.scan_info, (size_t)c.num_scans * sizeof *prog);
+    int nprog = c.num_scans;
+    jpeg_destroy_compress(&c);
+    jpg = jpeg_write(40, 24, 3, prog, nprog, &len);
+    free(prog);
+    assert_int_equal(imgq_jpeg_decode(jpg, len, NULL, IMGQ_PIXELS_AUTO, &out), 0);
+    assert_int_equal(out.width, 40);
+    assert_int_equal(out.height, 24);
+    imgq_image_release(&out);
+    /* Every truncation of a progressive file fails too. */
+    for (size_t n = 0; n < len; n += (n < 700 ? 3 : 1)) {
+        out = (struct imgq_image){0};
+        assert_int_equal(imgq_jpeg_decode(jpg, n, NULL, 0, &out), IMGQ_ECODEC);
+        assert_null(out.pixels);
+    }
+    free(jpg);
+
+    /* A grey progressive file with 631 scans (every AC coefficient its own band, refined bit
+     * by bit): over the scan limit, refused instead of decoded slowly. */
+    jpeg_scan_info *many = calloc(700, sizeof *many);
+    int k = 0;
+    many[k++] = (jpeg_scan_info){1, {0}, 0, 0, 0, 0};
+    for (int band = 1; band <= 63; band++) {
+        many[k++] = (jpeg_scan_info){1, {0}, band, band, 0, 9};
+        for (int al = 8; al >= 0; al--)
+            many[k++] = (jpeg_scan_info){1, {0}, band, band, al + 1, al};
+    }
+    jpg = jpeg_write(16, 16, 1, many, k, &len);
+    assert_true(k > 500);
+    assert_int_equal(imgq_jpeg_decode(jpg, len, NULL, 0, &out), IMGQ_ECODEC);
+    free(jpg);
+    /* The same shape under the limit decodes. */
+    jpg = jpeg_write(16, 16, 1, many, 1 + 40 * 10, &len);
+    assert_int_equal(imgq_jpeg_decode(jpg, len, NULL, 0, &out), 0);
+    imgq_image_release(&out);
+    free(jpg);
+    free(many);
+}
+
+/* Offset of the SOF0 marker's height field (FFC0, length, precision, height, width). */
+static size_t sof_dims(const uint8_t *jpg, size_t len)
+{
+    for (size_t i = 2; i + 9 < len; i++)
+        if (jpg[i] == 0xff && (jpg[i + 1] == 0xc0 || jpg[i + 1] == 0xc2))
+            return i + 5;
+    fail_msg("no SOF marker");
+    return 0;
+}
+
+static void test_jpeg_truncated_and_oversize(void **state)
+{
+    struct imgq_image src, out = {0};
+    uint8_t *jpg;
+    size_t len;
+    int w, h;
+
+    make_smooth(&src, 40, 30, 3);
+    assert_int_equal(imgq_jpeg_encode(&src, 75, &jpg, &len), 0);
+    /* Every truncation fails cleanly: no partial, grey-padded image. */
+    for (size_t n = 0; n < len; n++) {
+        assert_int_equal(imgq_jpeg_decode(jpg, n, NULL, 0, &out), IMGQ_ECODEC);
+        assert_int_equal(imgq_image_decode(jpg, n, NULL, 0, &out), IMGQ_ECODEC);
+        assert_null(out.pixels);
+    }
+    assert_int_equal(jpg[len - 2], 0xff);
+    assert_int_equal(jpg[len - 1], 0xd9); /* EOI */
+    /* Entropy data overwritten with a marker: corrupt, refused. */
+    uint8_t *bad = malloc(len);
+    memcpy(bad, jpg, len);
+    bad[len / 2 + 40] = 0xff;
+    bad[len / 2 + 41] = 0xd0;
+    assert_int_equal(imgq_jpeg_decode(bad, len, NULL, 0, &out), IMGQ_ECODEC);
+    free(bad);
+    /* Trailing bytes after EOI are ignored. */
+    uint8_t *longer = malloc(len + 16);
+    memcpy(longer, jpg, len);
+    memset(longer + len, 0, 16);
+    assert_int_equal(imgq_jpeg_decode(longer, len + 16, NULL, 0, &out), 0);
+    imgq_image_release(&out);
+    free(longer);
+
+    /* Limits: checked on the header, before any pixel buffer. */
+    struct imgq_image_limits small = {.max_width = 39};
+    assert_int_equal(imgq_jpeg_decode(jpg, len, &small, 0, &out), IMGQ_ERANGE);
+    small = (struct imgq_image_limits){.max_pixels = 40 * 30 - 1};
+    assert_int_equal(imgq_image_decode(jpg, len, &small, 0, &out), IMGQ_ERANGE);
+    small = (struct imgq_image_limits){.max_width = 40, .max_height = 30};
+    assert_int_equal(imgq_jpeg_decode(jpg, len, &small, 0, &out), 0);
+    imgq_image_release(&out);
+
+    /* A header claiming 60000 x 60000 (a bomb) is refused; info still reports it. */
+    size_t at = sof_dims(jpg, len);
+    jpg[at] = 60000 >> 8, jpg[at + 1] = 60000 & 0xff;
+    jpg[at + 2] = 60000 >> 8, jpg[at + 3] = 60000 & 0xff;
+    assert_int_equal(imgq_jpeg_decode(jpg, len, NULL, 0, &out), IMGQ_ERANGE);
+    assert_int_equal(imgq_image_info(jpg, len, NULL, &w, &h, NULL), 0);
+    assert_int_equal(w, 60000);
+    assert_int_equal(h, 60000);
+    /* Zero width: not an image. */
+    jpg[at + 2] = 0, jpg[at + 3] = 0;
+    assert_int_equal(imgq_jpeg_decode(jpg, len, NULL, 0, &out), IMGQ_ECODEC);
+    assert_null(out.pixels);
+    free(jpg);
+
+    /* The wrong decoder for the format refuses it, and JPEG's refuses the others. */
+    uint8_t *png;
+    size_t png_len;
+    encode_png(8, 8, 3, &png, &png_len);
+    assert_int_equal(imgq_jpeg_decode(png, png_len, NULL, 0, &out), IMGQ_ECODEC);
+    free(png);
+    imgq_image_release(&src);
+}
+
+static void test_jpeg_bad_arguments(void **state)
+{
+    struct imgq_image img = {0};
+    uint8_t *buf = NULL;
+    size_t len;
+
+    assert_int_equal(imgq_jpeg_encode(NULL, 80, &buf, &len), IMGQ_EINVAL);
+    assert_int_equal(imgq_jpeg_encode(&img, 80, &buf, &len), IMGQ_EINVAL);
+    make_image(&img, 8, 8, 3);
+    assert_int_equal(imgq_jpeg_encode(&img, 101, &buf, &len), IMGQ_EINVAL);
+    assert_int_equal(imgq_jpeg_encode(&img, -1, &buf, &len), IMGQ_EINVAL);
+    assert_null(buf);
+    assert_int_equal(imgq_jpeg_encode(&img, 0, &buf, &len), 0);
+    assert_int_equal(imgq_jpeg_decode(buf, len, NULL, (enum imgq_pixel_format)5, &img),
+                     IMGQ_EINVAL);
+    free(buf);
+    imgq_image_release(&img);
+
+    /* JPEG cannot hold more than 65500 pixels a side. */
+    make_image(&img, 65501, 1, 3);
+    assert_int_equal(imgq_jpeg_encode(&img, 50, &buf, &len), IMGQ_ERANGE);
+    imgq_image_release(&img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -378,6 +697,11 @@ int main(void)
         cmocka_unit_test(test_oversize_refused),
         cmocka_unit_test(test_chunk_limits),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_jpeg_round_trip),
+        cmocka_unit_test(test_jpeg_alpha_flattened),
+        cmocka_unit_test(test_jpeg_kinds),
+        cmocka_unit_test(test_jpeg_truncated_and_oversize),
+        cmocka_unit_test(test_jpeg_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
