@@ -119,7 +119,7 @@ imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint 
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
                                const char *code)
 {
-    if (message)
+    if (message && *message) /* an empty message says nothing: the status at least */
         snprintf(out->message, sizeof out->message, "%s", message);
     else
         snprintf(out->message, sizeof out->message, "HTTP %ld", out->status);

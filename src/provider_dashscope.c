@@ -110,7 +110,7 @@ static void task_failed(json_t *o, const char *status, struct imgq_provider_resu
         out->cls = IMGQ_CLASS_INVALID_REQUEST;
     else
         out->cls = IMGQ_CLASS_SERVER; /* failed, canceled or expired: try again */
-    if (msg)
+    if (msg && *msg)
         snprintf(out->message, sizeof out->message, "%s", msg);
     else
         snprintf(out->message, sizeof out->message, "task %s", status);

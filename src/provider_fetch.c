@@ -213,6 +213,9 @@ void imgq__async_fail(struct imgq_provider_result *out, enum imgq_error_class c,
     va_start(ap, fmt);
     vsnprintf(out->message, sizeof out->message, fmt, ap);
     va_end(ap);
+    if (!out->message[0]) /* the provider's text was empty: every failure says why */
+        snprintf(out->message, sizeof out->message, "%s (HTTP %ld)", imgq_error_class_name(c),
+                 out->status);
 }
 
 bool imgq__async_pending(struct imgq_provider_result *out, const char *handle, bool must_be_url,
