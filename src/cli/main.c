@@ -100,6 +100,10 @@ static void usage(FILE *f)
           "  budget show NAME | list [--json]   spent, reserved, remaining in the current window\n"
           "  (submit --on-budget-exhausted wait|fail: a capped job waits (default) or fails)\n"
           "  route --explain JOB.json|- [--json]   why \"model\": \"auto\" picks what it picks\n"
+          "  webhook sign --secret whsec_... [--secret ...] [--id ID] [--timestamp T] < BODY\n"
+          "                                the webhook-id/-timestamp/-signature headers imgq sends\n"
+          "  webhook verify --secret whsec_... --id ID --timestamp T --signature \"v1,...\"\n"
+          "         [--tolerance S] [--now T] < BODY   check a delivery as a receiver would\n"
           "TIME: +30m, +2h, +1d, 2026-11-23T01:00:00Z, or local 2026-11-23T01:00 (--tz)\n"
           "\n"
           "environment: IMGQ_CONFIG, IMGQ_REDIS_URL, IMGQ_QUEUE, IMGQ_PREFIX, IMGQ_CATALOG,\n"
@@ -179,7 +183,8 @@ int main(int argc, char **argv)
                 {"budget", imgq_cmd_budget},
                 {"route", imgq_cmd_route},
                 {"quote", imgq_cmd_quote},
-                {"report", imgq_cmd_report}};
+                {"report", imgq_cmd_report},
+                {"webhook", imgq_cmd_webhook}};
     int rc = -1;
     const char *name = argv[optind];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
