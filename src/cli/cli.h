@@ -28,8 +28,20 @@ int imgq_cmd_budget(int argc, char **argv);
 int imgq_cmd_quote(int argc, char **argv);
 int imgq_cmd_report(int argc, char **argv);
 int imgq_cmd_webhook(int argc, char **argv);
+int imgq_cmd_results(int argc, char **argv);
 /* imgq batch watch ID: progress until the batch finishes (cmd_stats.c). */
 int imgq__cmd_batch_watch(const char *id, int argc, char **argv);
+
+struct imgq_s3_config;
+/*
+ * S3 settings for the CLI (cmd_presign.c): the environment as imgq_s3_config_from_env reads
+ * it, with the config file's s3.endpoint and s3.region where the environment names none;
+ * 'bucket' (if not NULL) replaces IMGQ_S3_BUCKET.  'cfg' is initialised here: clear it with
+ * imgq_s3_config_clear whatever this returns.  0 if usable for requests (credentials, region,
+ * endpoint; a bucket only when 'bucket' is given), else IMGQ_ECONFIG with a new message in
+ * '*why' (free()).
+ */
+int imgq__cli_s3_config(struct imgq_s3_config *cfg, const char *bucket, char **why);
 
 /* The configuration after global flags (--config, --redis, --queue, --prefix, --catalog). */
 struct imgq_config *imgq__cli_config(void);

@@ -111,6 +111,22 @@ static void apply_config_file(struct imgq_s3_config *cfg)
         imgq_s3_config_set(&cfg->region, conf->s3_region);
 }
 
+int imgq__cli_s3_config(struct imgq_s3_config *cfg, const char *bucket, char **why)
+{
+    const char *bad = NULL;
+
+    *why = NULL;
+    imgq_s3_config_init(cfg);
+    if (imgq_s3_config_from_env(cfg, &bad) < 0) {
+        *why = imgq_xstrdup(bad);
+        return IMGQ_ECONFIG;
+    }
+    apply_config_file(cfg);
+    if (bucket)
+        imgq_s3_config_set(&cfg->bucket, bucket);
+    return imgq_s3_config_check(cfg, bucket != NULL, why);
+}
+
 int imgq_cmd_presign(int argc, char **argv)
 {
     const char *target = NULL, *expires_s = NULL, *at_s = NULL, *method_s = "GET";
@@ -169,20 +185,13 @@ int imgq_cmd_presign(int argc, char **argv)
         return usage_error("--method '%s' must be GET, PUT, HEAD or DELETE", method_s);
 
     struct imgq_s3_config cfg;
-    const char *why = NULL;
     char *problem = NULL, *url = NULL;
     int status = IMGQ_EXIT_FAIL;
 
-    imgq_s3_config_init(&cfg);
-    if (imgq_s3_config_from_env(&cfg, &why) < 0) {
-        fprintf(stderr, "imgq presign: %s\n", why);
-        goto out;
-    }
-    apply_config_file(&cfg);
     char *bucket = imgq_xstrndup(target + 5, (size_t)(slash - (target + 5)));
-    imgq_s3_config_set(&cfg.bucket, bucket);
+    int cr = imgq__cli_s3_config(&cfg, bucket, &problem);
     free(bucket);
-    if (imgq_s3_config_check(&cfg, true, &problem) < 0) {
+    if (cr < 0) {
         fprintf(stderr, "imgq presign: %s\n", problem);
         goto out;
     }
