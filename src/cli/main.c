@@ -71,44 +71,47 @@ imgq_queue *imgq__cli_queue(void)
 
 static void usage(FILE *f)
 {
-    fputs("usage: imgq [--config FILE] [--redis URL] [--queue NAME] [--prefix P] "
-          "[--catalog FILE] COMMAND ...\n"
-          "\n"
-          "commands:\n"
-          "  submit FILE.jsonl|- [--batch NAME] [--priority low|normal|high] [--team T]\n"
-          "         [--route R] [--max-attempts N] [--not-before TIME] [--deadline TIME]\n"
-          "         [--window HH:MM-HH:MM [--tz ZONE]] [--max-cost USD] [--dry-run] [--json]\n"
-          "  quote FILE.jsonl|- [--route R] [--json]   expected and worst-case cost per model\n"
-          "  batch status ID [--json]      counts by state and cost so far\n"
-          "  batch results ID [--table]    one JSON line per job, or a table with totals\n"
-          "  batch watch ID [--json] [--interval S]   progress, rate and ETA until done\n"
-          "  cancel JOB_ID | cancel --batch B          end jobs that have not finished\n"
-          "  pause|resume --batch B | --queue-wide    stop/restart dispatch, all workers\n"
-          "  dlq list [--batch B] [--json] | dlq retry (IDS|--batch B|--all) | dlq purge\n"
-          "  stats [--json]                depths, in flight, retrying, dead, oldest wait\n"
-          "  events [--follow] [--batch B] [--json]   job and batch transitions\n"
-          "  job show ID                   everything about one job\n"
-          "  cost --model M [--text-in N] [--image-in N] [--image-out N] [--text-out N]\n"
-          "       [--route R] [--json]     cost of a token workload (N takes k, M, B); with\n"
-          "                                only --model: the per-image table, quality x size\n"
-          "  report [--by model|team|batch|day|route] [--since T] [--until T] [--tz ZONE]\n"
-          "         [--json|--csv]         spend from the ledger, checked against the total\n"
-          "  presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ]\n"
-          "  clock [--advance S | --offset-ms MS | --reset]  the queue's clock (rehearsals)\n"
-          "  retention [--set 7d]          how long ended jobs and finished batches are kept\n"
-          "  budget set NAME --limit USD [--soft USD] [--window hour|day|month|total] [--tz Z]\n"
-          "  budget show NAME | list [--json]   spent, reserved, remaining in the current window\n"
-          "  (submit --on-budget-exhausted wait|fail: a capped job waits (default) or fails)\n"
-          "  route --explain JOB.json|- [--json]   why \"model\": \"auto\" picks what it picks\n"
-          "  webhook sign --secret whsec_... [--secret ...] [--id ID] [--timestamp T] < BODY\n"
-          "                                the webhook-id/-timestamp/-signature headers imgq sends\n"
-          "  webhook verify --secret whsec_... --id ID --timestamp T --signature \"v1,...\"\n"
-          "         [--tolerance S] [--now T] < BODY   check a delivery as a receiver would\n"
-          "TIME: +30m, +2h, +1d, 2026-11-23T01:00:00Z, or local 2026-11-23T01:00 (--tz)\n"
-          "\n"
-          "environment: IMGQ_CONFIG, IMGQ_REDIS_URL, IMGQ_QUEUE, IMGQ_PREFIX, IMGQ_CATALOG,\n"
-          "  IMGQ_S3_BUCKET, AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...\n",
-          f);
+    fputs(
+        "usage: imgq [--config FILE] [--redis URL] [--queue NAME] [--prefix P] "
+        "[--catalog FILE] COMMAND ...\n"
+        "\n"
+        "commands:\n"
+        "  submit FILE.jsonl|- [--batch NAME] [--priority low|normal|high] [--team T]\n"
+        "         [--route R] [--max-attempts N] [--not-before TIME] [--deadline TIME]\n"
+        "         [--window HH:MM-HH:MM [--tz ZONE]] [--max-cost USD] [--dry-run] [--json]\n"
+        "  quote FILE.jsonl|- [--route R] [--json]   expected and worst-case cost per model\n"
+        "  batch status ID [--json]      counts by state and cost so far\n"
+        "  batch results ID [--table]    one JSON line per job, or a table with totals\n"
+        "  batch watch ID [--json] [--interval S]   progress, rate and ETA until done\n"
+        "  cancel JOB_ID | cancel --batch B          end jobs that have not finished\n"
+        "  pause|resume --batch B | --queue-wide    stop/restart dispatch, all workers\n"
+        "  dlq list [--batch B] [--json] | dlq retry (IDS|--batch B|--all) | dlq purge\n"
+        "  stats [--json]                depths, in flight, retrying, dead, oldest wait\n"
+        "  events [--follow] [--batch B] [--json]   job and batch transitions\n"
+        "  job show ID                   everything about one job\n"
+        "  cost --model M [--text-in N] [--image-in N] [--image-out N] [--text-out N]\n"
+        "       [--route R] [--json]     cost of a token workload (N takes k, M, B); with\n"
+        "                                only --model: the per-image table, quality x size\n"
+        "  report [--by model|team|batch|day|route] [--since T] [--until T] [--tz ZONE]\n"
+        "         [--json|--csv]         spend from the ledger, checked against the total\n"
+        "  results BATCH [--presign SECONDS] [--json] [--all]   every image of the batch and\n"
+        "                                its S3 key; --presign: a GET link valid SECONDS\n"
+        "  presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ]\n"
+        "  clock [--advance S | --offset-ms MS | --reset]  the queue's clock (rehearsals)\n"
+        "  retention [--set 7d]          how long ended jobs and finished batches are kept\n"
+        "  budget set NAME --limit USD [--soft USD] [--window hour|day|month|total] [--tz Z]\n"
+        "  budget show NAME | list [--json]   spent, reserved, remaining in the current window\n"
+        "  (submit --on-budget-exhausted wait|fail: a capped job waits (default) or fails)\n"
+        "  route --explain JOB.json|- [--json]   why \"model\": \"auto\" picks what it picks\n"
+        "  webhook sign --secret whsec_... [--secret ...] [--id ID] [--timestamp T] < BODY\n"
+        "                                the webhook-id/-timestamp/-signature headers imgq sends\n"
+        "  webhook verify --secret whsec_... --id ID --timestamp T --signature \"v1,...\"\n"
+        "         [--tolerance S] [--now T] < BODY   check a delivery as a receiver would\n"
+        "TIME: +30m, +2h, +1d, 2026-11-23T01:00:00Z, or local 2026-11-23T01:00 (--tz)\n"
+        "\n"
+        "environment: IMGQ_CONFIG, IMGQ_REDIS_URL, IMGQ_QUEUE, IMGQ_PREFIX, IMGQ_CATALOG,\n"
+        "  IMGQ_S3_BUCKET, AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...\n",
+        f);
 }
 
 int main(int argc, char **argv)
@@ -184,6 +187,7 @@ int main(int argc, char **argv)
                 {"route", imgq_cmd_route},
                 {"quote", imgq_cmd_quote},
                 {"report", imgq_cmd_report},
+                {"results", imgq_cmd_results},
                 {"webhook", imgq_cmd_webhook}};
     int rc = -1;
     const char *name = argv[optind];

@@ -123,7 +123,7 @@ assert_contains "$(show noauth auth)" '"class": "auth"'
 
 # --- a worker killed mid-poll --------------------------------------------------------------
 kill_pid TERM "$SIM_PID"
-start_sim --latency-ms 4000
+start_sim --latency-ms 10000 # tasks long enough that the kill lands mid-poll, even on a busy host
 SIM="http://127.0.0.1:$SIM_PORT"
 submit kill "$(
     cat <<'EOF'
@@ -143,6 +143,8 @@ wait_until 20 "the first worker's six submissions" all_submitted
 sleep 1.5 # answered (Replicate holds its answer up to 1 s), and the handles recorded
 [ "$(stat_of dashscope polls)" -ge 1 ] || fail "the first worker was not polling yet"
 kill_pid KILL "$victim"
+done_at_kill=$("$IMGQ_BIN/imgq" batch status kill --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["counts"].get("done", 0))')
+[ "$done_at_kill" -lt 5 ] || fail "every job finished before the kill: nothing was left mid-poll"
 work takeover --lease-ms 1500
 r=$("$IMGQ_BIN/imgq" batch results kill)
 for id in k1 k2 k3 k4 k5; do

@@ -68,7 +68,7 @@ ds_poll() {
     if [[ $code == 200 ]]; then j 'd["output"]["task_status"]'; else echo "http:$code"; fi
 }
 
-expect_eq "ds submit" "$(ds_submit "$(ds_body 'a red fox [sim:latency:3000]' '512*384' 2)")" 200
+expect_eq "ds submit" "$(ds_submit "$(ds_body 'a red fox [sim:latency:6000]' '512*384' 2)")" 200
 cp "$TMP/body" "$TMP/submit.json"
 id=$(j 'd["output"]["task_id"]')
 expect_eq "ds progression" "$(states "" ds_poll "$id")" "PENDING RUNNING SUCCEEDED"
@@ -78,7 +78,7 @@ expect_eq "ds image_count" "$(j 'd["usage"]["image_count"]')" 2
 expect_eq "ds metrics" "$(j 'd["output"]["task_metrics"]')" '{"TOTAL": 2, "SUCCEEDED": 2, "FAILED": 0}'
 expect_eq "ds results" "$(j 'len(d["output"]["results"])')" 2
 expect_eq "ds times" "$(j '[k for k in ("submit_time","scheduled_time","end_time") if k in d["output"]]')" '["submit_time", "scheduled_time", "end_time"]'
-expect_eq "ds actual_prompt" "$(j 'd["output"]["results"][0]["actual_prompt"]')" "a red fox [sim:latency:3000]"
+expect_eq "ds actual_prompt" "$(j 'd["output"]["results"][0]["actual_prompt"]')" "a red fox [sim:latency:6000]"
 url=$(j 'd["output"]["results"][1]["url"]')
 expect_eq "ds url" "${url%/*}" "$B/sim/files"
 expect_png "ds" "$url" 512x384
@@ -129,7 +129,7 @@ rp_poll() {
     if [[ $code == 200 ]]; then j 'd["status"]'; else echo "http:$code"; fi
 }
 
-expect_eq "rp create" "$(rp_create --data-binary '{"input":{"prompt":"a red fox [sim:latency:3000]","num_outputs":2,"aspect_ratio":"16:9","output_format":"png"}}')" 201
+expect_eq "rp create" "$(rp_create --data-binary '{"input":{"prompt":"a red fox [sim:latency:6000]","num_outputs":2,"aspect_ratio":"16:9","output_format":"png"}}')" 201
 cp "$TMP/body" "$TMP/submit.json"
 id=$(j 'd["id"]')
 expect_eq "rp progression" "$(states "" rp_poll "$id")" "starting processing succeeded"
@@ -189,7 +189,7 @@ expect_eq "rp wait long status" "$(j 'd["status"]')" processing
 expect_eq "rp wait long output" "$(j 'd["output"]')" null
 if ((ms >= 980 && ms < 2500)); then ok; else bad "rp wait long: answered in $ms ms, want about 1000"; fi
 # Holding does not block the loop: a poll answers at once while a wait is held.
-rp_create -H 'Prefer: wait=2' --data-binary '{"input":{"prompt":"held [sim:latency:3000]"}}' >/dev/null &
+rp_create -H 'Prefer: wait=2' --data-binary '{"input":{"prompt":"held [sim:latency:6000]"}}' >/dev/null &
 held=$!
 sleep 0.2
 t0=$(date +%s%N)
@@ -207,7 +207,7 @@ fal_poll() {
     case $code in 200 | 202) echo "$(j 'd["status"]')" ;; *) echo "http:$code" ;; esac
 }
 
-expect_eq "fal submit" "$(fal_submit fal-ai/flux/dev '{"prompt":"a red fox [sim:latency:3000]","image_size":{"width":640,"height":480},"num_images":1,"seed":7,"guidance_scale":3.5,"num_inference_steps":28}')" 200
+expect_eq "fal submit" "$(fal_submit fal-ai/flux/dev '{"prompt":"a red fox [sim:latency:6000]","image_size":{"width":640,"height":480},"num_images":1,"seed":7,"guidance_scale":3.5,"num_inference_steps":28}')" 200
 cp "$TMP/body" "$TMP/submit.json"
 id=$(j 'd["request_id"]')
 RU=$B/fal/fal-ai/flux/requests/$id
@@ -281,7 +281,7 @@ bfl_poll() { # Pending while queued (progress null), Pending+ while running (a p
     echo "$st"
 }
 
-expect_eq "bfl submit" "$(bfl_submit flux-pro-1.1 '{"prompt":"a red fox [sim:latency:3000]","width":1024,"height":768,"seed":3,"output_format":"png"}')" 200
+expect_eq "bfl submit" "$(bfl_submit flux-pro-1.1 '{"prompt":"a red fox [sim:latency:6000]","width":1024,"height":768,"seed":3,"output_format":"png"}')" 200
 cp "$TMP/body" "$TMP/submit.json"
 PU=$(j 'd["polling_url"]')
 expect_eq "bfl progression" "$(states "" bfl_poll "$PU")" "Pending Pending+ Ready"
