@@ -507,10 +507,10 @@ static json_t *hash_to_json(redisReply *r)
         /* Names (batch, team, worker, idem, ...) stay strings even when they look numeric;
          * counters, times and money become integers. */
         static const char *const numeric[] = {
-            "total",    "scheduled",    "queued",   "running", "retrying", "blocked_budget",
-            "done",     "failed",       "canceled", "expired", "cost",     "images",
-            "attempts", "max_attempts", "stalls",   "prio",    "created",  "started",
-            "finished", "deadline",     "paused",   "gated",   NULL};
+            "total",   "scheduled", "queued",       "running", "retrying", "blocked_budget",
+            "done",    "failed",    "canceled",     "expired", "review",   "cost",
+            "images",  "attempts",  "max_attempts", "stalls",  "prio",     "created",
+            "started", "finished",  "deadline",     "paused",  "gated",    NULL};
         bool is_num = false;
         for (const char *const *n = numeric; *n && !is_num; n++)
             is_num = strcmp(k, *n) == 0;

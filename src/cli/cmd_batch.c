@@ -7,10 +7,11 @@
 #include "cli.h"
 #include "imgq/alloc.h"
 
-/* Every state a job can be in; blocked_budget: waiting for a budget (see budget.lua). */
+/* Every state a job can be in; blocked_budget: waiting for a budget (see budget.lua); review:
+ * stopped at its attempt cap for a human to look at (max_generations). */
 static const char *const states[] = {"scheduled",      "queued", "running", "retrying",
                                      "blocked_budget", "done",   "failed",  "canceled",
-                                     "expired",        NULL};
+                                     "expired",        "review", NULL};
 
 static json_int_t field_int(json_t *o, const char *k)
 {
@@ -51,7 +52,8 @@ static int batch_status(const char *id, int json)
     }
     json_int_t total = field_int(info, "total"), cost = field_int(info, "cost");
     json_int_t ended = field_int(info, "done") + field_int(info, "failed") +
-                       field_int(info, "canceled") + field_int(info, "expired");
+                       field_int(info, "canceled") + field_int(info, "expired") +
+                       field_int(info, "review");
     if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "batch", json_string(id));

@@ -271,7 +271,8 @@ int imgq__cmd_batch_watch(const char *id, int argc, char **argv)
         }
 #define F(k) ((long long)json_integer_value(json_object_get(info, k)))
         long long total = F("total"), done = F("done"), failed = F("failed"),
-                  canceled = F("canceled"), ended = done + failed + canceled + F("expired");
+                  canceled = F("canceled"),
+                  ended = done + failed + canceled + F("expired") + F("review");
         imgq_micros cost = F("cost");
         int finished = json_object_get(info, "finished") != NULL;
         double el = now_s() - t0;

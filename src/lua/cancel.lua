@@ -59,6 +59,9 @@ local function cancel_job(id)
     local deadline = tonumber(redis.call('ZSCORE', pfx .. 'leases', id))
     settle_orphans(id, jk, not (deadline and deadline <= now))
     redis.call('ZREM', pfx .. 'leases', id)
+    -- A worker that died with the job but whose lease had not run out yet: when it does, the
+    -- reaper charges whatever the job still holds reserved (P:{Q}:orphans).
+    if deadline and deadline > now then redis.call('ZADD', pfx .. 'orphans', deadline, id) end
     redis.call('HDEL', jk, 'token')
   else
     return 0

@@ -19,6 +19,8 @@
 --   P:{Q}:ended          ZSET  ended jobs by end time, deleted after the retention
 --   P:{Q}:finished       ZSET  finished batches by finish time, deleted after the retention
 --   P:{Q}:retention_ms   STRING how long ended jobs and finished batches are kept
+--   P:{Q}:orphans        ZSET  jobs cancelled while running, by their lease deadline: the
+--                              reaper then charges reservations a dead worker left
 --   P:{Q}:models         HASH  ok:MODEL / fail:MODEL provider call outcomes (routing)
 --   P:{Q}:budgets        HASH  budget name (global, team:T, batch:B, model:M, route:R) -> JSON
 --                              definition (window, tz, limit, soft, UTC-offset transitions)

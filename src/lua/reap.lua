@@ -56,6 +56,14 @@ local function reconcile(id, jk)
   end
 end
 
+-- Jobs cancelled while running: once their lease would have run out, a call their worker
+-- never settled (it died) is charged like any lost call.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'orphans', '-inf', now, 'LIMIT', 0,
+  tonumber(ARGV[2]))) do
+  redis.call('ZREM', pfx .. 'orphans', id)
+  if redis.call('EXISTS', pfx .. 'j:' .. id) == 1 then reconcile(id, pfx .. 'j:' .. id) end
+end
+
 local expired = redis.call('ZRANGEBYSCORE', pfx .. 'leases', '-inf', now, 'LIMIT', 0,
   tonumber(ARGV[2]))
 local requeued = 0
