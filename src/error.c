@@ -1,5 +1,19 @@
-/* error.c - names for the IMGQ_E* codes. */
+/* error.c - names for the IMGQ_E* codes, and reasons that go with them. */
 #include "imgq/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+int imgq_fail(int rc, char *why, size_t whylen, const char *fmt, ...)
+{
+    if (why && whylen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, whylen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
 
 const char *imgq_strerror(int err)
 {

@@ -27,18 +27,6 @@ struct cidr {
     int prefix;
 };
 
-__attribute__((format(printf, 4, 5))) static int fail(int rc, char *why, size_t whylen,
-                                                      const char *fmt, ...)
-{
-    if (why && whylen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, whylen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /* Strict numeric parse (inet_pton: dotted quad only for IPv4), brackets allowed for IPv6. */
 static bool parse_ip(const char *s, struct addr *a)
 {
@@ -236,14 +224,15 @@ int imgq_ssrf_policy_check(const struct imgq_ssrf_policy *p, char *why, size_t w
     if (!p)
         return 0;
     if (p->nallow && !p->allow)
-        return fail(IMGQ_ECONFIG, why, whylen, "allowlist of %zu entries is NULL", p->nallow);
+        return imgq_fail(IMGQ_ECONFIG, why, whylen, "allowlist of %zu entries is NULL", p->nallow);
     for (size_t i = 0; i < p->nallow; i++) {
         struct cidr c;
         bool is_host;
         if (parse_entry(p->allow[i], &c, &is_host) != 0)
-            return fail(IMGQ_ECONFIG, why, whylen,
-                        "allowlist entry %zu '%s' is not a host name, IP address or CIDR block",
-                        i + 1, p->allow[i] ? p->allow[i] : "(null)");
+            return imgq_fail(
+                IMGQ_ECONFIG, why, whylen,
+                "allowlist entry %zu '%s' is not a host name, IP address or CIDR block", i + 1,
+                p->allow[i] ? p->allow[i] : "(null)");
     }
     return 0;
 }
@@ -299,9 +288,10 @@ static int judge(struct addr a, const char *host, const struct imgq_ssrf_policy 
     if (!r)
         return 0;
     if (host && strcmp(host, text) != 0)
-        return fail(IMGQ_EINVAL, why, whylen,
-                    "'%s' resolves to %s, which is %s: not allowed (SSRF guard)", host, text, r);
-    return fail(IMGQ_EINVAL, why, whylen, "%s is %s: not allowed (SSRF guard)", text, r);
+        return imgq_fail(IMGQ_EINVAL, why, whylen,
+                         "'%s' resolves to %s, which is %s: not allowed (SSRF guard)", host, text,
+                         r);
+    return imgq_fail(IMGQ_EINVAL, why, whylen, "%s is %s: not allowed (SSRF guard)", text, r);
 }
 
 int imgq_ssrf_check_address(const char *ip, const struct imgq_ssrf_policy *p, char *why,
@@ -312,7 +302,7 @@ int imgq_ssrf_check_address(const char *ip, const struct imgq_ssrf_policy *p, ch
         return rc;
     struct addr a;
     if (!ip || !parse_ip(ip, &a))
-        return fail(IMGQ_EINVAL, why, whylen, "'%s' is not an IP address", ip ? ip : "(null)");
+        return imgq_fail(IMGQ_EINVAL, why, whylen, "'%s' is not an IP address", ip ? ip : "(null)");
     return judge(a, NULL, p, why, whylen);
 }
 
@@ -338,17 +328,17 @@ static int parse_url(const char *url, struct url_parts *out, char *why, size_t w
 {
     CURLU *h = curl_url();
     if (!h)
-        return fail(IMGQ_EINVAL, why, whylen, "cannot parse URL");
+        return imgq_fail(IMGQ_EINVAL, why, whylen, "cannot parse URL");
     int rc = 0;
     CURLUcode uc = curl_url_set(h, CURLUPART_URL, url, 0);
     if (uc != CURLUE_OK) {
-        rc = fail(IMGQ_EINVAL, why, whylen, "malformed URL: %s", curl_url_strerror(uc));
+        rc = imgq_fail(IMGQ_EINVAL, why, whylen, "malformed URL: %s", curl_url_strerror(uc));
         goto out;
     }
     if (curl_url_get(h, CURLUPART_SCHEME, &out->scheme, 0) != CURLUE_OK ||
         (strcasecmp(out->scheme, "http") != 0 && strcasecmp(out->scheme, "https") != 0)) {
-        rc = fail(IMGQ_EINVAL, why, whylen, "URL scheme '%s' not allowed: http or https only",
-                  out->scheme ? out->scheme : "");
+        rc = imgq_fail(IMGQ_EINVAL, why, whylen, "URL scheme '%s' not allowed: http or https only",
+                       out->scheme ? out->scheme : "");
         goto out;
     }
     char *user = NULL, *password = NULL;
@@ -357,23 +347,23 @@ static int parse_url(const char *url, struct url_parts *out, char *why, size_t w
     curl_free(user);
     curl_free(password);
     if (u1 == CURLUE_OK || u2 == CURLUE_OK) {
-        rc = fail(IMGQ_EINVAL, why, whylen, "URL must not carry credentials (user@host)");
+        rc = imgq_fail(IMGQ_EINVAL, why, whylen, "URL must not carry credentials (user@host)");
         goto out;
     }
     if (curl_url_get(h, CURLUPART_HOST, &out->host, 0) != CURLUE_OK || !out->host[0]) {
-        rc = fail(IMGQ_EINVAL, why, whylen, "URL has no host");
+        rc = imgq_fail(IMGQ_EINVAL, why, whylen, "URL has no host");
         goto out;
     }
     if (strlen(out->host) > HOST_MAX + 2) {
-        rc = fail(IMGQ_EINVAL, why, whylen, "URL host is longer than %d characters", HOST_MAX);
+        rc = imgq_fail(IMGQ_EINVAL, why, whylen, "URL host is longer than %d characters", HOST_MAX);
         goto out;
     }
     if (curl_url_get(h, CURLUPART_ZONEID, &out->zoneid, 0) == CURLUE_OK) {
-        rc = fail(IMGQ_EINVAL, why, whylen, "URL must not carry an IPv6 zone id");
+        rc = imgq_fail(IMGQ_EINVAL, why, whylen, "URL must not carry an IPv6 zone id");
         goto out;
     }
     if (curl_url_get(h, CURLUPART_PORT, &out->port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
-        rc = fail(IMGQ_EINVAL, why, whylen, "URL has no port");
+        rc = imgq_fail(IMGQ_EINVAL, why, whylen, "URL has no port");
         goto out;
     }
 out:
@@ -390,7 +380,7 @@ int imgq_ssrf_check_url(const char *url, const struct imgq_ssrf_policy *p, char 
     if (rc != 0)
         return rc;
     if (!url)
-        return fail(IMGQ_EINVAL, why, whylen, "no URL");
+        return imgq_fail(IMGQ_EINVAL, why, whylen, "no URL");
     struct url_parts u = {0};
     if ((rc = parse_url(url, &u, why, whylen)) != 0) {
         parts_free(&u);
@@ -414,8 +404,8 @@ int imgq_ssrf_check_url(const char *url, const struct imgq_ssrf_policy *p, char 
     hints.ai_protocol = IPPROTO_TCP;
     int gai = getaddrinfo(name, NULL, &hints, &res);
     if (gai != 0 || !res) {
-        rc = fail(gai == EAI_AGAIN ? IMGQ_EAGAIN : IMGQ_ENOTFOUND, why, whylen,
-                  "cannot resolve '%s': %s", name, gai ? gai_strerror(gai) : "no address");
+        rc = imgq_fail(gai == EAI_AGAIN ? IMGQ_EAGAIN : IMGQ_ENOTFOUND, why, whylen,
+                       "cannot resolve '%s': %s", name, gai ? gai_strerror(gai) : "no address");
         goto out;
     }
 
@@ -442,7 +432,7 @@ int imgq_ssrf_check_url(const char *url, const struct imgq_ssrf_policy *p, char 
         }
     }
     if (!have_first) {
-        rc = fail(IMGQ_ENOTFOUND, why, whylen, "'%s' has no IPv4 or IPv6 address", name);
+        rc = imgq_fail(IMGQ_ENOTFOUND, why, whylen, "'%s' has no IPv4 or IPv6 address", name);
         goto out;
     }
     if (pin) {
@@ -454,7 +444,7 @@ int imgq_ssrf_check_url(const char *url, const struct imgq_ssrf_policy *p, char 
         if (n < 0 || (size_t)n >= pinlen) {
             if (pinlen)
                 pin[0] = '\0';
-            rc = fail(IMGQ_ERANGE, why, whylen, "pin does not fit in %zu bytes", pinlen);
+            rc = imgq_fail(IMGQ_ERANGE, why, whylen, "pin does not fit in %zu bytes", pinlen);
             goto out;
         }
     }

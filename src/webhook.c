@@ -151,19 +151,6 @@ char *imgq_webhook_sign(const char *const *secrets, size_t nsecrets, const char 
     return hdr;
 }
 
-/* Write the reason and return 'rc'. */
-__attribute__((format(printf, 4, 5))) static int fail(int rc, char *why, size_t whylen,
-                                                      const char *fmt, ...)
-{
-    if (why && whylen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, whylen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /* A plain decimal integer: digits only, no sign, no spaces, no overflow. */
 static bool parse_timestamp(const char *s, long long *out)
 {
@@ -187,45 +174,45 @@ int imgq_webhook_verify(const char *const *secrets, size_t nsecrets, const char 
     if (why && whylen)
         why[0] = '\0';
     if (!secrets || nsecrets == 0)
-        return fail(IMGQ_ECONFIG, why, whylen, "no secret to verify with");
+        return imgq_fail(IMGQ_ECONFIG, why, whylen, "no secret to verify with");
     for (size_t i = 0; i < nsecrets; i++) {
         uint8_t *key;
         size_t keylen;
         int rc = imgq_webhook_secret_parse(secrets[i], &key, &keylen);
         if (rc != 0)
-            return fail(IMGQ_ECONFIG, why, whylen, "secret %zu: %s", i + 1,
-                        imgq_webhook_secret_strerror(rc));
+            return imgq_fail(IMGQ_ECONFIG, why, whylen, "secret %zu: %s", i + 1,
+                             imgq_webhook_secret_strerror(rc));
         OPENSSL_cleanse(key, keylen);
         free(key);
     }
     if (!body && len)
-        return fail(IMGQ_EINVAL, why, whylen, "no body");
+        return imgq_fail(IMGQ_EINVAL, why, whylen, "no body");
 
     /* ---- headers ---- */
     if (!msg_id)
-        return fail(IMGQ_EPARSE, why, whylen, "malformed header: webhook-id missing");
+        return imgq_fail(IMGQ_EPARSE, why, whylen, "malformed header: webhook-id missing");
     if (!valid_id(msg_id))
-        return fail(IMGQ_EPARSE, why, whylen,
-                    "malformed header: webhook-id must be 1 to %d printable characters "
-                    "without '.' or spaces",
-                    IMGQ_WEBHOOK_ID_MAX);
+        return imgq_fail(IMGQ_EPARSE, why, whylen,
+                         "malformed header: webhook-id must be 1 to %d printable characters "
+                         "without '.' or spaces",
+                         IMGQ_WEBHOOK_ID_MAX);
     if (!timestamp)
-        return fail(IMGQ_EPARSE, why, whylen, "malformed header: webhook-timestamp missing");
+        return imgq_fail(IMGQ_EPARSE, why, whylen, "malformed header: webhook-timestamp missing");
     long long ts;
     if (!parse_timestamp(timestamp, &ts))
-        return fail(IMGQ_EPARSE, why, whylen,
-                    "malformed header: webhook-timestamp must be integer Unix seconds");
+        return imgq_fail(IMGQ_EPARSE, why, whylen,
+                         "malformed header: webhook-timestamp must be integer Unix seconds");
     if (!signature_header)
-        return fail(IMGQ_EPARSE, why, whylen, "malformed header: webhook-signature missing");
+        return imgq_fail(IMGQ_EPARSE, why, whylen, "malformed header: webhook-signature missing");
     size_t hlen = strlen(signature_header);
     if (hlen > HEADER_MAX)
-        return fail(IMGQ_EPARSE, why, whylen,
-                    "malformed header: webhook-signature longer than %d bytes", HEADER_MAX);
+        return imgq_fail(IMGQ_EPARSE, why, whylen,
+                         "malformed header: webhook-signature longer than %d bytes", HEADER_MAX);
     for (const unsigned char *p = (const unsigned char *)signature_header; *p; p++)
         if (*p < ' ' || *p >= 0x7f)
-            return fail(IMGQ_EPARSE, why, whylen,
-                        "malformed header: webhook-signature holds a control or "
-                        "non-ASCII character");
+            return imgq_fail(IMGQ_EPARSE, why, whylen,
+                             "malformed header: webhook-signature holds a control or "
+                             "non-ASCII character");
     size_t nv1 = 0;
     for (const char *p = signature_header; *p;) {
         if (*p == ' ') {
@@ -238,9 +225,9 @@ int imgq_webhook_verify(const char *const *secrets, size_t nsecrets, const char 
         p += n;
     }
     if (nv1 == 0)
-        return fail(IMGQ_EPARSE, why, whylen,
-                    "malformed header: webhook-signature has no \"v1,<base64>\" "
-                    "entry");
+        return imgq_fail(IMGQ_EPARSE, why, whylen,
+                         "malformed header: webhook-signature has no \"v1,<base64>\" "
+                         "entry");
 
     /* ---- timestamp ---- */
     long long tol = tolerance_s > 0 ? tolerance_s : IMGQ_WEBHOOK_TOLERANCE_DEFAULT;
@@ -248,11 +235,12 @@ int imgq_webhook_verify(const char *const *secrets, size_t nsecrets, const char 
     if (__builtin_sub_overflow(now_s, ts, &age))
         age = now_s < 0 ? -tol - 1 : tol + 1;
     if (age > tol)
-        return fail(IMGQ_ERANGE, why, whylen, "timestamp too old (%lld s, tolerance %lld s)", age,
-                    tol);
+        return imgq_fail(IMGQ_ERANGE, why, whylen, "timestamp too old (%lld s, tolerance %lld s)",
+                         age, tol);
     if (age < -tol)
-        return fail(IMGQ_ERANGE, why, whylen, "timestamp too new (%lld s ahead, tolerance %lld s)",
-                    age == LLONG_MIN ? LLONG_MAX : -age, tol);
+        return imgq_fail(IMGQ_ERANGE, why, whylen,
+                         "timestamp too new (%lld s ahead, tolerance %lld s)",
+                         age == LLONG_MIN ? LLONG_MAX : -age, tol);
 
     /* ---- signatures: every secret against every v1 entry, no early exit ---- */
     int matched = 0;
@@ -260,7 +248,7 @@ int imgq_webhook_verify(const char *const *secrets, size_t nsecrets, const char 
         char expect[SIG_B64 + 1];
         int rc = sign_one(secrets[i], msg_id, timestamp, body, len, expect);
         if (rc != 0)
-            return fail(rc, why, whylen, "cannot compute HMAC-SHA256: %s", imgq_strerror(rc));
+            return imgq_fail(rc, why, whylen, "cannot compute HMAC-SHA256: %s", imgq_strerror(rc));
         for (const char *p = signature_header; *p;) {
             if (*p == ' ') {
                 p++;
@@ -274,7 +262,7 @@ int imgq_webhook_verify(const char *const *secrets, size_t nsecrets, const char 
         OPENSSL_cleanse(expect, sizeof expect);
     }
     if (!matched)
-        return fail(IMGQ_EINVAL, why, whylen, "no matching signature");
+        return imgq_fail(IMGQ_EINVAL, why, whylen, "no matching signature");
     return 0;
 }
 

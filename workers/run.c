@@ -695,6 +695,15 @@ static int price_call(struct call *c)
 
 static void send_call(struct call *c);
 
+/* A call ends without an answer (its job was cancelled or taken over while it waited): one
+ * fewer to wait for. */
+static void call_dropped(struct call *c)
+{
+    c->failed = true;
+    if (--c->j->calls_pending == 0)
+        calls_settled(c->j);
+}
+
 static void on_call_timer(uv_timer_t *t)
 {
     struct call *c = t->data;
@@ -702,9 +711,7 @@ static void on_call_timer(uv_timer_t *t)
     if (j->abandoned)
         return;
     if (j->lease_lost) {
-        c->failed = true;
-        if (--j->calls_pending == 0)
-            calls_settled(j);
+        call_dropped(c);
         return;
     }
     send_call(c);
@@ -1268,9 +1275,7 @@ static void on_poll_timer(uv_timer_t *t)
     if (j->abandoned)
         return;
     if (j->lease_lost) {
-        c->failed = true;
-        if (--j->calls_pending == 0)
-            calls_settled(j);
+        call_dropped(c);
         return;
     }
     if ((int64_t)now_ms() - (int64_t)c->submitted_ms > (int64_t)j->w->opt.poll_timeout_ms) {
@@ -1401,9 +1406,7 @@ static void on_rate(enum limits_status st, void *arg)
     if (op_done(j))
         return;
     if (j->lease_lost) { /* cancelled meanwhile: nothing was asked of the provider */
-        c->failed = true;
-        if (--j->calls_pending == 0)
-            calls_settled(j);
+        call_dropped(c);
         return;
     }
     if (st == LIMITS_GO) {
@@ -1476,9 +1479,7 @@ static void submit_call(struct call *c)
         /* The attempt failed (or was lost) while this call waited for room: do not send. */
         limits_release(j->w, &c->lw, false);
         settle_call(c, 0, "free");
-        c->failed = true;
-        if (--j->calls_pending == 0)
-            calls_settled(j);
+        call_dropped(c);
         return;
     }
     if (c->reserve_held)

@@ -34,4 +34,9 @@ enum imgq_error {
 /* Static string naming 'err'; never NULL, even for codes outside the table. */
 const char *imgq_strerror(int err);
 
+#include <stddef.h>
+/* Write a reason into why (NULL or whylen 0: none) and return rc: "return imgq_fail(...)". */
+__attribute__((format(printf, 4, 5))) int imgq_fail(int rc, char *why, size_t whylen,
+                                                    const char *fmt, ...);
+
 #endif

@@ -8,6 +8,7 @@
 
 #include "imgq/catalog.h"
 #include "imgq/config.h"
+#include "imgq/job.h"
 #include "imgq/queue.h"
 
 int imgq_cmd_submit(int argc, char **argv);
@@ -54,6 +55,13 @@ imgq_queue *imgq__cli_queue_quiet(void);
 
 /* Whether argv[1..] holds 'flag'; the word after 'flag', or NULL. */
 int imgq__cli_has_flag(int argc, char **argv, const char *flag);
+/*
+ * One line of a JSONL catalog of jobs: 0 and *spec filled (clear it), 1 for a blank line, or -1
+ * after printing "FILE:LINE: field: reason" to stderr.  Deprecation warnings are printed too.
+ */
+int imgq__cli_parse_line(const imgq_catalog *cat, const char *line, size_t len,
+                         const struct imgq_job_defaults *d, time_t today, const char *file,
+                         size_t lineno, struct imgq_job_spec *spec);
 const char *imgq__cli_flag_value(int argc, char **argv, const char *flag);
 
 /* Exit statuses. */

@@ -20,14 +20,6 @@
 #include "imgq/quote.h"
 #include "imgq/router.h"
 
-static int blank(const char *line, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r' && line[i] != '\n')
-            return 0;
-    return 1;
-}
-
 static void grouped(int64_t v, char *buf, size_t len)
 {
     char tmp[32];
@@ -126,19 +118,12 @@ int imgq_cmd_quote(int argc, char **argv)
     int rc = IMGQ_EXIT_OK;
     while ((len = getline(&line, &cap, f)) != -1) {
         lineno++;
-        if (blank(line, (size_t)len))
-            continue;
         struct imgq_job_spec spec;
-        struct imgq_job_problem why;
-        char warn[256];
-        if (imgq_job_parse(cat, line, (size_t)len, &d, today, &spec, &why, warn, sizeof warn) !=
-            0) {
-            bad++;
-            fprintf(stderr, "%s:%zu: %s: %s\n", shown, lineno, why.field, why.reason);
+        int pr = imgq__cli_parse_line(cat, line, (size_t)len, &d, today, shown, lineno, &spec);
+        if (pr != 0) {
+            bad += pr < 0;
             continue;
         }
-        if (warn[0])
-            fprintf(stderr, "%s:%zu: warning: %s\n", shown, lineno, warn);
         struct imgq_job_quote jq;
         int r = imgq_quote_job(cat, &spec, route, &jq);
         if (r == 0)
@@ -186,8 +171,8 @@ int imgq_cmd_quote(int argc, char **argv)
                    (route->multiplier_ppm % 1000000) / 10000);
         else
             printf("%s: %zu jobs priced on each job's route\n", shown, jobs);
-        printf("%-26s %10s %10s %10s %16s %16s\n", "model", "jobs", "calls", "images",
-               "expected", "worst case");
+        printf("%-26s %10s %10s %10s %16s %16s\n", "model", "jobs", "calls", "images", "expected",
+               "worst case");
         for (size_t i = 0; i < q.nrows; i++)
             print_row(q.rows[i].model, &q.rows[i]);
         print_row("TOTAL", &q.total);

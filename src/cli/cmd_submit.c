@@ -316,19 +316,12 @@ int imgq_cmd_submit(int argc, char **argv)
     /* Pass 1: validate everything, report every bad line. */
     while ((len = getline(&line, &cap, f)) != -1) {
         lineno++;
-        if (blank(line, (size_t)len))
-            continue;
         struct imgq_job_spec spec;
-        struct imgq_job_problem why;
-        char warn[256];
-        if (imgq_job_parse(cat, line, (size_t)len, &d, today, &spec, &why, warn, sizeof warn) !=
-            0) {
-            bad++;
-            fprintf(stderr, "%s:%zu: %s: %s\n", shown, lineno, why.field, why.reason);
+        int pr = imgq__cli_parse_line(cat, line, (size_t)len, &d, today, shown, lineno, &spec);
+        if (pr != 0) {
+            bad += pr < 0;
             continue;
         }
-        if (warn[0])
-            fprintf(stderr, "%s:%zu: warning: %s\n", shown, lineno, warn);
         struct imgq_job_quote jq;
         int qr = max_cost < 0 ? 0 : imgq_quote_job(cat, &spec, NULL, &jq);
         if (qr == 0 && max_cost >= 0)
