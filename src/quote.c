@@ -23,12 +23,9 @@ int imgq_quote_call_images(const struct imgq_model *m, int n, int i)
 
 struct imgq_request_shape imgq_quote_call_shape(const struct imgq_job_spec *spec, int n)
 {
-    return (struct imgq_request_shape){spec->quality,
-                                       spec->width,
-                                       spec->height,
-                                       n,
-                                       spec->prompt ? strlen(spec->prompt) : 0,
-                                       spec->nrefs};
+    return (struct imgq_request_shape){
+        spec->quality, spec->width, spec->height, n, spec->prompt ? strlen(spec->prompt) : 0,
+        spec->nrefs};
 }
 
 /* The catalog's figure for one call: output tokens of the table (and tokens per reference

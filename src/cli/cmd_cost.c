@@ -161,8 +161,7 @@ static int per_image_table(const imgq_catalog *cat, const struct imgq_model *m, 
                 json_object_set_new(o, "model", json_string(m->name));
                 json_object_set_new(o, "route", json_string(rt->name));
                 json_object_set_new(o, "multiplier_ppm", json_integer(rt->multiplier_ppm));
-                json_object_set_new(o, "quality",
-                                    quals[qi] ? json_string(quals[qi]) : json_null());
+                json_object_set_new(o, "quality", quals[qi] ? json_string(quals[qi]) : json_null());
                 json_object_set_new(o, "size", json_string(*sz));
                 if (m->billing == IMGQ_BILL_TOKENS)
                     json_object_set_new(o, "output_tokens", json_integer(tokens));

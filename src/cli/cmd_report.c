@@ -237,7 +237,8 @@ static int read_ledger(redisContext *rc, const char *key, struct report *r, int6
         if (!rep || rep->type != REDIS_REPLY_ARRAY) {
             fprintf(stderr, "imgq report: XRANGE %s: %s\n", key,
                     rep && rep->type == REDIS_REPLY_ERROR ? rep->str
-                                                          : rc->errstr[0] ? rc->errstr : "no reply");
+                    : rc->errstr[0]                       ? rc->errstr
+                                                          : "no reply");
             if (rep)
                 freeReplyObject(rep);
             return IMGQ_EREDIS;
@@ -537,8 +538,7 @@ int imgq_cmd_report(int argc, char **argv)
     struct report r = {.by = by};
     int64_t spent = 0;
     int ret = IMGQ_EXIT_OK, spent_rc = 0;
-    if (read_ledger(rc, ledger, &r, since, until, filtered) != 0 ||
-        count_images(rc, k, &r) != 0) {
+    if (read_ledger(rc, ledger, &r, since, until, filtered) != 0 || count_images(rc, k, &r) != 0) {
         ret = IMGQ_EXIT_FAIL;
         goto out;
     }
@@ -565,7 +565,8 @@ int imgq_cmd_report(int argc, char **argv)
         json_object_set_new(o, "groups", arr);
         json_object_set_new(o, "total", group_json(NULL, &r.total));
         json_object_set_new(o, "spent_counter_micros", checked ? json_integer(spent) : json_null());
-        json_object_set_new(o, "matches_spent_counter", checked ? json_boolean(matches) : json_null());
+        json_object_set_new(o, "matches_spent_counter",
+                            checked ? json_boolean(matches) : json_null());
         json_object_set_new(o, "jobs_missing", json_integer(r.jobs_missing));
         json_object_set_new(o, "malformed_entries", json_integer(r.malformed));
         char *text = json_dumps(o, JSON_COMPACT);
@@ -585,8 +586,9 @@ int imgq_cmd_report(int argc, char **argv)
             iso(since, s1, sizeof s1);
         if (until_s)
             iso(until, s2, sizeof s2);
-        printf("spend by %s, %s to %s%s%s%s\n", by, s1, s2, strcmp(by, "day") == 0 ? " (days in " : "",
-               strcmp(by, "day") == 0 ? tz : "", strcmp(by, "day") == 0 ? ")" : "");
+        printf("spend by %s, %s to %s%s%s%s\n", by, s1, s2,
+               strcmp(by, "day") == 0 ? " (days in " : "", strcmp(by, "day") == 0 ? tz : "",
+               strcmp(by, "day") == 0 ? ")" : "");
         printf("%-28s %9s %9s %16s %9s %14s %12s %12s\n", by, "calls", "images", "spend",
                "failures", "failure cost", "per image", "dedup saved");
         for (size_t i = 0; i < r.ngroups; i++)

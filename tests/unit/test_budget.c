@@ -123,9 +123,8 @@ static void test_windows(void **state)
     assert_true(s == utc_ms(2026, 11, 22, 9, 30));
     assert_true(e == utc_ms(2026, 11, 22, 10, 30));
     /* December rolls into the next year. */
-    assert_int_equal(imgq_budget_window("month", "UTC", utc_ms(2026, 12, 31, 23, 59), id,
-                                        sizeof id, &s, &e),
-                     0);
+    assert_int_equal(
+        imgq_budget_window("month", "UTC", utc_ms(2026, 12, 31, 23, 59), id, sizeof id, &s, &e), 0);
     assert_string_equal(id, "2026-12");
     assert_true(e == utc_ms(2027, 1, 1, 0, 0));
     assert_int_equal(imgq_budget_window("total", NULL, 0, id, sizeof id, &s, &e), 0);

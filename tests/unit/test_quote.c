@@ -100,9 +100,8 @@ static void test_worst_is_sum_of_call_ceilings(void **state)
     const imgq_catalog *cat = *state;
     const struct imgq_model *gem = imgq_catalog_model(cat, "gemini-2.5-flash-image");
     const struct imgq_route *std = imgq_catalog_route(cat, "treerouter-standard");
-    struct imgq_job_spec s =
-        spec("gemini-2.5-flash-image", NULL, 1024, 1024, 3, "a red mug on a white table", 2,
-             "list");
+    struct imgq_job_spec s = spec("gemini-2.5-flash-image", NULL, 1024, 1024, 3,
+                                  "a red mug on a white table", 2, "list");
     struct imgq_job_quote q;
     assert_int_equal(imgq_quote_job(cat, &s, std, &q), 0);
     assert_ptr_equal(q.model, gem);
@@ -141,8 +140,8 @@ static void test_seed_gpt_image_2(void **state)
         imgq_micros each;
     } rows[] = {{"low", 5880}, {"medium", 52680}, {"high", 210720}};
     for (size_t i = 0; i < 3; i++) {
-        struct imgq_job_spec s = spec("gpt-image-2", rows[i].quality, 1024, 1024, 4, "0123456789",
-                                      0, "list");
+        struct imgq_job_spec s =
+            spec("gpt-image-2", rows[i].quality, 1024, 1024, 4, "0123456789", 0, "list");
         struct imgq_job_quote q;
         assert_int_equal(imgq_quote_job(cat, &s, NULL, &q), 0);
         assert_int_equal(q.calls, 1);
@@ -244,9 +243,15 @@ static void test_money_text(void **state)
     static const struct {
         imgq_micros v;
         const char *text;
-    } rows[] = {{0, "$0.00"},           {161000000, "$161.00"},   {5880, "$0.00588"},
-                {3000, "$0.003"},       {220896, "$0.220896"},    {4250000000, "$4,250.00"},
-                {3612500000, "$3,612.50"}, {-1275500000, "-$1,275.50"}, {1, "$0.000001"}};
+    } rows[] = {{0, "$0.00"},
+                {161000000, "$161.00"},
+                {5880, "$0.00588"},
+                {3000, "$0.003"},
+                {220896, "$0.220896"},
+                {4250000000, "$4,250.00"},
+                {3612500000, "$3,612.50"},
+                {-1275500000, "-$1,275.50"},
+                {1, "$0.000001"}};
     char text[48];
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         imgq_quote_money(rows[i].v, text, sizeof text);
