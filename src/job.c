@@ -562,15 +562,11 @@ static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_de
     }
 
     /* output */
-    static const char *const formats[] = {"webp", "png", NULL};
+    static const char *const formats[] = {"webp", "png", "jpeg", NULL};
     if ((r = opt_string(o, "output_format", &s->output_format, why)))
         return r;
     if (!s->output_format)
         s->output_format = imgq_xstrdup("webp");
-    if (strcmp(s->output_format, "jpeg") == 0)
-        return problem(why, "output_format",
-                       "'jpeg' storage is not supported yet; use webp or "
-                       "png");
     if ((r = one_of("output_format", s->output_format, formats, why)))
         return r;
     json_t *cv = json_object_get(o, "output_compression");
@@ -588,6 +584,10 @@ static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_de
         (s->moderation && (r = one_of("moderation", s->moderation, moderations, why))) ||
         (r = opt_string(o, "user", &s->user, why)))
         return r;
+    if (strcmp(s->output_format, "jpeg") == 0 && s->background &&
+        strcmp(s->background, "transparent") == 0)
+        return problem(why, "output_format",
+                       "'jpeg' has no transparency: a transparent background needs webp or png");
 
     /* routing and ownership */
     if ((r = opt_string(o, "route", &s->route, why)))

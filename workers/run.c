@@ -22,6 +22,7 @@
 #include "imgq/dedup.h"
 #include "imgq/image.h"
 #include "imgq/log.h"
+#include "imgq/sidecar.h"
 #include "breaker.h"
 #include "worker.h"
 
@@ -47,6 +48,10 @@ struct image_out {
     int width, height;
     char *key;
     bool stored;
+    struct call *call; /* the call that made it (usage, cost for the sidecar) */
+    char *sidecar;     /* KEY.json: what made the image (sidecar.h), stored after it */
+    char *sidecar_key;
+    bool sidecar_stored;
     int err;
     char errmsg[256];
 };
@@ -244,6 +249,8 @@ static void job_free(struct job *j)
         if (j->imgs[i].data != j->imgs[i].src)
             free(j->imgs[i].data);
         free(j->imgs[i].key);
+        free(j->imgs[i].sidecar);
+        free(j->imgs[i].sidecar_key);
     }
     free(j->imgs);
     imgq_provider_result_clear(&j->fail);
@@ -502,6 +509,8 @@ static void finish_done(struct job *j)
         json_object_set_new(im, "height", json_integer(j->imgs[i].height));
         json_object_set_new(im, "bytes", json_integer((json_int_t)j->imgs[i].len));
         json_object_set_new(im, "format", json_string(j->spec.output_format));
+        if (j->imgs[i].sidecar_key && j->imgs[i].sidecar)
+            json_object_set_new(im, "sidecar", json_string(j->imgs[i].sidecar_key));
         json_array_append_new(imgs, im);
     }
     json_object_set_new(o, "images", imgs);
@@ -555,21 +564,17 @@ static void finish_done(struct job *j)
 
 /* Storing ----------------------------------------------------------------------------------- */
 
-static void on_put(const struct imgq_s3_result *res, void *arg)
+/* An image or a sidecar PUT answered; when all have, the job is done or retries storing. */
+static void put_answered(struct job *j, const struct imgq_s3_result *res, bool *stored)
 {
-    struct image_out *im = arg;
-    struct job *j = im->job;
-    if (op_done(j))
-        return;
-    if (res->err == 0) {
-        im->stored = true;
-    } else {
+    if (res->err == 0)
+        *stored = true;
+    else
         snprintf(j->s3_error, sizeof j->s3_error, "%s", res->message);
-    }
     if (--j->pending > 0)
         return;
     for (int i = 0; i < j->nimgs; i++)
-        if (!j->imgs[i].stored) {
+        if (!j->imgs[i].stored || !j->imgs[i].sidecar_stored) {
             if (++j->s3_tries < S3_TRIES) {
                 imgq_log(IMGQ_LOG_WARN, "job", "%s: storing failed (%s); retrying", j->id,
                          j->s3_error);
@@ -583,23 +588,78 @@ static void on_put(const struct imgq_s3_result *res, void *arg)
     finish_done(j);
 }
 
+static void on_put(const struct imgq_s3_result *res, void *arg)
+{
+    struct image_out *im = arg;
+    if (!op_done(im->job))
+        put_answered(im->job, res, &im->stored);
+}
+
+static void on_put_sidecar(const struct imgq_s3_result *res, void *arg)
+{
+    struct image_out *im = arg;
+    if (!op_done(im->job))
+        put_answered(im->job, res, &im->sidecar_stored);
+}
+
+/* KEY.json beside each image: what made it (sidecar.h).  The image's share of its call's
+ * cost: an equal split, the remainder on the first images, so the shares add up. */
+static void build_sidecar(struct job *j, struct image_out *im)
+{
+    const struct call *c = im->call;
+    int k = im->index - c->first, n = c->pr.nimages > 0 ? c->pr.nimages : 1;
+    imgq_micros share = c->cost / n + (k < (int)(c->cost % n) ? 1 : 0);
+    char created[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    im->sidecar_key = imgq_sidecar_key(im->key);
+    im->sidecar = im->sidecar_key ? imgq_sidecar_json(&j->spec, im->index, im->key, im->width,
+                                                      im->height, im->len, j->spec.output_format,
+                                                      c->pr.usage_json, share, created)
+                                  : NULL;
+    if (!im->sidecar) {
+        imgq_log(IMGQ_LOG_WARN, "job", "%s: no sidecar for %s (key or text unusable)", j->id,
+                 im->key);
+        im->sidecar_stored = true; /* nothing to store */
+    }
+}
+
 static void store_images(struct job *j)
 {
     job_set_state(j, JOB_STORING);
     j->pending = 0;
-    const char *type = strcmp(j->spec.output_format, "png") == 0 ? "image/png" : "image/webp";
+    const char *fmt = j->spec.output_format;
+    const char *type = strcmp(fmt, "png") == 0    ? "image/png"
+                       : strcmp(fmt, "jpeg") == 0 ? "image/jpeg"
+                                                  : "image/webp";
     for (int i = 0; i < j->nimgs; i++) {
         struct image_out *im = &j->imgs[i];
-        if (im->stored)
-            continue;
-        int r =
-            imgq_s3_put(j->w->http, &j->w->s3, im->key, type, im->data, im->len, NULL, on_put, im);
-        if (r) {
-            snprintf(j->s3_error, sizeof j->s3_error, "S3 PUT %s: %s", im->key, imgq_strerror(r));
-            continue;
+        if (!im->sidecar && !im->sidecar_stored)
+            build_sidecar(j, im);
+        if (!im->stored) {
+            int r = imgq_s3_put(j->w->http, &j->w->s3, im->key, type, im->data, im->len, NULL,
+                                on_put, im);
+            if (r == 0) {
+                j->ops++;
+                j->pending++;
+            } else {
+                snprintf(j->s3_error, sizeof j->s3_error, "S3 PUT %s: %s", im->key,
+                         imgq_strerror(r));
+            }
         }
-        j->ops++;
-        j->pending++;
+        if (!im->sidecar_stored) {
+            int r = imgq_s3_put(j->w->http, &j->w->s3, im->sidecar_key, IMGQ_SIDECAR_CONTENT_TYPE,
+                                im->sidecar, strlen(im->sidecar), NULL, on_put_sidecar, im);
+            if (r == 0) {
+                j->ops++;
+                j->pending++;
+            } else {
+                snprintf(j->s3_error, sizeof j->s3_error, "S3 PUT %s: %s", im->sidecar_key,
+                         imgq_strerror(r));
+            }
+        }
     }
     if (j->pending == 0) {
         /* Nothing could even be sent: a configuration problem, not worth waiting for. */
@@ -627,15 +687,20 @@ static void encode_work(uv_work_t *req)
     }
     im->width = img.width;
     im->height = img.height;
-    if (strcmp(j->spec.output_format, "png") == 0 &&
-        imgq_image_sniff(im->src, im->src_len) == IMGQ_IMAGE_PNG) {
-        im->data = (uint8_t *)im->src;
+    const char *fmt = j->spec.output_format;
+    if (strcmp(fmt, "png") == 0 && imgq_image_sniff(im->src, im->src_len) == IMGQ_IMAGE_PNG) {
+        im->data = (uint8_t *)im->src; /* already what was asked: stored as it came */
         im->len = im->src_len;
     } else {
-        r = imgq_webp_encode(&img, j->spec.output_compression, false, &im->data, &im->len);
+        if (strcmp(fmt, "png") == 0)
+            r = imgq_png_encode(&img, -1, &im->data, &im->len);
+        else if (strcmp(fmt, "jpeg") == 0)
+            r = imgq_jpeg_encode(&img, j->spec.output_compression, &im->data, &im->len);
+        else
+            r = imgq_webp_encode(&img, j->spec.output_compression, false, &im->data, &im->len);
         if (r) {
             im->err = r;
-            snprintf(im->errmsg, sizeof im->errmsg, "image %d: webp encoding failed", im->index);
+            snprintf(im->errmsg, sizeof im->errmsg, "image %d: %s encoding failed", im->index, fmt);
         }
     }
     imgq_image_release(&img);
@@ -761,7 +826,9 @@ static void calls_settled(struct job *j)
     j->nimgs = images;
     j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
     job_set_state(j, JOB_ENCODING);
-    const char *ext = strcmp(j->spec.output_format, "png") == 0 ? "png" : "webp";
+    const char *ext = strcmp(j->spec.output_format, "png") == 0    ? "png"
+                      : strcmp(j->spec.output_format, "jpeg") == 0 ? "jpg"
+                                                                   : "webp";
     int slot = 0;
     for (int i = 0; i < j->ncalls; i++) {
         struct call *c = &j->calls[i];
@@ -777,6 +844,7 @@ static void calls_settled(struct job *j)
             im->src = c->pr.images[k];
             im->src_len = c->pr.image_lens[k];
             im->key = imgq_object_key(j->w->cfg->s3_key_prefix, dk, ext);
+            im->call = c;
             im->work.data = im;
             if (uv_queue_work(j->w->loop, &im->work, encode_work, encode_done) == 0) {
                 j->ops++;

@@ -59,7 +59,7 @@ fal=$(python3 -c "import json; print(json.load(open('$IMGQ_SOURCE_DIR/deploy/cat
 assert_eq "$fal" "$(field fal cost_micros <<<"$r")" "fal: the 1024x1024 price"
 assert_eq "$((2 * $(price flux-1.1-pro)))" "$(field bfl cost_micros <<<"$r")" "BFL: 2 calls x per-image"
 assert_eq "7" "$(grep -o '"key":"[^"]*"' <<<"$r" | sort -u | wc -l)" "seven stored objects"
-objects=$(find "$IMGQ_TMP" -path '*imgq-async/images/*' -name '*._S3rver_object' | wc -l)
+objects=$(find "$IMGQ_TMP" -path '*imgq-async/images/*' -name '*._S3rver_object' ! -name '*.json._S3rver_object' | wc -l)
 assert_eq "7" "$objects" "seven objects in S3"
 # One submission per call (BFL returns one image per call: n=2 is two tasks), then polls.
 assert_eq "1" "$(stat_of dashscope submits)" "one DashScope submission"

@@ -150,7 +150,7 @@ assert_eq "$REF_TOKENS" "$(usage_of http)" "image tokens of an http:// edit"
 for id in two data http; do
     assert_eq "$(usage_cost "$id" <<<"$r")" "$(field "$id" cost_micros <<<"$r")" "$id: cost from usage"
 done
-objects=$(find "$IMGQ_TMP" -path "*$BUCKET/images/*" -name '*._S3rver_object' | wc -l)
+objects=$(find "$IMGQ_TMP" -path "*$BUCKET/images/*" -name '*._S3rver_object' ! -name '*.json._S3rver_object' | wc -l)
 assert_eq "3" "$objects" "three stored results"
 
 # The same job without references: a generation, and exactly the references' tokens cheaper.
@@ -254,6 +254,6 @@ obj() { find "$IMGQ_TMP" -path "*$BUCKET/$1._S3rver_object" | wc -l; }
 assert_eq "1" "$(obj "$(key_of k1)")" "k1's object in S3"
 assert_eq "1" "$(obj "$(key_of k2)")" "k2's object in S3"
 # Three edits, one generation, and k1 / k2 (k1again wrote k1's object again): six objects.
-assert_eq "6" "$(find "$IMGQ_TMP" -path "*$BUCKET/images/*" -name '*._S3rver_object' | wc -l)" \
+assert_eq "6" "$(find "$IMGQ_TMP" -path "*$BUCKET/images/*" -name '*._S3rver_object' ! -name '*.json._S3rver_object' | wc -l)" \
     "six stored objects in all"
 echo "PASS edits"

@@ -29,7 +29,7 @@ per_image=$((1290 * 30)) # micro-USD; text tokens at 0.3 micro-USD each, rounded
 cost=$(grep -o '"cost_micros":[0-9]*' <<<"$r" | cut -d: -f2)
 expected=$((4 * (per_image + (text * 3 + 5) / 10)))
 assert_eq "$expected" "$cost" "4x the per-image cost, from usage"
-objects=$(find "$IMGQ_TMP" -path '*imgq-fanout/images/*' -name '*._S3rver_object' | wc -l)
+objects=$(find "$IMGQ_TMP" -path '*imgq-fanout/images/*' -name '*._S3rver_object' ! -name '*.json._S3rver_object' | wc -l)
 assert_eq "4" "$objects" "four objects in S3"
 
 before=$(calls generations)

@@ -59,7 +59,7 @@ stalled=$(redis-cli -p "$REDIS_PORT" xrange 'imgq:{default}:events' - + | grep -
 echo "$stalled stalled jobs were returned to the queue by reapers"
 
 # Stored once: one object per job, under its content-addressed key.
-objects=$(find "$IMGQ_TMP" -path '*imgq-fault/images/*' -name '*._S3rver_object' | wc -l)
+objects=$(find "$IMGQ_TMP" -path '*imgq-fault/images/*' -name '*._S3rver_object' ! -name '*.json._S3rver_object' | wc -l)
 assert_eq "$jobs" "$objects" "one stored object per image"
 
 # Charged once: the batch cost is the sum of the job costs, each one usage-based charge.

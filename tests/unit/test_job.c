@@ -437,8 +437,12 @@ static void test_shape_refusals(void **state)
             IMGQ_EINVAL, "quality",
             "'hd' is not allowed for model 'gpt-image-1.5' (allowed: low, medium, high, auto)");
 
-    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"output_format\":\"jpeg\"}", TODAY,
-            IMGQ_EINVAL, "output_format", "'jpeg' storage is not supported yet");
+    refused(c,
+            "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"output_format\":\"jpeg\","
+            "\"background\":\"transparent\"}",
+            TODAY, IMGQ_EINVAL, "output_format", "'jpeg' has no transparency");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"output_format\":\"gif\"}", TODAY,
+            IMGQ_EINVAL, "output_format", "webp");
     refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"output_format\":\"gif\"}", TODAY,
             IMGQ_EINVAL, "output_format", "'gif' is not one of: webp, png");
     refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"output_compression\":101}", TODAY,
