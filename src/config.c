@@ -185,6 +185,7 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
         (r = file_str(root, "prefix", &c->prefix, path, err, errlen)) ||
         (r = file_str(root, "queue", &c->queue, path, err, errlen)) ||
         (r = file_str(root, "catalog", &c->catalog, path, err, errlen)) ||
+        (r = file_str(root, "ssrf_allow", &c->ssrf_allow, path, err, errlen)) ||
         (r = file_str(s3, "endpoint", &c->s3_endpoint, path, err, errlen)) ||
         (r = file_str(s3, "region", &c->s3_region, path, err, errlen)) ||
         (r = file_str(s3, "bucket", &c->s3_bucket, path, err, errlen)) ||
@@ -243,6 +244,7 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     from_env(&c->s3_bucket, "IMGQ_S3_BUCKET");
     from_env(&c->s3_key_prefix, "IMGQ_S3_KEY_PREFIX");
     from_env(&c->s3_reference_buckets, "IMGQ_S3_REFERENCE_BUCKETS");
+    from_env(&c->ssrf_allow, "IMGQ_SSRF_ALLOW");
     if (!c->catalog)
         c->catalog = imgq_config_default_catalog();
     return 0;
@@ -269,5 +271,6 @@ void imgq_config_clear(struct imgq_config *c)
     free(c->s3_bucket);
     free(c->s3_key_prefix);
     free(c->s3_reference_buckets);
+    free(c->ssrf_allow);
     memset(c, 0, sizeof *c);
 }

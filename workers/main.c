@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "imgq/alloc.h"
 #include "imgq/log.h"
+#include "imgq/ssrf.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -278,6 +280,30 @@ int main(int argc, char **argv)
         imgq_s3_config_set(&w.s3.region, cfg.s3_region);
     if (cfg.s3_bucket)
         imgq_s3_config_set(&w.s3.bucket, cfg.s3_bucket);
+    /* The SSRF allowlist: checked now, so a bad entry stops the worker, not a job. */
+    for (const char *p = cfg.ssrf_allow; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && (*p == ' ')) {
+            p++;
+            len--;
+        }
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (len) {
+            w.ssrf_allow = imgq_xrealloc(w.ssrf_allow, (w.nssrf_allow + 1) * sizeof *w.ssrf_allow);
+            w.ssrf_allow[w.nssrf_allow++] = imgq_xstrndup(p, len);
+        }
+        p = end ? end + 1 : NULL;
+    }
+    {
+        struct imgq_ssrf_policy pol = {(const char *const *)w.ssrf_allow, w.nssrf_allow};
+        char bad[256];
+        if (imgq_ssrf_policy_check(&pol, bad, sizeof bad) != 0) {
+            fprintf(stderr, "imgq-worker: IMGQ_SSRF_ALLOW / ssrf_allow: %s\n", bad);
+            goto out;
+        }
+    }
     char *why2 = NULL;
     if (!noop && imgq_s3_config_check(&w.s3, true, &why2) != 0) {
         fprintf(stderr, "imgq-worker: S3 configuration: %s\n", why2 ? why2 : "incomplete");
@@ -304,6 +330,9 @@ int main(int argc, char **argv)
         imgq_log(IMGQ_LOG_WARN, "worker", "loop closed with handles open: %s", uv_strerror(lc));
     rc = 0;
 out:
+    for (size_t i = 0; i < w.nssrf_allow; i++)
+        free(w.ssrf_allow[i]);
+    free(w.ssrf_allow);
     imgq_redis_url_clear(&w.redis);
     imgq_s3_config_clear(&w.s3);
     imgq_catalog_free(cat);

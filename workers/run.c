@@ -23,6 +23,7 @@
 #include "imgq/image.h"
 #include "imgq/log.h"
 #include "imgq/sidecar.h"
+#include "imgq/ssrf.h"
 #include "breaker.h"
 #include "worker.h"
 
@@ -167,6 +168,10 @@ struct ref_fetch {
     int tries;
     char *bucket;             /* s3:// references: their bucket */
     struct imgq_s3_config s3; /* the worker's S3 settings on that bucket (borrowed strings) */
+    uv_work_t guard;          /* http(s) references: the SSRF check, off the loop */
+    int guard_rc;
+    char guard_why[256];
+    char pin[IMGQ_SSRF_PIN_MAX]; /* the checked address the fetch connects to */
 };
 
 static void finish_fail(struct job *j, enum imgq_error_class cls, long status, const char *code,
@@ -1800,6 +1805,45 @@ static bool reference_bucket_allowed(const struct worker *w, const char *bucket)
     return false;
 }
 
+static void ref_guard_work(uv_work_t *req)
+{
+    struct ref_fetch *rf = req->data;
+    const struct worker *w = rf->j->w; /* read-only from the pool thread */
+    struct imgq_ssrf_policy pol = {(const char *const *)w->ssrf_allow, w->nssrf_allow};
+    rf->guard_rc = imgq_ssrf_check_url(rf->source, &pol, rf->pin, sizeof rf->pin, rf->guard_why,
+                                       sizeof rf->guard_why);
+}
+
+static void ref_guard_done(uv_work_t *req, int status)
+{
+    struct ref_fetch *rf = req->data;
+    struct job *j = rf->j;
+    (void)status;
+    if (op_done(j))
+        return;
+    if (rf->guard_rc == IMGQ_EAGAIN && rf->tries < REF_TRIES && !j->lease_lost) {
+        send_ref(rf); /* the resolver failed for now */
+        return;
+    }
+    if (rf->guard_rc != 0) {
+        char why[300];
+        snprintf(why, sizeof why, "refused by the SSRF guard: %s", rf->guard_why);
+        ref_failed(rf,
+                   rf->guard_rc == IMGQ_EAGAIN ? IMGQ_CLASS_NETWORK : IMGQ_CLASS_INVALID_REQUEST, 0,
+                   why);
+        return;
+    }
+    imgq_http_request *req2 = imgq_provider_fetch_build(rf->source, j->w->opt.provider_timeout_ms);
+    imgq_http_request_set_flags(req2, IMGQ_HTTP_NO_PROXY);
+    imgq_http_request_add_connect_to(req2, rf->pin);
+    int r = imgq_http_submit(j->w->http, req2, on_ref_http, rf);
+    if (r == 0) {
+        j->ops++;
+        return;
+    }
+    ref_failed(rf, IMGQ_CLASS_NETWORK, 0, imgq_strerror(r));
+}
+
 static void send_ref(struct ref_fetch *rf)
 {
     struct job *j = rf->j;
@@ -1835,8 +1879,11 @@ static void send_ref(struct ref_fetch *rf)
         rf->s3.bucket = rf->bucket;
         r = imgq_s3_get(j->w->http, &rf->s3, slash + 1, on_ref_s3, rf);
     } else {
-        imgq_http_request *req = imgq_provider_fetch_build(src, j->w->opt.provider_timeout_ms);
-        r = imgq_http_submit(j->w->http, req, on_ref_http, rf);
+        /* A URL the job gave: checked by the SSRF guard (it resolves: on the thread pool),
+         * then fetched from exactly the address that was checked. */
+        rf->guard.data = rf;
+        r = uv_queue_work(j->w->loop, &rf->guard, ref_guard_work, ref_guard_done) == 0 ? 0
+                                                                                       : IMGQ_EIO;
     }
     if (r == 0) {
         j->ops++;

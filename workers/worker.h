@@ -83,6 +83,10 @@ struct worker {
 
     struct limits limits; /* provider account limits: queues of calls waiting for room */
 
+    /* The SSRF allowlist (cfg->ssrf_allow split at commas; strings owned). */
+    char **ssrf_allow;
+    size_t nssrf_allow;
+
     /* Script calls that must reach Redis (settlements), re-sent until it answers. */
     struct rcall *rcalls;
     int nrcalls;

@@ -21,7 +21,7 @@
  * characters as '_').
  * Environment: IMGQ_REDIS_URL, IMGQ_PREFIX, IMGQ_QUEUE, IMGQ_CATALOG, OPENAI_BASE_URL,
  * OPENAI_API_KEY, GEMINI_BASE_URL, GEMINI_API_KEY (or GOOGLE_API_KEY), ARK_BASE_URL,
- * ARK_API_KEY (BytePlus Seedream), IMGQ_S3_REFERENCE_BUCKETS, DASHSCOPE_BASE_URL,
+ * ARK_API_KEY (BytePlus Seedream), IMGQ_S3_REFERENCE_BUCKETS, IMGQ_SSRF_ALLOW, DASHSCOPE_BASE_URL,
  * DASHSCOPE_API_KEY, REPLICATE_BASE_URL, REPLICATE_API_TOKEN, FAL_BASE_URL, FAL_KEY, BFL_BASE_URL,
  * BFL_API_KEY, IMGQ_S3_BUCKET, IMGQ_S3_KEY_PREFIX, and the AWS_* variables (see s3.h). Secrets (API
  * keys, S3 credentials) come from the environment; a config file may not hold them, so that config
@@ -63,6 +63,9 @@ struct imgq_config {
     /* Buckets besides s3_bucket that jobs' s3:// reference images may name (comma-separated;
      * the worker reads them with its own credentials, so it reads only these). */
     char *s3_reference_buckets;
+    /* What user-supplied URLs (reference images, webhooks) may reach besides public
+     * addresses: comma-separated hosts, IPs or CIDR blocks (ssrf.h), for local development. */
+    char *ssrf_allow;
     int concurrency;
     int lease_ms;
     int grace_ms;

@@ -25,6 +25,7 @@ start_sim --latency-ms 10
 SIM="http://127.0.0.1:$SIM_PORT"
 CATALOG="$IMGQ_SOURCE_DIR/deploy/catalog.json"
 MODEL=gpt-image-1.5
+PROMPT="a linen shirt, dyed indigo"
 
 # ---- helpers ------------------------------------------------------------------------------
 
@@ -121,9 +122,20 @@ www_up() { [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$WWW_P
 wait_until 15 "the local HTTP server" www_up
 WWW="http://127.0.0.1:$WWW_PORT"
 
+# The SSRF guard refuses loopback URLs unless the operator allows them (local development).
+submit guard "{\"id\":\"guarded\",\"prompt\":\"$PROMPT\",\"model\":\"$MODEL\",\"quality\":\"low\",\"images\":[\"$WWW/ref1.png\"]}"
+IMGQ_SSRF_ALLOW= work guard
+r=$(results guard)
+assert_eq "failed" "$(field guarded state <<<"$r")" "a loopback reference is refused"
+assert_contains "$(field guarded error <<<"$r")" "refused by the SSRF guard"
+assert_contains "$(field guarded error <<<"$r")" "loopback"
+assert_contains "$(field guarded error <<<"$r")" '"class": "invalid_request"'
+out=$(IMGQ_SSRF_ALLOW="10.0.0.0/99" "$IMGQ_BIN/imgq-worker" --exit-when-idle 2>&1 || true)
+assert_contains "$out" "IMGQ_SSRF_ALLOW / ssrf_allow"
+export IMGQ_SSRF_ALLOW=127.0.0.1
+
 # ---- edits: s3:// references with a mask, a data: URI, an http:// URL ---------------------
 note "edits through the worker"
-PROMPT="a linen shirt, dyed indigo"
 submit edits "$(
     cat <<EOF
 {"id":"two","prompt":"$PROMPT","model":"$MODEL","quality":"low","images":["$S3REF/ref1.png","$S3REF/ref2.png"],"mask":"$S3REF/mask.png"}
