@@ -41,6 +41,7 @@ static const char *const known_fields[] = {"id",
                                            "max_cost_usd",
                                            "max_attempts",
                                            "max_generations",
+                                           "dedup",
                                            "seed",
                                            "negative_prompt",
                                            "guidance_scale",
@@ -653,6 +654,12 @@ static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_de
             return problem(why, "max_attempts", "must be an integer from 1 to 100");
         s->max_attempts = (int)json_integer_value(av);
     }
+    json_t *dd = json_object_get(o, "dedup");
+    if (dd && !json_is_null(dd)) {
+        if (!json_is_boolean(dd))
+            return problem(why, "dedup", "must be true or false");
+        s->no_dedup = json_is_false(dd);
+    }
     /* Seed 002: cap the paid generations of one asset; past the cap it goes to review. */
     s->max_generations = d && d->max_generations > 0 ? d->max_generations : 0;
     json_t *mg = json_object_get(o, "max_generations");
@@ -751,6 +758,8 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
     set_str(o, "webhook", s->webhook);
     set_str(o, "priority", imgq_priority_name(s->priority));
     json_object_set_new(o, "max_attempts", json_integer(s->max_attempts));
+    if (s->no_dedup)
+        json_object_set_new(o, "dedup", json_false());
     if (s->max_generations > 0)
         json_object_set_new(o, "max_generations", json_integer(s->max_generations));
     if (s->metadata)
@@ -820,6 +829,7 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
         s->priority = pr;
     s->max_attempts = (int)json_integer_value(json_object_get(o, "max_attempts"));
     s->max_generations = (int)json_integer_value(json_object_get(o, "max_generations"));
+    s->no_dedup = json_is_false(json_object_get(o, "dedup"));
     json_t *md = json_object_get(o, "metadata");
     if (json_is_object(md))
         s->metadata = json_incref(md);

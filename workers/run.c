@@ -22,6 +22,7 @@
 #include "imgq/dedup.h"
 #include "imgq/image.h"
 #include "imgq/log.h"
+#include "imgq/quote.h"
 #include "imgq/sidecar.h"
 #include "imgq/ssrf.h"
 #include "breaker.h"
@@ -1918,6 +1919,96 @@ static void fetch_refs(struct job *j)
     refs_finished(j);
 }
 
+/* Dedup ----------------------------------------------------------------------------------- */
+
+/*
+ * Before any spend: are the job's images already stored?  Their keys are content-addressed
+ * (dedup.h: everything that determines the image), and S3 is the truth: one HEAD per image.
+ * When every one exists, the job completes at $0 as a dedup hit, with a ledger entry saying
+ * what the provider calls would have cost (reason 'dedup', usage {"saved_micros": expected});
+ * otherwise it runs as usual.  "dedup": false skips the check.
+ */
+static void dedup_settle(struct job *j)
+{
+    struct imgq_job_quote jq;
+    imgq_micros saved = imgq_quote_job(j->w->catalog, &j->spec, NULL, &jq) == 0 ? jq.expected : 0;
+    char usage[64], key[64], attempt[16];
+    snprintf(usage, sizeof usage, "{\"saved_micros\":%" PRId64 "}", saved);
+    uint32_t h = 2166136261u; /* FNV-1a of the lease token: one entry per claim */
+    for (const char *p = j->token; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    snprintf(key, sizeof key, "%d.dedup-%08x", j->attempt, h);
+    snprintf(attempt, sizeof attempt, "%d", j->attempt);
+    const char *args[11] = {"settle",       j->id,   key, "0",   "dedup", j->model->name,
+                            j->route->name, attempt, "",  usage, ""};
+    worker_script_reliable(j->w, IMGQ_SCRIPT_BUDGET, 11, args);
+}
+
+static void on_dedup_head(const struct imgq_s3_result *res, void *arg)
+{
+    struct image_out *im = arg;
+    struct job *j = im->job;
+    if (op_done(j))
+        return;
+    if (res->err == 0 && res->size > 0) {
+        im->stored = true;
+        im->len = (size_t)res->size;
+    }
+    if (--j->pending > 0)
+        return;
+    bool all = j->nimgs > 0;
+    for (int i = 0; i < j->nimgs; i++)
+        all = all && j->imgs[i].stored;
+    if (all && !j->lease_lost) {
+        for (int i = 0; i < j->nimgs; i++) {
+            j->imgs[i].width = j->spec.width;
+            j->imgs[i].height = j->spec.height;
+            j->imgs[i].sidecar_stored = true;
+        }
+        j->cost = 0;
+        j->billed = "dedup";
+        imgq_log(IMGQ_LOG_INFO, "job", "%s: all %d image(s) already stored: done at $0 (dedup)",
+                 j->id, j->nimgs);
+        dedup_settle(j);
+        finish_done(j);
+        return;
+    }
+    /* Not all there (or S3 did not say): generate as usual. */
+    for (int i = 0; i < j->nimgs; i++)
+        free(j->imgs[i].key);
+    free(j->imgs);
+    j->imgs = NULL;
+    j->nimgs = 0;
+    j->pending = 0;
+    fetch_refs(j);
+}
+
+static void dedup_check(struct job *j)
+{
+    const char *ext = strcmp(j->spec.output_format, "png") == 0    ? "png"
+                      : strcmp(j->spec.output_format, "jpeg") == 0 ? "jpg"
+                                                                   : "webp";
+    j->nimgs = j->spec.n;
+    j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
+    j->pending = 1; /* held until every HEAD is sent */
+    for (int i = 0; i < j->nimgs; i++) {
+        struct image_out *im = &j->imgs[i];
+        char dk[65];
+        imgq_dedup_key(&j->spec, i, dk);
+        im->job = j;
+        im->index = i;
+        im->key = imgq_object_key(j->w->cfg->s3_key_prefix, dk, ext);
+        if (imgq_s3_head(j->w->http, &j->w->s3, im->key, on_dedup_head, im) == 0) {
+            j->ops++;
+            j->pending++;
+        }
+    }
+    /* Release the hold as if an answer came: an op that is not counted. */
+    j->ops++;
+    struct imgq_s3_result none = {.err = IMGQ_ENOTFOUND, .message = "", .code = "", .size = -1};
+    on_dedup_head(&none, &j->imgs[0]);
+}
+
 /* Circuit breakers and fallbacks ------------------------------------------------------------ */
 
 /* Whether the breakers follow this model: it has fallbacks, or is one. */
@@ -1970,7 +2061,10 @@ static void begin_model(struct job *j)
     j->ep.model_id = j->model->provider_model;
     imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, j->attempt,
              j->spec.model, j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
-    fetch_refs(j);
+    if (j->spec.no_dedup)
+        fetch_refs(j);
+    else
+        dedup_check(j);
 }
 
 static void choose_model(struct job *j);

@@ -73,6 +73,7 @@ struct imgq_job_spec {
     enum imgq_priority priority;
     int max_attempts;
     int max_generations; /* 0: no cap; else after this many paid generations, review */
+    bool no_dedup;       /* "dedup": false: generate even if the same image is stored */
     json_t *metadata;    /* NULL or a JSON object (owned reference) */
 };
 

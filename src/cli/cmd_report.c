@@ -17,7 +17,8 @@
  *   spend     sum of cost
  *   failures  entries with reason failure or lost, and their cost (what failures were charged)
  *   per image spend / images, rounded half up to the micro-dollar
- *   dedup     savings from deduplicated requests: 0 until dedup reports them in the ledger
+ *   dedup     what jobs served from already stored images would have cost (ledger entries
+ *             with reason dedup, cost 0, usage {"saved_micros": N}); they are not calls
  *
  * Without --since/--until the total is checked against P:{Q}:spent to the micro-dollar, and a
  * warning line is printed when they differ.  The stream is read with XRANGE ... COUNT 1000, so
@@ -129,7 +130,7 @@ static void smap_clear(struct smap *m)
 struct group {
     char *key;
     int64_t calls, images, failures;
-    imgq_micros spend, failure_cost;
+    imgq_micros spend, failure_cost, dedup_saved;
 };
 
 struct report {
@@ -211,6 +212,19 @@ static void add_entry(struct report *r, const redisReply *kv, int64_t since, int
     size_t gi = group_of(r, key);
     struct group *g = &r->groups[gi];
     const char *reason = field(kv, "reason");
+    if (strcmp(reason, "dedup") == 0) {
+        /* A job served from stored images: no call, $0, and what it would have cost. */
+        json_t *u = json_loads(field(kv, "usage"), 0, NULL);
+        json_t *sv = json_object_get(u, "saved_micros");
+        imgq_micros saved = json_is_integer(sv) ? json_integer_value(sv) : 0;
+        json_decref(u);
+        g->dedup_saved += saved;
+        r->total.dedup_saved += saved;
+        const char *djob = field(kv, "job");
+        if (*djob)
+            smap_put(&r->jobs, djob, gi + 1);
+        return;
+    }
     int failure = strcmp(reason, "failure") == 0 || strcmp(reason, "lost") == 0;
     g->calls++;
     g->spend += cost;
@@ -376,7 +390,7 @@ static void print_text(const char *name, const struct group *g)
     imgq_quote_money(g->failure_cost, fcost, sizeof fcost);
     if (per_image(g) >= 0)
         imgq_quote_money(per_image(g), per, sizeof per);
-    imgq_quote_money(0, dedup, sizeof dedup); /* dedup savings: not in the ledger yet */
+    imgq_quote_money(g->dedup_saved, dedup, sizeof dedup);
     printf("%-28s %9s %9s %16s %9s %14s %12s %12s\n", name, calls, images, spend, fails, fcost, per,
            dedup);
 }
@@ -404,7 +418,7 @@ static void print_csv(const char *name, const struct group *g)
            g->spend, g->failures, g->failure_cost);
     if (per_image(g) >= 0)
         printf("%" PRId64, per_image(g));
-    printf(",0\n"); /* dedup savings: 0 until dedup reports them in the ledger */
+    printf(",%" PRId64 "\n", g->dedup_saved);
 }
 
 static json_t *group_json(const char *by, const struct group *g)
@@ -430,7 +444,7 @@ static json_t *group_json(const char *by, const struct group *g)
         json_object_set_new(o, "per_image_micros", json_null());
         json_object_set_new(o, "per_image", json_null());
     }
-    json_object_set_new(o, "dedup_saved_micros", json_integer(0)); /* dedup lands later */
+    json_object_set_new(o, "dedup_saved_micros", json_integer(g->dedup_saved));
     return o;
 }
 

@@ -25,7 +25,8 @@ server_errors() {
 }
 jobs() { # jobs BATCH FROM TO
     for i in $(seq "$2" "$3"); do
-        printf '{"id":"%s-%d","prompt":"a stoneware bowl number %d","model":"gpt-image-1.5","quality":"medium"}\n' "$1" "$i" "$i"
+        # (prompts differ per batch: an image the fallback stored would be served by dedup)
+        printf '{"id":"%s-%d","prompt":"a stoneware bowl number %d for %s","model":"gpt-image-1.5","quality":"medium"}\n' "$1" "$i" "$i" "$1"
     done >"$IMGQ_TMP/$1.jsonl"
     "$IMGQ_BIN/imgq" submit --batch "$1" "$IMGQ_TMP/$1.jsonl" >/dev/null
 }

@@ -141,7 +141,8 @@ assert_contains "$st" "$total" "the batch's cost is the sum of its jobs'"
 note "a gateway without its key"
 gw_before=$(stat_of "$GW_PORT" generations total)
 direct_before=$(stat_of "$DIRECT_PORT" generations total)
-submit nokey "{\"id\":\"nokey\",\"prompt\":\"$PROMPT\",\"model\":\"$MODEL\",\"quality\":\"low\",\"route\":\"$ROUTE\"}"
+# (dedup off: the same job was stored above, and would be served from S3 without a call)
+submit nokey "{\"id\":\"nokey\",\"prompt\":\"$PROMPT\",\"model\":\"$MODEL\",\"quality\":\"low\",\"route\":\"$ROUTE\",\"dedup\":false}"
 (
     unset IMGQ_GATEWAY_TREEROUTER_STANDARD_API_KEY
     work nokey
