@@ -570,6 +570,35 @@ static void finish_done(struct job *j)
 
 /* Storing ----------------------------------------------------------------------------------- */
 
+/* How an output_format is stored: the object key's extension and the content type. */
+static void output_form(const char *fmt, const char **ext, const char **type)
+{
+    bool png = strcmp(fmt, "png") == 0, jpeg = strcmp(fmt, "jpeg") == 0;
+    if (ext)
+        *ext = png ? "png" : jpeg ? "jpg" : "webp";
+    if (type)
+        *type = png ? "image/png" : jpeg ? "image/jpeg" : "image/webp";
+}
+
+/* Image idx of the job's content-addressed object key (dedup.h; a new string). */
+static char *image_key(const struct job *j, int idx)
+{
+    const char *ext;
+    char dk[65];
+    output_form(j->spec.output_format, &ext, NULL);
+    imgq_dedup_key(&j->spec, idx, dk);
+    return imgq_object_key(j->w->cfg->s3_key_prefix, dk, ext);
+}
+
+/* A short tag of the job's lease token (FNV-1a), unique per claim: keys of ledger entries. */
+static uint32_t token_tag(const struct job *j)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = j->token; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h;
+}
+
 /* An image or a sidecar PUT answered; when all have, the job is done or retries storing. */
 static void put_answered(struct job *j, const struct imgq_s3_result *res, bool *stored)
 {
@@ -636,10 +665,8 @@ static void store_images(struct job *j)
 {
     job_set_state(j, JOB_STORING);
     j->pending = 0;
-    const char *fmt = j->spec.output_format;
-    const char *type = strcmp(fmt, "png") == 0    ? "image/png"
-                       : strcmp(fmt, "jpeg") == 0 ? "image/jpeg"
-                                                  : "image/webp";
+    const char *type;
+    output_form(j->spec.output_format, NULL, &type);
     for (int i = 0; i < j->nimgs; i++) {
         struct image_out *im = &j->imgs[i];
         if (!im->sidecar && !im->sidecar_stored)
@@ -766,13 +793,19 @@ static int price_call(struct call *c)
 
 static void send_call(struct call *c);
 
+/* A call is over (done or given up): one fewer to wait for; the last settles the attempt. */
+static void call_ended(struct call *c)
+{
+    if (--c->j->calls_pending == 0)
+        calls_settled(c->j);
+}
+
 /* A call ends without an answer (its job was cancelled or taken over while it waited): one
  * fewer to wait for. */
 static void call_dropped(struct call *c)
 {
     c->failed = true;
-    if (--c->j->calls_pending == 0)
-        calls_settled(c->j);
+    call_ended(c);
 }
 
 static void on_call_timer(uv_timer_t *t)
@@ -832,9 +865,6 @@ static void calls_settled(struct job *j)
     j->nimgs = images;
     j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
     job_set_state(j, JOB_ENCODING);
-    const char *ext = strcmp(j->spec.output_format, "png") == 0    ? "png"
-                      : strcmp(j->spec.output_format, "jpeg") == 0 ? "jpg"
-                                                                   : "webp";
     int slot = 0;
     for (int i = 0; i < j->ncalls; i++) {
         struct call *c = &j->calls[i];
@@ -843,13 +873,11 @@ static void calls_settled(struct job *j)
              * image's index within the job (its dedup key) is its place in its call. */
             int idx = c->first + k;
             struct image_out *im = &j->imgs[slot++];
-            char dk[65];
-            imgq_dedup_key(&j->spec, idx, dk);
             im->job = j;
             im->index = idx;
             im->src = c->pr.images[k];
             im->src_len = c->pr.image_lens[k];
-            im->key = imgq_object_key(j->w->cfg->s3_key_prefix, dk, ext);
+            im->key = image_key(j, idx);
             im->call = c;
             im->work.data = im;
             if (uv_queue_work(j->w->loop, &im->work, encode_work, encode_done) == 0) {
@@ -934,10 +962,7 @@ static void settle_call(struct call *c, imgq_micros cost, const char *reason)
 static void call_key(struct call *c)
 {
     const struct job *j = c->j;
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = j->token; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    snprintf(c->key, sizeof c->key, "%d.%d.%d-%08x", j->attempt, c->index, c->tries, h);
+    snprintf(c->key, sizeof c->key, "%d.%d.%d-%08x", j->attempt, c->index, c->tries, token_tag(j));
 }
 
 typedef void (*reserved_fn)(struct call *c);
@@ -997,8 +1022,7 @@ static void on_reserve(struct worker *w, redisReply *r, void *arg)
     }
     limits_release(j->w, &c->lw, false); /* never sent: the rate-limit room goes back */
     call_failed(c, 0);
-    if (--j->calls_pending == 0)
-        calls_settled(j);
+    call_ended(c);
 }
 
 /* Reserve the worst case of one send of c (the catalog's ceiling for its shape), then 'then'. */
@@ -1027,8 +1051,7 @@ static void reserve_call(struct call *c, reserved_fn then)
     snprintf(c->pr.message, sizeof c->pr.message,
              "the budget reservation could not be made (Redis unavailable)");
     call_failed(c, 0);
-    if (--j->calls_pending == 0)
-        calls_settled(j);
+    call_ended(c);
 }
 
 static void on_block_timer(uv_timer_t *t)
@@ -1191,8 +1214,7 @@ static void call_answered(struct call *c, long status)
         }
         call_failed(c, charged);
     }
-    if (--j->calls_pending == 0)
-        calls_settled(j);
+    call_ended(c);
 }
 
 static void on_call(const imgq_http_response *res, void *arg)
@@ -1298,15 +1320,13 @@ static void call_accepted(struct call *c)
 static void call_given_up(struct call *c, enum imgq_error_class cls, const char *msg,
                           imgq_micros charged)
 {
-    struct job *j = c->j;
     imgq_provider_result_clear(&c->pr);
     c->pr.cls = cls;
     c->pr.retry_after_ms = -1;
     snprintf(c->pr.message, sizeof c->pr.message, "%s", msg);
     report_call(c);
     call_failed(c, charged);
-    if (--j->calls_pending == 0)
-        calls_settled(j);
+    call_ended(c);
 }
 
 static void on_poll(const imgq_http_response *res, void *arg)
@@ -1378,7 +1398,6 @@ static void send_fetch(struct fetch *f);
 
 static void fetch_finished(struct call *c)
 {
-    struct job *j = c->j;
     if (--c->fetching > 0)
         return;
     for (int k = 0; k < c->pr.nimage_urls; k++) {
@@ -1394,8 +1413,7 @@ static void fetch_finished(struct call *c)
         snprintf(c->pr.message, sizeof c->pr.message, "image %d could not be downloaded: %s", k,
                  f->error);
         call_failed(c, charged);
-        if (--j->calls_pending == 0)
-            calls_settled(j);
+        call_ended(c);
         return;
     }
     call_answered(c, 200);
@@ -1504,8 +1522,7 @@ static void on_rate(enum limits_status st, void *arg)
         snprintf(c->pr.message, sizeof c->pr.message, "worker stopping before the call");
     }
     call_failed(c, 0);
-    if (--j->calls_pending == 0)
-        calls_settled(j);
+    call_ended(c);
 }
 
 /*
@@ -1539,8 +1556,7 @@ static void send_call(struct call *c)
     c->pr.cls = IMGQ_CLASS_NETWORK; /* closing: nothing is sent any more */
     snprintf(c->pr.message, sizeof c->pr.message, "worker stopping before the call");
     call_failed(c, 0);
-    if (--j->calls_pending == 0)
-        calls_settled(j);
+    call_ended(c);
 }
 
 static void send_reserved(struct call *c);
@@ -1575,8 +1591,7 @@ static void send_reserved(struct call *c)
     c->pr.cls = IMGQ_CLASS_NETWORK;
     snprintf(c->pr.message, sizeof c->pr.message, "%s", imgq_strerror(r));
     call_failed(c, 0);
-    if (--j->calls_pending == 0)
-        calls_settled(j);
+    call_ended(c);
 }
 
 /* Split the job into provider calls: n_per_call images each (a model that returns one image
@@ -1790,19 +1805,9 @@ static bool reference_bucket_allowed(const struct worker *w, const char *bucket)
 {
     if (w->s3.bucket && strcmp(bucket, w->s3.bucket) == 0)
         return true;
-    const char *list = w->cfg->s3_reference_buckets;
-    size_t n = strlen(bucket);
-    for (const char *p = list; p && *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        while (len && *p == ' ') {
-            p++;
-            len--;
-        }
-        if (len == n && strncmp(p, bucket, n) == 0)
+    for (size_t i = 0; i < w->nref_buckets; i++)
+        if (strcmp(bucket, w->ref_buckets[i]) == 0)
             return true;
-        p = end ? end + 1 : NULL;
-    }
     return false;
 }
 
@@ -1934,10 +1939,7 @@ static void dedup_settle(struct job *j)
     imgq_micros saved = imgq_quote_job(j->w->catalog, &j->spec, NULL, &jq) == 0 ? jq.expected : 0;
     char usage[64], key[64], attempt[16];
     snprintf(usage, sizeof usage, "{\"saved_micros\":%" PRId64 "}", saved);
-    uint32_t h = 2166136261u; /* FNV-1a of the lease token: one entry per claim */
-    for (const char *p = j->token; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    snprintf(key, sizeof key, "%d.dedup-%08x", j->attempt, h);
+    snprintf(key, sizeof key, "%d.dedup-%08x", j->attempt, token_tag(j)); /* one per claim */
     snprintf(attempt, sizeof attempt, "%d", j->attempt);
     const char *args[11] = {"settle",       j->id,   key, "0",   "dedup", j->model->name,
                             j->route->name, attempt, "",  usage, ""};
@@ -1985,19 +1987,14 @@ static void on_dedup_head(const struct imgq_s3_result *res, void *arg)
 
 static void dedup_check(struct job *j)
 {
-    const char *ext = strcmp(j->spec.output_format, "png") == 0    ? "png"
-                      : strcmp(j->spec.output_format, "jpeg") == 0 ? "jpg"
-                                                                   : "webp";
     j->nimgs = j->spec.n;
     j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
     j->pending = 1; /* held until every HEAD is sent */
     for (int i = 0; i < j->nimgs; i++) {
         struct image_out *im = &j->imgs[i];
-        char dk[65];
-        imgq_dedup_key(&j->spec, i, dk);
         im->job = j;
         im->index = i;
-        im->key = imgq_object_key(j->w->cfg->s3_key_prefix, dk, ext);
+        im->key = image_key(j, i);
         if (imgq_s3_head(j->w->http, &j->w->s3, im->key, on_dedup_head, im) == 0) {
             j->ops++;
             j->pending++;

@@ -86,6 +86,9 @@ struct worker {
     /* The SSRF allowlist (cfg->ssrf_allow split at commas; strings owned). */
     char **ssrf_allow;
     size_t nssrf_allow;
+    /* Buckets besides s3.bucket that s3:// references may name (IMGQ_S3_REFERENCE_BUCKETS). */
+    char **ref_buckets;
+    size_t nref_buckets;
 
     /* Script calls that must reach Redis (settlements), re-sent until it answers. */
     struct rcall *rcalls;

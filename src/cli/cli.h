@@ -59,6 +59,8 @@ int imgq__cli_has_flag(int argc, char **argv, const char *flag);
  * One line of a JSONL catalog of jobs: 0 and *spec filled (clear it), 1 for a blank line, or -1
  * after printing "FILE:LINE: field: reason" to stderr.  Deprecation warnings are printed too.
  */
+/* 1234567 -> "1,234,567" into buf (len bytes; truncated to fit). */
+void imgq__cli_grouped(int64_t v, char *buf, size_t len);
 int imgq__cli_parse_line(const imgq_catalog *cat, const char *line, size_t len,
                          const struct imgq_job_defaults *d, time_t today, const char *file,
                          size_t lineno, struct imgq_job_spec *spec);

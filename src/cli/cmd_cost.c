@@ -69,18 +69,6 @@ static int64_t parse_count(const char *s)
     return whole * mult + frac * (mult / fscale);
 }
 
-static void grouped(int64_t v, char *buf, size_t len)
-{
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v), o = 0;
-    for (int i = 0; i < n && (size_t)o + 2 < len; i++) {
-        if (i > 0 && (n - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = tmp[i];
-    }
-    buf[o] = '\0';
-}
-
 /* The cost of one image of m on rt at quality q (NULL: a model without the knob) and size, and
  * its output tokens (token models; else 0). */
 static int cell_cost(const struct imgq_model *m, const struct imgq_route *rt, const char *q,
@@ -266,10 +254,10 @@ int imgq_cmd_cost(int argc, char **argv)
     json_t *out = json ? json_array() : NULL;
     if (!json) {
         char a[32], b[32], d[32], e[32];
-        grouped(u.text_in, a, sizeof a);
-        grouped(u.image_in, b, sizeof b);
-        grouped(u.image_out, d, sizeof d);
-        grouped(u.text_out, e, sizeof e);
+        imgq__cli_grouped(u.text_in, a, sizeof a);
+        imgq__cli_grouped(u.image_in, b, sizeof b);
+        imgq__cli_grouped(u.image_out, d, sizeof d);
+        imgq__cli_grouped(u.text_out, e, sizeof e);
         if (m->billing == IMGQ_BILL_TOKENS)
             printf("%s: %s text-in, %s image-in, %s image-out, %s text-out tokens\n", m->name, a, b,
                    d, e);

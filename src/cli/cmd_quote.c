@@ -20,24 +20,12 @@
 #include "imgq/quote.h"
 #include "imgq/router.h"
 
-static void grouped(int64_t v, char *buf, size_t len)
-{
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v), o = 0;
-    for (int i = 0; i < n && (size_t)o + 2 < len; i++) {
-        if (i > 0 && tmp[i - 1] != '-' && (n - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = tmp[i];
-    }
-    buf[o] = '\0';
-}
-
 static void print_row(const char *name, const struct imgq_quote_row *r)
 {
     char jobs[32], calls[32], images[32], e[48], w[48];
-    grouped(r->jobs, jobs, sizeof jobs);
-    grouped(r->calls, calls, sizeof calls);
-    grouped(r->images, images, sizeof images);
+    imgq__cli_grouped(r->jobs, jobs, sizeof jobs);
+    imgq__cli_grouped(r->calls, calls, sizeof calls);
+    imgq__cli_grouped(r->images, images, sizeof images);
     imgq_quote_money(r->expected, e, sizeof e);
     imgq_quote_money(r->worst, w, sizeof w);
     printf("%-26s %10s %10s %10s %16s %16s\n", name, jobs, calls, images, e, w);

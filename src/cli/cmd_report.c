@@ -360,18 +360,6 @@ static int by_key(const void *a, const void *b)
     return strcmp(((const struct group *)a)->key, ((const struct group *)b)->key);
 }
 
-static void grouped(int64_t v, char *buf, size_t len)
-{
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v), o = 0;
-    for (int i = 0; i < n && (size_t)o + 2 < len; i++) {
-        if (i > 0 && tmp[i - 1] != '-' && (n - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = tmp[i];
-    }
-    buf[o] = '\0';
-}
-
 /* spend / images, half up; -1 without images. */
 static imgq_micros per_image(const struct group *g)
 {
@@ -383,9 +371,9 @@ static imgq_micros per_image(const struct group *g)
 static void print_text(const char *name, const struct group *g)
 {
     char calls[32], images[32], fails[32], spend[48], fcost[48], per[48] = "-", dedup[48];
-    grouped(g->calls, calls, sizeof calls);
-    grouped(g->images, images, sizeof images);
-    grouped(g->failures, fails, sizeof fails);
+    imgq__cli_grouped(g->calls, calls, sizeof calls);
+    imgq__cli_grouped(g->images, images, sizeof images);
+    imgq__cli_grouped(g->failures, fails, sizeof fails);
     imgq_quote_money(g->spend, spend, sizeof spend);
     imgq_quote_money(g->failure_cost, fcost, sizeof fcost);
     if (per_image(g) >= 0)

@@ -1,4 +1,6 @@
-/* jsonl.c - reading a JSONL catalog of jobs, the same way for `imgq submit` and `imgq quote`. */
+/* jsonl.c - reading a JSONL catalog of jobs, the same way for `imgq submit` and `imgq quote`,
+ * and the number format of their tables. */
+#include <inttypes.h>
 #include <stdio.h>
 
 #include "cli.h"
@@ -21,4 +23,16 @@ int imgq__cli_parse_line(const imgq_catalog *cat, const char *line, size_t len,
     if (warn[0])
         fprintf(stderr, "%s:%zu: warning: %s\n", file, lineno, warn);
     return 0;
+}
+
+void imgq__cli_grouped(int64_t v, char *buf, size_t len)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v), o = 0;
+    for (int i = 0; i < n && (size_t)o + 2 < len; i++) {
+        if (i > 0 && tmp[i - 1] != '-' && (n - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
 }
