@@ -154,6 +154,7 @@ struct job {
     /* Fallbacks: the candidate models (catalog strings) and, once moved, from where and why. */
     const char *cands[BREAKER_MAX_MODELS];
     int ncands;
+    bool tracked; /* the model's breaker is kept (it has fallbacks, or is one) */
     char *fallback_from, *fallback_why;
 
     /* Reference images (edits) fetched before the first call: nrefs + 1 for a mask. */
@@ -2027,7 +2028,7 @@ static bool breaker_tracked(const imgq_catalog *cat, const struct imgq_model *m)
 static void report_call(struct call *c)
 {
     struct job *j = c->j;
-    if (breaker_tracked(j->w->catalog, j->model))
+    if (j->tracked) /* decided once per model the job runs on, not per call */
         breaker_report(j->w, j->model->name, c->pr.cls == IMGQ_CLASS_NONE,
                        imgq_error_class_name(c->pr.cls), j->token);
 }
@@ -2106,6 +2107,7 @@ static void on_choose(void *arg, int pick, long wait_ms, const char *why)
             imgq_job_spec_clear(&j->spec);
             j->spec = to;
             j->model = imgq_catalog_model(j->w->catalog, j->spec.model);
+            j->tracked = breaker_tracked(j->w->catalog, j->model);
             imgq_log(IMGQ_LOG_INFO, "job", "%s: %s -> fallback %s (%s)", j->id, from,
                      j->model->name, j->fallback_why);
         }
@@ -2121,7 +2123,8 @@ static void on_choose(void *arg, int pick, long wait_ms, const char *why)
 static void choose_model(struct job *j)
 {
     struct worker *w = j->w;
-    if (!breaker_tracked(w->catalog, j->model)) {
+    j->tracked = breaker_tracked(w->catalog, j->model);
+    if (!j->tracked) {
         begin_model(j);
         return;
     }
