@@ -274,3 +274,32 @@ void imgq_config_clear(struct imgq_config *c)
     free(c->ssrf_allow);
     memset(c, 0, sizeof *c);
 }
+
+char **imgq_config_split(const char *list, size_t *n)
+{
+    char **out = NULL;
+    *n = 0;
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && *p == ' ') {
+            p++;
+            len--;
+        }
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (len) {
+            out = imgq_xrealloc(out, (*n + 1) * sizeof *out);
+            out[(*n)++] = imgq_xstrndup(p, len);
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return out;
+}
+
+void imgq_config_split_free(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+}

@@ -44,28 +44,6 @@ static void usage(FILE *f)
 }
 
 /* "a, b,c" -> {"a", "b", "c"} (new strings), empty items dropped; NULL when there are none. */
-static char **split_list(const char *list, size_t *n)
-{
-    char **out = NULL;
-    *n = 0;
-    for (const char *p = list; p && *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        while (len && *p == ' ') {
-            p++;
-            len--;
-        }
-        while (len && p[len - 1] == ' ')
-            len--;
-        if (len) {
-            out = imgq_xrealloc(out, (*n + 1) * sizeof *out);
-            out[(*n)++] = imgq_xstrndup(p, len);
-        }
-        p = end ? end + 1 : NULL;
-    }
-    return out;
-}
-
 static int positive(const char *flag, const char *v, int *out)
 {
     char *end;
@@ -305,8 +283,8 @@ int main(int argc, char **argv)
         imgq_s3_config_set(&w.s3.bucket, cfg.s3_bucket);
     /* Comma lists of the configuration, split once.  The SSRF allowlist is checked now, so
      * a bad entry stops the worker, not a job. */
-    w.ssrf_allow = split_list(cfg.ssrf_allow, &w.nssrf_allow);
-    w.ref_buckets = split_list(cfg.s3_reference_buckets, &w.nref_buckets);
+    w.ssrf_allow = imgq_config_split(cfg.ssrf_allow, &w.nssrf_allow);
+    w.ref_buckets = imgq_config_split(cfg.s3_reference_buckets, &w.nref_buckets);
     {
         struct imgq_ssrf_policy pol = {(const char *const *)w.ssrf_allow, w.nssrf_allow};
         char bad[256];
@@ -341,12 +319,8 @@ int main(int argc, char **argv)
         imgq_log(IMGQ_LOG_WARN, "worker", "loop closed with handles open: %s", uv_strerror(lc));
     rc = 0;
 out:
-    for (size_t i = 0; i < w.nssrf_allow; i++)
-        free(w.ssrf_allow[i]);
-    free(w.ssrf_allow);
-    for (size_t i = 0; i < w.nref_buckets; i++)
-        free(w.ref_buckets[i]);
-    free(w.ref_buckets);
+    imgq_config_split_free(w.ssrf_allow, w.nssrf_allow);
+    imgq_config_split_free(w.ref_buckets, w.nref_buckets);
     imgq_redis_url_clear(&w.redis);
     imgq_s3_config_clear(&w.s3);
     imgq_catalog_free(cat);

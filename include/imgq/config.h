@@ -92,6 +92,10 @@ char *imgq_config_default_catalog(void);
  */
 int imgq_config_endpoint(const struct imgq_config *c, const char *api, const char *route,
                          const char **base_url, const char **api_key) IMGQ_MUST_CHECK;
+/* A comma-separated list (ssrf_allow, s3_reference_buckets) split into trimmed, non-empty
+ * entries: a new array of new strings (NULL when empty); free with imgq_config_split_free. */
+char **imgq_config_split(const char *list, size_t *n);
+void imgq_config_split_free(char **list, size_t n);
 /* Replace a string field (takes a copy of v; NULL leaves it). */
 void imgq_config_set(char **field, const char *v);
 

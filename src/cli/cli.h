@@ -65,6 +65,14 @@ int imgq__cli_parse_line(const imgq_catalog *cat, const char *line, size_t len,
                          const struct imgq_job_defaults *d, time_t today, const char *file,
                          size_t lineno, struct imgq_job_spec *spec);
 const char *imgq__cli_flag_value(int argc, char **argv, const char *flag);
+/*
+ * The SSRF guard (ssrf.h) on a user-supplied URL at submission, so a bad one is refused before
+ * any job runs (workers check it again, and pin the address, when they connect): 0 if
+ * allowed, else an error after printing "WHAT URL: reason".  A host that does not resolve
+ * from here is only warned about (workers may see other DNS).  The last allowed URL is
+ * remembered, so a catalog of a million lines with one webhook resolves it once.
+ */
+int imgq__cli_check_url(const char *what, const char *url);
 
 /* Exit statuses. */
 #define IMGQ_EXIT_OK 0

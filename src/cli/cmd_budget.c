@@ -24,11 +24,13 @@ static int usage_budget(void)
     fprintf(stderr,
             "usage: imgq budget set NAME --limit USD [--soft USD] [--window hour|day|month|total]"
             " [--tz ZONE]\n"
+            "                       [--webhook URL]\n"
             "       imgq budget show NAME [--json]\n"
             "       imgq budget list [--json]\n"
             "       imgq budget delete NAME\n"
             "NAME: global, team:T, batch:B, model:M or route:R; the window defaults to month,\n"
-            "the zone to UTC\n");
+            "the zone to UTC; --webhook gets budget.threshold when the soft threshold is reached\n"
+            "(a batch budget without one notifies its batch's webhook)\n");
     return IMGQ_EXIT_USAGE;
 }
 
@@ -130,13 +132,15 @@ static int run(imgq_queue *q, int n, const char **args, json_t **reply)
 
 static int cmd_set(int argc, char **argv)
 {
-    const char *name = argv[1], *limit_s = NULL, *soft_s = NULL, *window = "month", *tz = NULL;
+    const char *name = argv[1], *limit_s = NULL, *soft_s = NULL, *window = "month", *tz = NULL,
+               *webhook = NULL;
     for (int i = 2; i < argc; i++) {
-        const char **dst = strcmp(argv[i], "--limit") == 0    ? &limit_s
-                           : strcmp(argv[i], "--soft") == 0   ? &soft_s
-                           : strcmp(argv[i], "--window") == 0 ? &window
-                           : strcmp(argv[i], "--tz") == 0     ? &tz
-                                                              : NULL;
+        const char **dst = strcmp(argv[i], "--limit") == 0     ? &limit_s
+                           : strcmp(argv[i], "--soft") == 0    ? &soft_s
+                           : strcmp(argv[i], "--window") == 0  ? &window
+                           : strcmp(argv[i], "--tz") == 0      ? &tz
+                           : strcmp(argv[i], "--webhook") == 0 ? &webhook
+                                                               : NULL;
         if (!dst) {
             fprintf(stderr, "imgq budget set: unknown option '%s'\n", argv[i]);
             return usage_budget();
@@ -186,6 +190,8 @@ static int cmd_set(int argc, char **argv)
         fprintf(stderr, "imgq budget set: --tz '%s': unknown time zone\n", tz);
         return IMGQ_EXIT_USAGE;
     }
+    if (webhook && imgq__cli_check_url("imgq budget set: --webhook", webhook) != 0)
+        return IMGQ_EXIT_USAGE;
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -203,9 +209,10 @@ static int cmd_set(int argc, char **argv)
     char lim[32], sft[32];
     snprintf(lim, sizeof lim, "%lld", (long long)limit);
     snprintf(sft, sizeof sft, "%lld", (long long)soft);
-    const char *args[] = {"set", name, window, total ? "" : tz, lim, sft, tr ? tr : ""};
+    const char *args[] = {"set", name, window,       total ? "" : tz,
+                          lim,   sft,  tr ? tr : "", webhook ? webhook : ""};
     json_t *reply = NULL;
-    int rc = run(q, 7, args, &reply);
+    int rc = run(q, 8, args, &reply);
     free(tr);
     if (rc)
         return rc;

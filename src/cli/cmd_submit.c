@@ -128,6 +128,7 @@ int imgq_cmd_submit(int argc, char **argv)
     int json = 0, dry_run = 0;
     const char *not_before = NULL, *deadline = NULL, *window = NULL, *tz = NULL;
     const char *on_budget = NULL; /* --on-budget-exhausted wait|fail */
+    const char *webhook = NULL;   /* --webhook: the batch's URL */
     imgq_micros max_cost = -1;    /* --max-cost: refuse a file whose worst case is over it */
     static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
                                          {"not-before", required_argument, NULL, 'B'},
@@ -143,6 +144,7 @@ int imgq_cmd_submit(int argc, char **argv)
                                          {"dry-run", no_argument, NULL, 'n'},
                                          {"on-budget-exhausted", required_argument, NULL, 'O'},
                                          {"max-cost", required_argument, NULL, 'C'},
+                                         {"webhook", required_argument, NULL, 'H'},
                                          {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -205,6 +207,11 @@ int imgq_cmd_submit(int argc, char **argv)
             }
             on_budget = optarg;
             break;
+        case 'H':
+            if (imgq__cli_check_url("imgq submit: --webhook", optarg) != 0)
+                return IMGQ_EXIT_USAGE;
+            webhook = optarg;
+            break;
         case 'C':
             if (imgq_money_parse(optarg, &max_cost) != 0 || max_cost < 0) {
                 fprintf(stderr, "imgq submit: --max-cost '%s': use dollars, e.g. 250 or 12.50\n",
@@ -221,7 +228,7 @@ int imgq_cmd_submit(int argc, char **argv)
                         "[--team T] [--route R] [--max-attempts N] [--max-generations N]\n"
                         "       [--not-before TIME] [--window HH:MM-HH:MM [--tz ZONE]] "
                         "[--deadline TIME] "
-                        "[--max-cost USD] [--dry-run] [--json]\n");
+                        "[--max-cost USD] [--webhook URL] [--dry-run] [--json]\n");
         return IMGQ_EXIT_USAGE;
     }
     const char *path = argv[optind];
@@ -322,6 +329,12 @@ int imgq_cmd_submit(int argc, char **argv)
             bad += pr < 0;
             continue;
         }
+        if (spec.webhook && imgq__cli_check_url("webhook", spec.webhook) != 0) {
+            fprintf(stderr, "%s:%zu: webhook: refused (above)\n", shown, lineno);
+            imgq_job_spec_clear(&spec);
+            bad++;
+            continue;
+        }
         struct imgq_job_quote jq;
         int qr = max_cost < 0 ? 0 : imgq_quote_job(cat, &spec, NULL, &jq);
         if (qr == 0 && max_cost >= 0)
@@ -376,11 +389,20 @@ int imgq_cmd_submit(int argc, char **argv)
         rc = IMGQ_EXIT_FAIL;
         goto out;
     }
-    if (on_budget) {
-        /* A batch option, set before its first job can meet a budget: submit with no jobs. */
+    if (on_budget || webhook) {
+        /* Batch options, set before its first job can run: a submission with no jobs. */
         char oerr[512];
-        const char *oargs[] = {batch, "0", "0", "0", "", "on_budget_exhausted", on_budget};
-        if (imgq_queue_script(q, IMGQ_SCRIPT_SUBMIT, 7, oargs, NULL, oerr, sizeof oerr) != 0) {
+        const char *oargs[9] = {batch, "0", "0", "0", ""};
+        int na = 5;
+        if (on_budget) {
+            oargs[na++] = "on_budget_exhausted";
+            oargs[na++] = on_budget;
+        }
+        if (webhook) {
+            oargs[na++] = "webhook";
+            oargs[na++] = webhook;
+        }
+        if (imgq_queue_script(q, IMGQ_SCRIPT_SUBMIT, na, oargs, NULL, oerr, sizeof oerr) != 0) {
             fprintf(stderr, "imgq submit: %s\n", oerr);
             rc = IMGQ_EXIT_FAIL;
             goto out;

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "imgq/alloc.h"
+#include "imgq/ssrf.h"
 
 static struct imgq_config config;
 static imgq_catalog *catalog;
@@ -15,6 +16,30 @@ static imgq_queue *queue;
 struct imgq_config *imgq__cli_config(void)
 {
     return &config;
+}
+
+int imgq__cli_check_url(const char *what, const char *url)
+{
+    static char *last_ok;
+    if (last_ok && strcmp(last_ok, url) == 0)
+        return 0;
+    size_t nallow = 0;
+    char **allow = imgq_config_split(config.ssrf_allow, &nallow);
+    struct imgq_ssrf_policy pol = {(const char *const *)allow, nallow};
+    char why[256] = "";
+    int rc = imgq_ssrf_check_url(url, &pol, NULL, 0, why, sizeof why);
+    imgq_config_split_free(allow, nallow);
+    if (rc == IMGQ_ENOTFOUND || rc == IMGQ_EAGAIN) {
+        fprintf(stderr, "%s %s: warning: %s (workers check it again when they connect)\n", what,
+                url, why);
+        rc = 0;
+    } else if (rc) {
+        fprintf(stderr, "%s %s: %s\n", what, url, why);
+        return rc;
+    }
+    free(last_ok);
+    last_ok = imgq_xstrdup(url);
+    return 0;
 }
 
 const imgq_catalog *imgq__cli_catalog(void)

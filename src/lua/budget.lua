@@ -17,7 +17,8 @@
 --   block:   job id, token, wait ms (-1: until raised), budget, message
 --     -> 1 blocked | 2 failed (the batch says on_budget_exhausted: fail) | 0 lease lost
 --   set:     name, window (hour|day|month|total), tz, limit micros, soft micros (0: none),
---            transitions "epoch_ms:offset_s,..." -> {1, jobs woken}
+--            transitions "epoch_ms:offset_s,...", webhook URL or "" (budget.threshold goes
+--            there) -> {1, jobs woken}
 --   del:     name -> {1 or 0, jobs woken}
 --   get:     name -> a budget row or nil;  list: -> the rows, by name.  A row: {name, window,
 --            tz, limit, soft, window id, start ms, end ms (-1: none), spent, reserved,
@@ -28,31 +29,6 @@ local FOREVER = 253402300799000 -- 9999-12-31T23:59:59Z: blocked until the budge
 -- Over only because of calls still in flight: look again soon, their settlement may free it.
 local INFLIGHT_RECHECK_MS = 10000
 local DAY = 86400000
-
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = math.floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
-
-local function civil_from_days(z)
-  z = z + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) -
-    math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400
-  if m <= 2 then y = y + 1 end
-  return y, m, d
-end
 
 local function parse_tr(s)
   local tr = {}
@@ -236,6 +212,7 @@ elseif mode == 'block' then
 elseif mode == 'set' then
   local name, window, tz = ARGV[3], ARGV[4], ARGV[5]
   local limit, soft, tr = tonumber(ARGV[6]), tonumber(ARGV[7]) or 0, ARGV[8] or ''
+  local webhook = ARGV[9] or ''
   local kind = string.match(name or '', '^(%a+)')
   if not (name == 'global' or ((kind == 'team' or kind == 'batch' or kind == 'model' or
       kind == 'route') and string.match(name, '^%a+:[^,|]+$'))) then
@@ -253,7 +230,8 @@ elseif mode == 'set' then
   local now = now_ms()
   redis.call('HSET', BUDGETS, name, cjson.encode({window = window,
     tz = window ~= 'total' and tz or '', limit = tostring(limit), soft = tostring(soft),
-    tr = window ~= 'total' and tr or '', set = tostring(now)}))
+    tr = window ~= 'total' and tr or '', set = tostring(now),
+    webhook = webhook ~= '' and webhook or nil}))
   emit('budget.set', 'budget', name, 'window', window, 'limit_micros', limit)
   return {1, wake_blocked(now)}
 elseif mode == 'del' then

@@ -34,6 +34,16 @@
 --   P:{Q}:b:ID           HASH  batch counters (total, queued, running, ..., cost, images)
 --   P:{Q}:b:ID:jobs      LIST  the batch's job ids in submission order
 --   P:{Q}:wake           pub/sub channel that wakes idle workers
+-- Webhooks (the outbox; see outbox_put): events for a job's, batch's or budget's webhook URL
+-- are written here in the same script as the state change they report, then delivered by
+-- the workers (workers/webhooks.c, webhook.lua) with retries.
+--   P:{Q}:whm:MSGID      HASH  one message: url, type, body (the exact JSON sent), job, batch,
+--                              created, state (pending | delivered | failed | disabled),
+--                              attempts, next (due ms), last (what the last attempt got)
+--   P:{Q}:whdue          ZSET  message ids to deliver, by due time in ms
+--   P:{Q}:whlog          ZSET  every message id by creation time (listing, retention)
+--   P:{Q}:whseq          STRING message sequence (ids are msg_<created ms>_<seq>)
+--   P:{Q}:whwake         pub/sub channel that tells workers a message is due now
 -- Priorities are strict (0 high, 1 normal, 2 low); within a priority, batches take turns, so a
 -- small batch is not starved by a large one submitted before it; within a batch, FIFO.
 local pfx = ARGV[1]
@@ -57,8 +67,100 @@ local function ended(id, now)
   redis.call('ZADD', pfx .. 'ended', now, id)
 end
 
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function civil_from_days(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) -
+    math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+
+-- RFC 3339 UTC time with milliseconds, e.g. 2026-11-22T09:40:16.123Z.
+local function iso_time(ms)
+  local days = math.floor(ms / 86400000)
+  local y, m, d = civil_from_days(days)
+  local r = ms - days * 86400000
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d, math.floor(r / 3600000),
+    math.floor(r / 60000) % 60, math.floor(r / 1000) % 60, r % 1000)
+end
+
+-- Writes one webhook message to the outbox (see the key layout): the body is built here, once,
+-- so every retry sends the same bytes under the same webhook-id.  Standard Webhooks payload:
+-- {"type": ..., "timestamp": ..., "data": {...}}.  Returns the message id.
+local function outbox_put(kind, url, data, job, batch)
+  local now = now_ms()
+  local id = 'msg_' .. now .. '_' .. redis.call('INCR', pfx .. 'whseq')
+  local body = cjson.encode({type = kind, timestamp = iso_time(now), data = data})
+  redis.call('HSET', pfx .. 'whm:' .. id, 'url', url, 'type', kind, 'body', body,
+    'job', job or '', 'batch', batch or '', 'created', now, 'state', 'pending', 'attempts', 0,
+    'next', now)
+  redis.call('ZADD', pfx .. 'whdue', now, id)
+  redis.call('ZADD', pfx .. 'whlog', now, id)
+  redis.call('PUBLISH', pfx .. 'whwake', id)
+  return id
+end
+
+-- Events that reach webhooks, and the fields of theirs that are numbers in the payload.
+local WEBHOOK_EVENTS = {['job.completed'] = true, ['job.failed'] = true,
+  ['job.review'] = true, ['batch.completed'] = true, ['selection.required'] = true}
+local NUMERIC_FIELDS = {cost_micros = true, total = true, done = true, failed = true,
+  canceled = true, expired = true, review = true, images = true, used_micros = true,
+  soft_micros = true, limit_micros = true, generations = true, drafts = true}
+
+-- The webhook of an event: a job's event goes to the job's URL, else its batch's; a batch's
+-- to the batch's; budget.threshold to the URL given (budget_soft_check).
+local function notify(kind, fields, url)
+  local data = {}
+  for i = 1, #fields - 1, 2 do
+    local k, v = fields[i], fields[i + 1]
+    if NUMERIC_FIELDS[k] and tonumber(v) then v = tonumber(v) end
+    if k == 'error' then
+      local okd, e = pcall(cjson.decode, v)
+      if okd and type(e) == 'table' then v = e end
+    end
+    data[k] = v
+  end
+  local jk = data.job and pfx .. 'j:' .. data.job
+  if not url and jk then url = redis.call('HGET', jk, 'webhook') end
+  if not url and data.batch and data.batch ~= '' then
+    url = redis.call('HGET', pfx .. 'b:' .. data.batch, 'webhook')
+  end
+  if not url or url == '' then return end
+  if jk then
+    local h = redis.call('HMGET', jk, 'spec', 'result', 'cost', 'state', 'parent')
+    local oks, spec = pcall(cjson.decode, h[1] or '')
+    if oks and type(spec) == 'table' and spec.metadata ~= nil then data.metadata = spec.metadata end
+    local okr, res = pcall(cjson.decode, h[2] or '')
+    if kind == 'job.completed' and okr and type(res) == 'table' then data.result = res end
+    data.cost_micros = tonumber(h[3]) or 0
+    data.state = h[4]
+    if h[5] then data.parent = h[5] end
+  end
+  outbox_put(kind, url, data, data.job, data.batch)
+end
+
+-- Records an event in the events stream and, for the events webhooks receive, in the outbox
+-- of the URL it goes to (the same atomic step as the state change it reports).
 local function emit(kind, ...)
   redis.call('XADD', pfx .. 'events', 'MAXLEN', '~', EVENTS_CAP, '*', 'type', kind, ...)
+  if WEBHOOK_EVENTS[kind] then notify(kind, {...}) end
 end
 
 -- Moves n jobs of a batch from one state counter to another (batch and queue counters), and
@@ -106,8 +208,14 @@ local function budget_soft_check(wkey, now)
   local used = (tonumber(w[1]) or 0) + (tonumber(w[2]) or 0)
   if used >= soft and redis.call('HSETNX', pfx .. wkey, 'soft', now) == 1 then
     local win = string.match(wkey, ':([^:]*)$')
-    emit('budget.threshold', 'budget', name, 'window', win, 'used_micros', used,
-      'soft_micros', soft, 'limit_micros', d.limit or '')
+    local fields = {'budget', name, 'window', win, 'used_micros', used, 'soft_micros', soft,
+      'limit_micros', d.limit or ''}
+    emit('budget.threshold', unpack(fields))
+    -- Its webhook: the one the budget was set with, else a batch budget's batch's.
+    local url = d.webhook
+    local b = string.match(name, '^batch:(.*)$')
+    if (not url or url == '') and b then url = redis.call('HGET', pfx .. 'b:' .. b, 'webhook') end
+    if url and url ~= '' then notify('budget.threshold', fields, url) end
     redis.log(redis.LOG_WARNING, 'imgq: budget ' .. name .. ' window ' .. win .. ': ' .. used ..
       ' micros spent or reserved, soft threshold ' .. soft)
   end

@@ -3,7 +3,8 @@
 --       windows ("" = always; see window_open), then per job: id, idempotency key, priority,
 --       team, spec, max attempts
 --       After the jobs, optional batch options as name, value pairs: on_budget_exhausted
---       (wait | fail: what a job does when a hard budget cap stops it; default wait).
+--       (wait | fail: what a job does when a hard budget cap stops it; default wait),
+--       webhook (URL that gets the batch's events and those of its jobs without their own).
 -- Returns per job: the job id (new or existing) and 1 if it was created, 0 if it existed.
 local now = now_ms()
 local batch = ARGV[2]
@@ -19,6 +20,8 @@ if windows ~= '' then redis.call('HSET', bk, 'windows', windows) end
 for i = 7 + n * 6, #ARGV - 1, 2 do
   if ARGV[i] == 'on_budget_exhausted' and (ARGV[i + 1] == 'wait' or ARGV[i + 1] == 'fail') then
     redis.call('HSET', bk, 'on_budget_exhausted', ARGV[i + 1])
+  elseif ARGV[i] == 'webhook' and string.match(ARGV[i + 1], '^https?://') then
+    redis.call('HSET', bk, 'webhook', ARGV[i + 1])
   else
     return redis.error_reply('submit: bad batch option ' .. tostring(ARGV[i]) .. '=' ..
       tostring(ARGV[i + 1]))
@@ -39,6 +42,14 @@ for i = 0, n - 1 do
       'state', later and 'scheduled' or 'queued', 'batch', batch, 'team', ARGV[b + 3],
       'prio', prio, 'attempts', 0, 'max_attempts', ARGV[b + 5], 'created', now, 'idem', idem,
       'cost', 0)
+    -- The job's own webhook, where its events go (lib.lua notify); a plain search first, so
+    -- jobs without one cost no decoding.
+    if string.find(ARGV[b + 4], '"webhook"', 1, true) then
+      local oks, spec = pcall(cjson.decode, ARGV[b + 4])
+      if oks and type(spec) == 'table' and type(spec.webhook) == 'string' then
+        redis.call('HSET', pfx .. 'j:' .. id, 'webhook', spec.webhook)
+      end
+    end
     redis.call('HSET', pfx .. 'idem', idem, id)
     redis.call('RPUSH', bk .. ':jobs', id)
     if later then
