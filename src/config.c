@@ -123,6 +123,65 @@ int imgq_config_endpoint(const struct imgq_config *c, const char *api, const cha
     return IMGQ_ENOTFOUND;
 }
 
+/* "webhooks": {"endpoints": [{"url_prefix": URL, "secret_env": NAME}, ...]}: where the
+ * secrets of an endpoint are found (never the secrets themselves). */
+static int load_webhooks(struct imgq_config *c, json_t *wh, const char *path, char *err,
+                         size_t errlen)
+{
+    if (!wh)
+        return 0;
+    json_t *eps = json_object_get(wh, "endpoints");
+    if (!json_is_object(wh) || (eps && !json_is_array(eps))) {
+        snprintf(err, errlen,
+                 "%s: 'webhooks' must be {\"endpoints\": [{\"url_prefix\": URL, "
+                 "\"secret_env\": NAME}]}",
+                 path);
+        return IMGQ_EINVAL;
+    }
+    if (json_object_get(wh, "secret")) {
+        snprintf(err, errlen,
+                 "%s: webhooks.secret: secrets do not belong in a config file; set "
+                 "IMGQ_WEBHOOK_SECRET in the environment",
+                 path);
+        return IMGQ_EINVAL;
+    }
+    size_t i;
+    json_t *ep;
+    json_array_foreach(eps, i, ep)
+    {
+        const char *prefix = json_string_value(json_object_get(ep, "url_prefix"));
+        const char *env = json_string_value(json_object_get(ep, "secret_env"));
+        size_t envlen = env ? strlen(env) : 0;
+        if (json_object_get(ep, "secret")) {
+            snprintf(err, errlen,
+                     "%s: webhooks.endpoints[%zu].secret: secrets do not belong in a config file; "
+                     "name the environment variable that holds them (\"secret_env\")",
+                     path, i);
+            return IMGQ_EINVAL;
+        }
+        if (!prefix ||
+            (strncmp(prefix, "https://", 8) != 0 && strncmp(prefix, "http://", 7) != 0)) {
+            snprintf(err, errlen, "%s: webhooks.endpoints[%zu].url_prefix must be an http(s) URL",
+                     path, i);
+            return IMGQ_EINVAL;
+        }
+        if (!envlen || strspn(env, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                   "0123456789_") != envlen) {
+            snprintf(err, errlen,
+                     "%s: webhooks.endpoints[%zu].secret_env must name an environment variable",
+                     path, i);
+            return IMGQ_EINVAL;
+        }
+        c->webhook_endpoints = imgq_xrealloc(
+            c->webhook_endpoints, (c->nwebhook_endpoints + 1) * sizeof *c->webhook_endpoints);
+        struct imgq_config_webhook_endpoint *e = &c->webhook_endpoints[c->nwebhook_endpoints++];
+        e->url_prefix = imgq_xstrdup(prefix);
+        e->secret_env = imgq_xstrdup(env);
+        e->secrets = NULL;
+    }
+    return 0;
+}
+
 static int load_file(struct imgq_config *c, const char *path, char *err, size_t errlen)
 {
     json_error_t je;
@@ -193,7 +252,8 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
         (r = file_str(s3, "reference_buckets", &c->s3_reference_buckets, path, err, errlen)) ||
         (r = file_int(worker, "concurrency", 1, &c->concurrency, path, err, errlen)) ||
         (r = file_int(worker, "lease_seconds", 1000, &c->lease_ms, path, err, errlen)) ||
-        (r = file_int(worker, "grace_seconds", 1000, &c->grace_ms, path, err, errlen)))
+        (r = file_int(worker, "grace_seconds", 1000, &c->grace_ms, path, err, errlen)) ||
+        (r = load_webhooks(c, json_object_get(root, "webhooks"), path, err, errlen)))
         goto out;
 out:
     json_decref(root);
@@ -245,6 +305,9 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     from_env(&c->s3_key_prefix, "IMGQ_S3_KEY_PREFIX");
     from_env(&c->s3_reference_buckets, "IMGQ_S3_REFERENCE_BUCKETS");
     from_env(&c->ssrf_allow, "IMGQ_SSRF_ALLOW");
+    from_env(&c->webhook_secret, "IMGQ_WEBHOOK_SECRET");
+    for (size_t i = 0; i < c->nwebhook_endpoints; i++)
+        from_env(&c->webhook_endpoints[i].secrets, c->webhook_endpoints[i].secret_env);
     if (!c->catalog)
         c->catalog = imgq_config_default_catalog();
     return 0;
@@ -272,6 +335,13 @@ void imgq_config_clear(struct imgq_config *c)
     free(c->s3_key_prefix);
     free(c->s3_reference_buckets);
     free(c->ssrf_allow);
+    free(c->webhook_secret);
+    for (size_t i = 0; i < c->nwebhook_endpoints; i++) {
+        free(c->webhook_endpoints[i].url_prefix);
+        free(c->webhook_endpoints[i].secret_env);
+        free(c->webhook_endpoints[i].secrets);
+    }
+    free(c->webhook_endpoints);
     memset(c, 0, sizeof *c);
 }
 

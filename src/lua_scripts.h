@@ -17,5 +17,6 @@ extern const char imgq__lua_rate[];
 extern const char imgq__lua_poll[];
 extern const char imgq__lua_breaker[];
 extern const char imgq__lua_budget[];
+extern const char imgq__lua_webhook[];
 
 #endif

@@ -33,6 +33,7 @@ static struct imgq_script scripts[IMGQ_SCRIPT_COUNT] = {
     [IMGQ_SCRIPT_POLL] = {"poll", imgq__lua_poll, ""},
     [IMGQ_SCRIPT_BREAKER] = {"breaker", imgq__lua_breaker, ""},
     [IMGQ_SCRIPT_BUDGET] = {"budget", imgq__lua_budget, ""},
+    [IMGQ_SCRIPT_WEBHOOK] = {"webhook", imgq__lua_webhook, ""},
 };
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 

@@ -14,7 +14,9 @@
  *    "bfl": {"base_url": "https://api.bfl.ai/v1"},
  *    "gateways": {"treerouter-standard": {"base_url": "https://gw.example/v1"}},
  *    "s3": {"endpoint": "...", "region": "...", "bucket": "...", "key_prefix": "imgq/"},
- *    "worker": {"concurrency": 256, "lease_seconds": 30, "grace_seconds": 30}}
+ *    "worker": {"concurrency": 256, "lease_seconds": 30, "grace_seconds": 30},
+ *    "webhooks": {"endpoints": [{"url_prefix": "https://cms.example/",
+ *                                "secret_env": "CMS_WEBHOOK_SECRET"}]}}
  * A gateway is an OpenAI-compatible endpoint that serves the OpenAI models of jobs on the route
  * (price group) of the same name: such jobs are sent there and priced with that route's
  * multiplier.  Its key comes from IMGQ_GATEWAY_<ROUTE>_API_KEY (route upper-cased, other
@@ -23,9 +25,9 @@
  * OPENAI_API_KEY, GEMINI_BASE_URL, GEMINI_API_KEY (or GOOGLE_API_KEY), ARK_BASE_URL,
  * ARK_API_KEY (BytePlus Seedream), IMGQ_S3_REFERENCE_BUCKETS, IMGQ_SSRF_ALLOW, DASHSCOPE_BASE_URL,
  * DASHSCOPE_API_KEY, REPLICATE_BASE_URL, REPLICATE_API_TOKEN, FAL_BASE_URL, FAL_KEY, BFL_BASE_URL,
- * BFL_API_KEY, IMGQ_S3_BUCKET, IMGQ_S3_KEY_PREFIX, and the AWS_* variables (see s3.h). Secrets (API
- * keys, S3 credentials) come from the environment; a config file may not hold them, so that config
- * files can be shared and committed.
+ * BFL_API_KEY, IMGQ_S3_BUCKET, IMGQ_S3_KEY_PREFIX, IMGQ_WEBHOOK_SECRET, and the AWS_* variables
+ * (see s3.h). Secrets (API keys, S3 credentials, webhook secrets) come from the environment; a
+ * config file may not hold them, so that config files can be shared and committed.
  *
  * Ownership: the struct owns its strings; imgq_config_clear frees them.
  */
@@ -69,6 +71,17 @@ struct imgq_config {
     int concurrency;
     int lease_ms;
     int grace_ms;
+    /* Webhook signing secrets, as text ("whsec_... whsec_...", spaces or commas; the worker
+     * parses them, workers/webhooks.h): IMGQ_WEBHOOK_SECRET for every URL, and per endpoint
+     * (the file's "webhooks.endpoints", first matching url_prefix wins) the variable named by
+     * secret_env; 'secrets' is NULL when that variable is unset or empty. */
+    char *webhook_secret;
+    struct imgq_config_webhook_endpoint {
+        char *url_prefix;
+        char *secret_env;
+        char *secrets;
+    } * webhook_endpoints;
+    size_t nwebhook_endpoints;
 };
 
 /*

@@ -36,6 +36,7 @@ enum imgq_script_id {
     IMGQ_SCRIPT_POLL,
     IMGQ_SCRIPT_BREAKER,
     IMGQ_SCRIPT_BUDGET,
+    IMGQ_SCRIPT_WEBHOOK,
     IMGQ_SCRIPT_COUNT
 };
 struct imgq_script {
