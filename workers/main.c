@@ -9,6 +9,7 @@
 #include "imgq/alloc.h"
 #include "imgq/log.h"
 #include "imgq/ssrf.h"
+#include "webhooks.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -39,7 +40,9 @@ static void usage(FILE *f)
           "flags override the environment, which overrides the file.\n"
           "--poll-ms: how often an asynchronous provider's task is polled when it gives no\n"
           "hint (1000); --poll-timeout-ms: how long a task may take before the call times\n"
-          "out (1800000).\n",
+          "out (1800000).\n"
+          "Webhooks of the outbox are signed with IMGQ_WEBHOOK_SECRET (whsec_..., several\n"
+          "separated by spaces or commas); a worker without a secret delivers none.\n",
           f);
 }
 
@@ -293,6 +296,11 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (webhooks_configure(&w, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq-worker: webhook secrets: %s\n", err);
+        rc = 2;
+        goto out;
+    }
     char *why2 = NULL;
     if (!noop && imgq_s3_config_check(&w.s3, true, &why2) != 0) {
         fprintf(stderr, "imgq-worker: S3 configuration: %s\n", why2 ? why2 : "incomplete");
@@ -319,6 +327,7 @@ int main(int argc, char **argv)
         imgq_log(IMGQ_LOG_WARN, "worker", "loop closed with handles open: %s", uv_strerror(lc));
     rc = 0;
 out:
+    webhooks_free(&w);
     imgq_config_split_free(w.ssrf_allow, w.nssrf_allow);
     imgq_config_split_free(w.ref_buckets, w.nref_buckets);
     imgq_redis_url_clear(&w.redis);

@@ -14,6 +14,7 @@
 #include "imgq/alloc.h"
 #include "imgq/log.h"
 #include "imgq/redis_uv.h"
+#include "webhooks.h"
 
 #define CLAIM_BATCH 64 /* jobs asked for in one claim call */
 #define REAP_LIMIT 1000
@@ -228,7 +229,7 @@ static void on_idle_exec(redisAsyncContext *c, void *r, void *priv)
     for (size_t i = 0; i < 5; i++)
         total += (i < 3 && reply->element[5]->integer) ? 0 : reply->element[i]->integer;
     total -= reply->element[6]->integer; /* blocked jobs are among the delayed */
-    if (total == 0 && w->inflight == 0 && w->reserved == 0 && !w->stopping) {
+    if (total == 0 && w->inflight == 0 && w->reserved == 0 && !w->stopping && !webhooks_busy(w)) {
         imgq_log(IMGQ_LOG_INFO, "worker", "queue '%s' is empty: exiting (--exit-when-idle)",
                  w->cfg->queue);
         w->stopping = true;
@@ -538,6 +539,7 @@ static void connect_redis(struct worker *w)
         redisAsyncCommand(w->ac, NULL, NULL, "SCRIPT LOAD %s",
                           imgq_script_get((enum imgq_script_id)i)->body);
     redisAsyncCommand(w->sub, on_wake_message, w, "SUBSCRIBE %s", w->keys.wake);
+    webhooks_subscribe(w);
 }
 
 /* Shutdown ---------------------------------------------------------------------------------- */
@@ -577,6 +579,7 @@ static void shutdown_now(struct worker *w)
     /* Calls still waiting for rate-limit room are dropped (their jobs were handed back); the
      * slots of cancelled transfers are released as imgq_http_close answers them. */
     limits_close(w);
+    webhooks_stop(w);
     imgq_http_close(w->http, NULL, NULL);
     w->http = NULL;
     /* Connected: let replies still due arrive; otherwise just free. */
@@ -613,8 +616,13 @@ static void check_stopped(struct worker *w)
     for (struct job *j = w->jobs; j; j = job_next(j))
         if (job_lease_held(j))
             return;
-    if (w->inflight == 0 || w->grace_over)
+    if ((w->inflight == 0 && webhooks_in_flight(w) == 0) || w->grace_over)
         shutdown_now(w);
+}
+
+void worker_check_stopped(struct worker *w)
+{
+    check_stopped(w);
 }
 
 void worker_job_gone(struct worker *w, struct job *j)
@@ -682,7 +690,7 @@ static void on_signal(uv_signal_t *s, int signum)
              w->opt.grace_ms);
     w->stopping = true;
     uv_timer_stop(&w->wake_timer);
-    if (w->inflight == 0) {
+    if (w->inflight == 0 && webhooks_in_flight(w) == 0) {
         shutdown_now(w);
         return;
     }
@@ -710,6 +718,7 @@ int worker_start(struct worker *w)
         uv_timer_init(w->loop, timers[i]);
         timers[i]->data = w;
     }
+    webhooks_start(w);
     uv_signal_init(w->loop, &w->sigterm);
     uv_signal_init(w->loop, &w->sigint);
     w->sigterm.data = w->sigint.data = w;

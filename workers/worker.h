@@ -82,6 +82,7 @@ struct worker {
     int exit_code;
 
     struct limits limits; /* provider account limits: queues of calls waiting for room */
+    struct webhooks *wh;  /* webhook deliveries from the outbox (webhooks.h) */
 
     /* The SSRF allowlist (cfg->ssrf_allow split at commas; strings owned). */
     char **ssrf_allow;
@@ -107,6 +108,8 @@ void worker_maybe_claim(struct worker *w);
 
 /* A job left the worker (finished, failed, handed back or abandoned). */
 void worker_job_gone(struct worker *w, struct job *j);
+/* Something else a stopping worker waits for ended (a webhook delivery): stop if it was last. */
+void worker_check_stopped(struct worker *w);
 
 /*
  * Run a queue script asynchronously with KEYS[1] = the queue's stats key and ARGV = {base,
