@@ -29,6 +29,7 @@ int imgq_cmd_budget(int argc, char **argv);
 int imgq_cmd_quote(int argc, char **argv);
 int imgq_cmd_report(int argc, char **argv);
 int imgq_cmd_webhook(int argc, char **argv);
+int imgq_cmd_webhooks(int argc, char **argv);
 int imgq_cmd_results(int argc, char **argv);
 /* imgq batch watch ID: progress until the batch finishes (cmd_stats.c). */
 int imgq__cmd_batch_watch(const char *id, int argc, char **argv);

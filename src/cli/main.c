@@ -132,6 +132,9 @@ static void usage(FILE *f)
         "                                the webhook-id/-timestamp/-signature headers imgq sends\n"
         "  webhook verify --secret whsec_... --id ID --timestamp T --signature \"v1,...\"\n"
         "         [--tolerance S] [--now T] < BODY   check a delivery as a receiver would\n"
+        "  webhooks list [--state S] [--batch B] [--job J] [--limit N] [--json]   the outbox\n"
+        "  webhooks show MSGID [--json] | replay MSGID...|--state S [--since T]\n"
+        "  webhooks enable URL | disabled    re-enable an endpoint that answered 410\n"
         "TIME: +30m, +2h, +1d, 2026-11-23T01:00:00Z, or local 2026-11-23T01:00 (--tz)\n"
         "\n"
         "environment: IMGQ_CONFIG, IMGQ_REDIS_URL, IMGQ_QUEUE, IMGQ_PREFIX, IMGQ_CATALOG,\n"
@@ -213,7 +216,8 @@ int main(int argc, char **argv)
                 {"quote", imgq_cmd_quote},
                 {"report", imgq_cmd_report},
                 {"results", imgq_cmd_results},
-                {"webhook", imgq_cmd_webhook}};
+                {"webhook", imgq_cmd_webhook},
+                {"webhooks", imgq_cmd_webhooks}};
     int rc = -1;
     const char *name = argv[optind];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
