@@ -47,6 +47,7 @@ static const char *const known_fields[] = {"id",
                                            "guidance_scale",
                                            "images",
                                            "mask",
+                                           "pipeline",
                                            NULL};
 
 int imgq_provider_api_supported(const char *api)
@@ -692,6 +693,207 @@ static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_de
     return 0;
 }
 
+/* Pipelines ----------------------------------------------------------------------------------- */
+
+static int pipe_string(json_t *o, const char *key, const char *field, const char **out,
+                       struct imgq_job_problem *why)
+{
+    json_t *v = json_object_get(o, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v) || !*json_string_value(v))
+        return problem(why, field, "must be a non-empty string");
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* An optional integer field of a pipeline object, from 1 to max; 'def' when absent. */
+static int pipe_int(json_t *o, const char *key, const char *field, json_int_t def, json_int_t max,
+                    json_int_t *out, struct imgq_job_problem *why)
+{
+    json_t *v = json_object_get(o, key);
+    *out = def;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > max)
+        return problem(why, field, "must be an integer from 1 to %lld", (long long)max);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/*
+ * Check a job's "pipeline" and normalise it into *norm (new reference).  The refine object's
+ * model, quality and size move to the top level of 'o' (the job is the refine stage).
+ */
+static int pipeline_prepare(json_t *o, json_t **norm, struct imgq_job_problem *why)
+{
+    *norm = NULL;
+    json_t *p = json_object_get(o, "pipeline");
+    if (!json_is_object(p))
+        return problem(why, "pipeline", "must be an object with draft, select and refine");
+    const char *key;
+    json_t *val;
+    json_object_foreach(p, key, val)
+    {
+        if (strcmp(key, "draft") != 0 && strcmp(key, "select") != 0 && strcmp(key, "refine") != 0)
+            return problem(why, "pipeline", "unknown field '%s' (draft, select, refine)", key);
+    }
+    if (json_object_get(o, "images") || json_object_get(o, "mask"))
+        return problem(why, "pipeline",
+                       "a pipeline job takes no images or mask (refine uses the chosen draft)");
+    const char *mv = json_string_value(json_object_get(o, "model"));
+    if (mv && strcmp(mv, "auto") == 0)
+        return problem(why, "model", "a pipeline job names its models (\"auto\" is not allowed)");
+
+    json_t *d = json_object_get(p, "draft");
+    if (!json_is_object(d))
+        return problem(why, "pipeline.draft", "is required: {\"model\", \"n\", ...}");
+    json_object_foreach(d, key, val)
+    {
+        if (strcmp(key, "model") != 0 && strcmp(key, "n") != 0 && strcmp(key, "quality") != 0 &&
+            strcmp(key, "size") != 0)
+            return problem(why, "pipeline.draft", "unknown field '%s' (model, n, quality, size)",
+                           key);
+    }
+    const char *dm, *dq, *ds;
+    int r;
+    if ((r = pipe_string(d, "model", "pipeline.draft.model", &dm, why)) ||
+        (r = pipe_string(d, "quality", "pipeline.draft.quality", &dq, why)) ||
+        (r = pipe_string(d, "size", "pipeline.draft.size", &ds, why)))
+        return r;
+    if (!dm)
+        return problem(why, "pipeline.draft.model", "is required");
+    json_int_t n;
+    if ((r = pipe_int(d, "n", "pipeline.draft.n", 4, IMGQ_PIPELINE_MAX_DRAFTS, &n, why)))
+        return r;
+
+    json_t *sel = json_object_get(p, "select");
+    if (!json_is_object(sel))
+        return problem(why, "pipeline.select",
+                       "is required: {\"mode\": \"auto\"|\"webhook\"|\"manual\"}");
+    json_object_foreach(sel, key, val)
+    {
+        if (strcmp(key, "mode") != 0 && strcmp(key, "url") != 0 && strcmp(key, "timeout_s") != 0)
+            return problem(why, "pipeline.select", "unknown field '%s' (mode, url, timeout_s)",
+                           key);
+    }
+    const char *mode, *url;
+    if ((r = pipe_string(sel, "mode", "pipeline.select.mode", &mode, why)) ||
+        (r = pipe_string(sel, "url", "pipeline.select.url", &url, why)))
+        return r;
+    if (!mode ||
+        (strcmp(mode, "auto") != 0 && strcmp(mode, "webhook") != 0 && strcmp(mode, "manual") != 0))
+        return problem(why, "pipeline.select.mode", "must be auto, webhook or manual");
+    if (strcmp(mode, "webhook") == 0) {
+        if (!url)
+            return problem(why, "pipeline.select.url", "is required with mode webhook");
+        if ((strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0) ||
+            strlen(url) > WEBHOOK_MAX)
+            return problem(why, "pipeline.select.url",
+                           "must be an http:// or https:// URL of at most %d bytes", WEBHOOK_MAX);
+    } else if (url) {
+        return problem(why, "pipeline.select.url", "is only for mode webhook");
+    }
+    json_int_t timeout;
+    if ((r = pipe_int(sel, "timeout_s", "pipeline.select.timeout_s", 60,
+                      IMGQ_PIPELINE_MAX_TIMEOUT_S, &timeout, why)))
+        return r;
+
+    json_t *rf = json_object_get(p, "refine");
+    if (rf && !json_is_object(rf))
+        return problem(why, "pipeline.refine", "must be an object");
+    bool use_ref = true;
+    json_object_foreach(rf, key, val)
+    {
+        if (strcmp(key, "model") == 0 || strcmp(key, "quality") == 0 || strcmp(key, "size") == 0) {
+            if (!json_is_string(val) || !*json_string_value(val))
+                return problem(why, "pipeline.refine", "%s must be a non-empty string", key);
+            json_object_set(o, key, val); /* the job is the refine stage */
+        } else if (strcmp(key, "use_draft_as_reference") == 0) {
+            if (!json_is_boolean(val))
+                return problem(why, "pipeline.refine.use_draft_as_reference",
+                               "must be true or false");
+            use_ref = json_is_true(val);
+        } else {
+            return problem(why, "pipeline.refine",
+                           "unknown field '%s' (model, quality, size, use_draft_as_reference)",
+                           key);
+        }
+    }
+    json_t *nd = json_pack("{s:s, s:I}", "model", dm, "n", n);
+    if (dq)
+        json_object_set_new(nd, "quality", json_string(dq));
+    if (ds)
+        json_object_set_new(nd, "size", json_string(ds));
+    json_t *ns = json_pack("{s:s, s:I}", "mode", mode, "timeout_s", timeout);
+    if (url)
+        json_object_set_new(ns, "url", json_string(url));
+    *norm = json_pack("{s:o, s:o, s:{s:b}}", "draft", nd, "select", ns, "refine",
+                      "use_draft_as_reference", use_ref);
+    json_object_del(o, "pipeline");
+    return 0;
+}
+
+const char *imgq_job_pipeline_mode(const struct imgq_job_spec *spec)
+{
+    return json_string_value(json_object_get(json_object_get(spec->pipeline, "select"), "mode"));
+}
+
+int imgq_job_pipeline_stage(const imgq_catalog *cat, const struct imgq_job_spec *spec,
+                            const char *stage, const char *ref, time_t today,
+                            struct imgq_job_spec *out, struct imgq_job_problem *why)
+{
+    memset(out, 0, sizeof *out);
+    memset(why, 0, sizeof *why);
+    if (!spec->pipeline)
+        return problem(why, "pipeline", "the job has no pipeline");
+    char *text = imgq_job_spec_to_json(spec);
+    json_t *o = json_loads(text, 0, NULL);
+    free(text);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return problem(why, "(json)", "the job's stored form cannot be read back");
+    }
+    json_object_del(o, "pipeline");
+    const char *field = stage;
+    if (strcmp(stage, "draft") == 0) {
+        json_t *d = json_object_get(spec->pipeline, "draft");
+        json_object_del(o, "webhook");
+        json_object_del(o, "id");
+        json_object_del(o, "quality");
+        const char *key;
+        json_t *val;
+        json_object_foreach(d, key, val) json_object_set(o, key, val);
+        field = "pipeline.draft";
+    } else if (json_is_true(json_object_get(json_object_get(spec->pipeline, "refine"),
+                                            "use_draft_as_reference"))) {
+        json_object_set_new(o, "images", json_pack("[s]", ref ? ref : ""));
+        field = "pipeline.refine";
+    } else {
+        field = "pipeline.refine";
+    }
+    text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!text)
+        abort(); /* only allocation can fail here (alloc.h policy) */
+    int r = imgq_job_parse(cat, text, strlen(text), NULL, today, out, why, NULL, 0);
+    free(text);
+    if (r) {
+        /* Name the stage: "pipeline.draft: quality: ..." */
+        char inner[sizeof why->field];
+        snprintf(inner, sizeof inner, "%s", why->field);
+        snprintf(why->field, sizeof why->field, "%s", field);
+        char reason[sizeof why->reason];
+        snprintf(reason, sizeof reason, "%s", why->reason);
+        int k = snprintf(why->reason, sizeof why->reason, "%s: ", inner);
+        if (k > 0 && (size_t)k < sizeof why->reason)
+            snprintf(why->reason + k, sizeof why->reason - (size_t)k, "%.*s",
+                     (int)(sizeof why->reason - (size_t)k - 1), reason);
+    }
+    return r;
+}
+
 int imgq_job_parse(const imgq_catalog *cat, const char *text, size_t len,
                    const struct imgq_job_defaults *defaults, time_t today,
                    struct imgq_job_spec *out, struct imgq_job_problem *why, char *warn,
@@ -712,8 +914,25 @@ int imgq_job_parse(const imgq_catalog *cat, const char *text, size_t len,
         problem(why, "(json)", "a job must be a JSON object");
         return IMGQ_EPARSE;
     }
-    int r = validate(cat, o, defaults, today, out, why, warn, warnlen);
+    json_t *pipe = NULL;
+    int r = json_object_get(o, "pipeline") ? pipeline_prepare(o, &pipe, why) : 0;
+    if (r == 0)
+        r = validate(cat, o, defaults, today, out, why, warn, warnlen);
     json_decref(o);
+    out->pipeline = pipe;
+    if (r == 0 && pipe) {
+        /* Both stages must be runnable as jobs, checked now rather than after the drafts. */
+        struct imgq_job_spec st;
+        struct imgq_job_problem sw;
+        if ((r = imgq_job_pipeline_stage(cat, out, "draft", NULL, today, &st, &sw)) == 0) {
+            imgq_job_spec_clear(&st);
+            r = imgq_job_pipeline_stage(cat, out, "refine", "s3://imgq-draft/check.webp", today,
+                                        &st, &sw);
+            imgq_job_spec_clear(&st);
+        }
+        if (r)
+            *why = sw;
+    }
     if (r)
         imgq_job_spec_clear(out);
     return r;
@@ -764,6 +983,8 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
         json_object_set_new(o, "max_generations", json_integer(s->max_generations));
     if (s->metadata)
         json_object_set(o, "metadata", s->metadata);
+    if (s->pipeline)
+        json_object_set(o, "pipeline", s->pipeline);
     char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(o);
     if (!text)
@@ -833,6 +1054,9 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
     json_t *md = json_object_get(o, "metadata");
     if (json_is_object(md))
         s->metadata = json_incref(md);
+    json_t *pl = json_object_get(o, "pipeline");
+    if (json_is_object(pl))
+        s->pipeline = json_incref(pl);
     json_decref(o);
     if (!refs_ok || !s->model || !s->prompt || !s->size || !s->output_format || !s->route ||
         s->n < 1 || imgq_size_parse(s->size, &s->width, &s->height) != 0) {
@@ -871,6 +1095,7 @@ void imgq_job_spec_clear(struct imgq_job_spec *s)
     free(s->team);
     free(s->webhook);
     json_decref(s->metadata);
+    json_decref(s->pipeline);
     memset(s, 0, sizeof *s);
 }
 

@@ -17,6 +17,8 @@ extern const char imgq__lua_rate[];
 extern const char imgq__lua_poll[];
 extern const char imgq__lua_breaker[];
 extern const char imgq__lua_budget[];
+extern const char imgq__lua_pipeline[];
+extern const char imgq__lua_coalesce[];
 extern const char imgq__lua_webhook[];
 
 #endif

@@ -33,6 +33,8 @@ static struct imgq_script scripts[IMGQ_SCRIPT_COUNT] = {
     [IMGQ_SCRIPT_POLL] = {"poll", imgq__lua_poll, ""},
     [IMGQ_SCRIPT_BREAKER] = {"breaker", imgq__lua_breaker, ""},
     [IMGQ_SCRIPT_BUDGET] = {"budget", imgq__lua_budget, ""},
+    [IMGQ_SCRIPT_PIPELINE] = {"pipeline", imgq__lua_pipeline, ""},
+    [IMGQ_SCRIPT_COALESCE] = {"coalesce", imgq__lua_coalesce, ""},
     [IMGQ_SCRIPT_WEBHOOK] = {"webhook", imgq__lua_webhook, ""},
 };
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
@@ -507,11 +509,35 @@ static json_t *hash_to_json(redisReply *r)
         }
         /* Names (batch, team, worker, idem, ...) stay strings even when they look numeric;
          * counters, times and money become integers. */
-        static const char *const numeric[] = {
-            "total",   "scheduled", "queued",       "running", "retrying", "blocked_budget",
-            "done",    "failed",    "canceled",     "expired", "review",   "cost",
-            "images",  "attempts",  "max_attempts", "stalls",  "prio",     "created",
-            "started", "finished",  "deadline",     "paused",  "gated",    NULL};
+        static const char *const numeric[] = {"total",
+                                              "scheduled",
+                                              "queued",
+                                              "running",
+                                              "retrying",
+                                              "blocked_budget",
+                                              "done",
+                                              "failed",
+                                              "canceled",
+                                              "expired",
+                                              "review",
+                                              "cost",
+                                              "images",
+                                              "attempts",
+                                              "max_attempts",
+                                              "stalls",
+                                              "prio",
+                                              "created",
+                                              "started",
+                                              "finished",
+                                              "deadline",
+                                              "paused",
+                                              "gated",
+                                              "coalesced",
+                                              "drafting",
+                                              "awaiting_selection",
+                                              "draft_images",
+                                              "draft_cost",
+                                              NULL};
         bool is_num = false;
         for (const char *const *n = numeric; *n && !is_num; n++)
             is_num = strcmp(k, *n) == 0;

@@ -23,9 +23,11 @@
 #include "imgq/image.h"
 #include "imgq/log.h"
 #include "imgq/quote.h"
+#include "imgq/score.h"
 #include "imgq/sidecar.h"
 #include "imgq/ssrf.h"
 #include "breaker.h"
+#include "webhooks.h"
 #include "worker.h"
 
 #define S3_TRIES 5          /* PUT attempts per object before the job attempt fails */
@@ -160,6 +162,26 @@ struct job {
     /* Reference images (edits) fetched before the first call: nrefs + 1 for a mask. */
     struct ref_fetch *refs;
     int nref_fetches, refs_pending;
+
+    /* Pipelines (draft -> select -> refine): the draft job's images while selecting, and
+     * what the result says of the pipeline (draft job, chosen draft, how it was chosen). */
+    struct draft *drafts;
+    int ndrafts, drafts_pending;
+    json_t *pipeline_result;
+};
+
+/* One draft image of a pipeline job, fetched and scored (select auto). */
+struct draft {
+    struct job *j;
+    int index;
+    char *bucket, *key;
+    int width, height;
+    uint8_t *data;
+    size_t len;
+    int tries;
+    uv_work_t work;
+    int rc; /* scoring: 0 or why not */
+    struct imgq_score score;
 };
 
 struct ref_fetch {
@@ -270,6 +292,13 @@ static void job_free(struct job *j)
     free(j->attempt_json);
     free(j->fallback_from);
     free(j->fallback_why);
+    for (int i = 0; i < j->ndrafts; i++) {
+        free(j->drafts[i].bucket);
+        free(j->drafts[i].key);
+        free(j->drafts[i].data);
+    }
+    free(j->drafts);
+    json_decref(j->pipeline_result);
     /* The job's memory goes with the last timer's close callback. */
     j->handles_open = 1; /* held until every close below is requested */
     for (int i = 0; i < j->nref_fetches; i++)
@@ -527,6 +556,8 @@ static void finish_done(struct job *j)
                             json_pack("{s:s, s:s}", "from", j->fallback_from, "why",
                                       j->fallback_why ? j->fallback_why : ""));
     json_object_set_new(o, "route", json_string(j->spec.route));
+    if (j->pipeline_result)
+        json_object_set(o, "pipeline", j->pipeline_result);
     /* The usage as returned: the object of the one call, or one per call of a fan-out. */
     if (j->ncalls == 1 && j->calls[0].pr.usage_json) {
         json_object_set(o, "usage", j->calls[0].pr.usage_json);
@@ -1947,6 +1978,22 @@ static void dedup_settle(struct job *j)
     worker_script_reliable(j->w, IMGQ_SCRIPT_BUDGET, 11, args);
 }
 
+/* Every image of the job is stored already: done at $0. */
+static void dedup_hit(struct job *j, const char *how)
+{
+    for (int i = 0; i < j->nimgs; i++) {
+        j->imgs[i].width = j->spec.width;
+        j->imgs[i].height = j->spec.height;
+        j->imgs[i].sidecar_stored = true;
+    }
+    j->cost = 0;
+    j->billed = "dedup";
+    imgq_log(IMGQ_LOG_INFO, "job", "%s: all %d image(s) already stored: done at $0 (dedup, %s)",
+             j->id, j->nimgs, how);
+    dedup_settle(j);
+    finish_done(j);
+}
+
 static void on_dedup_head(const struct imgq_s3_result *res, void *arg)
 {
     struct image_out *im = arg;
@@ -1963,17 +2010,7 @@ static void on_dedup_head(const struct imgq_s3_result *res, void *arg)
     for (int i = 0; i < j->nimgs; i++)
         all = all && j->imgs[i].stored;
     if (all && !j->lease_lost) {
-        for (int i = 0; i < j->nimgs; i++) {
-            j->imgs[i].width = j->spec.width;
-            j->imgs[i].height = j->spec.height;
-            j->imgs[i].sidecar_stored = true;
-        }
-        j->cost = 0;
-        j->billed = "dedup";
-        imgq_log(IMGQ_LOG_INFO, "job", "%s: all %d image(s) already stored: done at $0 (dedup)",
-                 j->id, j->nimgs);
-        dedup_settle(j);
-        finish_done(j);
+        dedup_hit(j, "S3");
         return;
     }
     /* Not all there (or S3 did not say): generate as usual. */
@@ -1986,16 +2023,12 @@ static void on_dedup_head(const struct imgq_s3_result *res, void *arg)
     fetch_refs(j);
 }
 
-static void dedup_check(struct job *j)
+/* S3 is the truth: one HEAD per image the index did not know. */
+static void dedup_heads(struct job *j)
 {
-    j->nimgs = j->spec.n;
-    j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
     j->pending = 1; /* held until every HEAD is sent */
     for (int i = 0; i < j->nimgs; i++) {
         struct image_out *im = &j->imgs[i];
-        im->job = j;
-        im->index = i;
-        im->key = image_key(j, i);
         if (imgq_s3_head(j->w->http, &j->w->s3, im->key, on_dedup_head, im) == 0) {
             j->ops++;
             j->pending++;
@@ -2005,6 +2038,70 @@ static void dedup_check(struct job *j)
     j->ops++;
     struct imgq_s3_result none = {.err = IMGQ_ENOTFOUND, .message = "", .code = "", .size = -1};
     on_dedup_head(&none, &j->imgs[0]);
+}
+
+static void on_coalesce(struct worker *w, redisReply *r, void *arg)
+{
+    struct job *j = arg;
+    if (op_done(j))
+        return;
+    long long st = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+                           r->element[0]->type == REDIS_REPLY_INTEGER
+                       ? r->element[0]->integer
+                       : 1; /* no answer: check S3 and generate, as without the index */
+    if (st == 2) {
+        dedup_hit(j, "index");
+    } else if (st == 0) {
+        const char *leader = r->elements >= 2 && r->element[1]->type == REDIS_REPLY_STRING
+                                 ? r->element[1]->str
+                                 : "?";
+        w->coalesced++;
+        imgq_log(IMGQ_LOG_INFO, "job",
+                 "%s: the same request is in flight as job %s: waiting for its images", j->id,
+                 leader);
+        job_set_state(j, JOB_ENDED);
+        job_free(j);
+    } else if (st < 0) {
+        finish_fail(j, IMGQ_CLASS_NONE, 0, NULL, "lease lost before the provider was called", -1,
+                    0);
+    } else {
+        dedup_heads(j);
+    }
+}
+
+/*
+ * Dedup before any spend, in one round trip: every image in the index (coalesce.lua) -> done
+ * at $0; an identical request in flight -> park behind it; else lead, HEAD what the index
+ * does not know (S3 is the truth), and generate what is missing.
+ */
+static void dedup_check(struct job *j)
+{
+    j->nimgs = j->spec.n;
+    j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
+    const char **args = imgq_xcalloc((size_t)j->nimgs + 5, sizeof *args);
+    char group[96], lease[24], dk[65];
+    imgq_dedup_key(&j->spec, 0, dk);
+    snprintf(group, sizeof group, "%s:%d", dk, j->nimgs);
+    snprintf(lease, sizeof lease, "%d", j->w->opt.lease_ms);
+    args[0] = "begin";
+    args[1] = j->id;
+    args[2] = j->token;
+    args[3] = group;
+    args[4] = lease;
+    for (int i = 0; i < j->nimgs; i++) {
+        struct image_out *im = &j->imgs[i];
+        im->job = j;
+        im->index = i;
+        im->key = image_key(j, i);
+        args[5 + i] = im->key;
+    }
+    int r = worker_script(j->w, IMGQ_SCRIPT_COALESCE, j->nimgs + 5, args, on_coalesce, j);
+    free(args);
+    if (r == 0) {
+        j->ops++;
+        return;
+    }
+    dedup_heads(j);
 }
 
 /* Circuit breakers and fallbacks ------------------------------------------------------------ */
@@ -2147,6 +2244,546 @@ static void choose_model(struct job *j)
     begin_model(j);
 }
 
+/* Pipelines -------------------------------------------------------------------------------- */
+
+#define DRAFT_TRIES 3
+#define PRESIGN_S 86400 /* links to drafts given to scorers and people choosing: a day */
+
+static void pipeline_get(struct job *j);
+
+static void on_pipeline_timer(uv_timer_t *t)
+{
+    pipeline_get(t->data);
+}
+
+/*
+ * The integer answer of a pipeline.lua call in *v: false when the caller has nothing to do
+ * (the job is gone, or Redis did not answer: the stage is looked up again in a moment).
+ */
+static bool pipeline_answer(struct job *j, const redisReply *r, long long *v)
+{
+    if (op_done(j))
+        return false;
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        arm_timer(j, REDIS_RETRY_MS, on_pipeline_timer);
+        return false;
+    }
+    *v = r->integer;
+    return true;
+}
+
+/* A pipeline job parked between stages (or whose lease was lost): it leaves this worker. */
+static void pipeline_parked(struct job *j)
+{
+    job_set_state(j, JOB_ENDED);
+    job_free(j);
+}
+
+/* The refine stage: the job becomes itself with the chosen draft as reference (or prompt
+ * only), and runs like any job. */
+static void pipeline_refine(struct job *j, int chosen, const char *selection)
+{
+    if (chosen < 0 || chosen >= j->ndrafts) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "chosen draft %d is not one of the %d drafts", chosen,
+                 j->ndrafts);
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
+        return;
+    }
+    struct draft *d = &j->drafts[chosen];
+    char *ref = imgq_xasprintf("s3://%s/%s", d->bucket, d->key);
+    struct imgq_job_spec to;
+    struct imgq_job_problem why;
+    int r = imgq_job_pipeline_stage(j->w->catalog, &j->spec, "refine", ref, time(NULL), &to, &why);
+    if (r != 0) {
+        free(ref);
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s: %s", why.field, why.reason);
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
+        return;
+    }
+    json_t *sel = json_loads(selection ? selection : "null", JSON_DECODE_ANY, NULL);
+    json_decref(j->pipeline_result);
+    j->pipeline_result =
+        json_pack("{s:s?, s:i, s:s, s:o}", "draft_job",
+                  json_string_value(json_object_get(j->spec.pipeline, "draft_job")), "chosen",
+                  chosen, "draft", ref, "selection", sel ? sel : json_null());
+    free(ref);
+    imgq_job_spec_clear(&j->spec);
+    j->spec = to;
+    j->model = imgq_catalog_model(j->w->catalog, j->spec.model);
+    j->route = imgq_catalog_route(j->w->catalog, j->spec.route);
+    if (!j->model || !j->route) {
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL,
+                    "the refine model is not in this worker's catalog", -1, 0);
+        return;
+    }
+    imgq_log(IMGQ_LOG_INFO, "job", "%s: refining draft %d with %s", j->id, chosen, j->spec.model);
+    choose_model(j);
+}
+
+struct chosen_arg {
+    struct job *j;
+    int index;
+    char *why;
+};
+
+static void on_chosen(struct worker *w, redisReply *r, void *arg)
+{
+    (void)w;
+    struct chosen_arg *ca = arg;
+    struct job *j = ca->j;
+    int index = ca->index;
+    char *why = ca->why;
+    free(ca);
+    long long v;
+    if (!pipeline_answer(j, r, &v)) { /* (then selects again) */
+        free(why);
+        return;
+    }
+    if (v != 1) {
+        free(why);
+        finish_fail(j, IMGQ_CLASS_NONE, 0, NULL, "lease lost while selecting a draft", -1, 0);
+        return;
+    }
+    pipeline_refine(j, index, why);
+    free(why);
+}
+
+/* Record the choice (auto, webhook), then refine in the same claim. */
+static void pipeline_chosen(struct job *j, int index, json_t *why)
+{
+    char idx[16];
+    snprintf(idx, sizeof idx, "%d", index);
+    char *text = json_dumps(why, JSON_COMPACT);
+    json_decref(why);
+    struct chosen_arg *ca = imgq_xcalloc(1, sizeof *ca);
+    ca->j = j;
+    ca->index = index;
+    ca->why = text;
+    const char *args[5] = {"chosen", j->id, j->token, idx, text};
+    if (worker_script(j->w, IMGQ_SCRIPT_PIPELINE, 5, args, on_chosen, ca) == 0) {
+        j->ops++;
+        return;
+    }
+    free(text);
+    free(ca);
+    arm_timer(j, REDIS_RETRY_MS, on_pipeline_timer);
+}
+
+/* The drafts as given to people and scorers: index, key, size and a presigned link each. */
+static json_t *drafts_json(const struct job *j)
+{
+    json_t *a = json_array();
+    time_t now = time(NULL);
+    for (int i = 0; i < j->ndrafts; i++) {
+        const struct draft *d = &j->drafts[i];
+        char *url = NULL;
+        if (imgq_s3_presign(&j->w->s3, "GET", d->bucket, d->key, PRESIGN_S, now, &url) != 0)
+            url = NULL;
+        json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:i, s:i, s:s?}", "index", i, "bucket",
+                                           d->bucket, "key", d->key, "width", d->width, "height",
+                                           d->height, "url", url));
+        free(url);
+    }
+    return a;
+}
+
+static void score_work(uv_work_t *req)
+{
+    struct draft *d = req->data;
+    d->rc = imgq_score_image(d->data, d->len, &d->score);
+}
+
+static void score_done(uv_work_t *req, int status)
+{
+    struct draft *d = req->data;
+    struct job *j = d->j;
+    if (status != 0)
+        d->rc = IMGQ_ECANCELED;
+    free(d->data);
+    d->data = NULL;
+    if (op_done(j))
+        return;
+    if (--j->drafts_pending > 0)
+        return;
+    /* Every draft scored: the best wins (ties to the first); the scores go on record. */
+    struct imgq_score *s = imgq_xcalloc((size_t)j->ndrafts, sizeof *s);
+    json_t *scores = json_array();
+    for (int i = 0; i < j->ndrafts; i++) {
+        struct draft *di = &j->drafts[i];
+        if (di->rc == 0)
+            s[i] = di->score; /* an unreadable draft scores 0: never preferred */
+        json_array_append_new(
+            scores, di->rc == 0 ? json_pack("{s:I, s:I, s:I, s:I}", "total", (json_int_t)s[i].total,
+                                            "sharpness", (json_int_t)s[i].sharpness, "exposure",
+                                            (json_int_t)s[i].exposure, "contrast",
+                                            (json_int_t)s[i].contrast)
+                                : json_pack("{s:s}", "error", imgq_strerror(di->rc)));
+    }
+    int best = imgq_score_best(s, (size_t)j->ndrafts);
+    free(s);
+    imgq_log(IMGQ_LOG_INFO, "job", "%s: auto selection: draft %d of %d", j->id, best, j->ndrafts);
+    pipeline_chosen(j, best, json_pack("{s:s, s:o}", "mode", "auto", "scores", scores));
+}
+
+static void send_draft_get(struct draft *d);
+
+static void on_draft_get(const struct imgq_s3_result *res, void *arg)
+{
+    struct draft *d = arg;
+    struct job *j = d->j;
+    if (op_done(j))
+        return;
+    if (res->err != 0 || !res->body) {
+        if (d->tries < DRAFT_TRIES && res->err != IMGQ_ENOTFOUND && !j->lease_lost) {
+            send_draft_get(d);
+            return;
+        }
+        char msg[400];
+        snprintf(msg, sizeof msg, "draft %d (%s) could not be read: %s", d->index, d->key,
+                 res->message);
+        /* Others may still be in flight: they finish against a failed job harmlessly. */
+        if (j->drafts_pending > 0) {
+            j->drafts_pending = -1000;
+            finish_fail(j, IMGQ_CLASS_STORAGE, res->status, NULL, msg, 0, 0);
+        }
+        return;
+    }
+    if (j->drafts_pending < 0)
+        return;
+    d->data = imgq_xmalloc(res->body_len ? res->body_len : 1);
+    memcpy(d->data, res->body, res->body_len);
+    d->len = res->body_len;
+    d->work.data = d;
+    if (uv_queue_work(j->w->loop, &d->work, score_work, score_done) == 0) {
+        j->ops++;
+        return;
+    }
+    d->rc = IMGQ_EIO;
+    j->ops++;
+    score_done(&d->work, 0);
+}
+
+static void send_draft_get(struct draft *d)
+{
+    struct job *j = d->j;
+    struct imgq_s3_config s3 = j->w->s3;
+    s3.bucket = d->bucket;
+    d->tries++;
+    if (imgq_s3_get(j->w->http, &s3, d->key, on_draft_get, d) == 0) {
+        j->ops++;
+        return;
+    }
+    struct imgq_s3_result none = {.err = IMGQ_EIO, .message = "cannot send", .code = ""};
+    j->ops++;
+    on_draft_get(&none, d);
+}
+
+static void on_await(struct worker *w, redisReply *r, void *arg)
+{
+    (void)w;
+    struct job *j = arg;
+    long long v;
+    if (!pipeline_answer(j, r, &v))
+        return;
+    if (v == 1)
+        imgq_log(IMGQ_LOG_INFO, "job", "%s: %d drafts await selection (imgq select %s INDEX)",
+                 j->id, j->ndrafts, j->id);
+    else
+        imgq_log(IMGQ_LOG_WARN, "job", "%s: lease lost before awaiting selection", j->id);
+    pipeline_parked(j);
+}
+
+/*
+ * Select by webhook: POST the drafts (with presigned links) to the job's scorer, signed like a
+ * webhook (Standard Webhooks headers, so it can check the request is ours), and take the index
+ * it answers: {"index": K}.  The URL passes the SSRF guard (on the thread pool) and the POST
+ * goes to exactly the checked address, with the pipeline's timeout.  A scorer that is down or
+ * answers 5xx is retried with the job's backoff; one that answers nonsense fails the attempt.
+ */
+struct scorer {
+    struct job *j;
+    uv_work_t guard;
+    int rc;
+    char why[256];
+    char pin[IMGQ_SSRF_PIN_MAX];
+    const char *url; /* the job's spec owns it */
+};
+
+static void on_scorer(const imgq_http_response *res, void *arg)
+{
+    struct scorer *sc = arg;
+    struct job *j = sc->j;
+    const char *url = sc->url;
+    free(sc);
+    if (op_done(j))
+        return;
+    char msg[600];
+    if (res->err != 0) {
+        snprintf(msg, sizeof msg, "scorer %s: %s", url, res->error);
+        finish_fail(j, res->timed_out ? IMGQ_CLASS_TIMEOUT : IMGQ_CLASS_NETWORK, 0, NULL, msg, 0,
+                    0);
+        return;
+    }
+    if (res->status < 200 || res->status > 299) {
+        snprintf(msg, sizeof msg, "scorer %s answered HTTP %ld%s", url, res->status,
+                 res->status >= 300 && res->status < 400 ? " (redirects are not followed)" : "");
+        finish_fail(j,
+                    res->status >= 500 || res->status == 429 ? IMGQ_CLASS_SERVER
+                                                             : IMGQ_CLASS_BAD_RESPONSE,
+                    res->status, NULL, msg, 0, 0);
+        return;
+    }
+    json_t *o = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *iv = json_object_get(o, "index");
+    if (!json_is_integer(iv) || json_integer_value(iv) < 0 ||
+        json_integer_value(iv) >= j->ndrafts) {
+        snprintf(msg, sizeof msg,
+                 "scorer %s answered %.120s: expected {\"index\": K} with K from 0 to %d", url,
+                 res->body_len ? (const char *)res->body : "nothing", j->ndrafts - 1);
+        json_decref(o);
+        finish_fail(j, IMGQ_CLASS_BAD_RESPONSE, res->status, NULL, msg, 0, 0);
+        return;
+    }
+    int idx = (int)json_integer_value(iv);
+    imgq_log(IMGQ_LOG_INFO, "job", "%s: scorer chose draft %d of %d", j->id, idx, j->ndrafts);
+    pipeline_chosen(j, idx,
+                    json_pack("{s:s, s:s, s:O}", "mode", "webhook", "url", url, "answer", o));
+    json_decref(o);
+}
+
+static void scorer_guard_work(uv_work_t *req)
+{
+    struct scorer *sc = req->data;
+    const struct worker *w = sc->j->w; /* read-only from the pool thread */
+    struct imgq_ssrf_policy pol = {(const char *const *)w->ssrf_allow, w->nssrf_allow};
+    sc->rc = imgq_ssrf_check_url(sc->url, &pol, sc->pin, sizeof sc->pin, sc->why, sizeof sc->why);
+}
+
+static void scorer_guard_done(uv_work_t *req, int status)
+{
+    struct scorer *sc = req->data;
+    struct job *j = sc->j;
+    (void)status;
+    if (op_done(j)) {
+        free(sc);
+        return;
+    }
+    char msg[600];
+    if (sc->rc != 0) {
+        snprintf(msg, sizeof msg, "scorer %s refused by the SSRF guard: %s", sc->url, sc->why);
+        bool again = sc->rc == IMGQ_EAGAIN;
+        free(sc);
+        finish_fail(j, again ? IMGQ_CLASS_NETWORK : IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1,
+                    0);
+        return;
+    }
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:o}", "type", "selection.request", "job", j->id,
+                             "batch", j->batch, "prompt", j->spec.prompt, "drafts", drafts_json(j));
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    imgq_http_request *hr = imgq_http_request_new("POST", sc->url);
+    char msg_id[IMGQ_JOB_ID_MAX + 32];
+    snprintf(msg_id, sizeof msg_id, "sel_%s_%d", j->id, j->attempt);
+    int r = webhooks_sign_headers(j->w, sc->url, msg_id, text, strlen(text), hr);
+    if (r != 0) {
+        free(text);
+        imgq_http_request_free(hr);
+        snprintf(msg, sizeof msg,
+                 "scorer %s: requests to scorers are signed, and this worker has no webhook "
+                 "secret for it (IMGQ_WEBHOOK_SECRET): %s",
+                 sc->url, imgq_strerror(r));
+        free(sc);
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
+        return;
+    }
+    imgq_http_request_set_body(hr, text, strlen(text));
+    free(text);
+    json_int_t timeout_s = json_integer_value(
+        json_object_get(json_object_get(j->spec.pipeline, "select"), "timeout_s"));
+    imgq_http_request_set_timeouts(hr, (long)(timeout_s > 0 ? timeout_s : 60) * 1000, 0);
+    imgq_http_request_set_max_body(hr, 64 * 1024);
+    imgq_http_request_set_flags(hr, IMGQ_HTTP_NO_PROXY);
+    imgq_http_request_add_connect_to(hr, sc->pin);
+    if ((r = imgq_http_submit(j->w->http, hr, on_scorer, sc)) == 0) {
+        j->ops++;
+        return;
+    }
+    snprintf(msg, sizeof msg, "scorer %s: %s", sc->url, imgq_strerror(r));
+    free(sc);
+    finish_fail(j, IMGQ_CLASS_NETWORK, 0, NULL, msg, 0, 0);
+}
+
+static void select_webhook(struct job *j)
+{
+    struct scorer *sc = imgq_xcalloc(1, sizeof *sc);
+    sc->j = j;
+    sc->url =
+        json_string_value(json_object_get(json_object_get(j->spec.pipeline, "select"), "url"));
+    if (!sc->url) {
+        free(sc);
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, "select mode webhook without a url", -1,
+                    0);
+        return;
+    }
+    sc->guard.data = sc;
+    if (uv_queue_work(j->w->loop, &sc->guard, scorer_guard_work, scorer_guard_done) == 0) {
+        j->ops++;
+        return;
+    }
+    free(sc);
+    finish_fail(j, IMGQ_CLASS_NETWORK, 0, NULL, "cannot check the scorer's URL", 0, 0);
+}
+
+static void pipeline_select(struct job *j)
+{
+    const char *mode = imgq_job_pipeline_mode(&j->spec);
+    if (mode && strcmp(mode, "manual") == 0) {
+        json_t *a = drafts_json(j);
+        char *text = json_dumps(a, JSON_COMPACT);
+        json_decref(a);
+        const char *args[5] = {"await", j->id, j->token, text};
+        int r = worker_script(j->w, IMGQ_SCRIPT_PIPELINE, 4, args, on_await, j);
+        free(text);
+        if (r == 0) {
+            j->ops++;
+            return;
+        }
+        arm_timer(j, REDIS_RETRY_MS, on_pipeline_timer);
+    } else if (mode && strcmp(mode, "webhook") == 0) {
+        select_webhook(j);
+    } else {
+        j->drafts_pending = j->ndrafts;
+        for (int i = 0; i < j->ndrafts; i++)
+            send_draft_get(&j->drafts[i]);
+    }
+}
+
+/* The draft job's stored images (its result), into j->drafts. */
+static int read_drafts(struct job *j, const char *result)
+{
+    json_t *o = json_loads(result ? result : "", 0, NULL);
+    json_t *imgs = json_object_get(o, "images");
+    size_t n = json_array_size(imgs);
+    for (int i = 0; i < j->ndrafts; i++) {
+        free(j->drafts[i].bucket);
+        free(j->drafts[i].key);
+        free(j->drafts[i].data);
+    }
+    free(j->drafts);
+    j->drafts = n ? imgq_xcalloc(n, sizeof *j->drafts) : NULL;
+    j->ndrafts = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *im = json_array_get(imgs, i);
+        const char *b = json_string_value(json_object_get(im, "bucket"));
+        const char *k = json_string_value(json_object_get(im, "key"));
+        if (!b || !k)
+            continue;
+        struct draft *d = &j->drafts[j->ndrafts];
+        d->j = j;
+        d->index = j->ndrafts++;
+        d->bucket = imgq_xstrdup(b);
+        d->key = imgq_xstrdup(k);
+        d->width = (int)json_integer_value(json_object_get(im, "width"));
+        d->height = (int)json_integer_value(json_object_get(im, "height"));
+    }
+    json_decref(o);
+    return j->ndrafts > 0 ? 0 : IMGQ_EPARSE;
+}
+
+static void on_drafted(struct worker *w, redisReply *r, void *arg)
+{
+    (void)w;
+    struct job *j = arg;
+    long long v;
+    if (!pipeline_answer(j, r, &v))
+        return;
+    if (v == 2) { /* the drafts were done already: select now */
+        pipeline_get(j);
+        return;
+    }
+    if (v == 1)
+        imgq_log(IMGQ_LOG_INFO, "job", "%s: drafting (%s-draft); the job waits for it", j->id,
+                 j->id);
+    else
+        imgq_log(IMGQ_LOG_WARN, "job", "%s: lease lost before drafting", j->id);
+    pipeline_parked(j);
+}
+
+/* The draft stage: queue the child job of drafts and park until it ends. */
+static void pipeline_draft(struct job *j)
+{
+    struct imgq_job_spec d;
+    struct imgq_job_problem why;
+    if (imgq_job_pipeline_stage(j->w->catalog, &j->spec, "draft", NULL, time(NULL), &d, &why) !=
+        0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s: %s", why.field, why.reason);
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
+        return;
+    }
+    char *text = imgq_job_spec_to_json(&d);
+    imgq_job_spec_clear(&d);
+    char maxa[16];
+    snprintf(maxa, sizeof maxa, "%d", j->max_attempts);
+    const char *args[6] = {"draft", j->id, j->token, text, maxa};
+    int r = worker_script(j->w, IMGQ_SCRIPT_PIPELINE, 5, args, on_drafted, j);
+    free(text);
+    if (r == 0) {
+        j->ops++;
+        return;
+    }
+    arm_timer(j, REDIS_RETRY_MS, on_pipeline_timer);
+}
+
+static void on_pipeline_get(struct worker *w, redisReply *r, void *arg)
+{
+    (void)w;
+    struct job *j = arg;
+    if (op_done(j))
+        return;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 5) {
+        arm_timer(j, REDIS_RETRY_MS, on_pipeline_timer);
+        return;
+    }
+    const char *stage = r->element[0]->str ? r->element[0]->str : "draft";
+    const char *chosen = r->element[1]->str ? r->element[1]->str : "";
+    const char *child = r->element[2]->str ? r->element[2]->str : "";
+    if (j->lease_lost) {
+        finish_fail(j, IMGQ_CLASS_NONE, 0, NULL, "lease lost", -1, 0);
+        return;
+    }
+    if (strcmp(stage, "draft") == 0) {
+        pipeline_draft(j);
+        return;
+    }
+    json_object_set_new(j->spec.pipeline, "draft_job", json_string(child));
+    if (read_drafts(j, r->element[3]->str) != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "the draft job %s has no stored images (state %s)", child,
+                 r->element[4]->str ? r->element[4]->str : "?");
+        finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, msg, -1, 0);
+        return;
+    }
+    if (strcmp(stage, "refine") == 0 && *chosen) {
+        pipeline_refine(j, atoi(chosen), NULL);
+        return;
+    }
+    pipeline_select(j);
+}
+
+/* Where a pipeline job stands (pipeline.lua get), and on from there. */
+static void pipeline_get(struct job *j)
+{
+    const char *args[2] = {"get", j->id};
+    if (worker_script(j->w, IMGQ_SCRIPT_PIPELINE, 2, args, on_pipeline_get, j) == 0) {
+        j->ops++;
+        return;
+    }
+    arm_timer(j, REDIS_RETRY_MS, on_pipeline_timer);
+}
+
 void job_start(struct worker *w, const char *id, const char *token, int attempt, const char *spec,
                const char *batch, int max_attempts)
 {
@@ -2183,6 +2820,10 @@ void job_start(struct worker *w, const char *id, const char *token, int attempt,
         /* Queue benchmark: measure claim and complete with nothing in between. */
         j->billed = "none";
         finish_done(j);
+        return;
+    }
+    if (j->spec.pipeline) {
+        pipeline_get(j);
         return;
     }
     choose_model(j);

@@ -97,7 +97,8 @@ struct worker {
 
     /* counters for the final log line */
     unsigned long done, failed, retried, lost;
-    unsigned long blocked; /* jobs handed back as blocked_budget */
+    unsigned long blocked;   /* jobs handed back as blocked_budget */
+    unsigned long coalesced; /* jobs parked behind an identical request in flight */
 };
 
 /* Start the worker on loop: connect, subscribe, start timers.  Runs until stopped. */

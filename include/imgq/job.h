@@ -75,7 +75,21 @@ struct imgq_job_spec {
     int max_generations; /* 0: no cap; else after this many paid generations, review */
     bool no_dedup;       /* "dedup": false: generate even if the same image is stored */
     json_t *metadata;    /* NULL or a JSON object (owned reference) */
+    /*
+     * NULL, or a draft->refine pipeline (owned reference), normalised:
+     *   {"draft": {"model", "n", "quality"?, "size"?},
+     *    "select": {"mode": "auto"|"webhook"|"manual", "url"? (webhook), "timeout_s"?},
+     *    "refine": {"use_draft_as_reference": true|false}}
+     * The job's own model, quality and size are the refine stage's (a "refine" object's model,
+     * quality and size replace the top-level ones at parse time).  The drafts run as a child
+     * job; see imgq_job_pipeline_stage().
+     */
+    json_t *pipeline;
 };
+
+/* Drafts a pipeline may ask for, and the scorer's longest timeout. */
+#define IMGQ_PIPELINE_MAX_DRAFTS 8
+#define IMGQ_PIPELINE_MAX_TIMEOUT_S 300
 
 /* Defaults for fields a line leaves out (from the submit command's flags). */
 struct imgq_job_defaults {
@@ -114,6 +128,22 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *spec);
  */
 int imgq_job_spec_from_json(const char *json, struct imgq_job_spec *out) IMGQ_MUST_CHECK;
 void imgq_job_spec_clear(struct imgq_job_spec *spec);
+
+/*
+ * The spec of one stage of a pipeline job, validated as a submitted job would be:
+ *   "draft":  the job with the draft's model, n, quality and size, without its pipeline,
+ *             webhook, id, references or mask (the drafts are a child job);
+ *   "refine": the job without its pipeline, with 'ref' (the chosen draft, an s3:// URL) as
+ *             its one reference image when the pipeline uses the draft as reference, else
+ *             prompt-only ('ref' ignored).
+ * IMGQ_EINVAL with *why naming the stage's field when it does not validate (*out cleared).
+ */
+int imgq_job_pipeline_stage(const imgq_catalog *cat, const struct imgq_job_spec *spec,
+                            const char *stage, const char *ref, time_t today,
+                            struct imgq_job_spec *out,
+                            struct imgq_job_problem *why) IMGQ_MUST_CHECK;
+/* The pipeline's selection mode ("auto", "webhook", "manual"), or NULL when it has none. */
+const char *imgq_job_pipeline_mode(const struct imgq_job_spec *spec);
 
 /*
  * Route a job that says "model": "auto" without validating the rest: every candidate with its

@@ -17,6 +17,7 @@ int imgq_cmd_job(int argc, char **argv);
 int imgq_cmd_cost(int argc, char **argv);
 int imgq_cmd_presign(int argc, char **argv);
 int imgq_cmd_cancel(int argc, char **argv);
+int imgq_cmd_select(int argc, char **argv);
 int imgq_cmd_pause(int argc, char **argv);
 int imgq_cmd_resume(int argc, char **argv);
 int imgq_cmd_dlq(int argc, char **argv);

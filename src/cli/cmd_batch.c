@@ -8,10 +8,14 @@
 #include "imgq/alloc.h"
 
 /* Every state a job can be in; blocked_budget: waiting for a budget (see budget.lua); review:
- * stopped at its attempt cap for a human to look at (max_generations). */
-static const char *const states[] = {"scheduled",      "queued", "running", "retrying",
-                                     "blocked_budget", "done",   "failed",  "canceled",
-                                     "expired",        "review", NULL};
+ * stopped at its attempt cap for a human to look at (max_generations); coalesced: waiting for
+ * an identical request in flight (coalesce.lua); drafting, awaiting_selection: a pipeline job
+ * between its stages (pipeline.lua). */
+static const char *const states[] = {
+    "scheduled",      "queued",    "running",  "retrying",
+    "blocked_budget", "coalesced", "drafting", "awaiting_selection",
+    "done",           "failed",    "canceled", "expired",
+    "review",         NULL};
 
 static json_int_t field_int(json_t *o, const char *k)
 {
@@ -110,6 +114,16 @@ static json_t *result_line(json_t *job)
     json_object_set(o, "n", json_object_get(spec, "n"));
     json_object_set(o, "attempts", json_object_get(job, "attempts"));
     json_int_t cost = json_integer_value(json_object_get(job, "cost"));
+    /* A pipeline job's asset cost is its drafts' and its refine's together, each on record. */
+    json_t *dc = json_object_get(job, "draft_cost");
+    if (dc) {
+        json_int_t d = json_is_string(dc) ? atoll(json_string_value(dc)) : json_integer_value(dc);
+        json_object_set_new(o, "stage_costs",
+                            json_pack("{s:I, s:I}", "draft_micros", d, "refine_micros", cost));
+        cost += d;
+    }
+    if (json_object_get(job, "parent"))
+        json_object_set(o, "draft_of", json_object_get(job, "parent"));
     json_object_set_new(o, "cost_micros", json_integer(cost));
     char usd[64];
     snprintf(usd, sizeof usd, "%lld.%06lld", (long long)(cost / 1000000),
@@ -121,6 +135,8 @@ static json_t *result_line(json_t *job)
         json_t *calls = json_object_get(result, "provider_calls");
         json_object_set_new(o, "provider_calls", calls ? json_incref(calls) : json_integer(1));
         json_object_set(o, "images", json_object_get(result, "images"));
+        if (json_object_get(result, "pipeline"))
+            json_object_set(o, "pipeline", json_object_get(result, "pipeline"));
     }
     if (json_object_get(job, "error"))
         json_object_set(o, "error", json_object_get(job, "error"));

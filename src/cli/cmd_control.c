@@ -1,5 +1,5 @@
 /*
- * cmd_control.c - imgq cancel, pause, resume and dlq: operating a queue while it runs.
+ * cmd_control.c - imgq cancel, select, pause, resume and dlq: operating a queue while it runs.
  * Each action is one script in Redis, so every worker sees it at once.
  */
 #include <stdio.h>
@@ -51,6 +51,70 @@ int imgq_cmd_cancel(int argc, char **argv)
     }
     printf("%lld job(s) cancelled\n", (long long)n);
     return IMGQ_EXIT_OK;
+}
+
+/* imgq select JOB: the drafts of a pipeline job awaiting selection, with their links;
+ * imgq select JOB INDEX: choose one, and the job goes on to refine it. */
+int imgq_cmd_select(int argc, char **argv)
+{
+    if (argc < 2 || argc > 3 || argv[1][0] == '-') {
+        fprintf(stderr, "usage: imgq select JOB [INDEX]\n");
+        return IMGQ_EXIT_USAGE;
+    }
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    json_t *reply = NULL;
+    char err[512];
+    if (argc == 2) {
+        const char *args[2] = {"drafts", argv[1]};
+        if (imgq_queue_script(q, IMGQ_SCRIPT_PIPELINE, 2, args, &reply, err, sizeof err) != 0) {
+            fprintf(stderr, "imgq select: %s\n", err);
+            return IMGQ_EXIT_FAIL;
+        }
+        const char *state = json_string_value(json_array_get(reply, 0));
+        json_t *drafts = json_loads(json_string_value(json_array_get(reply, 1)), 0, NULL);
+        int rc = IMGQ_EXIT_OK;
+        if (!state || !*state) {
+            fprintf(stderr, "imgq select: no job '%s'\n", argv[1]);
+            rc = IMGQ_EXIT_FAIL;
+        } else if (strcmp(state, "awaiting_selection") != 0 || !json_is_array(drafts)) {
+            fprintf(stderr, "imgq select: job '%s' is %s, not awaiting_selection\n", argv[1],
+                    state);
+            rc = IMGQ_EXIT_FAIL;
+        } else {
+            size_t i;
+            json_t *d;
+            json_array_foreach(drafts, i, d)
+            {
+                printf("%zu\t%s\t%s\n", i, json_string_value(json_object_get(d, "key")),
+                       json_string_value(json_object_get(d, "url"))
+                           ? json_string_value(json_object_get(d, "url"))
+                           : "");
+            }
+        }
+        json_decref(drafts);
+        json_decref(reply);
+        return rc;
+    }
+    char *end;
+    long idx = strtol(argv[2], &end, 10);
+    if (*end || end == argv[2] || idx < 0 || idx > 1000) {
+        fprintf(stderr, "imgq select: INDEX '%s': a draft number from 0\n", argv[2]);
+        return IMGQ_EXIT_USAGE;
+    }
+    const char *args[3] = {"select", argv[1], argv[2]};
+    if (imgq_queue_script(q, IMGQ_SCRIPT_PIPELINE, 3, args, &reply, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq select: %s\n", err);
+        return IMGQ_EXIT_FAIL;
+    }
+    int ok = json_integer_value(json_array_get(reply, 0)) == 1;
+    if (!ok)
+        fprintf(stderr, "imgq select: %s\n", json_string_value(json_array_get(reply, 1)));
+    else
+        printf("job %s: draft %ld chosen; it is queued to refine\n", argv[1], idx);
+    json_decref(reply);
+    return ok ? IMGQ_EXIT_OK : IMGQ_EXIT_FAIL;
 }
 
 static int pause_resume(int argc, char **argv, const char *action)

@@ -13,7 +13,9 @@
  *             length of the 'images' array of the job's result).  A job's images count once,
  *             in the group of its last usage or ceiling entry in the range (the call that
  *             produced them); a job deleted after the retention no longer counts, and the
- *             report says how many such jobs it met.
+ *             report says how many such jobs it met.  The drafts of a pipeline (jobs with a
+ *             parent) are not accepted images: their spend counts, so "per image" is the cost
+ *             per accepted asset, drafts included.
  *   spend     sum of cost
  *   failures  entries with reason failure or lost, and their cost (what failures were charged)
  *   per image spend / images, rounded half up to the micro-dollar
@@ -276,7 +278,8 @@ static int read_ledger(redisContext *rc, const char *key, struct report *r, int6
     }
 }
 
-/* Images of one job hash reply [state, result]: the result's images if it is done. */
+/* Images of one job hash reply [state, result, parent]: the result's images if it is done
+ * and not a pipeline's drafts. */
 static int64_t done_images(const redisReply *h, int *missing)
 {
     *missing = 0;
@@ -286,7 +289,8 @@ static int64_t done_images(const redisReply *h, int *missing)
         *missing = 1;
         return 0;
     }
-    if (strcmp(h->element[0]->str, "done") != 0 || h->element[1]->type != REDIS_REPLY_STRING)
+    if (strcmp(h->element[0]->str, "done") != 0 || h->element[1]->type != REDIS_REPLY_STRING ||
+        (h->elements >= 3 && h->element[2]->type == REDIS_REPLY_STRING))
         return 0;
     json_t *res = json_loads(h->element[1]->str, 0, NULL);
     int64_t n = (int64_t)json_array_size(json_object_get(res, "images"));
@@ -307,7 +311,7 @@ static int count_images(redisContext *rc, const struct imgq_keys *k, struct repo
                 continue;
             char jk[512];
             imgq_keys_job(k, r->jobs.keys[i], jk, sizeof jk);
-            redisAppendCommand(rc, "HMGET %s state result", jk);
+            redisAppendCommand(rc, "HMGET %s state result parent", jk);
             slots[n++] = i;
         }
         for (size_t j = 0; j < n; j++) {

@@ -89,8 +89,11 @@ int imgq_cmd_stats(int argc, char **argv)
     }
     json_decref(reply);
     /* A counter appears once a job has been in that state; this one is always shown. */
-    if (!json_object_get(o, "blocked_budget"))
-        json_object_set_new(o, "blocked_budget", json_integer(0));
+    static const char *const always[] = {"blocked_budget", "coalesced", "drafting",
+                                         "awaiting_selection"};
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++)
+        if (!json_object_get(o, always[i]))
+            json_object_set_new(o, always[i], json_integer(0));
     json_t *breakers = breakers_get(q);
     if (imgq__cli_has_flag(argc, argv, "--json")) {
         json_object_set_new(o, "queue", json_string(imgq__cli_config()->queue));
@@ -105,9 +108,14 @@ int imgq_cmd_stats(int argc, char **argv)
                V("ready:0") + V("ready:1") + V("ready:2"), V("ready:0"), V("ready:1"), V("ready:2"),
                V("batches_ready"));
         printf("  in flight   %lld\n", V("leases"));
-        /* The delayed set holds scheduled and retrying jobs and those blocked by a budget. */
-        printf("  retrying    %lld\n", V("delayed") - V("blocked_budget"));
+        /* The delayed set holds scheduled and retrying jobs, those blocked by a budget and
+         * those parked behind an identical request in flight. */
+        printf("  retrying    %lld\n", V("delayed") - V("blocked_budget") - V("coalesced"));
         printf("  blocked     %lld  (over a budget)\n", V("blocked_budget"));
+        printf("  coalesced   %lld  (waiting for an identical request in flight)\n",
+               V("coalesced"));
+        printf("  pipelines   %lld drafting, %lld awaiting selection (imgq select)\n",
+               V("drafting"), V("awaiting_selection"));
         printf("  dead        %lld\n", V("dead"));
         printf("  done        %lld\n", V("done"));
         printf("  failed      %lld\n", V("failed"));

@@ -329,8 +329,13 @@ int imgq_cmd_submit(int argc, char **argv)
             bad += pr < 0;
             continue;
         }
-        if (spec.webhook && imgq__cli_check_url("webhook", spec.webhook) != 0) {
-            fprintf(stderr, "%s:%zu: webhook: refused (above)\n", shown, lineno);
+        /* Every URL the job gives the worker to post to passes the SSRF guard now. */
+        const char *scorer =
+            json_string_value(json_object_get(json_object_get(spec.pipeline, "select"), "url"));
+        const char *url_field = spec.webhook ? "webhook" : "pipeline.select.url";
+        if ((spec.webhook && imgq__cli_check_url("webhook", spec.webhook) != 0) ||
+            (scorer && imgq__cli_check_url("pipeline.select.url", scorer) != 0)) {
+            fprintf(stderr, "%s:%zu: %s: refused (above)\n", shown, lineno, url_field);
             imgq_job_spec_clear(&spec);
             bad++;
             continue;

@@ -109,6 +109,7 @@ static void usage(FILE *f)
         "  batch results ID [--table]    one JSON line per job, or a table with totals\n"
         "  batch watch ID [--json] [--interval S]   progress, rate and ETA until done\n"
         "  cancel JOB_ID | cancel --batch B          end jobs that have not finished\n"
+        "  select JOB [INDEX]            a pipeline's drafts awaiting selection; choose one\n"
         "  pause|resume --batch B | --queue-wide    stop/restart dispatch, all workers\n"
         "  dlq list [--batch B] [--json] | dlq retry (IDS|--batch B|--all) | dlq purge\n"
         "  stats [--json]                depths, in flight, retrying, dead, oldest wait\n"
@@ -198,25 +199,16 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"submit", imgq_cmd_submit},
-                {"batch", imgq_cmd_batch},
-                {"job", imgq_cmd_job},
-                {"cost", imgq_cmd_cost},
-                {"presign", imgq_cmd_presign},
-                {"cancel", imgq_cmd_cancel},
-                {"pause", imgq_cmd_pause},
-                {"resume", imgq_cmd_resume},
-                {"dlq", imgq_cmd_dlq},
-                {"stats", imgq_cmd_stats},
-                {"events", imgq_cmd_events},
-                {"clock", imgq_cmd_clock},
-                {"retention", imgq_cmd_retention},
-                {"budget", imgq_cmd_budget},
-                {"route", imgq_cmd_route},
-                {"quote", imgq_cmd_quote},
-                {"report", imgq_cmd_report},
-                {"results", imgq_cmd_results},
-                {"webhook", imgq_cmd_webhook},
+    } cmds[] = {{"submit", imgq_cmd_submit},    {"batch", imgq_cmd_batch},
+                {"job", imgq_cmd_job},          {"cost", imgq_cmd_cost},
+                {"presign", imgq_cmd_presign},  {"cancel", imgq_cmd_cancel},
+                {"select", imgq_cmd_select},    {"pause", imgq_cmd_pause},
+                {"resume", imgq_cmd_resume},    {"dlq", imgq_cmd_dlq},
+                {"stats", imgq_cmd_stats},      {"events", imgq_cmd_events},
+                {"clock", imgq_cmd_clock},      {"retention", imgq_cmd_retention},
+                {"budget", imgq_cmd_budget},    {"route", imgq_cmd_route},
+                {"quote", imgq_cmd_quote},      {"report", imgq_cmd_report},
+                {"results", imgq_cmd_results},  {"webhook", imgq_cmd_webhook},
                 {"webhooks", imgq_cmd_webhooks}};
     int rc = -1;
     const char *name = argv[optind];

@@ -188,6 +188,7 @@ elseif mode == 'block' then
   local now = now_ms()
   local batch = h[3]
   redis.call('HDEL', jk, 'token')
+  coalesce_release(id, jk)
   redis.call('ZREM', pfx .. 'leases', id)
   -- Waiting for money is not a failed attempt.
   redis.call('HINCRBY', jk, 'attempts', -1)

@@ -34,7 +34,8 @@ local function settle_orphans(id, jk, polled_only)
   end
 end
 
-local function cancel_job(id)
+local cancel_job
+cancel_job = function(id)
   local jk = pfx .. 'j:' .. id
   local h = redis.call('HMGET', jk, 'state', 'prio', 'batch')
   local st = h[1]
@@ -42,7 +43,7 @@ local function cancel_job(id)
     local list = pfx .. 'q:' .. h[2] .. ':' .. h[3]
     redis.call('LREM', list, 1, id)
     if redis.call('LLEN', list) == 0 then redis.call('LREM', pfx .. 'rr:' .. h[2], 0, h[3]) end
-  elseif st == 'retrying' or st == 'scheduled' or st == 'blocked_budget' then
+  elseif st == 'retrying' or st == 'scheduled' or st == 'blocked_budget' or st == 'coalesced' then
     redis.call('ZREM', pfx .. 'delayed', id)
     redis.call('ZREM', pfx .. 'blocked', id)
     redis.call('HDEL', jk, 'blocked')
@@ -63,7 +64,10 @@ local function cancel_job(id)
     -- reaper charges whatever the job still holds reserved (P:{Q}:orphans).
     if deadline and deadline > now then redis.call('ZADD', pfx .. 'orphans', deadline, id) end
     redis.call('HDEL', jk, 'token')
-  else
+    coalesce_release(id, jk)
+  elseif st ~= 'drafting' and st ~= 'awaiting_selection' then
+    -- (a pipeline job parked between stages holds nothing: it just ends; its draft job
+    -- follows it below)
     return 0
   end
   if st ~= 'running' and (tonumber(redis.call('HGET', jk, 'stalls')) or 0) > 0 then
@@ -73,6 +77,8 @@ local function cancel_job(id)
   ended(id, now)
   emit('job.canceled', 'job', id, 'batch', h[3])
   batch_move(h[3], st, 'canceled')
+  local child = st == 'drafting' and redis.call('HGET', jk, 'child')
+  if child then return 1 + cancel_job(child) end
   return 1
 end
 
@@ -92,7 +98,8 @@ local n = end_ready(batch, 'canceled', now)
 -- Running, retrying, scheduled and blocked jobs, one by one.
 for _, id in ipairs(redis.call('LRANGE', bk .. ':jobs', 0, -1)) do
   local st = redis.call('HGET', pfx .. 'j:' .. id, 'state')
-  if st == 'running' or st == 'retrying' or st == 'scheduled' or st == 'blocked_budget' then
+  if st == 'running' or st == 'retrying' or st == 'scheduled' or st == 'blocked_budget' or
+      st == 'coalesced' or st == 'drafting' or st == 'awaiting_selection' then
     n = n + cancel_job(id)
   end
 end

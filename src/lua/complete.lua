@@ -18,7 +18,22 @@ if h[1] == 'running' and h[2] == tok then
   log_attempt(jk, ARGV[7])
   model_outcome(jk, true)
   local bk = pfx .. 'b:' .. h[3]
-  redis.call('HINCRBY', bk, 'images', ARGV[6])
+  -- A pipeline's drafts are not the batch's deliverables: counted apart, so the report's cost
+  -- per accepted asset divides by the refined images only.
+  local is_draft = redis.call('HEXISTS', jk, 'parent') == 1
+  redis.call('HINCRBY', bk, is_draft and 'draft_images' or 'images', ARGV[6])
+  -- The dedup index (coalesce.lua): these objects are stored.
+  if string.find(ARGV[4], '"key"', 1, true) then
+    local okr, res = pcall(cjson.decode, ARGV[4])
+    if okr and type(res) == 'table' and type(res.images) == 'table' then
+      for _, im in ipairs(res.images) do
+        if type(im) == 'table' and type(im.key) == 'string' then
+          redis.call('SADD', pfx .. 'objects', im.key)
+        end
+      end
+    end
+  end
+  coalesce_release(id, jk)
   emit('job.completed', 'job', id, 'batch', h[3], 'cost_micros', ARGV[5])
   batch_move(h[3], 'running', 'done')
 end

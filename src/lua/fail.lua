@@ -19,6 +19,7 @@ if h[1] == 'running' and h[2] == tok then
   if cls ~= 'rate_limit' and cls ~= 'none' and cls ~= 'storage' then model_outcome(jk, false) end
   redis.call('HSET', jk, 'error', ARGV[4])
   redis.call('HDEL', jk, 'token')
+  coalesce_release(id, jk)
   redis.call('ZREM', pfx .. 'leases', id)
   local attempts = tonumber(h[4])
   if ARGV[7] == '0' then

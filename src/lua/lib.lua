@@ -62,9 +62,15 @@ end
 -- How long ended jobs and finished batches are kept (imgq retention), 7 days by default.
 local RETENTION_MS = tonumber(redis.call('GET', pfx .. 'retention_ms') or '604800000') or 604800000
 
+-- A draft job of a pipeline ended (pipeline_child_ended, defined with the queue helpers).
+local pipeline_child_ended
+
 -- A job reached an end state: it is deleted, with its idempotency key, after the retention.
+-- A pipeline's draft job that ends moves its parent on (or fails it).
 local function ended(id, now)
   redis.call('ZADD', pfx .. 'ended', now, id)
+  local parent = redis.call('HGET', pfx .. 'j:' .. id, 'parent')
+  if parent then pipeline_child_ended(parent, id, now) end
 end
 
 local function days_from_civil(y, m, d)
@@ -131,27 +137,29 @@ local function notify(kind, fields, url)
   for i = 1, #fields - 1, 2 do
     local k, v = fields[i], fields[i + 1]
     if NUMERIC_FIELDS[k] and tonumber(v) then v = tonumber(v) end
-    if k == 'error' then
+    if k == 'error' or k == 'drafts' then
       local okd, e = pcall(cjson.decode, v)
       if okd and type(e) == 'table' then v = e end
     end
     data[k] = v
   end
   local jk = data.job and pfx .. 'j:' .. data.job
+  -- A pipeline's draft job is its parent's business: the parent's events report it.
+  if jk and redis.call('HEXISTS', jk, 'parent') == 1 then return end
   if not url and jk then url = redis.call('HGET', jk, 'webhook') end
   if not url and data.batch and data.batch ~= '' then
     url = redis.call('HGET', pfx .. 'b:' .. data.batch, 'webhook')
   end
   if not url or url == '' then return end
   if jk then
-    local h = redis.call('HMGET', jk, 'spec', 'result', 'cost', 'state', 'parent')
+    local h = redis.call('HMGET', jk, 'spec', 'result', 'cost', 'state', 'draft_cost')
     local oks, spec = pcall(cjson.decode, h[1] or '')
     if oks and type(spec) == 'table' and spec.metadata ~= nil then data.metadata = spec.metadata end
     local okr, res = pcall(cjson.decode, h[2] or '')
     if kind == 'job.completed' and okr and type(res) == 'table' then data.result = res end
-    data.cost_micros = tonumber(h[3]) or 0
+    -- A pipeline job's cost includes its drafts'.
+    data.cost_micros = (tonumber(h[3]) or 0) + (tonumber(h[5]) or 0)
     data.state = h[4]
-    if h[5] then data.parent = h[5] end
   end
   outbox_put(kind, url, data, data.job, data.batch)
 end
@@ -340,7 +348,7 @@ local function expire_batch(batch, now)
   for _, id in ipairs(redis.call('LRANGE', pfx .. 'b:' .. batch .. ':jobs', 0, -1)) do
     local jk = pfx .. 'j:' .. id
     local st = redis.call('HGET', jk, 'state')
-    if st == 'scheduled' or st == 'retrying' or st == 'blocked_budget' then
+    if st == 'scheduled' or st == 'retrying' or st == 'blocked_budget' or st == 'coalesced' then
       redis.call('ZREM', pfx .. 'delayed', id)
       redis.call('ZREM', pfx .. 'blocked', id)
       redis.call('HSET', jk, 'state', 'expired', 'finished', now)
@@ -374,6 +382,62 @@ local function bury(id)
   if n > DEAD_CAP then redis.call('ZREMRANGEBYRANK', pfx .. 'dead', 0, n - DEAD_CAP - 1) end
 end
 
+-- The draft job 'child' of pipeline job 'parent' ended.  Done: the parent, parked in 'drafting',
+-- goes back to the queue to select a draft.  Anything else (failed, cancelled, expired, sent
+-- to review): the parent fails, since it has nothing to refine.
+pipeline_child_ended = function(parent, child, now)
+  local pk = pfx .. 'j:' .. parent
+  local h = redis.call('HMGET', pk, 'state', 'prio', 'batch')
+  if h[1] ~= 'drafting' then return end
+  local cst = redis.call('HGET', pfx .. 'j:' .. child, 'state')
+  if cst == 'done' then
+    redis.call('HSET', pk, 'state', 'queued', 'stage', 'select',
+      'draft_cost', redis.call('HGET', pfx .. 'j:' .. child, 'cost') or 0)
+    make_ready(parent, h[2], h[3], false)
+    batch_move(h[3], 'drafting', 'queued')
+    emit('job.drafted', 'job', parent, 'batch', h[3], 'drafts_job', child)
+    redis.call('PUBLISH', pfx .. 'wake', 1)
+  elseif cst == 'canceled' then
+    redis.call('HSET', pk, 'state', 'canceled', 'finished', now)
+    ended(parent, now)
+    emit('job.canceled', 'job', parent, 'batch', h[3])
+    batch_move(h[3], 'drafting', 'canceled')
+  else
+    local err = cjson.encode({class = 'pipeline', message = 'its draft job ' .. child ..
+      ' ended ' .. tostring(cst), draft_job = child, time = now})
+    redis.call('HSET', pk, 'state', 'failed', 'finished', now, 'error', err)
+    log_attempt(pk, err)
+    ended(parent, now)
+    bury(parent)
+    emit('job.failed', 'job', parent, 'batch', h[3], 'error', err)
+    batch_move(h[3], 'drafting', 'failed')
+  end
+end
+
+-- The attempt of a job that led identical requests (coalesce.lua) ended, however: the jobs
+-- parked behind it go back to the queue (they find its images stored, or one of them leads).
+local function coalesce_release(id, jk)
+  local group = redis.call('HGET', jk, 'coalesce')
+  if not group then return end
+  redis.call('HDEL', jk, 'coalesce')
+  local ik = pfx .. 'inflight:' .. group
+  if redis.call('GET', ik) == id then redis.call('DEL', ik) end
+  local ck = pfx .. 'co:' .. group
+  local waiters = redis.call('LRANGE', ck, 0, -1)
+  redis.call('DEL', ck)
+  for _, w in ipairs(waiters) do
+    local wk = pfx .. 'j:' .. w
+    local h = redis.call('HMGET', wk, 'state', 'prio', 'batch')
+    if h[1] == 'coalesced' then
+      redis.call('ZREM', pfx .. 'delayed', w)
+      redis.call('HSET', wk, 'state', 'queued')
+      make_ready(w, h[2], h[3], true)
+      batch_move(h[3], 'coalesced', 'queued')
+    end
+  end
+  if #waiters > 0 then redis.call('PUBLISH', pfx .. 'wake', #waiters) end
+end
+
 -- Moves due retries and scheduled jobs from delayed to ready, and reopens batches whose
 -- window opened.
 local function promote_due(now)
@@ -382,7 +446,8 @@ local function promote_due(now)
     redis.call('ZREM', pfx .. 'delayed', id)
     local jk = pfx .. 'j:' .. id
     local h = redis.call('HMGET', jk, 'state', 'prio', 'batch')
-    if h[1] == 'retrying' or h[1] == 'scheduled' or h[1] == 'blocked_budget' then
+    if h[1] == 'retrying' or h[1] == 'scheduled' or h[1] == 'blocked_budget' or
+        h[1] == 'coalesced' then
       if h[1] == 'blocked_budget' then
         -- It tries its reservation again when it runs; still over, it blocks again.
         redis.call('ZREM', pfx .. 'blocked', id)

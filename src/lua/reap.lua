@@ -79,6 +79,7 @@ for _, id in ipairs(expired) do
       message = 'worker ' .. (h[6] or '?') .. ' stopped renewing its lease', time = now})
     log_attempt(jk, err)
     redis.call('HDEL', jk, 'token')
+    coalesce_release(id, jk)
     redis.call('HINCRBY', jk, 'attempts', -1)
     if stalls >= MAX_STALLS then
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', now)

@@ -7,6 +7,7 @@ local jk = pfx .. 'j:' .. id
 local h = redis.call('HMGET', jk, 'state', 'token', 'prio', 'batch')
 if h[1] ~= 'running' or h[2] ~= tok then return 0 end
 redis.call('HDEL', jk, 'token')
+coalesce_release(id, jk)
 redis.call('HINCRBY', jk, 'attempts', -1)
 redis.call('HSET', jk, 'state', 'queued')
 redis.call('ZREM', pfx .. 'leases', id)

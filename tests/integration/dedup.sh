@@ -43,7 +43,7 @@ imgq batch results again >"$IMGQ_TMP/again.jsonl"
 assert_eq 3 "$(grep -c '"billed":"dedup"' "$IMGQ_TMP/again.jsonl")" "every job billed as dedup"
 assert_eq "$(imgq batch results first | grep -o '"key":"[^"]*"' | sort | tr '\n' ' ')" \
     "$(grep -o '"key":"[^"]*"' "$IMGQ_TMP/again.jsonl" | sort | tr '\n' ' ')" "the same objects"
-assert_contains "$(cat "$IMGQ_TMP/again.log")" "already stored: done at \$0 (dedup)"
+assert_contains "$(cat "$IMGQ_TMP/again.log")" "already stored: done at \$0 (dedup"
 
 # The report: the second batch saved what `imgq quote` expects the catalog to cost.
 expected=$(imgq quote "$IMGQ_TMP/catalog.jsonl" --json | jget '["total"]["expected_micros"]')

@@ -86,13 +86,14 @@ assert_eq "300000" "$MULT" "the catalog's multiplier of $ROUTE"
 
 # ---- gateway and direct jobs --------------------------------------------------------------
 note "gateway and direct jobs"
+# (the same image on three routes: "dedup": false, so that each route is really called)
 PROMPT="a linen tote bag on a wooden chair"
 submit mixed "$(
     cat <<EOF
-{"id":"gw1","prompt":"$PROMPT","model":"$MODEL","quality":"low","route":"$ROUTE"}
+{"id":"gw1","dedup":false,"prompt":"$PROMPT","model":"$MODEL","quality":"low","route":"$ROUTE"}
 {"id":"gw3","prompt":"$PROMPT","model":"$MODEL","quality":"medium","n":3,"route":"$ROUTE"}
-{"id":"list1","prompt":"$PROMPT","model":"$MODEL","quality":"low"}
-{"id":"ent1","prompt":"$PROMPT","model":"$MODEL","quality":"low","route":"treerouter-enterprise"}
+{"id":"list1","dedup":false,"prompt":"$PROMPT","model":"$MODEL","quality":"low"}
+{"id":"ent1","dedup":false,"prompt":"$PROMPT","model":"$MODEL","quality":"low","route":"treerouter-enterprise"}
 {"id":"gem","prompt":"$PROMPT","model":"gemini-2.5-flash-image","route":"$ROUTE"}
 EOF
 )"

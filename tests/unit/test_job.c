@@ -586,6 +586,140 @@ static void test_webhook_refusals(void **state)
     free(text);
 }
 
+/* ---- pipelines ------------------------------------------------------------------------------ */
+
+#define PIPE_JOB(pipe)                                                                             \
+    "{\"prompt\":\"a "                                                                             \
+    "chair\",\"size\":\"1024x1024\",\"model\":\"gpt-image-1.5\",\"pipeline\":" pipe "}"
+
+static void test_pipeline(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    struct imgq_job_spec s, st;
+    struct imgq_job_problem why;
+    /* The refine object's model and quality become the job's; the pipeline is normalised. */
+    parse_ok(c,
+             PIPE_JOB("{\"draft\":{\"model\":\"gpt-image-1-mini\",\"n\":3,\"quality\":\"low\"},"
+                      "\"select\":{\"mode\":\"auto\"},"
+                      "\"refine\":{\"model\":\"gpt-image-1.5\",\"quality\":\"high\"}}"),
+             TODAY, &s, NULL, 0);
+    assert_string_equal(s.model, "gpt-image-1.5");
+    assert_string_equal(s.quality, "high");
+    assert_string_equal(imgq_job_pipeline_mode(&s), "auto");
+    char *text = imgq_job_spec_to_json(&s);
+    assert_contains(text, "\"pipeline\":{");
+    assert_contains(text, "\"use_draft_as_reference\":true");
+    assert_contains(text, "\"timeout_s\":60");
+    /* It survives the trip through Redis. */
+    struct imgq_job_spec back;
+    assert_int_equal(imgq_job_spec_from_json(text, &back), 0);
+    assert_true(json_equal(back.pipeline, s.pipeline));
+    imgq_job_spec_clear(&back);
+    free(text);
+    /* The draft stage: the draft's model, n and quality, no pipeline, no webhook, no id. */
+    assert_int_equal(imgq_job_pipeline_stage(c, &s, "draft", NULL, TODAY, &st, &why), 0);
+    assert_string_equal(st.model, "gpt-image-1-mini");
+    assert_int_equal(st.n, 3);
+    assert_string_equal(st.quality, "low");
+    assert_null(st.pipeline);
+    assert_int_equal(st.nrefs, 0);
+    imgq_job_spec_clear(&st);
+    /* The refine stage: the chosen draft as its one reference. */
+    if (imgq_job_pipeline_stage(c, &s, "refine", "s3://imgq-drafts/images/x.webp", TODAY, &st,
+                                &why) != 0)
+        fail_msg("refine stage refused: %s: %s", why.field, why.reason);
+    assert_string_equal(st.model, "gpt-image-1.5");
+    assert_int_equal(st.n, 1);
+    assert_int_equal(st.nrefs, 1);
+    assert_string_equal(st.refs[0], "s3://imgq-drafts/images/x.webp");
+    assert_null(st.pipeline);
+    imgq_job_spec_clear(&st);
+    imgq_job_spec_clear(&s);
+
+    /* Prompt-only refine takes no reference. */
+    parse_ok(
+        c,
+        PIPE_JOB("{\"draft\":{\"model\":\"gpt-image-1-mini\"},\"select\":{\"mode\":\"manual\"},"
+                 "\"refine\":{\"use_draft_as_reference\":false}}"),
+        TODAY, &s, NULL, 0);
+    assert_int_equal(imgq_job_pipeline_stage(c, &s, "refine", "s3://imgq-drafts/images/x.webp",
+                                             TODAY, &st, &why),
+                     0);
+    assert_int_equal(st.nrefs, 0);
+    imgq_job_spec_clear(&st);
+    assert_int_equal(imgq_job_pipeline_stage(c, &s, "draft", NULL, TODAY, &st, &why), 0);
+    assert_int_equal(st.n, 4); /* the default number of drafts */
+    imgq_job_spec_clear(&st);
+    imgq_job_spec_clear(&s);
+    /* A job without a pipeline has no stages. */
+    parse_ok(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\"}", TODAY, &s, NULL, 0);
+    assert_int_equal(imgq_job_pipeline_stage(c, &s, "draft", NULL, TODAY, &st, &why), IMGQ_EINVAL);
+    assert_null(imgq_job_pipeline_mode(&s));
+    imgq_job_spec_clear(&s);
+}
+
+static void test_pipeline_refusals(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    static const struct {
+        const char *pipe, *field, *needle;
+    } bad[] = {
+        {"[]", "pipeline", "must be an object"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\"},\"select\":{\"mode\":\"auto\"},\"x\":1}",
+         "pipeline", "unknown field 'x'"},
+        {"{\"select\":{\"mode\":\"auto\"}}", "pipeline.draft", "is required"},
+        {"{\"draft\":{\"n\":2},\"select\":{\"mode\":\"auto\"}}", "pipeline.draft.model",
+         "is required"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\",\"n\":0},\"select\":{\"mode\":\"auto\"}}",
+         "pipeline.draft.n", "from 1 to 8"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\",\"seed\":1},\"select\":{\"mode\":\"auto\"}}",
+         "pipeline.draft", "unknown field 'seed'"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\",\"quality\":\"ultra\"},"
+         "\"select\":{\"mode\":\"auto\"}}",
+         "pipeline.draft", "quality: 'ultra' is not allowed"},
+        {"{\"draft\":{\"model\":\"no-such-model\"},\"select\":{\"mode\":\"auto\"}}",
+         "pipeline.draft", "model:"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\"}}", "pipeline.select", "is required"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\"},\"select\":{\"mode\":\"vote\"}}",
+         "pipeline.select.mode", "auto, webhook or manual"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\"},\"select\":{\"mode\":\"webhook\"}}",
+         "pipeline.select.url", "is required with mode webhook"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\"},"
+         "\"select\":{\"mode\":\"webhook\",\"url\":\"ftp://x/y\"}}",
+         "pipeline.select.url", "http:// or https://"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\"},"
+         "\"select\":{\"mode\":\"auto\",\"url\":\"https://x/y\"}}",
+         "pipeline.select.url", "only for mode webhook"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\"},"
+         "\"select\":{\"mode\":\"webhook\",\"url\":\"https://x/y\",\"timeout_s\":301}}",
+         "pipeline.select.timeout_s", "from 1 to 300"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\"},\"select\":{\"mode\":\"auto\"},"
+         "\"refine\":{\"use_draft_as_reference\":\"yes\"}}",
+         "pipeline.refine.use_draft_as_reference", "true or false"},
+        {"{\"draft\":{\"model\":\"gpt-image-1-mini\"},\"select\":{\"mode\":\"auto\"},"
+         "\"refine\":{\"seed\":3}}",
+         "pipeline.refine", "unknown field 'seed'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[1024];
+        snprintf(text, sizeof text,
+                 "{\"prompt\":\"a chair\",\"size\":\"1024x1024\",\"model\":\"gpt-image-1.5\","
+                 "\"pipeline\":%s}",
+                 bad[i].pipe);
+        refused(c, text, TODAY, IMGQ_EINVAL, bad[i].field, bad[i].needle);
+    }
+    /* A pipeline job takes no references of its own, and names its models. */
+    refused(c,
+            "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\",\"images\":[\"s3://b/k.png\"],"
+            "\"pipeline\":{\"draft\":{\"model\":\"gpt-image-1-mini\"},\"select\":{\"mode\":"
+            "\"auto\"}}}",
+            TODAY, IMGQ_EINVAL, "pipeline", "no images or mask");
+    refused(c,
+            "{\"prompt\":\"a\",\"model\":\"auto\",\"pipeline\":{\"draft\":{\"model\":"
+            "\"gpt-image-1-mini\"},\"select\":{\"mode\":\"auto\"}}}",
+            TODAY, IMGQ_EINVAL, "model", "names its models");
+}
+
 static void test_metadata_refusals(void **state)
 {
     const imgq_catalog *c = cat(state);
@@ -1266,6 +1400,8 @@ int main(void)
         cmocka_unit_test(test_knob_gates),
         cmocka_unit_test(test_max_generations),
         cmocka_unit_test(test_webhook_refusals),
+        cmocka_unit_test(test_pipeline),
+        cmocka_unit_test(test_pipeline_refusals),
         cmocka_unit_test(test_metadata_refusals),
         cmocka_unit_test(test_json_refusals),
         cmocka_unit_test(test_round_trip),

@@ -323,9 +323,10 @@ static void test_priorities(void **state)
 
 static void test_scripts(void **state)
 {
-    static const char *const names[] = {
-        "submit", "claim", "complete", "fail", "extend", "reap",    "release", "dlq",
-        "cancel", "pause", "stats",    "rate", "poll",   "breaker", "budget",  "webhook"};
+    static const char *const names[] = {"submit",   "claim",    "complete", "fail",    "extend",
+                                        "reap",     "release",  "dlq",      "cancel",  "pause",
+                                        "stats",    "rate",     "poll",     "breaker", "budget",
+                                        "pipeline", "coalesce", "webhook"};
     assert_int_equal(IMGQ_SCRIPT_COUNT, sizeof names / sizeof names[0]);
     char *lib = read_source("src/lua/lib.lua");
     for (int i = 0; i < IMGQ_SCRIPT_COUNT; i++) {
