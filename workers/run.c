@@ -1846,10 +1846,8 @@ static bool reference_bucket_allowed(const struct worker *w, const char *bucket)
 static void ref_guard_work(uv_work_t *req)
 {
     struct ref_fetch *rf = req->data;
-    const struct worker *w = rf->j->w; /* read-only from the pool thread */
-    struct imgq_ssrf_policy pol = {(const char *const *)w->ssrf_allow, w->nssrf_allow};
-    rf->guard_rc = imgq_ssrf_check_url(rf->source, &pol, rf->pin, sizeof rf->pin, rf->guard_why,
-                                       sizeof rf->guard_why);
+    rf->guard_rc = worker_ssrf_check(rf->j->w, rf->source, rf->pin, sizeof rf->pin, rf->guard_why,
+                                     sizeof rf->guard_why);
 }
 
 static void ref_guard_done(uv_work_t *req, int status)
@@ -2556,9 +2554,7 @@ static void on_scorer(const imgq_http_response *res, void *arg)
 static void scorer_guard_work(uv_work_t *req)
 {
     struct scorer *sc = req->data;
-    const struct worker *w = sc->j->w; /* read-only from the pool thread */
-    struct imgq_ssrf_policy pol = {(const char *const *)w->ssrf_allow, w->nssrf_allow};
-    sc->rc = imgq_ssrf_check_url(sc->url, &pol, sc->pin, sizeof sc->pin, sc->why, sizeof sc->why);
+    sc->rc = worker_ssrf_check(sc->j->w, sc->url, sc->pin, sizeof sc->pin, sc->why, sizeof sc->why);
 }
 
 static void scorer_guard_done(uv_work_t *req, int status)

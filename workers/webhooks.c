@@ -476,9 +476,7 @@ static void on_response(const imgq_http_response *res, void *arg)
 static void guard_work(uv_work_t *req)
 {
     struct delivery *d = req->data;
-    const struct worker *w = d->wh->w; /* read-only from the pool thread */
-    struct imgq_ssrf_policy pol = {(const char *const *)w->ssrf_allow, w->nssrf_allow};
-    d->guard_rc = imgq_ssrf_check_url(d->url, &pol, d->pin, sizeof d->pin, d->why, sizeof d->why);
+    d->guard_rc = worker_ssrf_check(d->wh->w, d->url, d->pin, sizeof d->pin, d->why, sizeof d->why);
 }
 
 static void guard_done(uv_work_t *req, int status)

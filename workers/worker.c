@@ -13,6 +13,7 @@
 
 #include "imgq/alloc.h"
 #include "imgq/log.h"
+#include "imgq/ssrf.h"
 #include "imgq/redis_uv.h"
 #include "webhooks.h"
 
@@ -732,4 +733,11 @@ int worker_start(struct worker *w)
              w->cfg->queue, w->opt.concurrency, w->opt.lease_ms);
     connect_redis(w);
     return 0;
+}
+
+int worker_ssrf_check(const struct worker *w, const char *url, char *pin, size_t pinlen, char *why,
+                      size_t whylen)
+{
+    struct imgq_ssrf_policy pol = {(const char *const *)w->ssrf_allow, w->nssrf_allow};
+    return imgq_ssrf_check_url(url, &pol, pin, pinlen, why, whylen);
 }

@@ -148,6 +148,14 @@ void worker_claim_args(struct worker *w, int want, bool replaces_one, struct cla
 void worker_take_claims(struct worker *w, const redisReply *r, size_t off,
                         const struct claim_args *ca);
 
+/*
+ * The SSRF guard (ssrf.h) on a user-supplied URL with the worker's allowlist (IMGQ_SSRF_ALLOW):
+ * 0 and the pin to connect to, or the error and why.  It resolves (blocks): call it on the
+ * thread pool, never on the loop.  Reads only what does not change after start.
+ */
+int worker_ssrf_check(const struct worker *w, const char *url, char *pin, size_t pinlen, char *why,
+                      size_t whylen);
+
 /* The images-per-window limit for a provider, 0 if none. */
 int worker_rate_limit(const struct worker *w, const char *provider);
 

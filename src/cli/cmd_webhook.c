@@ -12,8 +12,8 @@
  *       exits 0 printing "valid", or 1 with the reason on stderr ("timestamp too old",
  *       "no matching signature", "malformed header: ...").
  *
- * With no --secret, the secrets come from IMGQ_WEBHOOK_SECRET (several separated by spaces),
- * which keeps them out of the process list.  The body is stdin, byte for byte.
+ * With no --secret, the secrets come from IMGQ_WEBHOOK_SECRET (several separated by spaces or
+ * commas), which keeps them out of the process list.  The body is stdin, byte for byte.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -33,7 +33,7 @@
     "                         < BODY\n"                                                            \
     "       imgq webhook verify --secret whsec_... [--secret ...] --id ID --timestamp T\n"         \
     "                           --signature \"v1,...\" [--tolerance SECONDS] [--now T] < BODY\n"   \
-    "  secrets may instead come from IMGQ_WEBHOOK_SECRET (space-separated)\n"
+    "  secrets may instead come from IMGQ_WEBHOOK_SECRET (separated by spaces or commas)\n"
 
 #define MAX_SECRETS 16
 #define MAX_BODY ((size_t)64 * 1024 * 1024)
@@ -158,8 +158,8 @@ static int parse_opts(const char *cmd, int argc, char **argv, bool verify, struc
         if (env && *env) {
             o->env_copy = imgq_xstrdup(env);
             char *save = NULL;
-            for (char *t = strtok_r(o->env_copy, " \t", &save); t;
-                 t = strtok_r(NULL, " \t", &save)) {
+            for (char *t = strtok_r(o->env_copy, " \t,", &save); t;
+                 t = strtok_r(NULL, " \t,", &save)) {
                 if (o->nsecrets == MAX_SECRETS)
                     return usage_error(cmd, "at most %d secrets", MAX_SECRETS);
                 o->secrets[o->nsecrets++] = t;
