@@ -182,6 +182,9 @@ struct draft {
     uv_work_t work;
     int rc; /* scoring: 0 or why not */
     struct imgq_score score;
+    bool unread;     /* it could not be fetched: the selection fails */
+    long status;     /* and the S3 status */
+    char error[400]; /* and why */
 };
 
 struct ref_fetch {
@@ -2387,6 +2390,8 @@ static json_t *drafts_json(const struct job *j)
     return a;
 }
 
+static void drafts_scored(struct job *j);
+
 static void score_work(uv_work_t *req)
 {
     struct draft *d = req->data;
@@ -2403,8 +2408,23 @@ static void score_done(uv_work_t *req, int status)
     d->data = NULL;
     if (op_done(j))
         return;
+    drafts_scored(j);
+}
+
+/*
+ * One draft was fetched and scored, or could not be fetched.  When the last one is in: the
+ * best wins, or the attempt fails if any draft could not be read.  Nothing is decided while a
+ * fetch or a scoring is still out (they hold the job).
+ */
+static void drafts_scored(struct job *j)
+{
     if (--j->drafts_pending > 0)
         return;
+    for (int i = 0; i < j->ndrafts; i++)
+        if (j->drafts[i].unread) {
+            finish_fail(j, IMGQ_CLASS_STORAGE, j->drafts[i].status, NULL, j->drafts[i].error, 0, 0);
+            return;
+        }
     /* Every draft scored: the best wins (ties to the first); the scores go on record. */
     struct imgq_score *s = imgq_xcalloc((size_t)j->ndrafts, sizeof *s);
     json_t *scores = json_array();
@@ -2438,18 +2458,13 @@ static void on_draft_get(const struct imgq_s3_result *res, void *arg)
             send_draft_get(d);
             return;
         }
-        char msg[400];
-        snprintf(msg, sizeof msg, "draft %d (%s) could not be read: %s", d->index, d->key,
+        d->unread = true;
+        d->status = res->status;
+        snprintf(d->error, sizeof d->error, "draft %d (%s) could not be read: %s", d->index, d->key,
                  res->message);
-        /* Others may still be in flight: they finish against a failed job harmlessly. */
-        if (j->drafts_pending > 0) {
-            j->drafts_pending = -1000;
-            finish_fail(j, IMGQ_CLASS_STORAGE, res->status, NULL, msg, 0, 0);
-        }
+        drafts_scored(j);
         return;
     }
-    if (j->drafts_pending < 0)
-        return;
     d->data = imgq_xmalloc(res->body_len ? res->body_len : 1);
     memcpy(d->data, res->body, res->body_len);
     d->len = res->body_len;
@@ -2739,7 +2754,7 @@ static void on_pipeline_get(struct worker *w, redisReply *r, void *arg)
     struct job *j = arg;
     if (op_done(j))
         return;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 5) {
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 6) {
         arm_timer(j, REDIS_RETRY_MS, on_pipeline_timer);
         return;
     }
@@ -2763,7 +2778,8 @@ static void on_pipeline_get(struct worker *w, redisReply *r, void *arg)
         return;
     }
     if (strcmp(stage, "refine") == 0 && *chosen) {
-        pipeline_refine(j, atoi(chosen), NULL);
+        pipeline_refine(j, atoi(chosen),
+                        r->element[5]->str && *r->element[5]->str ? r->element[5]->str : NULL);
         return;
     }
     pipeline_select(j);

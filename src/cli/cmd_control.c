@@ -5,10 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <hiredis/hiredis.h>
 
 #include "cli.h"
+#include "imgq/s3.h"
 #include "imgq/schedule.h"
 
 static int run(const char *what, enum imgq_script_id id, int nargs, const char **args,
@@ -83,15 +85,27 @@ int imgq_cmd_select(int argc, char **argv)
                     state);
             rc = IMGQ_EXIT_FAIL;
         } else {
+            /* Fresh links when this machine can sign them (the stored ones last a day). */
+            struct imgq_s3_config s3;
+            imgq_s3_config_init(&s3);
+            char *why = NULL;
+            bool sign = imgq__cli_s3_config(&s3, NULL, &why) == 0;
+            free(why);
             size_t i;
             json_t *d;
             json_array_foreach(drafts, i, d)
             {
-                printf("%zu\t%s\t%s\n", i, json_string_value(json_object_get(d, "key")),
-                       json_string_value(json_object_get(d, "url"))
-                           ? json_string_value(json_object_get(d, "url"))
-                           : "");
+                const char *key = json_string_value(json_object_get(d, "key"));
+                const char *bucket = json_string_value(json_object_get(d, "bucket"));
+                const char *stored = json_string_value(json_object_get(d, "url"));
+                char *url = NULL;
+                if (sign && key &&
+                    imgq_s3_presign(&s3, "GET", bucket, key, 86400, time(NULL), &url) != 0)
+                    url = NULL;
+                printf("%zu\t%s\t%s\n", i, key ? key : "", url ? url : stored ? stored : "");
+                free(url);
             }
+            imgq_s3_config_clear(&s3);
         }
         json_decref(drafts);
         json_decref(reply);

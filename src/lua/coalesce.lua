@@ -1,9 +1,12 @@
 -- coalesce: dedup before any spend, and one provider call for identical requests in flight.
 -- A job's images have content-addressed object keys (dedup.h).  The index P:{Q}:objects (a
--- SET of object keys, filled by complete.lua) says which are stored; it is a cache of S3,
--- which stays the truth: a key missing from it is looked up with a HEAD by the worker.
+-- ZSET of object keys by the time they were stored, filled by complete.lua, trimmed by
+-- reap.lua after the retention) says which are stored; it is a cache of S3, which stays the
+-- truth: a key missing from it, or stored longer ago than the retention, is looked up with a
+-- HEAD by the worker (so an object a bucket's lifecycle deleted is noticed after that long).
 -- Identical requests (same keys, same n: group G) running at once elect a leader with
--- P:{Q}:inflight:G (job id, expiring with the lease); the others park in state 'coalesced' on
+-- P:{Q}:inflight:G (its job id; it holds while that job is running, however long its calls
+-- take, and expires after a day only as a safety net); the others park in state 'coalesced' on
 -- P:{Q}:co:G until the leader's attempt ends (lib.lua coalesce_release), then run again and
 -- find the images stored: done at $0.  Each parked job also waits in 'delayed' for at most
 -- the lease, so a leader whose worker died does not hold them.
@@ -18,8 +21,10 @@ local keys = {}
 for i = 7, #ARGV do keys[#keys + 1] = ARGV[i] end
 if #keys > 0 then
   local all = true
+  local fresh = now_ms() - RETENTION_MS
   for _, k in ipairs(keys) do
-    if redis.call('SISMEMBER', pfx .. 'objects', k) == 0 then all = false break end
+    local at = tonumber(redis.call('ZSCORE', pfx .. 'objects', k))
+    if not at or at < fresh then all = false break end
   end
   if all then return {2} end
 end
@@ -31,7 +36,7 @@ if leader and leader ~= id then
   if redis.call('HGET', pfx .. 'j:' .. leader, 'state') ~= 'running' then leader = nil end
 end
 if not leader or leader == id then
-  redis.call('SET', ik, id, 'PX', lease)
+  redis.call('SET', ik, id, 'EX', 86400)
   redis.call('HSET', jk, 'coalesce', group)
   return {1}
 end
@@ -41,7 +46,7 @@ redis.call('HDEL', jk, 'token')
 redis.call('ZREM', pfx .. 'leases', id)
 redis.call('HINCRBY', jk, 'attempts', -1)
 redis.call('RPUSH', pfx .. 'co:' .. group, id)
-redis.call('PEXPIRE', pfx .. 'co:' .. group, lease * 4)
+redis.call('EXPIRE', pfx .. 'co:' .. group, 86400)
 redis.call('ZADD', pfx .. 'delayed', now + lease, id)
 emit('job.coalesced', 'job', id, 'batch', h[3], 'leader', leader)
 batch_move(h[3], 'running', 'coalesced')

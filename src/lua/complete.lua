@@ -28,7 +28,7 @@ if h[1] == 'running' and h[2] == tok then
     if okr and type(res) == 'table' and type(res.images) == 'table' then
       for _, im in ipairs(res.images) do
         if type(im) == 'table' and type(im.key) == 'string' then
-          redis.call('SADD', pfx .. 'objects', im.key)
+          redis.call('ZADD', pfx .. 'objects', now, im.key)
         end
       end
     end

@@ -34,6 +34,9 @@
 --   P:{Q}:b:ID           HASH  batch counters (total, queued, running, ..., cost, images)
 --   P:{Q}:b:ID:jobs      LIST  the batch's job ids in submission order
 --   P:{Q}:wake           pub/sub channel that wakes idle workers
+--   P:{Q}:objects        ZSET  stored object keys by time: the dedup index (coalesce.lua)
+--   P:{Q}:inflight:G     STRING the job leading identical requests G (coalesce.lua)
+--   P:{Q}:co:G           LIST  jobs parked behind it
 -- Webhooks (the outbox; see outbox_put): events for a job's, batch's or budget's webhook URL
 -- are written here in the same script as the state change they report, then delivered by
 -- the workers (workers/webhooks.c, webhook.lua) with retries.
@@ -109,11 +112,12 @@ end
 
 -- Writes one webhook message to the outbox (see the key layout): the body is built here, once,
 -- so every retry sends the same bytes under the same webhook-id.  Standard Webhooks payload:
--- {"type": ..., "timestamp": ..., "data": {...}}.  Returns the message id.
+-- {"type": ..., "timestamp": ..., "data": DATA}, DATA being JSON text.  Returns the message id.
 local function outbox_put(kind, url, data, job, batch)
   local now = now_ms()
   local id = 'msg_' .. now .. '_' .. redis.call('INCR', pfx .. 'whseq')
-  local body = cjson.encode({type = kind, timestamp = iso_time(now), data = data})
+  local body = '{"type":' .. cjson.encode(kind) .. ',"timestamp":"' .. iso_time(now) ..
+    '","data":' .. data .. '}'
   redis.call('HSET', pfx .. 'whm:' .. id, 'url', url, 'type', kind, 'body', body,
     'job', job or '', 'batch', batch or '', 'created', now, 'state', 'pending', 'attempts', 0,
     'next', now)
@@ -130,18 +134,49 @@ local NUMERIC_FIELDS = {cost_micros = true, total = true, done = true, failed = 
   canceled = true, expired = true, review = true, images = true, used_micros = true,
   soft_micros = true, limit_micros = true, generations = true, drafts = true}
 
+-- The raw text of the JSON value that starts at position s of 'text' (an object, an array, a
+-- string or a scalar), or nil if it does not end.  Strings are skipped with their escapes.
+local function json_value_at(text, s)
+  local depth, i, n = 0, s, #text
+  while i <= n do
+    local c = string.byte(text, i)
+    if c == 34 then -- a string: to its closing quote
+      i = i + 1
+      while i <= n do
+        local d = string.byte(text, i)
+        if d == 92 then i = i + 1 elseif d == 34 then break end
+        i = i + 1
+      end
+      if depth == 0 then return string.sub(text, s, i) end
+    elseif c == 123 or c == 91 then depth = depth + 1
+    elseif c == 125 or c == 93 then
+      if depth == 0 then return string.sub(text, s, i - 1) end
+      depth = depth - 1
+      if depth == 0 then return string.sub(text, s, i) end
+    elseif c == 44 and depth == 0 then return string.sub(text, s, i - 1)
+    end
+    i = i + 1
+  end
+  return nil
+end
+
+-- JSON documents are put into webhook bodies as the exact text they were stored as: decoding
+-- and encoding them again with Redis' cjson would turn [] into {} and round numbers to 14
+-- digits (a customer's 17-digit id in metadata).  'text' must be valid JSON; else a string.
+local function raw_json(text)
+  if type(text) == 'string' and pcall(cjson.decode, text) then return text end
+  return cjson.encode(tostring(text))
+end
+
 -- The webhook of an event: a job's event goes to the job's URL, else its batch's; a batch's
 -- to the batch's; budget.threshold to the URL given (budget_soft_check).
+local RAW_FIELDS = {error = true, drafts = true}
 local function notify(kind, fields, url)
-  local data = {}
+  local data, raw = {}, {}
   for i = 1, #fields - 1, 2 do
     local k, v = fields[i], fields[i + 1]
     if NUMERIC_FIELDS[k] and tonumber(v) then v = tonumber(v) end
-    if k == 'error' or k == 'drafts' then
-      local okd, e = pcall(cjson.decode, v)
-      if okd and type(e) == 'table' then v = e end
-    end
-    data[k] = v
+    if RAW_FIELDS[k] then raw[k] = raw_json(v) else data[k] = v end
   end
   local jk = data.job and pfx .. 'j:' .. data.job
   -- A pipeline's draft job is its parent's business: the parent's events report it.
@@ -153,15 +188,26 @@ local function notify(kind, fields, url)
   if not url or url == '' then return end
   if jk then
     local h = redis.call('HMGET', jk, 'spec', 'result', 'cost', 'state', 'draft_cost')
-    local oks, spec = pcall(cjson.decode, h[1] or '')
-    if oks and type(spec) == 'table' and spec.metadata ~= nil then data.metadata = spec.metadata end
-    local okr, res = pcall(cjson.decode, h[2] or '')
-    if kind == 'job.completed' and okr and type(res) == 'table' then data.result = res end
+    -- The job's metadata, as submitted: the spec (imgq_job_spec_to_json) has no object before
+    -- it, so the first "metadata": is its own key.
+    local at = h[1] and string.find(h[1], '"metadata":', 1, true)
+    local md = at and json_value_at(h[1], at + 11)
+    if md then raw.metadata = md end
+    if kind == 'job.completed' and h[2] then raw.result = raw_json(h[2]) end
     -- A pipeline job's cost includes its drafts'.
     data.cost_micros = (tonumber(h[3]) or 0) + (tonumber(h[5]) or 0)
     data.state = h[4]
   end
-  outbox_put(kind, url, data, data.job, data.batch)
+  local text = cjson.encode(data)
+  local parts = {}
+  for _, k in ipairs({'metadata', 'result', 'error', 'drafts'}) do
+    if raw[k] then parts[#parts + 1] = '"' .. k .. '":' .. raw[k] end
+  end
+  if #parts > 0 then
+    text = (text == '{}' and '{' or string.sub(text, 1, -2) .. ',') .. table.concat(parts, ',') ..
+      '}'
+  end
+  outbox_put(kind, url, text, data.job, data.batch)
 end
 
 -- Records an event in the events stream and, for the events webhooks receive, in the outbox
@@ -190,10 +236,12 @@ local function batch_move(batch, from, to, n)
       (tonumber(c[5]) or 0) + (tonumber(c[6]) or 0)
     if over >= (tonumber(c[1]) or 0) and redis.call('HSETNX', bk, 'finished', now_ms()) == 1 then
       redis.call('ZADD', pfx .. 'finished', now_ms(), batch)
-      local s = redis.call('HMGET', bk, 'cost', 'images')
+      local s = redis.call('HMGET', bk, 'cost', 'images', 'draft_jobs')
+      -- (counts include the draft jobs of pipelines, 'drafts' of them; images do not)
       emit('batch.completed', 'batch', batch, 'total', c[1], 'done', c[2] or 0,
         'failed', c[3] or 0, 'canceled', c[4] or 0, 'expired', c[5] or 0,
-        'review', c[6] or 0, 'cost_micros', s[1] or 0, 'images', s[2] or 0)
+        'review', c[6] or 0, 'cost_micros', s[1] or 0, 'images', s[2] or 0,
+        'drafts', s[3] or 0)
       redis.call('ZREM', pfx .. 'deadlines', batch)
       redis.call('ZREM', pfx .. 'gates', batch)
       redis.call('HDEL', bk, 'gated')
@@ -348,7 +396,8 @@ local function expire_batch(batch, now)
   for _, id in ipairs(redis.call('LRANGE', pfx .. 'b:' .. batch .. ':jobs', 0, -1)) do
     local jk = pfx .. 'j:' .. id
     local st = redis.call('HGET', jk, 'state')
-    if st == 'scheduled' or st == 'retrying' or st == 'blocked_budget' or st == 'coalesced' then
+    if st == 'scheduled' or st == 'retrying' or st == 'blocked_budget' or st == 'coalesced' or
+        st == 'awaiting_selection' then
       redis.call('ZREM', pfx .. 'delayed', id)
       redis.call('ZREM', pfx .. 'blocked', id)
       redis.call('HSET', jk, 'state', 'expired', 'finished', now)
@@ -389,19 +438,23 @@ pipeline_child_ended = function(parent, child, now)
   local pk = pfx .. 'j:' .. parent
   local h = redis.call('HMGET', pk, 'state', 'prio', 'batch')
   if h[1] ~= 'drafting' then return end
-  local cst = redis.call('HGET', pfx .. 'j:' .. child, 'state')
+  local c = redis.call('HMGET', pfx .. 'j:' .. child, 'state', 'cost', 'result')
+  local cst = c[1]
+  -- The drafts' cost and images go on the parent: the child may be deleted (retention) while
+  -- the parent still waits, e.g. for a person to choose.
+  redis.call('HSET', pk, 'draft_cost', c[2] or 0)
   if cst == 'done' then
-    redis.call('HSET', pk, 'state', 'queued', 'stage', 'select',
-      'draft_cost', redis.call('HGET', pfx .. 'j:' .. child, 'cost') or 0)
+    redis.call('HSET', pk, 'state', 'queued', 'stage', 'select', 'draft_result', c[3] or '')
     make_ready(parent, h[2], h[3], false)
     batch_move(h[3], 'drafting', 'queued')
     emit('job.drafted', 'job', parent, 'batch', h[3], 'drafts_job', child)
     redis.call('PUBLISH', pfx .. 'wake', 1)
-  elseif cst == 'canceled' then
-    redis.call('HSET', pk, 'state', 'canceled', 'finished', now)
+  elseif cst == 'canceled' or cst == 'expired' then
+    -- Cancelled or past the batch's deadline: the parent ends the same way.
+    redis.call('HSET', pk, 'state', cst, 'finished', now)
     ended(parent, now)
-    emit('job.canceled', 'job', parent, 'batch', h[3])
-    batch_move(h[3], 'drafting', 'canceled')
+    emit('job.' .. cst, 'job', parent, 'batch', h[3])
+    batch_move(h[3], 'drafting', cst)
   else
     local err = cjson.encode({class = 'pipeline', message = 'its draft job ' .. child ..
       ' ended ' .. tostring(cst), draft_job = child, time = now})

@@ -11,7 +11,8 @@
 -- moved it between stages do not count as attempts.
 -- ARGV: prefix, mode, job id, then
 --   get:    -> {stage ('draft' | 'select' | 'refine'), chosen index or '', draft job id or '',
---               the draft job's result JSON or '', the draft job's state or ''}
+--               the draft job's result JSON or '', the draft job's state or '', how the draft
+--               was chosen (JSON) or ''}
 --   draft:  token, the draft job's spec JSON, its max attempts
 --           -> 1 parked (the drafts are queued or running) | 2 drafts already done (go on
 --              with select) | 0 lease lost
@@ -37,13 +38,14 @@ local function park(state, batch)
 end
 
 if mode == 'get' then
-  local h = redis.call('HMGET', jk, 'stage', 'chosen', 'child')
-  local res, cst = '', ''
+  local h = redis.call('HMGET', jk, 'stage', 'chosen', 'child', 'draft_result', 'selection')
+  local res, cst = h[4] or '', ''
   if h[3] then
     local c = redis.call('HMGET', pfx .. 'j:' .. h[3], 'result', 'state')
-    res, cst = c[1] or '', c[2] or ''
+    if res == '' then res = c[1] or '' end
+    cst = c[2] or (res ~= '' and 'done') or ''
   end
-  return {h[1] or 'draft', h[2] or '', h[3] or '', res, cst}
+  return {h[1] or 'draft', h[2] or '', h[3] or '', res, cst, h[5] or ''}
 elseif mode == 'draft' then
   if not holds(ARGV[4]) then return 0 end
   local h = redis.call('HMGET', jk, 'batch', 'team', 'prio')
@@ -64,16 +66,23 @@ elseif mode == 'draft' then
     redis.call('HSET', pfx .. 'idem', idem, child)
     redis.call('RPUSH', pfx .. 'b:' .. batch .. ':jobs', child)
     redis.call('HINCRBY', pfx .. 'b:' .. batch, 'total', 1)
+    redis.call('HINCRBY', pfx .. 'b:' .. batch, 'draft_jobs', 1)
     make_ready(child, h[3], batch, false)
     batch_move(batch, nil, 'queued')
     redis.call('PUBLISH', pfx .. 'wake', 1)
   elseif cst ~= 'queued' and cst ~= 'running' and cst ~= 'retrying' and
       cst ~= 'blocked_budget' and cst ~= 'coalesced' and cst ~= 'scheduled' then
-    -- The drafts ended without images (a re-run after a crash): end the parent the same way.
-    redis.call('HSET', jk, 'stage', 'draft', 'child', child)
-    park('drafting', batch)
-    pipeline_child_ended(id, child, now_ms())
-    return 1
+    -- The drafts ended without images and the parent runs again (retried from the dead-letter
+    -- set): the drafts get another go too, with fresh attempts.
+    redis.call('HSET', ck, 'state', 'queued', 'attempts', 0)
+    redis.call('HDEL', ck, 'error', 'finished')
+    redis.call('ZREM', pfx .. 'ended', child)
+    redis.call('ZREM', pfx .. 'dead', child)
+    make_ready(child, h[3], batch, false)
+    redis.call('HDEL', pfx .. 'b:' .. batch, 'finished')
+    redis.call('ZREM', pfx .. 'finished', batch)
+    batch_move(batch, cst, 'queued')
+    redis.call('PUBLISH', pfx .. 'wake', 1)
   end
   redis.call('HSET', jk, 'stage', 'draft', 'child', child)
   park('drafting', batch)

@@ -19,6 +19,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'ended', '-inf', now - RE
   redis.call('ZREM', pfx .. 'ended', id)
   redis.call('ZREM', pfx .. 'dead', id)
 end
+-- The dedup index (coalesce.lua) keeps what was stored within the retention.
+redis.call('ZREMRANGEBYSCORE', pfx .. 'objects', '-inf', now - RETENTION_MS)
 for _, batch in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'finished', '-inf',
   now - RETENTION_MS, 'LIMIT', 0, 100)) do
   redis.call('DEL', pfx .. 'b:' .. batch, pfx .. 'b:' .. batch .. ':jobs')

@@ -38,18 +38,28 @@ assert_eq 2 "$(grep -o 'reason usage' <<<"${ledger//$' '/ }" | wc -l)" "two paid
 assert_eq 3 "$(grep -o 'reason dedup' <<<"${ledger//$' '/ }" | wc -l)" "three dedup entries"
 assert_eq 0 "$(rcli KEYS 'imgq:{default}:inflight:*' | wc -w)" "no leader left behind"
 
+# A generation longer than the lease (1.5 s here, against a 1 s lease, renewed): the others
+# still wait for the leader instead of calling again when their wait of one lease is over.
+for id in p q r; do
+    printf '{"id":"%s","prompt":"a pewter jug on white","model":"gpt-image-1-mini","quality":"low"}\n' "$id"
+done >"$IMGQ_TMP/slow.jsonl"
+imgq submit --batch slow "$IMGQ_TMP/slow.jsonl" >/dev/null
+"$IMGQ_BIN/imgq-worker" --exit-when-idle --concurrency 8 --lease-ms 1000 2>"$IMGQ_TMP/slow.log" || fail "worker slow failed"
+assert_eq 3 "$(imgq batch status slow --json | jget '["counts"]["done"]')" "all three done"
+assert_eq 3 "$(calls)" "one call for three identical jobs however long it takes"
+
 # Later, the same request: answered by the Redis index, no HEAD needed, no call.
 printf '{"id":"f","prompt":"a brass lamp on white","model":"gpt-image-1-mini","quality":"low"}\n' >"$IMGQ_TMP/later.jsonl"
 imgq submit --batch later "$IMGQ_TMP/later.jsonl" >/dev/null
 work later
-assert_eq 2 "$(calls)" "no call for a stored image"
+assert_eq 3 "$(calls)" "no call for a stored image"
 assert_contains "$(cat "$IMGQ_TMP/later.log")" "done at \$0 (dedup, index)"
 # The index is a cache: without it, S3 still says the image is there.
 rcli DEL 'imgq:{default}:objects' >/dev/null
 printf '{"id":"g","prompt":"a brass lamp on white","model":"gpt-image-1-mini","quality":"low"}\n' >"$IMGQ_TMP/lost.jsonl"
 imgq submit --batch lost "$IMGQ_TMP/lost.jsonl" >/dev/null
 work lost
-assert_eq 2 "$(calls)" "no call with the index gone"
+assert_eq 3 "$(calls)" "no call with the index gone"
 assert_contains "$(cat "$IMGQ_TMP/lost.log")" "done at \$0 (dedup, S3)"
-assert_eq 2 "$(objects)" "still two objects"
+assert_eq 3 "$(objects)" "still three objects"
 echo "PASS coalesce"

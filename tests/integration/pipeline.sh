@@ -207,6 +207,44 @@ r=$(results fails)
 assert_eq "failed" "$(field vase '["state"]' <<<"$r")" "the pipeline job fails with its drafts"
 assert_contains "$(field vase '["error"]' <<<"$r")" "ended failed"
 curl -sf -X POST "http://127.0.0.1:$SIM_PORT/sim/fail" -d '{"model":"gpt-image-1-mini","rate":0}' >/dev/null
+# Retried from the dead-letter set once the model works again: its drafts get another go.
+vid=$(rcli LINDEX 'imgq:{default}:b:fails:jobs' 0)
+assert_contains "$(imgq dlq retry "$vid")" "1 job(s) back in the queue"
+work fails2
+r=$(results fails)
+assert_eq "done" "$(field vase '["state"]' <<<"$r")" "the retried pipeline job is done"
+# A job awaiting selection past its batch's deadline ends as expired, like its batch.
+PIPE_MANUAL2='{"draft":{"model":"gpt-image-1-mini","n":2,"quality":"low"},"select":{"mode":"manual"},"refine":{"model":"gpt-image-1.5","quality":"low"}}'
+printf '{"id":"mug","prompt":"a stoneware mug","size":"1024x1024","pipeline":%s}\n' "$PIPE_MANUAL2" >"$IMGQ_TMP/late.jsonl"
+imgq submit --batch late --deadline +1h "$IMGQ_TMP/late.jsonl" >/dev/null
+work late
+mid=$(rcli LINDEX 'imgq:{default}:b:late:jobs' 0)
+assert_eq "awaiting_selection" "$(job_state "$mid")" "waiting for a person"
+imgq clock --advance 3700 >/dev/null
+"$IMGQ_BIN/imgq-worker" --lease-ms 1000 2>"$IMGQ_TMP/late2.log" & # its reaper sweeps deadlines
+wpid=$!
+track_pid $wpid
+wait_until 20 "the deadline sweep" state_is "$mid" expired
+kill_pid TERM $wpid
+assert_eq "expired" "$(job_state "$mid")" "past the deadline, the waiting job expired"
+assert_eq "1" "$(rcli HGET 'imgq:{default}:b:late' expired)" "and the batch counts it"
+# A draft that cannot be read (deleted from the bucket behind the dedup index's back) fails the
+# selection cleanly, naming the draft, once every other draft's fetch and scoring is back.
+printf '{"id":"pot","prompt":"a clay pot","size":"1024x1024","pipeline":%s}\n' "$PIPE_AUTO" >"$IMGQ_TMP/pot1.jsonl"
+imgq submit --batch pot1 "$IMGQ_TMP/pot1.jsonl" >/dev/null
+work pot1
+gone=$(results pot1 | python3 -c '
+import json, sys
+for l in sys.stdin:
+    d = json.loads(l)
+    if d.get("draft_of"): print(d["images"][1]["key"])')
+find "$IMGQ_TMP" -path "*imgq-pipe/$gone._S3rver_object" -delete
+printf '{"id":"pot2","prompt":"a clay pot","size":"1024x1024","max_attempts":1,"pipeline":%s}\n' "$PIPE_AUTO" >"$IMGQ_TMP/pot2.jsonl"
+imgq submit --batch pot2 "$IMGQ_TMP/pot2.jsonl" >/dev/null
+work pot2
+r=$(results pot2)
+assert_eq "failed" "$(field pot2 '["state"]' <<<"$r")" "a pipeline with an unreadable draft fails"
+assert_contains "$(field pot2 '["error"]' <<<"$r")" "draft 1 ($gone) could not be read"
 # Cancelling a pipeline job while it drafts cancels the drafts too.
 printf '{"id":"cup","prompt":"a tea cup","size":"1024x1024","pipeline":%s}\n' "$PIPE_AUTO" >"$IMGQ_TMP/cancel.jsonl"
 imgq submit --batch cancel "$IMGQ_TMP/cancel.jsonl" >/dev/null

@@ -38,7 +38,7 @@ HOOK="http://127.0.0.1:$PORT"
 imgq budget set batch:ev --limit 5 --soft 0.003 --window total --webhook "$HOOK/budget" >/dev/null
 curl -sf -X POST "http://127.0.0.1:$SIM_PORT/sim/fail" -d '{"model":"gemini-2.5-flash-image","status":400,"rate":1}' >/dev/null
 cat >"$IMGQ_TMP/jobs.jsonl" <<EOF
-{"id":"own","prompt":"a cedar box","model":"gpt-image-1-mini","quality":"low","webhook":"$HOOK/own","metadata":{"sku":"CB-1"}}
+{"id":"own","prompt":"a cedar box","model":"gpt-image-1-mini","quality":"low","webhook":"$HOOK/own","metadata":{"sku":"CB-1","ean":12345678901234567,"tags":[],"note":"a \"quoted\" {brace}"}}
 {"id":"plain","prompt":"a cedar shelf","model":"gpt-image-1-mini","quality":"low"}
 {"id":"bad","prompt":"a cedar bench","model":"gemini-2.5-flash-image"}
 EOF
@@ -61,7 +61,11 @@ want = [("/batch", "batch.completed"), ("/batch", "job.completed"), ("/batch", "
 assert kinds == want, kinds
 assert all(len(v) == 1 for v in by.values()), {k: len(v) for k, v in by.items()}
 own = by[("/own", "job.completed")][0]
-assert own["metadata"] == {"sku": "CB-1"} and own["state"] == "done", own
+# metadata comes back exactly as submitted: 17-digit numbers (not 1.2345678901235e+16, a
+# float), empty arrays (not {}), escapes
+assert own["metadata"] == {"sku": "CB-1", "ean": 12345678901234567, "tags": [],
+                           "note": 'a "quoted" {brace}'}, own["metadata"]
+assert own["state"] == "done", own
 assert own["result"]["images"][0]["key"].endswith(".webp") and own["cost_micros"] > 0, own
 failed = by[("/batch", "job.failed")][0]
 assert failed["error"]["class"] == "invalid_request" and failed["state"] == "failed", failed
