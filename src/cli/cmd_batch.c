@@ -83,8 +83,13 @@ static int batch_status(const char *id, int json)
     } else {
         printf("batch %s: %lld of %lld jobs ended%s\n", id, (long long)ended, (long long)total,
                json_object_get(info, "finished") ? " (finished)" : "");
-        for (const char *const *s = states; *s; s++)
-            printf("  %-14s %lld\n", *s, (long long)field_int(info, *s));
+        for (const char *const *s = states; *s; s++) {
+            /* The states of dedup and pipelines only when some job is in them. */
+            bool rare = strcmp(*s, "coalesced") == 0 || strcmp(*s, "drafting") == 0 ||
+                        strcmp(*s, "awaiting_selection") == 0;
+            if (!rare || field_int(info, *s) != 0)
+                printf("  %-14s %lld\n", *s, (long long)field_int(info, *s));
+        }
         printf("  %-14s %lld\n", "images", (long long)field_int(info, "images"));
         print_money(stdout, "  cost           ", cost);
         printf("\n");
