@@ -835,6 +835,17 @@ static int pipeline_prepare(json_t *o, json_t **norm, struct imgq_job_problem *w
     return 0;
 }
 
+/* The job as stored (imgq_job_spec_to_json), as an object to edit: a new reference. */
+static json_t *stored_form(const struct imgq_job_spec *spec)
+{
+    char *text = imgq_job_spec_to_json(spec);
+    json_t *o = json_loads(text, 0, NULL);
+    free(text);
+    if (!json_is_object(o))
+        abort(); /* our own serialisation reads back, unless allocation failed (alloc.h) */
+    return o;
+}
+
 const char *imgq_job_pipeline_mode(const struct imgq_job_spec *spec)
 {
     return json_string_value(json_object_get(json_object_get(spec->pipeline, "select"), "mode"));
@@ -848,13 +859,7 @@ int imgq_job_pipeline_stage(const imgq_catalog *cat, const struct imgq_job_spec 
     memset(why, 0, sizeof *why);
     if (!spec->pipeline)
         return problem(why, "pipeline", "the job has no pipeline");
-    char *text = imgq_job_spec_to_json(spec);
-    json_t *o = json_loads(text, 0, NULL);
-    free(text);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return problem(why, "(json)", "the job's stored form cannot be read back");
-    }
+    json_t *o = stored_form(spec);
     json_object_del(o, "pipeline");
     const char *field = stage;
     if (strcmp(stage, "draft") == 0) {
@@ -873,7 +878,7 @@ int imgq_job_pipeline_stage(const imgq_catalog *cat, const struct imgq_job_spec 
     } else {
         field = "pipeline.refine";
     }
-    text = json_dumps(o, JSON_COMPACT);
+    char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!text)
         abort(); /* only allocation can fail here (alloc.h policy) */
@@ -1109,13 +1114,8 @@ int imgq_job_retarget(const imgq_catalog *cat, const struct imgq_job_spec *spec,
         return problem(why, "model", "'%s' is not in the catalog (version %s)",
                        model ? model : "(null)", imgq_catalog_version(cat));
     /* The stored form, with the model swapped, through the same checks as a submitted job. */
-    char *text = imgq_job_spec_to_json(spec);
-    json_t *o = json_loads(text, 0, NULL);
-    free(text);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return problem(why, "(json)", "the job's stored form cannot be read back");
-    }
+    json_t *o = stored_form(spec);
+    char *text;
     json_object_del(o, "alias");
     json_object_del(o, "routed");
     json_object_set_new(o, "model", json_string(model));
