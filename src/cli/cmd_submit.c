@@ -13,10 +13,12 @@
 #include <getopt.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uv.h>
 
 #include "cli.h"
 #include "imgq/alloc.h"
@@ -31,6 +33,23 @@ struct pending {
     char *ids[CHUNK], *idems[CHUNK], *specs[CHUNK], *teams[CHUNK];
     unsigned char created[CHUNK];
     size_t n;
+};
+
+/*
+ * The enqueue pass overlaps parsing and Redis: a thread of its own sends each full chunk (the
+ * connection is used by that thread only while the pass runs) while the main thread parses the
+ * next one into the other buffer.  At most one chunk is in flight, so order is kept.
+ */
+struct submitter {
+    uv_thread_t thread;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    imgq_queue *q;
+    const char *batch;
+    const struct imgq_batch_schedule *sched;
+    struct pending *work; /* handed over, NULL while idle */
+    bool quit;
+    bool failed;
     size_t total_created, total_existing;
 };
 
@@ -76,22 +95,71 @@ static void pending_clear(struct pending *p)
     p->n = 0;
 }
 
-static int flush(imgq_queue *q, const char *batch, const struct imgq_batch_schedule *sched,
-                 struct pending *p)
+static void submitter_main(void *arg)
 {
-    if (p->n == 0)
-        return 0;
-    char err[512];
-    int r = imgq_queue_submit(q, batch, sched, p->items, p->n, p->created, err, sizeof err);
-    if (r) {
-        fprintf(stderr, "imgq submit: %s\n", err);
+    struct submitter *s = arg;
+    uv_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->work && !s->quit)
+            uv_cond_wait(&s->cv, &s->mu);
+        if (!s->work)
+            break;
+        struct pending *p = s->work;
+        bool skip = s->failed; /* after a failure nothing more is sent */
+        uv_mutex_unlock(&s->mu);
+        char err[512];
+        int r = skip ? 0
+                     : imgq_queue_submit(s->q, s->batch, s->sched, p->items, p->n, p->created, err,
+                                         sizeof err);
+        size_t created = 0;
+        for (size_t i = 0; !skip && r == 0 && i < p->n; i++)
+            created += p->created[i];
+        if (r)
+            fprintf(stderr, "imgq submit: %s\n", err);
+        uv_mutex_lock(&s->mu);
+        if (r)
+            s->failed = true;
+        else if (!skip) {
+            s->total_created += created;
+            s->total_existing += p->n - created;
+        }
         pending_clear(p);
-        return r;
+        s->work = NULL;
+        uv_cond_broadcast(&s->cv);
     }
-    for (size_t i = 0; i < p->n; i++)
-        p->created[i] ? p->total_created++ : p->total_existing++;
-    pending_clear(p);
-    return 0;
+    uv_mutex_unlock(&s->mu);
+}
+
+/* Hand a full chunk to the submitter once it is idle; -1 if an earlier chunk failed. */
+static int flush(struct submitter *s, struct pending *p)
+{
+    uv_mutex_lock(&s->mu);
+    while (s->work)
+        uv_cond_wait(&s->cv, &s->mu);
+    bool failed = s->failed;
+    if (!failed && p->n > 0) {
+        s->work = p;
+        uv_cond_broadcast(&s->cv);
+    }
+    uv_mutex_unlock(&s->mu);
+    if (failed)
+        pending_clear(p);
+    return failed ? -1 : 0;
+}
+
+/* Wait for the last chunk and stop the thread; -1 if any chunk failed. */
+static int submitter_finish(struct submitter *s)
+{
+    uv_mutex_lock(&s->mu);
+    while (s->work)
+        uv_cond_wait(&s->cv, &s->mu);
+    s->quit = true;
+    uv_cond_broadcast(&s->cv);
+    uv_mutex_unlock(&s->mu);
+    uv_thread_join(&s->thread);
+    uv_cond_destroy(&s->cv);
+    uv_mutex_destroy(&s->mu);
+    return s->failed ? -1 : 0;
 }
 
 static FILE *open_input(const char *path)
@@ -413,7 +481,13 @@ int imgq_cmd_submit(int argc, char **argv)
             goto out;
         }
     }
-    struct pending *p = imgq_xcalloc(1, sizeof *p);
+    struct pending *bufs = imgq_xcalloc(2, sizeof *bufs), *p = &bufs[0];
+    struct submitter s = {.q = q, .batch = batch, .sched = &sched};
+    if (uv_mutex_init(&s.mu) != 0 || uv_cond_init(&s.cv) != 0 ||
+        uv_thread_create(&s.thread, submitter_main, &s) != 0) {
+        fprintf(stderr, "imgq submit: cannot start the enqueue thread\n");
+        abort(); /* resources only: nothing was enqueued, and this does not happen */
+    }
     rewind(f);
     lineno = 0;
     while ((len = getline(&line, &cap, f)) != -1) {
@@ -446,30 +520,36 @@ int imgq_cmd_submit(int argc, char **argv)
         p->items[i] = (struct imgq_submit_item){p->ids[i],   p->idems[i], spec.priority,
                                                 p->teams[i], p->specs[i], spec.max_attempts};
         imgq_job_spec_clear(&spec);
-        if (p->n == CHUNK && flush(q, batch, &sched, p) != 0) {
-            rc = IMGQ_EXIT_FAIL;
-            break;
+        if (p->n == CHUNK) {
+            if (flush(&s, p) != 0) {
+                rc = IMGQ_EXIT_FAIL;
+                break;
+            }
+            p = p == &bufs[0] ? &bufs[1] : &bufs[0]; /* parse into the other one meanwhile */
         }
     }
-    if (rc == IMGQ_EXIT_OK && flush(q, batch, &sched, p) != 0)
+    if (rc == IMGQ_EXIT_OK && flush(&s, p) != 0)
         rc = IMGQ_EXIT_FAIL;
-    pending_clear(p);
+    if (submitter_finish(&s) != 0)
+        rc = IMGQ_EXIT_FAIL;
+    pending_clear(&bufs[0]);
+    pending_clear(&bufs[1]);
     if (rc == IMGQ_EXIT_OK) {
         if (json)
-            printf("{\"batch\":\"%s\",\"created\":%zu,\"existing\":%zu}\n", batch, p->total_created,
-                   p->total_existing);
+            printf("{\"batch\":\"%s\",\"created\":%zu,\"existing\":%zu}\n", batch, s.total_created,
+                   s.total_existing);
         else {
             printf("%s\n", batch);
             fprintf(stderr, "imgq submit: batch %s: %zu jobs enqueued, %zu already present\n",
-                    batch, p->total_created, p->total_existing);
+                    batch, s.total_created, s.total_existing);
         }
     } else {
         fprintf(stderr,
                 "imgq submit: batch %s: %zu jobs were enqueued before the failure; submit the "
                 "same file with --batch %s again to enqueue the rest without duplicates\n",
-                batch, p->total_created, batch);
+                batch, s.total_created, batch);
     }
-    free(p);
+    free(bufs);
 out:
     imgq_quote_clear(&worst);
     imgq_queue_model_stats_free(stats, d.nmodel_stats);

@@ -21,7 +21,7 @@ local keys = {}
 for i = 7, #ARGV do keys[#keys + 1] = ARGV[i] end
 if #keys > 0 then
   local all = true
-  local fresh = now_ms() - RETENTION_MS
+  local fresh = now_ms() - retention_ms()
   for _, k in ipairs(keys) do
     local at = tonumber(redis.call('ZSCORE', pfx .. 'objects', k))
     if not at or at < fresh then all = false break end

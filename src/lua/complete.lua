@@ -22,16 +22,10 @@ if h[1] == 'running' and h[2] == tok then
   -- per accepted asset divides by the refined images only.
   local is_draft = redis.call('HEXISTS', jk, 'parent') == 1
   redis.call('HINCRBY', bk, is_draft and 'draft_images' or 'images', ARGV[6])
-  -- The dedup index (coalesce.lua): these objects are stored.
-  if string.find(ARGV[4], '"key"', 1, true) then
-    local okr, res = pcall(cjson.decode, ARGV[4])
-    if okr and type(res) == 'table' and type(res.images) == 'table' then
-      for _, im in ipairs(res.images) do
-        if type(im) == 'table' and type(im.key) == 'string' then
-          redis.call('ZADD', pfx .. 'objects', now, im.key)
-        end
-      end
-    end
+  -- The dedup index (coalesce.lua): these objects are stored.  Each image of the result has
+  -- one "key" (no other field is called that), so no need to decode it all.
+  for key in string.gmatch(ARGV[4], '"key":"([^"\\]+)"') do
+    redis.call('ZADD', pfx .. 'objects', now, key)
   end
   coalesce_release(id, jk)
   emit('job.completed', 'job', id, 'batch', h[3], 'cost_micros', ARGV[5])

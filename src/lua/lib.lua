@@ -55,15 +55,23 @@ local DEAD_CAP = 10000
 local EVENTS_CAP = 10000
 
 -- The queue's clock is Redis' clock (one clock for every worker and host), shifted by an
--- offset that tests and rehearsals set to reach a window or a deadline without waiting.
-local CLOCK_OFFSET = tonumber(redis.call('GET', pfx .. 'clock_offset') or '0') or 0
+-- offset that tests and rehearsals set to reach a window or a deadline without waiting.  Read
+-- once per script call, when first needed (a script is one instant: it runs atomically).
+local NOW
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + CLOCK_OFFSET
+  if not NOW then
+    local t = redis.call('TIME')
+    local offset = tonumber(redis.call('GET', pfx .. 'clock_offset') or '0') or 0
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
+  end
+  return NOW
 end
 
--- How long ended jobs and finished batches are kept (imgq retention), 7 days by default.
-local RETENTION_MS = tonumber(redis.call('GET', pfx .. 'retention_ms') or '604800000') or 604800000
+-- How long ended jobs and finished batches are kept (imgq retention), 7 days by default; read
+-- only by the scripts that need it.
+local function retention_ms()
+  return tonumber(redis.call('GET', pfx .. 'retention_ms') or '604800000') or 604800000
+end
 
 -- A draft job of a pipeline ended (pipeline_child_ended, defined with the queue helpers).
 local pipeline_child_ended
@@ -179,9 +187,12 @@ local function notify(kind, fields, url)
     if RAW_FIELDS[k] then raw[k] = raw_json(v) else data[k] = v end
   end
   local jk = data.job and pfx .. 'j:' .. data.job
-  -- A pipeline's draft job is its parent's business: the parent's events report it.
-  if jk and redis.call('HEXISTS', jk, 'parent') == 1 then return end
-  if not url and jk then url = redis.call('HGET', jk, 'webhook') end
+  if jk then
+    -- A pipeline's draft job is its parent's business: the parent's events report it.
+    local pw = redis.call('HMGET', jk, 'parent', 'webhook')
+    if pw[1] then return end
+    if not url and pw[2] then url = pw[2] end
+  end
   if not url and data.batch and data.batch ~= '' then
     url = redis.call('HGET', pfx .. 'b:' .. data.batch, 'webhook')
   end
@@ -327,10 +338,12 @@ end
 
 -- Counts a provider outcome for the job's model: the router prefers models that succeed.
 local function model_outcome(jk, ok)
+  -- The spec's first "model" key is its own (imgq_job_spec_to_json puts no object before
+  -- it, and a quote inside a string value is escaped): no need to decode the whole spec.
   local spec = redis.call('HGET', jk, 'spec')
-  local okd, decoded = pcall(cjson.decode, spec or '')
-  if okd and type(decoded) == 'table' and type(decoded.model) == 'string' then
-    redis.call('HINCRBY', pfx .. 'models', (ok and 'ok:' or 'fail:') .. decoded.model, 1)
+  local model = spec and string.match(spec, '"model":"([^"\\]+)"')
+  if model then
+    redis.call('HINCRBY', pfx .. 'models', (ok and 'ok:' or 'fail:') .. model, 1)
   end
 end
 

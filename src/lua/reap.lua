@@ -10,7 +10,7 @@ local now = now_ms()
 -- Retention: jobs ended and batches finished longer ago than the retention are deleted, with
 -- their idempotency keys and dead-letter entries, so memory stays bounded however long the
 -- queue runs.  A bounded amount per run; the reaper runs often.
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'ended', '-inf', now - RETENTION_MS,
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'ended', '-inf', now - retention_ms(),
   'LIMIT', 0, 1000)) do
   local jk = pfx .. 'j:' .. id
   local idem = redis.call('HGET', jk, 'idem')
@@ -20,9 +20,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'ended', '-inf', now - RE
   redis.call('ZREM', pfx .. 'dead', id)
 end
 -- The dedup index (coalesce.lua) keeps what was stored within the retention.
-redis.call('ZREMRANGEBYSCORE', pfx .. 'objects', '-inf', now - RETENTION_MS)
+redis.call('ZREMRANGEBYSCORE', pfx .. 'objects', '-inf', now - retention_ms())
 for _, batch in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'finished', '-inf',
-  now - RETENTION_MS, 'LIMIT', 0, 100)) do
+  now - retention_ms(), 'LIMIT', 0, 100)) do
   redis.call('DEL', pfx .. 'b:' .. batch, pfx .. 'b:' .. batch .. ':jobs')
   for _, z in ipairs({'finished', 'batches', 'deadlines', 'gates'}) do
     redis.call('ZREM', pfx .. z, batch)

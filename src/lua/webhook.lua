@@ -91,7 +91,7 @@ if action == 'claim' then
   end
   -- Retention: what reached an end state is deleted with the jobs (imgq retention); a
   -- message still pending is kept whatever its age.
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', LOG, '-inf', now - RETENTION_MS, 'LIMIT', 0,
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', LOG, '-inf', now - retention_ms(), 'LIMIT', 0,
     TRIM_MAX)) do
     if redis.call('HGET', mkey(id), 'state') ~= 'pending' then
       redis.call('DEL', mkey(id))
