@@ -594,22 +594,32 @@ int imgq_queue_jobs_info(imgq_queue *q, char **ids, size_t n, json_t **out)
     size_t sent = 0, got = 0;
     while (got < n) {
         while (sent < n && sent - got < window) {
+            /* The hash, and the spec kept apart from it (lib.lua's key layout). */
             char jk[320];
-            if (redisAppendCommand(q->rc, "HGETALL %s",
-                                   imgq_keys_job(&q->keys, ids[sent], jk, sizeof jk)) != REDIS_OK)
+            imgq_keys_job(&q->keys, ids[sent], jk, sizeof jk);
+            if (redisAppendCommand(q->rc, "HGETALL %s", jk) != REDIS_OK ||
+                redisAppendCommand(q->rc, "GET %s:s", jk) != REDIS_OK)
                 goto fail;
             sent++;
         }
-        redisReply *r = NULL;
-        if (redisGetReply(q->rc, (void **)&r) != REDIS_OK || !r || r->type != REDIS_REPLY_ARRAY) {
+        redisReply *r = NULL, *s = NULL;
+        if (redisGetReply(q->rc, (void **)&r) != REDIS_OK || !r || r->type != REDIS_REPLY_ARRAY ||
+            redisGetReply(q->rc, (void **)&s) != REDIS_OK || !s) {
             if (r)
                 freeReplyObject(r);
+            if (s)
+                freeReplyObject(s);
             goto fail;
         }
         out[got] = r->elements ? hash_to_json(r) : NULL;
-        if (out[got])
+        if (out[got]) {
             json_object_set_new(out[got], "id", json_string(ids[got]));
+            json_t *spec = s->type == REDIS_REPLY_STRING ? json_loads(s->str, 0, NULL) : NULL;
+            if (spec)
+                json_object_set_new(out[got], "spec", spec);
+        }
         freeReplyObject(r);
+        freeReplyObject(s);
         got++;
     }
     return 0;

@@ -29,7 +29,7 @@ if h[1] == 'running' and h[2] == tok then
   -- generations goes to human review instead of spending more.
   local cap = 0
   if delay >= 0 then
-    local oks, spec = pcall(cjson.decode, redis.call('HGET', jk, 'spec') or '')
+    local oks, spec = pcall(cjson.decode, job_spec(jk) or '')
     if oks and type(spec) == 'table' then cap = tonumber(spec.max_generations) or 0 end
   end
   local gens = tonumber(redis.call('HGET', jk, 'generations') or '0') or 0

@@ -30,7 +30,10 @@
 --   P:{Q}:ledger         STREAM one entry per provider call attempt (what it cost and why)
 --   P:{Q}:spent          HASH  total: micros charged in the ledger, all time
 --   P:{Q}:j:ID           HASH  the job (resv:CALLKEY / settled:CALLKEY: budget reservations
---                              of provider calls, CALLKEY = ATTEMPT.CALL.TRY)
+--                              of provider calls, CALLKEY = ATTEMPT.CALL.TRY); its fields are
+--                              short, so Redis keeps it as a compact listpack
+--   P:{Q}:j:ID:s         STRING the job's spec (JSON): apart, since one long value would turn
+--                              the whole hash into a hashtable (twice the memory per job)
 --   P:{Q}:b:ID           HASH  batch counters (total, queued, running, ..., cost, images)
 --   P:{Q}:b:ID:jobs      LIST  the batch's job ids in submission order
 --   P:{Q}:wake           pub/sub channel that wakes idle workers
@@ -71,6 +74,11 @@ end
 -- only by the scripts that need it.
 local function retention_ms()
   return tonumber(redis.call('GET', pfx .. 'retention_ms') or '604800000') or 604800000
+end
+
+-- The spec of job key jk (jobs stored before the spec had its own key keep it in the hash).
+local function job_spec(jk)
+  return redis.call('GET', jk .. ':s') or redis.call('HGET', jk, 'spec')
 end
 
 -- A draft job of a pipeline ended (pipeline_child_ended, defined with the queue helpers).
@@ -198,7 +206,8 @@ local function notify(kind, fields, url)
   end
   if not url or url == '' then return end
   if jk then
-    local h = redis.call('HMGET', jk, 'spec', 'result', 'cost', 'state', 'draft_cost')
+    local h = redis.call('HMGET', jk, 'result', 'result', 'cost', 'state', 'draft_cost')
+    h[1] = job_spec(jk)
     -- The job's metadata, as submitted: the spec (imgq_job_spec_to_json) has no object before
     -- it, so the first "metadata": is its own key.
     local at = h[1] and string.find(h[1], '"metadata":', 1, true)
@@ -340,7 +349,7 @@ end
 local function model_outcome(jk, ok)
   -- The spec's first "model" key is its own (imgq_job_spec_to_json puts no object before
   -- it, and a quote inside a string value is escaped): no need to decode the whole spec.
-  local spec = redis.call('HGET', jk, 'spec')
+  local spec = job_spec(jk)
   local model = spec and string.match(spec, '"model":"([^"\\]+)"')
   if model then
     redis.call('HINCRBY', pfx .. 'models', (ok and 'ok:' or 'fail:') .. model, 1)
@@ -571,9 +580,10 @@ local function claim_jobs(n, worker, lease, token_prefix)
         end
         if id then
           local jk = pfx .. 'j:' .. id
-          local h = redis.call('HMGET', jk, 'state', 'spec', 'max_attempts')
+          local h = redis.call('HMGET', jk, 'state', 'state', 'max_attempts')
           -- A job purged or cancelled while it waited has no business being run.
           if h[1] == 'queued' then
+            h[2] = job_spec(jk)
             claimed = claimed + 1
             local tok = token_prefix .. '.' .. claimed
             local att = redis.call('HINCRBY', jk, 'attempts', 1)

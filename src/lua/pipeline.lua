@@ -60,7 +60,8 @@ elseif mode == 'draft' then
   if not cst then
     local now = now_ms()
     local idem = h[2] .. '\31pipeline:' .. id
-    redis.call('HSET', ck, 'spec', ARGV[5], 'state', 'queued', 'batch', batch, 'team', h[2],
+    redis.call('SET', ck .. ':s', ARGV[5])
+    redis.call('HSET', ck, 'state', 'queued', 'batch', batch, 'team', h[2],
       'prio', h[3], 'attempts', 0, 'max_attempts', ARGV[6], 'created', now, 'idem', idem,
       'cost', 0, 'parent', id)
     redis.call('HSET', pfx .. 'idem', idem, child)

@@ -15,7 +15,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'ended', '-inf', now - re
   local jk = pfx .. 'j:' .. id
   local idem = redis.call('HGET', jk, 'idem')
   if idem then redis.call('HDEL', pfx .. 'idem', idem) end
-  redis.call('DEL', jk)
+  redis.call('DEL', jk, jk .. ':s')
   redis.call('ZREM', pfx .. 'ended', id)
   redis.call('ZREM', pfx .. 'dead', id)
 end

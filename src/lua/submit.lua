@@ -38,7 +38,8 @@ for i = 0, n - 1 do
     out[#out + 1] = existing
     out[#out + 1] = 0
   else
-    redis.call('HSET', pfx .. 'j:' .. id, 'spec', ARGV[b + 4],
+    redis.call('SET', pfx .. 'j:' .. id .. ':s', ARGV[b + 4])
+    redis.call('HSET', pfx .. 'j:' .. id,
       'state', later and 'scheduled' or 'queued', 'batch', batch, 'team', ARGV[b + 3],
       'prio', prio, 'attempts', 0, 'max_attempts', ARGV[b + 5], 'created', now, 'idem', idem,
       'cost', 0)

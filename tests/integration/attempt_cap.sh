@@ -14,6 +14,7 @@ rcli() { redis-cli -p "$REDIS_PORT" --raw "$@"; }
 load() { rcli SCRIPT LOAD "$(cat "$IMGQ_ROOT/src/lua/lib.lua" "$IMGQ_ROOT/src/lua/$1.lua")"; }
 BUDGET=$(load budget) CLAIM=$(load claim) FAIL=$(load fail)
 jget() { rcli HGET "${PFX}j:$1" "$2"; }
+jspec() { rcli GET "${PFX}j:$1:s"; } # the spec has a key of its own (lib.lua)
 claim() { # claim: lease the next ready job, sets JOB TOK ATT
     mapfile -t c < <(rcli EVALSHA "$CLAIM" 1 "${PFX}stats" "$PFX" w1 60000 1 "tok$RANDOM")
     [[ ${c[0]} == 1 ]] || fail "nothing to claim: ${c[*]}"
@@ -42,7 +43,7 @@ assert_contains "$out" "--max-generations '0': use 1 to 100"
 
 claim
 first=$JOB
-[[ "$(jget "$JOB" spec)" == *'"max_generations":2'* ]] || fail "the cap is not on the spec"
+[[ "$(jspec "$JOB")" == *'"max_generations":2'* ]] || fail "the cap is not on the spec"
 settle 2500 usage # generation 1, paid
 assert_eq 1 "$(fail_attempt)" "under the cap: retried"
 assert_match "$(jget "$first" state)" '^(retrying|queued)$' "due again at once (delay 0)"
@@ -72,5 +73,5 @@ printf '{"id":"flag","prompt":"a walnut shelf","model":"gpt-image-1-mini","quali
 "$IMGQ_BIN/imgq" submit --batch flag --max-generations 1 "$IMGQ_TMP/flag.jsonl" >/dev/null
 claim
 [[ "$JOB" == "$roomy" ]] && claim # roomy's retry may come first
-[[ "$(jget "$JOB" spec)" == *'"max_generations":1'* ]] || fail "--max-generations did not reach the job"
+[[ "$(jspec "$JOB")" == *'"max_generations":1'* ]] || fail "--max-generations did not reach the job"
 echo "PASS attempt_cap"
