@@ -111,8 +111,9 @@ struct job {
     const struct imgq_model *model;
     const struct imgq_route *route;
     enum job_state state;
-    int ops;        /* outstanding async operations */
-    bool abandoned; /* nobody wants the outcome any more */
+    int ops;         /* outstanding async operations */
+    bool abandoned;  /* nobody wants the outcome any more */
+    bool slot_freed; /* already uncounted from the worker's jobs in flight */
     bool lease_lost;
     uv_timer_t timer; /* S3 and Redis retry waits */
     bool timer_init;
@@ -276,7 +277,8 @@ static void job_free(struct job *j)
         w->jobs = j->next;
     if (j->next)
         j->next->prev = j->prev;
-    w->inflight--;
+    if (!j->slot_freed)
+        w->inflight--;
     for (int i = 0; i < j->nimgs; i++) {
         if (j->imgs[i].data != j->imgs[i].src)
             free(j->imgs[i].data);
@@ -436,6 +438,10 @@ static void on_outcome(struct worker *w, redisReply *r, void *arg)
         w->failed++;
     }
     job_set_state(j, JOB_ENDED);
+    /* The job's slot is free now: a successor that ends at once (--noop) then counts it free
+     * and asks for its own successor, instead of every other job needing a claim of its own. */
+    w->inflight--;
+    j->slot_freed = true;
     /* Successors first: a stopping worker must see their releases pending before the last
      * job's departure lets it shut down. */
     worker_take_claims(w, r, 1, &ca);
