@@ -11,7 +11,7 @@ local status = 0
 if h[1] == 'running' and h[2] == tok then
   status = 1
   local now = now_ms()
-  redis.call('HSET', jk, 'state', 'done', 'result', ARGV[4], 'finished', now)
+  redis.call('HSET', jk, 'state', 'done', 'result', ARGV[4], 'finished', now_str())
   ended(id, now)
   redis.call('HDEL', jk, 'token')
   redis.call('ZREM', pfx .. 'leases', id)

@@ -69,6 +69,12 @@ local function now_ms()
   end
   return NOW
 end
+-- The same as a string, for commands (see batch_move).
+local NOW_S
+local function now_str()
+  if not NOW_S then NOW_S = tostring(now_ms()) end
+  return NOW_S
+end
 
 -- How long ended jobs and finished batches are kept (imgq retention), 7 days by default; read
 -- only by the scripts that need it.
@@ -87,7 +93,7 @@ local pipeline_child_ended
 -- A job reached an end state: it is deleted, with its idempotency key, after the retention.
 -- A pipeline's draft job that ends moves its parent on (or fails it).
 local function ended(id, now)
-  redis.call('ZADD', pfx .. 'ended', now, id)
+  redis.call('ZADD', pfx .. 'ended', now == NOW and now_str() or now, id)
   local parent = redis.call('HGET', pfx .. 'j:' .. id, 'parent')
   if parent then pipeline_child_ended(parent, id, now) end
 end
@@ -232,8 +238,9 @@ end
 
 -- Records an event in the events stream and, for the events webhooks receive, in the outbox
 -- of the URL it goes to (the same atomic step as the state change it reports).
+local EVENTS_CAP_S = tostring(EVENTS_CAP)
 local function emit(kind, ...)
-  redis.call('XADD', pfx .. 'events', 'MAXLEN', '~', EVENTS_CAP, '*', 'type', kind, ...)
+  redis.call('XADD', pfx .. 'events', 'MAXLEN', '~', EVENTS_CAP_S, '*', 'type', kind, ...)
   if WEBHOOK_EVENTS[kind] then notify(kind, {...}) end
 end
 
@@ -241,14 +248,17 @@ end
 -- stamps the batch finished, with one batch.completed event, when every job has ended.
 local function batch_move(batch, from, to, n)
   local bk = pfx .. 'b:' .. batch
-  n = n or 1
+  -- (arguments as strings: Redis formats a Lua number with %.17g, which costs more than the
+  -- command here)
+  local up, down = '1', '-1'
+  if n and n ~= 1 then up, down = tostring(n), tostring(-n) end
   if from then
-    redis.call('HINCRBY', bk, from, -n)
-    redis.call('HINCRBY', STATS, from, -n)
+    redis.call('HINCRBY', bk, from, down)
+    redis.call('HINCRBY', STATS, from, down)
   end
   if to then
-    redis.call('HINCRBY', bk, to, n)
-    redis.call('HINCRBY', STATS, to, n)
+    redis.call('HINCRBY', bk, to, up)
+    redis.call('HINCRBY', STATS, to, up)
   end
   if to == 'done' or to == 'failed' or to == 'canceled' or to == 'expired' or to == 'review' then
     local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired', 'review')
@@ -556,6 +566,7 @@ local function claim_jobs(n, worker, lease, token_prefix)
   local now = now_ms()
   promote_due(now)
   local out = {0, -1, now}
+  local lease_until
   local claimed = 0
   if n > 0 and redis.call('EXISTS', pfx .. 'paused') == 0 then
     for prio = 0, 2 do
@@ -586,10 +597,11 @@ local function claim_jobs(n, worker, lease, token_prefix)
             h[2] = job_spec(jk)
             claimed = claimed + 1
             local tok = token_prefix .. '.' .. claimed
-            local att = redis.call('HINCRBY', jk, 'attempts', 1)
+            local att = redis.call('HINCRBY', jk, 'attempts', '1')
             redis.call('HSET', jk, 'state', 'running', 'token', tok, 'worker', worker,
-              'started', now)
-            redis.call('ZADD', pfx .. 'leases', now + lease, id)
+              'started', now_str())
+            lease_until = lease_until or tostring(now + lease)
+            redis.call('ZADD', pfx .. 'leases', lease_until, id)
             batch_move(batch, 'queued', 'running')
             for _, v in ipairs({id, tok, att, h[2], batch, h[3]}) do out[#out + 1] = v end
           end
