@@ -38,6 +38,8 @@ expect_png() {
 }
 # states FIRST POLL ID: FIRST (the state the submit answered, may be "") then the distinct
 # states POLL ID prints, polling every 0.1 s until a final one.
+# (the progressions below use 4 s tasks: the middle state then lasts ~2.7 s, long enough to be
+# seen by a poll every 0.1 s even when a loaded machine makes each poll slow)
 states() {
     local seen=$1 last=$1 fn=$2 id=$3 st
     for _ in $(seq 1 150); do
@@ -103,13 +105,13 @@ expect_eq "ds 500 code" "$(j 'd["code"]')" InternalError
 expect_eq "ds prompt-blocked" "$(ds_submit "$(ds_body 'x [sim:prompt-blocked]')")" 400
 expect_eq "ds prompt-blocked code" "$(j 'd["code"]')" DataInspectionFailed
 
-expect_eq "ds moderation submit" "$(ds_submit "$(ds_body 'x [sim:moderation] [sim:latency:2000]')")" 200
+expect_eq "ds moderation submit" "$(ds_submit "$(ds_body 'x [sim:moderation] [sim:latency:4000]')")" 200
 id=$(j 'd["output"]["task_id"]')
 expect_eq "ds moderation progression" "$(states PENDING ds_poll "$id")" "PENDING RUNNING FAILED"
 expect_eq "ds moderation code" "$(j 'd["output"]["code"]')" DataInspectionFailed
 expect_eq "ds moderation no results" "$(j '"results" in d["output"]')" false
 expect_eq "ds moderation no file" "$(curl -s -o /dev/null -w '%{http_code}' "$B/sim/files/$id-0.png")" 404
-ds_submit "$(ds_body 'x [sim:task-fail] [sim:latency:2000]')" >/dev/null
+ds_submit "$(ds_body 'x [sim:task-fail] [sim:latency:4000]')" >/dev/null
 id=$(j 'd["output"]["task_id"]')
 expect_eq "ds task-fail progression" "$(states PENDING ds_poll "$id")" "PENDING RUNNING FAILED"
 expect_eq "ds task-fail code" "$(j 'd["output"]["code"]')" InternalError
@@ -160,11 +162,11 @@ expect_has "rp 429 retry" "$TMP/head" "Retry-After: 7"
 expect_eq "rp 500" "$(rp_create --data-binary '{"input":{"prompt":"x [sim:500]"}}')" 500
 expect_eq "rp 500 status member" "$(j 'd["status"]')" 500
 
-rp_create --data-binary '{"input":{"prompt":"x [sim:moderation] [sim:latency:2000]"}}' >/dev/null
+rp_create --data-binary '{"input":{"prompt":"x [sim:moderation] [sim:latency:4000]"}}' >/dev/null
 expect_eq "rp moderation" "$(states starting rp_poll "$(j 'd["id"]')")" "starting processing failed"
 expect_has "rp moderation error" "$TMP/body" '"error":"NSFW content detected'
 expect_eq "rp moderation output" "$(j 'd["output"]')" null
-rp_create --data-binary '{"input":{"prompt":"x [sim:task-fail] [sim:latency:2000]"}}' >/dev/null
+rp_create --data-binary '{"input":{"prompt":"x [sim:task-fail] [sim:latency:4000]"}}' >/dev/null
 expect_eq "rp task-fail" "$(states starting rp_poll "$(j 'd["id"]')")" "starting processing failed"
 expect_eq "rp task-fail error" "$(j 'd["error"]')" "Prediction interrupted; please retry (code: PA)"
 rp_create --data-binary '{"input":{"prompt":"x [sim:poll-503] [sim:latency:0]"}}' >/dev/null
@@ -244,14 +246,14 @@ expect_eq "fal 429" "$(fal_submit fal-ai/flux/dev '{"prompt":"x [sim:429]"}')" 4
 expect_has "fal 429 retry" "$TMP/head" "Retry-After: 7"
 expect_eq "fal 500" "$(fal_submit fal-ai/flux/dev '{"prompt":"x [sim:500]"}')" 500
 
-fal_submit fal-ai/flux/dev '{"prompt":"x [sim:moderation] [sim:latency:2000]"}' >/dev/null
+fal_submit fal-ai/flux/dev '{"prompt":"x [sim:moderation] [sim:latency:4000]"}' >/dev/null
 RU=$(j 'd["response_url"]')
 expect_eq "fal moderation progression" "$(states IN_QUEUE fal_poll "$RU/status")" "IN_QUEUE IN_PROGRESS COMPLETED"
 expect_eq "fal moderation result" "$(req GET "$RU" "${FAL[@]}")" 422
 expect_eq "fal moderation type" "$(j 'd["detail"][0]["type"]')" content_policy_violation
 expect_eq "fal moderation loc" "$(j 'd["detail"][0]["loc"]')" '["body", "prompt"]'
 expect_has "fal moderation retryable" "$TMP/head" "X-Fal-Retryable: false"
-fal_submit fal-ai/flux/dev '{"prompt":"x [sim:task-fail] [sim:latency:2000]"}' >/dev/null
+fal_submit fal-ai/flux/dev '{"prompt":"x [sim:task-fail] [sim:latency:4000]"}' >/dev/null
 RU=$(j 'd["response_url"]')
 expect_eq "fal task-fail progression" "$(states IN_QUEUE fal_poll "$RU/status")" "IN_QUEUE IN_PROGRESS COMPLETED"
 code=$(req GET "$RU" "${FAL[@]}")
@@ -305,7 +307,7 @@ expect_has "bfl 429 detail" "$TMP/body" "too many active tasks"
 expect_has "bfl 429 retry" "$TMP/head" "Retry-After: 7"
 expect_eq "bfl 500" "$(bfl_submit flux-pro-1.1 '{"prompt":"x [sim:500]"}')" 500
 for c in "moderation:Content Moderated" "prompt-blocked:Request Moderated" "task-fail:Error"; do
-    bfl_submit flux-dev "{\"prompt\":\"x [sim:${c%%:*}] [sim:latency:2000]\"}" >/dev/null
+    bfl_submit flux-dev "{\"prompt\":\"x [sim:${c%%:*}] [sim:latency:4000]\"}" >/dev/null
     expect_eq "bfl ${c%%:*}" "$(states Pending bfl_poll "$(j 'd["polling_url"]')")" "Pending Pending+ ${c#*:}"
     expect_eq "bfl ${c%%:*} result" "$(j 'd["result"]')" null
 done
