@@ -709,7 +709,12 @@ int worker_start(struct worker *w)
         abort();
     snprintf(w->id, sizeof w->id, "%.32s:%d:%02x%02x%02x%02x", host, (int)getpid(), rnd[0], rnd[1],
              rnd[2], rnd[3]);
-    int r = imgq_http_init(w->loop, NULL, &w->http);
+    /* One provider host may hold every job in flight: libcurl's per-host cap (1024 by default)
+     * must not queue claimed jobs inside libcurl while their leases run. */
+    struct imgq_http_options hopts = {0};
+    if (w->opt.concurrency > 1024)
+        hopts.max_host_connections = w->opt.concurrency + WEBHOOKS_MAX_PER_HOST;
+    int r = imgq_http_init(w->loop, &hopts, &w->http);
     if (r)
         return r;
     limits_init(w);
