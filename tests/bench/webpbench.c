@@ -93,7 +93,7 @@ static double vnoise(int x, int y, int cell, uint32_t seed)
 {
     int cx = x / cell, cy = y / cell;
     double fx = (double)(x % cell) / cell, fy = (double)(y % cell) / cell;
-#define V(a, b) (hash((uint32_t)((a) * 73856093u ^ (b) * 19349663u ^ seed)) & 255)
+#define V(a, b) (hash((uint32_t)((a)*73856093u ^ (b)*19349663u ^ seed)) & 255)
     double v00 = V(cx, cy), v10 = V(cx + 1, cy), v01 = V(cx, cy + 1), v11 = V(cx + 1, cy + 1);
 #undef V
     fx = fx * fx * (3 - 2 * fx);
@@ -115,8 +115,9 @@ static int genpng(const char *path)
                 int dx = x - 512, dy = y - 560;
                 if (dx * dx + dy * dy < 200 * 200) /* a "product" in the middle */
                     v = v * 0.4 + (c == 0 ? 150 : c == 1 ? 90 : 60) + 0.2 * vnoise(x, y, 4, 77);
-                img.pixels[(size_t)y * img.stride + (size_t)x * 3 + c] =
-                    (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+                img.pixels[(size_t)y * img.stride + (size_t)x * 3 + c] = (uint8_t)(v < 0     ? 0
+                                                                                   : v > 255 ? 255
+                                                                                             : v);
             }
         }
     uint8_t *out;
