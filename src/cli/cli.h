@@ -76,6 +76,13 @@ const char *imgq__cli_flag_value(int argc, char **argv, const char *flag);
  */
 int imgq__cli_check_url(const char *what, const char *url);
 
+/*
+ * A usage error: "NAME[ SUB]: <message>" and the command's usage text on stderr; returns
+ * IMGQ_EXIT_USAGE.  SUB (a subcommand) may be NULL.
+ */
+__attribute__((format(printf, 4, 5))) int
+imgq__cli_usage_error(const char *name, const char *sub, const char *usage, const char *fmt, ...);
+
 /* Exit statuses. */
 #define IMGQ_EXIT_OK 0
 #define IMGQ_EXIT_FAIL 1

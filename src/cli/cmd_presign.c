@@ -26,16 +26,7 @@
     "usage: imgq presign s3://BUCKET/KEY --expires SECONDS [--at YYYYMMDDTHHMMSSZ]\n"              \
     "                    [--method GET|PUT|HEAD|DELETE]\n"
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("imgq presign: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\n" USAGE, stderr);
-    return IMGQ_EXIT_USAGE;
-}
+#define usage_error(...) imgq__cli_usage_error("imgq presign", NULL, USAGE, __VA_ARGS__)
 
 /* Strict YYYYMMDDTHHMMSSZ, as UTC; false if malformed or not a real date and time. */
 static bool parse_amz_date(const char *s, time_t *out)

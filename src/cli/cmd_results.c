@@ -36,16 +36,7 @@
 
 #define USAGE "usage: imgq results BATCH [--presign SECONDS] [--json] [--all]\n"
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("imgq results: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\n" USAGE, stderr);
-    return IMGQ_EXIT_USAGE;
-}
+#define usage_error(...) imgq__cli_usage_error("imgq results", NULL, USAGE, __VA_ARGS__)
 
 struct results {
     bool json, all;

@@ -38,16 +38,7 @@
 #define MAX_SECRETS 16
 #define MAX_BODY ((size_t)64 * 1024 * 1024)
 
-__attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "imgq webhook%s%s: ", cmd ? " " : "", cmd ? cmd : "");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\n" USAGE, stderr);
-    return IMGQ_EXIT_USAGE;
-}
+#define usage_error(sub, ...) imgq__cli_usage_error("imgq webhook", sub, USAGE, __VA_ARGS__)
 
 /* A plain decimal integer, optionally negative when 'neg' is allowed. */
 static bool parse_ll(const char *s, bool neg, long long *out)

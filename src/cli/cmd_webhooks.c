@@ -53,16 +53,7 @@ static const char *const FIELDS[] = {"type",  "state",   "attempts", "url",     
 enum { F_TYPE, F_STATE, F_ATTEMPTS, F_URL, F_JOB, F_BATCH, F_CREATED, F_NEXT, F_DELIVERED, F_LAST };
 #define NFIELDS (sizeof FIELDS / sizeof FIELDS[0])
 
-__attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "imgq webhooks%s%s: ", cmd ? " " : "", cmd ? cmd : "");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\n" USAGE, stderr);
-    return IMGQ_EXIT_USAGE;
-}
+#define usage_error(sub, ...) imgq__cli_usage_error("imgq webhooks", sub, USAGE, __VA_ARGS__)
 
 static bool valid_state(const char *s)
 {

@@ -1,5 +1,6 @@
 /* main.c - the imgq command: global flags, configuration, and dispatch to subcommands. */
 #include <getopt.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,18 @@ static imgq_queue *queue;
 struct imgq_config *imgq__cli_config(void)
 {
     return &config;
+}
+
+int imgq__cli_usage_error(const char *name, const char *sub, const char *usage, const char *fmt,
+                          ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s%s%s: ", name, sub ? " " : "", sub ? sub : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s", usage);
+    return IMGQ_EXIT_USAGE;
 }
 
 int imgq__cli_check_url(const char *what, const char *url)

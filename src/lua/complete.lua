@@ -20,7 +20,7 @@ if h[1] == 'running' and h[2] == tok then
   local bk = pfx .. 'b:' .. h[3]
   -- A pipeline's drafts are not the batch's deliverables: counted apart, so the report's cost
   -- per accepted asset divides by the refined images only.
-  local is_draft = redis.call('HEXISTS', jk, 'parent') == 1
+  local is_draft = job_parent(id)
   redis.call('HINCRBY', bk, is_draft and 'draft_images' or 'images', ARGV[6])
   -- The dedup index (coalesce.lua): these objects are stored.  Each image of the result has
   -- one "key" (no other field is called that), so no need to decode it all.

@@ -92,9 +92,21 @@ local pipeline_child_ended
 
 -- A job reached an end state: it is deleted, with its idempotency key, after the retention.
 -- A pipeline's draft job that ends moves its parent on (or fails it).
+-- The pipeline job a draft job belongs to, or false: read once per job per script call (a
+-- completion asks three times: ended, the batch's image count, the webhook).
+local PARENT = {}
+local function job_parent(id)
+  local p = PARENT[id]
+  if p == nil then
+    p = redis.call('HGET', pfx .. 'j:' .. id, 'parent') or false
+    PARENT[id] = p
+  end
+  return p
+end
+
 local function ended(id, now)
   redis.call('ZADD', pfx .. 'ended', now == NOW and now_str() or now, id)
-  local parent = redis.call('HGET', pfx .. 'j:' .. id, 'parent')
+  local parent = job_parent(id)
   if parent then pipeline_child_ended(parent, id, now) end
 end
 
@@ -203,9 +215,8 @@ local function notify(kind, fields, url)
   local jk = data.job and pfx .. 'j:' .. data.job
   if jk then
     -- A pipeline's draft job is its parent's business: the parent's events report it.
-    local pw = redis.call('HMGET', jk, 'parent', 'webhook')
-    if pw[1] then return end
-    if not url and pw[2] then url = pw[2] end
+    if job_parent(data.job) then return end
+    if not url then url = redis.call('HGET', jk, 'webhook') end
   end
   if not url and data.batch and data.batch ~= '' then
     url = redis.call('HGET', pfx .. 'b:' .. data.batch, 'webhook')
