@@ -17,11 +17,12 @@
 #include "imgq/redis_uv.h"
 #include "webhooks.h"
 
-#define CLAIM_BATCH 64 /* jobs asked for in one claim call */
-#define REAP_LIMIT 1000
-#define EXIT_RECHECK_MS                                                                            \
-    1000 /* --exit-when-idle: while other workers finish their jobs */ /* expired leases returned  \
-                                                                          per reaper run */
+#define CLAIM_BATCH 64  /* jobs asked for in one claim call */
+#define REAP_LIMIT 1000 /* expired leases returned per reaper run */
+/* An idle worker looks at its queue this often even without a wake message: a message lost
+ * with a subscriber connection must not leave ready jobs waiting. */
+#define IDLE_POLL_MS 5000
+#define EXIT_RECHECK_MS 1000 /* --exit-when-idle: while other workers finish their jobs */
 #define RECONNECT_MAX_MS 5000
 #define CLOSE_DRAIN_MS 2000 /* shutdown: longest wait for the last commands' replies */
 
@@ -310,8 +311,10 @@ void worker_take_claims(struct worker *w, const redisReply *r, size_t off,
     /* Less than asked: nothing more is ready.  Sleep until the next retry is due or a wake
      * message arrives (submit, reap, release, resume all publish one). */
     uv_timer_stop(&w->wake_timer);
-    if (next_due >= 0)
-        arm_wake(w, (long)(next_due - now));
+    long wait = IDLE_POLL_MS;
+    if (next_due >= 0 && next_due - now < wait)
+        wait = (long)(next_due - now);
+    arm_wake(w, wait);
     if (w->opt.exit_when_idle && n == 0 && w->inflight == 0 && w->reserved == 0)
         request_idle_check(w);
 }
@@ -320,12 +323,20 @@ static void on_claim(struct worker *w, redisReply *r, void *arg)
 {
     struct claim_args *ca = arg;
     w->claiming = false;
+    bool again = w->claim_again;
+    w->claim_again = false;
     worker_take_claims(w, r, 0, ca);
     free(ca);
+    /* A wake that came while this claim was in flight may announce jobs the claim ran too
+     * early to see: claim once more (unless a new claim is already on its way). */
+    if (again && !w->claiming)
+        worker_maybe_claim(w);
 }
 
 void worker_maybe_claim(struct worker *w)
 {
+    if (w->claiming)
+        w->claim_again = true;
     if (w->stopping || w->claiming || !w->connected)
         return;
     struct claim_args *ca = imgq_xcalloc(1, sizeof *ca);

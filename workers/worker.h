@@ -74,6 +74,7 @@ struct worker {
     int inflight;
     int reserved; /* slots promised to claims in flight */
     bool claiming;
+    bool claim_again;     /* a wake arrived while a claim was in flight */
     unsigned long claims; /* claim calls made, for token uniqueness and stats */
     bool stopping;
     bool grace_over; /* SIGTERM's grace period ended: unpaid jobs were handed back */

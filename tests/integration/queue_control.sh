@@ -55,6 +55,17 @@ assert_eq "5" "$(count qp queued)" "a paused queue dispatches nothing"
 assert_contains "$("${imgq[@]}" stats --json)" '"paused":1'
 "${imgq[@]}" resume --queue-wide >/dev/null
 wait_until 30 "the resumed queue to run" all_done qp 5
+
+# A wake message lost (as with a subscriber connection that drops): the queue is resumed by hand
+# in Redis, without the message a resume publishes.  The idle worker finds the jobs anyway, by
+# the look it takes at the queue every 5 s.
+"${imgq[@]}" pause --queue-wide >/dev/null
+gen lost 3 >"$IMGQ_TMP/lost.jsonl"
+"${imgq[@]}" submit --batch lost "$IMGQ_TMP/lost.jsonl" >/dev/null
+sleep 1
+assert_eq "3" "$(count lost queued)" "the paused queue waits"
+assert_eq "1" "$(redis-cli -p "$REDIS_PORT" del 'imgq:{default}:paused' | tr -d '\r')" "resumed by hand"
+wait_until 12 "the silently resumed queue to run" all_done lost 3
 kill -TERM $w
 wait_pid $w 10 || fail "the worker did not stop on SIGTERM"
 
