@@ -40,9 +40,13 @@ grep -o 'POST /v1/images/generations 200 .*arrived=[0-9]*' "$IMGQ_TMP"/sim-*.log
     grep -o 'arrived=[0-9]*' | cut -d= -f2 | sort -n |
     awk -v s=$((start / 1000000)) '$1 >= s' >"$IMGQ_TMP/arrivals"
 assert_eq "$jobs" "$(wc -l <"$IMGQ_TMP/arrivals")" "one provider call per job"
-# The most requests in any window (less a few ms of slack between the limiter's clock, in
-# Redis, and the simulator's).
-most=$(awk -v w=$((window - 50)) '{ t[NR] = $1 } END {
+# The most requests in any window, less 400 ms of slack: the limiter grants by Redis's clock,
+# and the simulator stamps a request when it has read it, which on a loaded 2-core machine
+# can be 100+ ms later for some requests than for others (seen in CI: grants at the start of
+# a window arriving 120 ms apart).  Extra grants still show here when they come within
+# 2600 ms of the window's first, and the elapsed-time check below catches a limiter that does
+# not wait at all.
+most=$(awk -v w=$((window - 400)) '{ t[NR] = $1 } END {
     max = 0; j = 1
     for (i = 1; i <= NR; i++) { while (t[i] - t[j] >= w) j++; if (i - j + 1 > max) max = i - j + 1 }
     print max }' "$IMGQ_TMP/arrivals")
