@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <setjmp.h>
 #include <spng.h>
+#include <zlib.h>
 #include <stdio.h> /* before jpeglib.h, which uses FILE */
 #include <stdlib.h>
 #include <string.h>
@@ -258,6 +259,91 @@ fail:
     free(pixels);
     spng_ctx_free(ctx);
     return rc;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static bool png_depth_ok(uint8_t color, uint8_t depth)
+{
+    switch (color) {
+    case 0: /* grey */
+        return depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16;
+    case 3: /* palette */
+        return depth == 1 || depth == 2 || depth == 4 || depth == 8;
+    case 2: /* RGB */
+    case 4: /* grey + alpha */
+    case 6: /* RGBA */
+        return depth == 8 || depth == 16;
+    default:
+        return false;
+    }
+}
+
+int imgq_png_verify(const void *buf, size_t len, const struct imgq_image_limits *limits, int *width,
+                    int *height)
+{
+    struct imgq_image_limits l = effective_limits(limits);
+    const uint8_t *b = buf;
+    if (imgq_image_sniff(buf, len) != IMGQ_IMAGE_PNG)
+        return IMGQ_ECODEC;
+    size_t at = 8;
+    uint32_t w = 0, h = 0;
+    uint8_t color = 0;
+    bool plte = false, idat_seen = false, idat_ended = false;
+    for (int n = 0;; n++) {
+        if (len - at < 12)
+            return IMGQ_ECODEC; /* cut short: no room for a chunk's length, type and CRC */
+        uint32_t clen = be32(b + at);
+        const uint8_t *type = b + at + 4;
+        if (clen > INT32_MAX || clen > len - at - 12)
+            return IMGQ_ECODEC;
+        if (clen > l.max_chunk_bytes)
+            return IMGQ_ERANGE;
+        for (int i = 0; i < 4; i++)
+            if (!((type[i] >= 'A' && type[i] <= 'Z') || (type[i] >= 'a' && type[i] <= 'z')))
+                return IMGQ_ECODEC;
+        uint32_t crc = (uint32_t)crc32_z(0, type, 4 + (size_t)clen);
+        if (crc != be32(type + 4 + clen))
+            return IMGQ_ECODEC;
+        const uint8_t *data = type + 4;
+        bool is_idat = memcmp(type, "IDAT", 4) == 0;
+        if (n == 0) {
+            if (memcmp(type, "IHDR", 4) != 0 || clen != 13)
+                return IMGQ_ECODEC;
+            w = be32(data);
+            h = be32(data + 4);
+            color = data[9];
+            if (w > INT32_MAX || h > INT32_MAX || !png_depth_ok(color, data[8]) || data[10] != 0 ||
+                data[11] != 0 || data[12] > 1)
+                return IMGQ_ECODEC;
+            int r = check_dims(&l, w, h);
+            if (r)
+                return r;
+        } else if (memcmp(type, "IHDR", 4) == 0) {
+            return IMGQ_ECODEC;
+        } else if (memcmp(type, "PLTE", 4) == 0) {
+            plte = true;
+        } else if (is_idat) {
+            if (idat_ended || (color == 3 && !plte))
+                return IMGQ_ECODEC; /* IDATs must be consecutive; a palette image needs PLTE */
+            idat_seen = true;
+        } else if (memcmp(type, "IEND", 4) == 0) {
+            if (clen != 0 || !idat_seen || at + 12 != len)
+                return IMGQ_ECODEC;
+            break;
+        }
+        if (idat_seen && !is_idat)
+            idat_ended = true;
+        at += 12 + (size_t)clen;
+    }
+    if (width)
+        *width = (int)w;
+    if (height)
+        *height = (int)h;
+    return 0;
 }
 
 static int image_check(const struct imgq_image *img)

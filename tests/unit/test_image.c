@@ -276,6 +276,74 @@ static void test_garbage_and_truncated(void **state)
     imgq_image_release(&src);
 }
 
+/* imgq_png_verify: structure and checksums without decoding, for PNGs stored as they came. */
+static void test_png_verify(void **state)
+{
+    (void)state;
+    uint8_t *png;
+    size_t len;
+    int w = 0, h = 0;
+
+    encode_png(40, 30, 4, &png, &len);
+    assert_int_equal(imgq_png_verify(png, len, NULL, &w, &h), 0);
+    assert_int_equal(w, 40);
+    assert_int_equal(h, 30);
+    assert_int_equal(imgq_png_verify(png, len, NULL, NULL, NULL), 0);
+    /* Every truncation, and one byte too many after IEND, fail. */
+    for (size_t n = 0; n < len; n++)
+        assert_int_equal(imgq_png_verify(png, n, NULL, &w, &h), IMGQ_ECODEC);
+    uint8_t *longer = malloc(len + 1);
+    assert_non_null(longer);
+    memcpy(longer, png, len);
+    longer[len] = 0;
+    assert_int_equal(imgq_png_verify(longer, len + 1, NULL, NULL, NULL), IMGQ_ECODEC);
+    /* Signature and IHDR, then straight to IEND: no image data. */
+    memcpy(longer, png, 33);
+    memcpy(longer + 33, png + len - 12, 12);
+    assert_int_equal(imgq_png_verify(longer, 45, NULL, NULL, NULL), IMGQ_ECODEC);
+    free(longer);
+    /* Limits: the sides, the pixel budget, a bomb's header, the largest chunk. */
+    struct imgq_image_limits small = {.max_width = 39};
+    assert_int_equal(imgq_png_verify(png, len, &small, NULL, NULL), IMGQ_ERANGE);
+    small = (struct imgq_image_limits){.max_chunk_bytes = 16};
+    assert_int_equal(imgq_png_verify(png, len, &small, NULL, NULL), IMGQ_ERANGE);
+    /* A flipped bit in the pixel data breaks the IDAT's CRC. */
+    png[len / 2] ^= 0x10;
+    assert_int_equal(imgq_png_verify(png, len, NULL, NULL, NULL), IMGQ_ECODEC);
+    png[len / 2] ^= 0x10;
+    forge_ihdr(png, 100000, 100000);
+    assert_int_equal(imgq_png_verify(png, len, NULL, NULL, NULL), IMGQ_ERANGE);
+    forge_ihdr(png, 0, 30);
+    assert_int_equal(imgq_png_verify(png, len, NULL, NULL, NULL), IMGQ_ECODEC);
+    forge_ihdr(png, 40, 30);
+    assert_int_equal(imgq_png_verify(png, len, NULL, NULL, NULL), 0);
+    /* A bit depth that colour type 6 does not have, with a right CRC. */
+    png[24] = 3;
+    put_be32(png + 29, crc32_png(png + 12, 17));
+    assert_int_equal(imgq_png_verify(png, len, NULL, NULL, NULL), IMGQ_ECODEC);
+    free(png);
+
+    /* Palette and 16-bit grey+alpha files pass too; a WebP does not. */
+    static const uint8_t idx[] = {0, 1, 0};
+    struct spng_ihdr ip = {.width = 3, .height = 1, .bit_depth = 8, .color_type = 3};
+    png = spng_write(&ip, idx, sizeof(idx), true, &len);
+    assert_int_equal(imgq_png_verify(png, len, NULL, &w, &h), 0);
+    assert_int_equal(w, 3);
+    free(png);
+    static const uint8_t ga16[] = {0xff, 0xff, 0x80, 0x80, 0x00, 0x00, 0xff, 0xff};
+    struct spng_ihdr ig = {.width = 2, .height = 1, .bit_depth = 16, .color_type = 4};
+    png = spng_write(&ig, ga16, sizeof(ga16), false, &len);
+    assert_int_equal(imgq_png_verify(png, len, NULL, &w, &h), 0);
+    free(png);
+    struct imgq_image src;
+    make_image(&src, 8, 8, 3);
+    assert_int_equal(imgq_webp_encode(&src, 75, false, &png, &len), 0);
+    assert_int_equal(imgq_png_verify(png, len, NULL, NULL, NULL), IMGQ_ECODEC);
+    assert_int_equal(imgq_png_verify(NULL, 0, NULL, NULL, NULL), IMGQ_ECODEC);
+    free(png);
+    imgq_image_release(&src);
+}
+
 static void test_oversize_refused(void **state)
 {
     struct imgq_image out = {0}, src;
@@ -694,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_rgba_round_trip),
         cmocka_unit_test(test_png_color_types),
         cmocka_unit_test(test_garbage_and_truncated),
+        cmocka_unit_test(test_png_verify),
         cmocka_unit_test(test_oversize_refused),
         cmocka_unit_test(test_chunk_limits),
         cmocka_unit_test(test_bad_arguments),
