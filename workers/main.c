@@ -328,6 +328,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     webhooks_free(&w);
+    free(w.outq);
     imgq_config_split_free(w.ssrf_allow, w.nssrf_allow);
     imgq_config_split_free(w.ref_buckets, w.nref_buckets);
     imgq_redis_url_clear(&w.redis);

@@ -114,6 +114,7 @@ struct job {
     int ops;         /* outstanding async operations */
     bool abandoned;  /* nobody wants the outcome any more */
     bool slot_freed; /* already uncounted from the worker's jobs in flight */
+    bool handed;     /* its slot is promised to a successor (worker.h 'handed') */
     bool lease_lost;
     uv_timer_t timer; /* S3 and Redis retry waits */
     bool timer_init;
@@ -407,22 +408,10 @@ static uint64_t now_ms(void)
 
 /* Outcomes ------------------------------------------------------------------------------ */
 
-static void on_outcome(struct worker *w, redisReply *r, void *arg)
+/* The reply to a job's outcome said 'status' (see complete.lua / fail.lua): count it, and free
+ * the job's slot for its successor. */
+static void outcome_recorded(struct worker *w, struct job *j, long long status)
 {
-    struct job *j = arg;
-    struct claim_args ca = j->ca; /* the successors' reservation outlives the job */
-    if (op_done(j)) {
-        worker_take_claims(w, r, 1, &ca);
-        return;
-    }
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER) {
-        /* Redis went away or refused: the outcome is kept and sent again. */
-        worker_take_claims(w, NULL, 1, &ca);
-        arm_timer(j, REDIS_RETRY_MS, on_retry_outcome);
-        return;
-    }
-    long long status = r->element[0]->integer;
     if (status == 0) {
         imgq_log(IMGQ_LOG_WARN, "job", "%s: lease lost before the outcome was recorded", j->id);
         w->lost++;
@@ -442,40 +431,185 @@ static void on_outcome(struct worker *w, redisReply *r, void *arg)
      * and asks for its own successor, instead of every other job needing a claim of its own. */
     w->inflight--;
     j->slot_freed = true;
+}
+
+/* The reservation of the job's successor is settled (the claim came back, or not): its slot is
+ * its own again until it is freed. */
+static void unhand(struct job *j)
+{
+    if (j->handed) {
+        j->handed = false;
+        j->w->handed--;
+    }
+}
+
+static void on_outcome(struct worker *w, redisReply *r, void *arg)
+{
+    struct job *j = arg;
+    struct claim_args ca = j->ca; /* the successors' reservation outlives the job */
+    unhand(j);
+    if (op_done(j)) {
+        worker_take_claims(w, r, 1, &ca);
+        return;
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        /* Redis went away or refused: the outcome is kept and sent again. */
+        worker_take_claims(w, NULL, 1, &ca);
+        arm_timer(j, REDIS_RETRY_MS, on_retry_outcome);
+        return;
+    }
+    outcome_recorded(w, j, r->element[0]->integer);
     /* Successors first: a stopping worker must see their releases pending before the last
      * job's departure lets it shut down. */
     worker_take_claims(w, r, 1, &ca);
     job_free(j);
 }
 
+/* Completions --------------------------------------------------------------------------------
+ * A job that completes is queued; at the end of the loop's turn (a check handle) every queued
+ * completion goes to Redis in one complete.lua call, which also leases their successors.  A
+ * worker with many jobs finishing together (a claim's worth of no-op jobs, or a burst of
+ * provider answers) makes one round trip and one script run for them all. */
+
+#define OUTCOME_BATCH 16 /* completions per call at most */
+
+struct outcome_batch {
+    int n;
+    struct claim_args ca; /* the successors of all n */
+    struct job *jobs[];
+};
+
+static void on_outcomes(struct worker *w, redisReply *r, void *arg)
+{
+    struct outcome_batch *b = arg;
+    bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= (size_t)b->n;
+    for (int i = 0; ok && i < b->n; i++)
+        ok = r->element[i]->type == REDIS_REPLY_INTEGER;
+    for (int i = 0; i < b->n; i++) {
+        struct job *j = b->jobs[i];
+        b->jobs[i] = NULL;
+        unhand(j);
+        if (op_done(j))
+            continue; /* abandoned: freed, or freed when its last operation ends */
+        if (!ok) {
+            /* Redis went away or refused: the outcome is kept and sent again. */
+            arm_timer(j, REDIS_RETRY_MS, on_retry_outcome);
+            continue;
+        }
+        b->jobs[i] = j;
+        outcome_recorded(w, j, r->element[i]->integer);
+    }
+    /* Successors first (see on_outcome). */
+    worker_take_claims(w, ok ? r : NULL, ok ? (size_t)b->n : 0, &b->ca);
+    for (int i = 0; i < b->n; i++)
+        if (b->jobs[i])
+            job_free(b->jobs[i]);
+    free(b);
+}
+
+void run_flush_outcomes(struct worker *w)
+{
+    while (w->noutq > 0) {
+        int n = w->noutq < OUTCOME_BATCH ? w->noutq : OUTCOME_BATCH;
+        struct outcome_batch *b = imgq_xcalloc(1, sizeof *b + (size_t)n * sizeof b->jobs[0]);
+        b->n = n;
+        memcpy(b->jobs, w->outq, (size_t)n * sizeof b->jobs[0]);
+        w->noutq -= n;
+        memmove(w->outq, w->outq + n, (size_t)w->noutq * sizeof w->outq[0]);
+        /* The successors reserved by each job, asked for together under the first job's token
+         * prefix (each prefix is used by one call only). */
+        b->ca = b->jobs[0]->ca;
+        b->ca.count = 0;
+        for (int i = 0; i < n; i++)
+            b->ca.count += b->jobs[i]->ca.count;
+        snprintf(b->ca.count_s, sizeof b->ca.count_s, "%d", b->ca.count);
+        const char **args = imgq_xcalloc((size_t)(4 + 7 * n), sizeof *args);
+        char(*num)[2][32] = imgq_xcalloc((size_t)n, sizeof *num);
+        args[0] = w->id;
+        args[1] = b->ca.lease_s;
+        args[2] = b->ca.count_s;
+        args[3] = b->ca.token;
+        for (int i = 0; i < n; i++) {
+            struct job *j = b->jobs[i];
+            snprintf(num[i][0], sizeof num[i][0], "%" PRId64, j->cost);
+            snprintf(num[i][1], sizeof num[i][1], "%d", j->nimgs);
+            const char **a = args + 4 + 7 * i;
+            a[0] = j->id;
+            a[1] = j->token;
+            a[2] = j->outcome_json;
+            a[3] = num[i][0];
+            a[4] = num[i][1];
+            a[5] = j->attempt_json;
+            a[6] = j->spec.model ? j->spec.model : "";
+        }
+        int r = worker_script(w, IMGQ_SCRIPT_COMPLETE, 4 + 7 * n, args, on_outcomes, b);
+        free(num);
+        free(args);
+        if (r != 0) {
+            /* Not connected: each outcome waits and is sent again. */
+            for (int i = 0; i < n; i++) {
+                struct job *j = b->jobs[i];
+                unhand(j);
+                if (!op_done(j))
+                    arm_timer(j, REDIS_RETRY_MS, on_retry_outcome);
+            }
+            worker_take_claims(w, NULL, 0, &b->ca);
+            free(b);
+        }
+    }
+    uv_check_stop(&w->outcome_check);
+}
+
+static void on_outcome_check(uv_check_t *h)
+{
+    run_flush_outcomes(h->data);
+}
+
+static void queue_completion(struct job *j)
+{
+    struct worker *w = j->w;
+    if (w->noutq == w->outq_cap) {
+        w->outq_cap = w->outq_cap ? 2 * w->outq_cap : OUTCOME_BATCH;
+        w->outq = imgq_xrealloc(w->outq, (size_t)w->outq_cap * sizeof w->outq[0]);
+    }
+    w->outq[w->noutq++] = j;
+    j->ops++;
+    if (w->noutq >= OUTCOME_BATCH || w->closing) {
+        run_flush_outcomes(w); /* (closing: the check handle is closed) */
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&w->outcome_check)) {
+        w->outcome_check.data = w;
+        uv_check_start(&w->outcome_check, on_outcome_check);
+    }
+}
+
 static void send_outcome(struct job *j)
 {
     struct worker *w = j->w;
-    int r;
     /* The job's slot goes to its successor, leased in the same round trip.  A re-send (the
      * first reply was lost) asks for none: the first call may have leased one already. */
     worker_claim_args(w, j->outcome_sends++ ? 0 : 1, true, &j->ca);
-    if (j->outcome_complete) {
-        char cost[32], images[16];
-        snprintf(cost, sizeof cost, "%" PRId64, j->cost);
-        snprintf(images, sizeof images, "%d", j->nimgs);
-        const char *args[10] = {j->id,         j->token,        j->outcome_json, cost,
-                                images,        j->attempt_json, w->id,           j->ca.lease_s,
-                                j->ca.count_s, j->ca.token};
-        r = worker_script(w, IMGQ_SCRIPT_COMPLETE, 10, args, on_outcome, j);
-    } else {
-        char delay[32], cost[32];
-        snprintf(delay, sizeof delay, "%ld", j->retry_delay_ms);
-        snprintf(cost, sizeof cost, "%" PRId64, j->cost);
-        const char *args[10] = {
-            j->id, j->token,      j->outcome_json, delay,      cost, j->consume_attempt ? "1" : "0",
-            w->id, j->ca.lease_s, j->ca.count_s,   j->ca.token};
-        r = worker_script(w, IMGQ_SCRIPT_FAIL, 10, args, on_outcome, j);
+    if (j->ca.count > 0) {
+        j->handed = true;
+        w->handed++;
     }
-    if (r == 0) {
+    if (j->outcome_complete) {
+        queue_completion(j);
+        return;
+    }
+    char delay[32], cost[32];
+    snprintf(delay, sizeof delay, "%ld", j->retry_delay_ms);
+    snprintf(cost, sizeof cost, "%" PRId64, j->cost);
+    const char *args[10] = {
+        j->id, j->token,      j->outcome_json, delay,      cost, j->consume_attempt ? "1" : "0",
+        w->id, j->ca.lease_s, j->ca.count_s,   j->ca.token};
+    if (worker_script(w, IMGQ_SCRIPT_FAIL, 10, args, on_outcome, j) == 0) {
         j->ops++;
         return;
     }
+    unhand(j);
     worker_take_claims(w, NULL, 1, &j->ca);
     arm_timer(j, REDIS_RETRY_MS, on_retry_outcome);
 }

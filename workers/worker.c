@@ -262,7 +262,10 @@ static void request_idle_check(struct worker *w)
 
 void worker_claim_args(struct worker *w, int want, bool replaces_one, struct claim_args *ca)
 {
-    int room = w->opt.concurrency - w->inflight - w->reserved + (replaces_one ? 1 : 0);
+    /* A finishing job that asked for its successor hands its slot over: the slot is counted
+     * once, in 'reserved', not also as the job's.  So every job of a burst that finishes
+     * together gets its successor in the same call, not only the first. */
+    int room = w->opt.concurrency - w->inflight + w->handed - w->reserved + (replaces_one ? 1 : 0);
     if (w->stopping || want < 0)
         want = 0;
     if (want > room)
@@ -580,6 +583,9 @@ static void shutdown_now(struct worker *w)
     if (w->closing)
         return;
     w->closing = true;
+    /* Completions of this turn go out first: they are owed, like the replies awaited below. */
+    run_flush_outcomes(w);
+    close_handle((uv_handle_t *)&w->outcome_check);
     imgq_log(IMGQ_LOG_INFO, "worker",
              "stopping: %lu done, %lu failed, %lu retries scheduled, %lu leases lost", w->done,
              w->failed, w->retried, w->lost);
@@ -735,6 +741,8 @@ int worker_start(struct worker *w)
         uv_timer_init(w->loop, timers[i]);
         timers[i]->data = w;
     }
+    uv_check_init(w->loop, &w->outcome_check);
+    w->outcome_check.data = w;
     webhooks_start(w);
     uv_signal_init(w->loop, &w->sigterm);
     uv_signal_init(w->loop, &w->sigint);

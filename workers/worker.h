@@ -73,6 +73,11 @@ struct worker {
     struct job *jobs; /* in flight, doubly linked */
     int inflight;
     int reserved; /* slots promised to claims in flight */
+    int handed;   /* of the jobs in flight, those whose slot is promised to a successor */
+    /* Completions waiting for the end of this turn of the loop, sent in one call (run.c). */
+    uv_check_t outcome_check;
+    struct job **outq;
+    int noutq, outq_cap;
     bool claiming;
     bool claim_again;     /* a wake arrived while a claim was in flight */
     unsigned long claims; /* claim calls made, for token uniqueness and stats */
@@ -167,6 +172,8 @@ void job_start(struct worker *w, const char *id, const char *token, int attempt,
 void job_lease_lost(struct worker *w, const char *id);
 /* run.c: hand a job back to the queue at shutdown (release script) and abandon it. */
 void job_abandon(struct job *j, bool release);
+/* run.c: send the completions queued in this turn of the loop now. */
+void run_flush_outcomes(struct worker *w);
 /* run.c: id and token of a job, for lease renewal. */
 const char *job_id(const struct job *j);
 const char *job_token(const struct job *j);

@@ -205,23 +205,40 @@ end
 -- The webhook of an event: a job's event goes to the job's URL, else its batch's; a batch's
 -- to the batch's; budget.threshold to the URL given (budget_soft_check).
 local RAW_FIELDS = {error = true, drafts = true}
+-- Webhook URLs already read in this script call: JOB_HOOK[id] (seeded by complete.lua, which
+-- reads the job's fields at once), BATCH_HOOK[batch]; false = none.
+local JOB_HOOK, BATCH_HOOK = {}, {}
 local function notify(kind, fields, url)
+  -- Where it goes first: most events go nowhere, and then nothing else is worth doing.
+  local job, batch
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'job' then job = fields[i + 1] elseif fields[i] == 'batch' then
+      batch = fields[i + 1]
+    end
+  end
+  local jk = job and pfx .. 'j:' .. job
+  if jk then
+    -- A pipeline's draft job is its parent's business: the parent's events report it.
+    if job_parent(job) then return end
+    if not url then
+      url = JOB_HOOK[job]
+      if url == nil then url = redis.call('HGET', jk, 'webhook') end
+    end
+  end
+  if not url and batch and batch ~= '' then
+    url = BATCH_HOOK[batch]
+    if url == nil then
+      url = redis.call('HGET', pfx .. 'b:' .. batch, 'webhook')
+      BATCH_HOOK[batch] = url
+    end
+  end
+  if not url or url == '' then return end
   local data, raw = {}, {}
   for i = 1, #fields - 1, 2 do
     local k, v = fields[i], fields[i + 1]
     if NUMERIC_FIELDS[k] and tonumber(v) then v = tonumber(v) end
     if RAW_FIELDS[k] then raw[k] = raw_json(v) else data[k] = v end
   end
-  local jk = data.job and pfx .. 'j:' .. data.job
-  if jk then
-    -- A pipeline's draft job is its parent's business: the parent's events report it.
-    if job_parent(data.job) then return end
-    if not url then url = redis.call('HGET', jk, 'webhook') end
-  end
-  if not url and data.batch and data.batch ~= '' then
-    url = redis.call('HGET', pfx .. 'b:' .. data.batch, 'webhook')
-  end
-  if not url or url == '' then return end
   if jk then
     local h = redis.call('HMGET', jk, 'result', 'result', 'cost', 'state', 'draft_cost')
     h[1] = job_spec(jk)
@@ -571,54 +588,86 @@ local function gate(batch, next_open)
 end
 
 -- Leases up to n ready jobs: strict priority, round-robin over batches within a priority.
+-- A visit to a batch takes an equal share of n (one job when n is 1, all of them when the
+-- batch is alone), and what several jobs share is written once per call: one ZADD for the
+-- leases, one counter move per batch.
 -- Returns {claimed, next due ms or -1, now, then per job: id, token, attempt, spec, batch,
 -- max attempts}.
 local function claim_jobs(n, worker, lease, token_prefix)
   local now = now_ms()
   promote_due(now)
   local out = {0, -1, now}
-  local lease_until
   local claimed = 0
   if n > 0 and redis.call('EXISTS', pfx .. 'paused') == 0 then
+    local leases = {}
+    local moved, order = {}, {}
     for prio = 0, 2 do
       local ring = pfx .. 'rr:' .. prio
-      local guard = redis.call('LLEN', ring) + n + 1
+      local nring = redis.call('LLEN', ring)
+      local guard = nring + n + 1
+      -- Each visit takes an equal share of n (one job each when batches outnumber it).
+      local base = math.max(1, math.floor(n / math.max(nring, 1)))
+      local sched_of = {}
       while claimed < n and guard > 0 do
         guard = guard - 1
         local batch = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
         if not batch then break end
-        local sched = redis.call('HMGET', pfx .. 'b:' .. batch, 'windows', 'deadline')
+        local sched = sched_of[batch]
+        if not sched then
+          sched = redis.call('HMGET', pfx .. 'b:' .. batch, 'windows', 'deadline')
+          sched_of[batch] = sched
+        end
         local open, next_open = true, nil
         if sched[1] then open, next_open = window_open(sched[1], now) end
-        local id = nil
+        local ids = nil
         if sched[2] and tonumber(sched[2]) <= now then
           expire_batch(batch, now)
+          nring = nring - 1
         elseif not open then
           gate(batch, next_open)
+          nring = nring - 1
         else
           local list = pfx .. 'q:' .. prio .. ':' .. batch
-          id = redis.call('LPOP', list)
-          if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 1, batch) end
+          local share = math.min(base, n - claimed)
+          ids = redis.call('LPOP', list, share)
+          if not ids or #ids < share or redis.call('LLEN', list) == 0 then
+            redis.call('LREM', ring, 1, batch)
+            nring = nring - 1
+          end
         end
-        if id then
+        for _, id in ipairs(ids or {}) do
           local jk = pfx .. 'j:' .. id
-          local h = redis.call('HMGET', jk, 'state', 'state', 'max_attempts')
+          local h = redis.call('HMGET', jk, 'state', 'attempts', 'max_attempts')
           -- A job purged or cancelled while it waited has no business being run.
           if h[1] == 'queued' then
-            h[2] = job_spec(jk)
             claimed = claimed + 1
             local tok = token_prefix .. '.' .. claimed
-            local att = redis.call('HINCRBY', jk, 'attempts', '1')
-            redis.call('HSET', jk, 'state', 'running', 'token', tok, 'worker', worker,
-              'started', now_str())
-            lease_until = lease_until or tostring(now + lease)
-            redis.call('ZADD', pfx .. 'leases', lease_until, id)
-            batch_move(batch, 'queued', 'running')
-            for _, v in ipairs({id, tok, att, h[2], batch, h[3]}) do out[#out + 1] = v end
+            local att = (tonumber(h[2]) or 0) + 1
+            redis.call('HSET', jk, 'state', 'running', 'attempts', att, 'token', tok,
+              'worker', worker, 'started', now_str())
+            leases[#leases + 1] = id
+            if not moved[batch] then
+              moved[batch] = 0
+              order[#order + 1] = batch
+            end
+            moved[batch] = moved[batch] + 1
+            local k = #out
+            out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5], out[k + 6] =
+              id, tok, att, job_spec(jk), batch, h[3]
           end
         end
       end
     end
+    if #leases > 0 then
+      local until_s = tostring(now + lease)
+      local args = {}
+      for i, id in ipairs(leases) do
+        args[2 * i - 1] = until_s
+        args[2 * i] = id
+      end
+      redis.call('ZADD', pfx .. 'leases', unpack(args))
+    end
+    for _, batch in ipairs(order) do batch_move(batch, 'queued', 'running', moved[batch]) end
   end
   out[1] = claimed
   if claimed < n then
