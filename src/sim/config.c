@@ -122,7 +122,7 @@ static int parse_rate(const char *v, double *out)
 static int set_knob(struct sim_config *c, const char *name, const char *v, char *err, size_t errlen)
 {
     char key[64];
-    uint64_t n;
+    uint64_t n = 0; /* (read only when parse_u64 set it, but -O2 cannot see that) */
     int rc = 0;
 
     if (strlen(name) >= sizeof(key))
