@@ -291,7 +291,8 @@ int imgq_png_verify(const void *buf, size_t len, const struct imgq_image_limits 
         return IMGQ_ECODEC;
     size_t at = 8;
     uint32_t w = 0, h = 0;
-    uint8_t color = 0;
+    uint8_t color = 0, depth = 0;
+    size_t ancillary = 0; /* bytes of chunks other than IDAT (libspng's cache limit) */
     bool plte = false, idat_seen = false, idat_ended = false;
     for (int n = 0;; n++) {
         if (len - at < 12)
@@ -300,23 +301,29 @@ int imgq_png_verify(const void *buf, size_t len, const struct imgq_image_limits 
         const uint8_t *type = b + at + 4;
         if (clen > INT32_MAX || clen > len - at - 12)
             return IMGQ_ECODEC;
-        if (clen > l.max_chunk_bytes)
-            return IMGQ_ERANGE;
         for (int i = 0; i < 4; i++)
             if (!((type[i] >= 'A' && type[i] <= 'Z') || (type[i] >= 'a' && type[i] <= 'z')))
                 return IMGQ_ECODEC;
+        bool is_idat = memcmp(type, "IDAT", 4) == 0;
+        /* The image data may come in one chunk of any size (the dimensions bound it); the
+         * others are what the chunk and cache limits are for. */
+        if (!is_idat) {
+            ancillary += clen;
+            if (clen > l.max_chunk_bytes || ancillary > l.max_cache_bytes)
+                return IMGQ_ERANGE;
+        }
         uint32_t crc = (uint32_t)crc32_z(0, type, 4 + (size_t)clen);
         if (crc != be32(type + 4 + clen))
             return IMGQ_ECODEC;
         const uint8_t *data = type + 4;
-        bool is_idat = memcmp(type, "IDAT", 4) == 0;
         if (n == 0) {
             if (memcmp(type, "IHDR", 4) != 0 || clen != 13)
                 return IMGQ_ECODEC;
             w = be32(data);
             h = be32(data + 4);
             color = data[9];
-            if (w > INT32_MAX || h > INT32_MAX || !png_depth_ok(color, data[8]) || data[10] != 0 ||
+            depth = data[8];
+            if (w > INT32_MAX || h > INT32_MAX || !png_depth_ok(color, depth) || data[10] != 0 ||
                 data[11] != 0 || data[12] > 1)
                 return IMGQ_ECODEC;
             int r = check_dims(&l, w, h);
@@ -325,6 +332,12 @@ int imgq_png_verify(const void *buf, size_t len, const struct imgq_image_limits 
         } else if (memcmp(type, "IHDR", 4) == 0) {
             return IMGQ_ECODEC;
         } else if (memcmp(type, "PLTE", 4) == 0) {
+            /* One, before the image data, of whole entries: at most 256, and for a palette
+             * image no more than its bit depth can index; grey images have none. */
+            uint32_t entries = clen / 3;
+            if (plte || idat_seen || color == 0 || color == 4 || clen % 3 != 0 || entries == 0 ||
+                entries > 256 || (color == 3 && entries > (1u << depth)))
+                return IMGQ_ECODEC;
             plte = true;
         } else if (is_idat) {
             if (idat_ended || (color == 3 && !plte))
@@ -334,6 +347,8 @@ int imgq_png_verify(const void *buf, size_t len, const struct imgq_image_limits 
             if (clen != 0 || !idat_seen || at + 12 != len)
                 return IMGQ_ECODEC;
             break;
+        } else if (type[0] >= 'A' && type[0] <= 'Z') {
+            return IMGQ_ECODEC; /* a critical chunk this decoder would not know either */
         }
         if (idat_seen && !is_idat)
             idat_ended = true;

@@ -112,11 +112,12 @@ int imgq_png_decode(const void *buf, size_t len, const struct imgq_image_limits 
 /*
  * Check a PNG's structure without decoding its pixels (what storing it as it came needs, at a
  * few microseconds instead of milliseconds): the signature; IHDR first, 13 bytes, with a valid
- * bit depth / colour type pair and dimensions within the limits; every chunk inside the file,
- * within max_chunk_bytes, with a correct CRC-32; PLTE before the image data of a palette
- * image; at least one IDAT, in one run; IEND last, empty, ending the file.  A file cut short
- * or damaged after its encoder wrote it fails.  The deflate stream inside IDAT is not
- * inflated, so a file an encoder wrote broken, with right checksums, passes (imgq_png_decode
+ * bit depth / colour type pair and dimensions within the limits; every chunk inside the file
+ * with a correct CRC-32, no unknown critical chunk; chunks other than IDAT within
+ * max_chunk_bytes each and max_cache_bytes together; one well-formed PLTE before the image
+ * data of a palette image; at least one IDAT, in one run; IEND last, empty, ending the file.  A
+ * file cut short or damaged after its encoder wrote it fails.  The deflate stream inside IDAT is
+ * not inflated, so a file an encoder wrote broken, with right checksums, passes (imgq_png_decode
  * refuses it).  width/height may be NULL.  IMGQ_ECODEC or IMGQ_ERANGE, as imgq_png_decode.
  */
 int imgq_png_verify(const void *buf, size_t len, const struct imgq_image_limits *limits, int *width,

@@ -1,6 +1,6 @@
 /*
- * fuzz_image.c - imgq_image_decode() on arbitrary bytes (PNG and WebP from providers are
- * untrusted) with the default limits.
+ * fuzz_image.c - imgq_image_decode() and imgq_png_verify() on arbitrary bytes (PNG and WebP
+ * from providers are untrusted) with the default limits.
  *
  * For every image that decodes: imgq_image_info() agrees on format, size and alpha; the
  * buffer is exactly height x stride (its last byte is touched, so ASan sees a short one).
@@ -68,6 +68,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&img, 0xa5, sizeof img);
     int rc = imgq_image_decode(data, size, NULL, IMGQ_PIXELS_AUTO, &img);
     enum imgq_image_format sniffed = imgq_image_sniff(data, size);
+    /* The pass-through check reads inside the buffer whatever it is given, fails only as
+     * documented, and gives a PNG that decodes its own dimensions. */
+    int vw = -1, vh = -1;
+    int vrc = imgq_png_verify(data, size, NULL, &vw, &vh);
+    FUZZ_CHECK(vrc == 0 || vrc == IMGQ_ECODEC || vrc == IMGQ_ERANGE);
+    if (vrc == 0 && rc == 0)
+        FUZZ_CHECK(vw == img.width && vh == img.height);
     if (rc != 0) {
         FUZZ_CHECK(rc == IMGQ_ECODEC || rc == IMGQ_ERANGE);
         struct imgq_image untouched;

@@ -305,8 +305,19 @@ static void test_png_verify(void **state)
     /* Limits: the sides, the pixel budget, a bomb's header, the largest chunk. */
     struct imgq_image_limits small = {.max_width = 39};
     assert_int_equal(imgq_png_verify(png, len, &small, NULL, NULL), IMGQ_ERANGE);
+    /* The chunk limits are for chunks other than the image data, which the sides bound. */
     small = (struct imgq_image_limits){.max_chunk_bytes = 16};
-    assert_int_equal(imgq_png_verify(png, len, &small, NULL, NULL), IMGQ_ERANGE);
+    assert_int_equal(imgq_png_verify(png, len, &small, NULL, NULL), 0);
+    small = (struct imgq_image_limits){.max_chunk_bytes = 12};
+    assert_int_equal(imgq_png_verify(png, len, &small, NULL, NULL), IMGQ_ERANGE); /* IHDR: 13 */
+    /* An unknown critical chunk ("ABCD" in place of IEND's type, CRC made right) is refused,
+     * an unknown ancillary one is not. */
+    memcpy(png + len - 8, "ABCD", 4);
+    put_be32(png + len - 4, crc32_png(png + len - 8, 4));
+    assert_int_equal(imgq_png_verify(png, len, NULL, NULL, NULL), IMGQ_ECODEC);
+    memcpy(png + len - 8, "IEND", 4);
+    put_be32(png + len - 4, crc32_png(png + len - 8, 4));
+    assert_int_equal(imgq_png_verify(png, len, NULL, NULL, NULL), 0);
     /* A flipped bit in the pixel data breaks the IDAT's CRC. */
     png[len / 2] ^= 0x10;
     assert_int_equal(imgq_png_verify(png, len, NULL, NULL, NULL), IMGQ_ECODEC);
