@@ -111,10 +111,12 @@ struct job {
     const struct imgq_model *model;
     const struct imgq_route *route;
     enum job_state state;
-    int ops;         /* outstanding async operations */
-    bool abandoned;  /* nobody wants the outcome any more */
-    bool slot_freed; /* already uncounted from the worker's jobs in flight */
-    bool handed;     /* its slot is promised to a successor (worker.h 'handed') */
+    int ops;           /* outstanding async operations */
+    bool abandoned;    /* nobody wants the outcome any more */
+    bool slot_freed;   /* already uncounted from the worker's jobs in flight */
+    bool handed;       /* its slot is promised to a successor (worker.h 'handed') */
+    bool solo;         /* its completion goes alone: a call it shared got an error reply */
+    char *asked_model; /* the model of the stored spec (fallbacks change spec.model) */
     bool lease_lost;
     uv_timer_t timer; /* S3 and Redis retry waits */
     bool timer_init;
@@ -214,7 +216,10 @@ static void store_images(struct job *j);
 
 static void on_retry_outcome(uv_timer_t *t)
 {
-    send_outcome(t->data);
+    struct job *j = t->data;
+    send_outcome(j);
+    /* From a timer, the check handle would wait for the next I/O: send it now. */
+    run_flush_outcomes(j->w);
 }
 
 static void on_store_timer(uv_timer_t *t)
@@ -280,6 +285,7 @@ static void job_free(struct job *j)
         j->next->prev = j->prev;
     if (!j->slot_freed)
         w->inflight--;
+    free(j->asked_model);
     for (int i = 0; i < j->nimgs; i++) {
         if (j->imgs[i].data != j->imgs[i].src)
             free(j->imgs[i].data);
@@ -356,10 +362,10 @@ void job_abandon(struct job *j, bool release)
         job_free(j);
 }
 
-void job_lease_lost(struct worker *w, const char *id)
+void job_lease_lost(struct worker *w, const char *id, const char *token)
 {
     for (struct job *j = w->jobs; j; j = j->next)
-        if (strcmp(j->id, id) == 0 && !j->lease_lost) {
+        if (strcmp(j->id, id) == 0 && strcmp(j->token, token) == 0 && !j->lease_lost) {
             imgq_log(IMGQ_LOG_WARN, "job", "%s: lease lost (cancelled, or taken over)", id);
             j->lease_lost = true;
             w->lost++;
@@ -486,6 +492,13 @@ static void on_outcomes(struct worker *w, redisReply *r, void *arg)
     bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= (size_t)b->n;
     for (int i = 0; ok && i < b->n; i++)
         ok = r->element[i]->type == REDIS_REPLY_INTEGER;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        /* One job's data may be what the script choked on: each is sent alone from now on,
+         * so the others are not held back with it. */
+        imgq_log(IMGQ_LOG_ERROR, "job", "completing %d job(s): %s", b->n, r->str);
+        for (int i = 0; b->n > 1 && i < b->n; i++)
+            b->jobs[i]->solo = true;
+    }
     for (int i = 0; i < b->n; i++) {
         struct job *j = b->jobs[i];
         b->jobs[i] = NULL;
@@ -512,6 +525,11 @@ void run_flush_outcomes(struct worker *w)
 {
     while (w->noutq > 0) {
         int n = w->noutq < OUTCOME_BATCH ? w->noutq : OUTCOME_BATCH;
+        for (int i = 0; i < n; i++)
+            if (w->outq[i]->solo) {
+                n = i > 0 ? i : 1; /* those before it together, then it alone */
+                break;
+            }
         struct outcome_batch *b = imgq_xcalloc(1, sizeof *b + (size_t)n * sizeof b->jobs[0]);
         b->n = n;
         memcpy(b->jobs, w->outq, (size_t)n * sizeof b->jobs[0]);
@@ -541,7 +559,7 @@ void run_flush_outcomes(struct worker *w)
             a[3] = num[i][0];
             a[4] = num[i][1];
             a[5] = j->attempt_json;
-            a[6] = j->spec.model ? j->spec.model : "";
+            a[6] = j->asked_model ? j->asked_model : "";
         }
         int r = worker_script(w, IMGQ_SCRIPT_COMPLETE, 4 + 7 * n, args, on_outcomes, b);
         free(num);
@@ -2965,7 +2983,10 @@ void job_start(struct worker *w, const char *id, const char *token, int attempt,
     w->inflight++;
     j->state = JOB_CALLING;
 
-    if (imgq_job_spec_from_json(j->spec_json, &j->spec) != 0) {
+    int parsed = imgq_job_spec_from_json(j->spec_json, &j->spec);
+    if (parsed == 0 && j->spec.model)
+        j->asked_model = imgq_xstrdup(j->spec.model); /* routing counts outcomes by it */
+    if (parsed != 0) {
         finish_fail(j, IMGQ_CLASS_INVALID_REQUEST, 0, NULL, "stored job spec is damaged", -1, 0);
         return;
     }

@@ -111,7 +111,7 @@ int worker_script(struct worker *w, enum imgq_script_id id, int nargs, const cha
 }
 
 struct rcall {
-    struct rcall *next;
+    struct rcall *next, *prev;
     enum imgq_script_id id;
     int nargs;
     char **args;
@@ -127,11 +127,13 @@ static void on_rcall(struct worker *w, redisReply *r, void *arg)
     if (!r)
         return; /* Redis went away: sent again with the next lease renewal */
     /* Answered (an error reply too: re-sending would only repeat it; it is logged). */
-    for (struct rcall **p = &w->rcalls; *p; p = &(*p)->next)
-        if (*p == rc) {
-            *p = rc->next;
-            break;
-        }
+    /* (doubly linked: thousands of settlements may be pending at once) */
+    if (rc->prev)
+        rc->prev->next = rc->next;
+    else
+        w->rcalls = rc->next;
+    if (rc->next)
+        rc->next->prev = rc->prev;
     w->nrcalls--;
     for (int i = 0; i < rc->nargs; i++)
         free(rc->args[i]);
@@ -158,6 +160,8 @@ void worker_script_reliable(struct worker *w, enum imgq_script_id id, int nargs,
     for (int i = 0; i < nargs; i++)
         rc->args[i] = imgq_xstrdup(args[i] ? args[i] : "");
     rc->next = w->rcalls;
+    if (rc->next)
+        rc->next->prev = rc;
     w->rcalls = rc;
     w->nrcalls++;
     rcall_send(w, rc);
@@ -338,8 +342,6 @@ static void on_claim(struct worker *w, redisReply *r, void *arg)
 
 void worker_maybe_claim(struct worker *w)
 {
-    if (w->claiming)
-        w->claim_again = true;
     if (w->stopping || w->claiming || !w->connected)
         return;
     struct claim_args *ca = imgq_xcalloc(1, sizeof *ca);
@@ -365,15 +367,14 @@ static void on_extend(struct worker *w, redisReply *r, void *arg)
     (void)arg;
     if (!r || r->type != REDIS_REPLY_ARRAY)
         return;
-    for (size_t i = 0; i < r->elements; i++)
-        if (r->element[i]->str)
-            job_lease_lost(w, r->element[i]->str);
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->str && r->element[i + 1]->str)
+            job_lease_lost(w, r->element[i]->str, r->element[i + 1]->str);
 }
 
-static void on_lease_timer(uv_timer_t *t)
+/* Renews the leases of every job this worker still runs, in one EXTEND call. */
+static void extend_leases(struct worker *w)
 {
-    struct worker *w = t->data;
-    rcalls_resend(w);
     int n = 0;
     for (struct job *j = w->jobs; j; j = job_next(j))
         n += job_lease_held(j);
@@ -393,6 +394,13 @@ static void on_lease_timer(uv_timer_t *t)
     free(args);
 }
 
+static void on_lease_timer(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    rcalls_resend(w);
+    extend_leases(w);
+}
+
 static void on_reap(struct worker *w, redisReply *r, void *arg)
 {
     (void)arg;
@@ -406,6 +414,11 @@ static void on_reap(struct worker *w, redisReply *r, void *arg)
 static void on_reap_timer(uv_timer_t *t)
 {
     struct worker *w = t->data;
+    /* Our own leases first (Redis runs the two calls in this order): after the loop was busy
+     * longer than a lease (thousands of answers at once), the reaper must not hand back jobs
+     * this worker is still running.  Other workers' reapers still take them if it stays
+     * stuck. */
+    extend_leases(w);
     char limit[16];
     snprintf(limit, sizeof limit, "%d", REAP_LIMIT);
     const char *args[1] = {limit};
@@ -504,6 +517,10 @@ static void on_wake_message(redisAsyncContext *c, void *r, void *priv)
             imgq_log(IMGQ_LOG_INFO, "redis", "connected to %s:%d", w->redis.host, w->redis.port);
         }
     }
+    /* A claim in flight may have run before what this message announces: claim again after
+     * it (see on_claim). */
+    if (w->claiming)
+        w->claim_again = true;
     worker_maybe_claim(w);
 }
 

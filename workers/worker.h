@@ -168,8 +168,9 @@ int worker_rate_limit(const struct worker *w, const char *provider);
 /* run.c: begin a claimed job (takes ownership of the strings). */
 void job_start(struct worker *w, const char *id, const char *token, int attempt, const char *spec,
                const char *batch, int max_attempts);
-/* run.c: the lease of job 'id' was lost; stop caring about its outcome. */
-void job_lease_lost(struct worker *w, const char *id);
+/* run.c: the lease of job 'id' under 'token' was lost; stop caring about that claim's outcome
+ * (a later claim of the same job, with another token, goes on). */
+void job_lease_lost(struct worker *w, const char *id, const char *token);
 /* run.c: hand a job back to the queue at shutdown (release script) and abandon it. */
 void job_abandon(struct job *j, bool release);
 /* run.c: send the completions queued in this turn of the loop now. */

@@ -605,8 +605,9 @@ local function claim_jobs(n, worker, lease, token_prefix)
       local ring = pfx .. 'rr:' .. prio
       local nring = redis.call('LLEN', ring)
       local guard = nring + n + 1
-      -- Each visit takes an equal share of n (one job each when batches outnumber it).
-      local base = math.max(1, math.floor(n / math.max(nring, 1)))
+      -- Batches take turns in rounds of one visit each; a visit takes an equal share of what
+      -- was still wanted when its round began (one job each when batches outnumber it).
+      local base, round_left = 1, 0
       local sched_of = {}
       while claimed < n and guard > 0 do
         guard = guard - 1
@@ -628,6 +629,11 @@ local function claim_jobs(n, worker, lease, token_prefix)
           nring = nring - 1
         else
           local list = pfx .. 'q:' .. prio .. ':' .. batch
+          if round_left <= 0 then
+            round_left = math.max(nring, 1)
+            base = math.max(1, math.ceil((n - claimed) / round_left))
+          end
+          round_left = round_left - 1
           local share = math.min(base, n - claimed)
           ids = redis.call('LPOP', list, share)
           if not ids or #ids < share or redis.call('LLEN', list) == 0 then
