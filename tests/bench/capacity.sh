@@ -44,7 +44,7 @@ note "submitted $(grep -o '"created":[0-9]*' "$IMGQ_TMP/submit.out"); starting t
 
 SAMPLES=$IMGQ_TMP/samples.txt
 t0=$(now_ns)
-"$WORKER" --concurrency "$JOBS" --exit-when-idle --log-level warn >"$IMGQ_TMP/worker.log" 2>&1 &
+"$WORKER" --concurrency "$JOBS" --exit-when-idle --log-level "${CAPACITY_LOG_LEVEL:-warn}" >"$IMGQ_TMP/worker.log" 2>&1 &
 WPID=$!
 track_pid "$WPID"
 # sample: t_ns ticks rss_kB hwm_kB fds done
@@ -106,6 +106,12 @@ echo
 echo "- ulimit -n raised from $NOFILE0 to $NOFILE"
 echo "- worker log lines: $(wc -l <"$IMGQ_TMP/worker.log"); first distinct messages:"
 sed -E 's/^[0-9T:.-]+Z //; s/\bj[0-9a-z]{12}\b/JOB/g; s/[0-9]+/N/g' "$IMGQ_TMP/worker.log" | sort | uniq -c | sort -rn | head -n 5 | sed 's/^/    /'
+if [[ "$(batch_field cap failed)" != 0 ]]; then
+    echo "- why jobs failed (their last error, counted):"
+    "$IMGQ" batch results cap | grep -o '"message":"[^"]*"' | sort | uniq -c | sort -rn |
+        head -n 5 | sed 's/^/    /'
+fi
 machine_facts
 echo "- command: \`tests/bench/capacity.sh --jobs $JOBS --latency-ms $LAT\`"
 cp "$SAMPLES" "${CAPACITY_SAMPLES_OUT:-/dev/null}" 2>/dev/null || true
+cp "$IMGQ_TMP/worker.log" "${CAPACITY_LOG_OUT:-/dev/null}" 2>/dev/null || true
