@@ -513,11 +513,22 @@ static void on_outcomes(struct worker *w, redisReply *r, void *arg)
         b->jobs[i] = j;
         outcome_recorded(w, j, r->element[i]->integer);
     }
-    /* Successors first (see on_outcome). */
-    worker_take_claims(w, ok ? r : NULL, ok ? (size_t)b->n : 0, &b->ca);
+    /* Held until freed here: freeing the first may let a stopping worker shut down
+     * (job_free -> check_stopped), which abandons every job still listed; the hold keeps it
+     * from freeing the others under this loop. */
     for (int i = 0; i < b->n; i++)
         if (b->jobs[i])
-            job_free(b->jobs[i]);
+            b->jobs[i]->ops++;
+    /* Successors first (see on_outcome). */
+    worker_take_claims(w, ok ? r : NULL, ok ? (size_t)b->n : 0, &b->ca);
+    for (int i = 0; i < b->n; i++) {
+        struct job *j = b->jobs[i];
+        if (!j)
+            continue;
+        j->ops--;
+        if (!j->abandoned || j->ops == 0)
+            job_free(j);
+    }
     free(b);
 }
 

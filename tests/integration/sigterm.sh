@@ -51,4 +51,27 @@ wait_pid $w3 60 || fail "worker 3 did not finish"
 assert_eq "30" "$(count done)" "all jobs done"
 completions=$(cat "$IMGQ_TMP"/w*.log | grep -c 'job: j[0-9a-z]* done')
 assert_eq "30" "$completions" "each job completed once across the three workers"
+
+# 4. SIGTERM, then jobs that finish in the same turn of the loop (their completions go to
+# Redis in one call, asking for no successors): the reply lets the stopping worker shut down
+# while it frees that call's jobs, which once freed them twice (a crash in 2 rounds of 8).
+# Each round: 10 jobs stored as they came (PNG), so they finish close together; the worker
+# exits 0 and all 10 are done.
+for r in $(seq 1 8); do
+    for i in $(seq 1 10); do
+        printf '{"id":"r%d-%d","prompt":"toy %d %d","model":"gpt-image-1-mini","quality":"low","output_format":"png"}\n' \
+            "$r" "$i" "$r" "$i"
+    done >"$IMGQ_TMP/r$r.jsonl"
+    "$IMGQ_BIN/imgq" submit --batch "r$r" "$IMGQ_TMP/r$r.jsonl" >/dev/null
+    "$IMGQ_BIN/imgq-worker" --concurrency 10 --grace-ms 20000 >"$IMGQ_TMP/r$r.log" 2>&1 &
+    wr=$!
+    track_pid $wr
+    sleep 0.5
+    kill -TERM $wr
+    rc=0
+    wait_pid "$wr" 20 || rc=$?
+    [ "$rc" -eq 0 ] || { tail -n 20 "$IMGQ_TMP/r$r.log" >&2; fail "round $r: the worker exited $rc after SIGTERM"; }
+    rdone=$("$IMGQ_BIN/imgq" batch status "r$r" --json | grep -o '"done":[0-9]*' | cut -d: -f2)
+    assert_eq "10" "$rdone" "round $r: the 10 running jobs finished within the grace period"
+done
 echo "PASS sigterm"
