@@ -31,6 +31,14 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
+# A size above --take is processed --take jobs per rep from one fill: the reps must fit in it
+# (60000 with --take 50000 --reps 3 would measure an emptied queue).
+for s in $SIZES; do
+    if ((s > TAKE && s < TAKE * REPS + 100)); then
+        echo "backlog.sh: size $s cannot hold $REPS reps of --take $TAKE jobs (needs $((TAKE * REPS + 100))): lower --reps or --take, or raise the size" >&2
+        exit 2
+    fi
+done
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 bench_build
 imgq_env_setup
