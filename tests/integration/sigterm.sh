@@ -66,7 +66,7 @@ for r in $(seq 1 8); do
     "$IMGQ_BIN/imgq-worker" --concurrency 10 --grace-ms 20000 >"$IMGQ_TMP/r$r.log" 2>&1 &
     wr=$!
     track_pid $wr
-    sleep 0.5
+    wait_until 20 "round $r: 10 jobs running" leases_are 10
     kill -TERM $wr
     rc=0
     wait_pid "$wr" 20 || rc=$?
