@@ -375,6 +375,7 @@ static void on_extend(struct worker *w, redisReply *r, void *arg)
 /* Renews the leases of every job this worker still runs, in one EXTEND call. */
 static void extend_leases(struct worker *w)
 {
+    w->extended_at = uv_now(w->loop);
     int n = 0;
     for (struct job *j = w->jobs; j; j = job_next(j))
         n += job_lease_held(j);
@@ -414,11 +415,12 @@ static void on_reap(struct worker *w, redisReply *r, void *arg)
 static void on_reap_timer(uv_timer_t *t)
 {
     struct worker *w = t->data;
-    /* Our own leases first (Redis runs the two calls in this order): after the loop was busy
-     * longer than a lease (thousands of answers at once), the reaper must not hand back jobs
-     * this worker is still running.  Other workers' reapers still take them if it stays
-     * stuck. */
-    extend_leases(w);
+    /* Our own leases first when their renewal is late (Redis runs the two calls in this
+     * order): after the loop was busy longer than a lease (thousands of answers at once), the
+     * reaper must not hand back jobs this worker is still running.  Other workers' reapers
+     * still take them if it stays stuck. */
+    if (uv_now(w->loop) - w->extended_at > (uint64_t)(w->opt.lease_ms / 3))
+        extend_leases(w);
     char limit[16];
     snprintf(limit, sizeof limit, "%d", REAP_LIMIT);
     const char *args[1] = {limit};
@@ -758,6 +760,7 @@ int worker_start(struct worker *w)
         uv_timer_init(w->loop, timers[i]);
         timers[i]->data = w;
     }
+    w->extended_at = uv_now(w->loop);
     uv_check_init(w->loop, &w->outcome_check);
     w->outcome_check.data = w;
     webhooks_start(w);

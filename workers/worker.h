@@ -72,8 +72,9 @@ struct worker {
 
     struct job *jobs; /* in flight, doubly linked */
     int inflight;
-    int reserved; /* slots promised to claims in flight */
-    int handed;   /* of the jobs in flight, those whose slot is promised to a successor */
+    int reserved;         /* slots promised to claims in flight */
+    int handed;           /* of the jobs in flight, those whose slot is promised to a successor */
+    uint64_t extended_at; /* loop time of the last lease renewal */
     /* Completions waiting for the end of this turn of the loop, sent in one call (run.c). */
     uv_check_t outcome_check;
     struct job **outq;
