@@ -49,7 +49,7 @@ RES=$IMGQ_TMP/results.txt
 fill() { # S
     [[ -z "${REDIS_PID:-}" ]] || { kill -TERM "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true; _imgq_untrack "$REDIS_PID"; }
     start_redis
-    [[ -s "$IMGQ_TMP/cat-$1.jsonl" ]] || gen_catalog "$1" "$IMGQ_TMP/cat-$1.jsonl" "bk$1"
+    [[ -s "$IMGQ_TMP/cat-$1.jsonl" ]] || gen_catalog7 "$1" "$IMGQ_TMP/cat-$1.jsonl" "bk$1"
     "$IMGQ" submit --json --batch bk "$IMGQ_TMP/cat-$1.jsonl" >"$IMGQ_TMP/fill.out"
     grep -q "\"created\":$1\b" "$IMGQ_TMP/fill.out" || fail "fill of $1: $(cat "$IMGQ_TMP/fill.out")"
     FILL_MEM=$(redis_used_memory)

@@ -38,7 +38,7 @@ start_redis
 start_s3 imgq-bench
 start_sim --latency-ms "$LAT" --seed 1
 CAT=$IMGQ_TMP/cap.jsonl
-gen_catalog "$JOBS" "$CAT" cap '"output_format":"png",'
+gen_catalog7 "$JOBS" "$CAT" cap '"output_format":"png",'
 "$IMGQ" submit --json --batch cap "$CAT" >"$IMGQ_TMP/submit.out"
 note "submitted $(grep -o '"created":[0-9]*' "$IMGQ_TMP/submit.out"); starting the worker (concurrency $JOBS)"
 

@@ -37,23 +37,10 @@ cpu_ticks() {
 # status_kb PID FIELD - a kB figure of /proc/PID/status (VmRSS, VmHWM).
 status_kb() { awk -v k="$2:" '$1 == k { print $2; exit }' "/proc/$1/status" 2>/dev/null; }
 
-# gen_catalog N FILE ID-PREFIX [EXTRA-JSON-FIELDS] - the catalog of spine.sh and run
-# (product-photo prompts of ~120 characters, gpt-image-1-mini, low, 1024x1024); EXTRA is
-# inserted as is before "metadata", e.g. '"output_format":"png",'.
-gen_catalog() {
-    awk -v n="$1" -v pfx="$3" -v extra="${4:-}" 'BEGIN {
-        nm = split("ceramic,walnut,brushed steel,linen,leather,recycled glass,bamboo,matte black,terracotta,oak", mat, ",")
-        no = split("coffee mug,desk lamp,table runner,backpack,water bottle,planter,throw pillow,wall clock,serving bowl,notebook,candle holder,chair", obj, ",")
-        ns = split("white seamless background,marble countertop,sunlit kitchen,minimalist shelf,rustic wooden table,soft grey backdrop", scene, ",")
-        nl = split("soft diffused lighting,golden hour light,studio strobe lighting,natural window light", light, ",")
-        for (i = 0; i < n; i++) {
-            p = sprintf("Product photo of a %s %s on a %s, %s, sharp focus, catalog style, SKU %06d",
-                mat[i % nm + 1], obj[int(i / nm) % no + 1], scene[int(i / (nm * no)) % ns + 1],
-                light[int(i / (nm * no * ns)) % nl + 1], i)
-            printf "{\"id\":\"%s-%07d\",\"prompt\":\"%s\",\"model\":\"gpt-image-1-mini\",\"quality\":\"low\",\"size\":\"1024x1024\",%s\"metadata\":{\"sku\":\"%07d\"}}\n", pfx, i, p, extra, i
-        }
-    }' >"$2"
-}
+# shellcheck source=catalog.sh
+source "$BENCH_HERE/catalog.sh"
+# gen_catalog7 N FILE ID-PREFIX [EXTRA-JSON-FIELDS]: catalog.sh's, with 7-digit ids (up to 1M lines).
+gen_catalog7() { gen_catalog "$1" "$2" "$3" "${4:-}" 7; }
 
 # batch_field BATCH FIELD - a number from `imgq batch status BATCH --json`.
 batch_field() {

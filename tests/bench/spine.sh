@@ -109,23 +109,8 @@ done
 
 # ---- the catalog --------------------------------------------------------------------------
 
-# gen_catalog N FILE ID-PREFIX - N product-photo jobs, prompts of ~120 characters, all distinct.
-# Ids are the idempotency keys (per team, across batches): catalogs that share a Redis need
-# different prefixes.
-gen_catalog() {
-    awk -v n="$1" -v pfx="$3" 'BEGIN {
-        nm = split("ceramic,walnut,brushed steel,linen,leather,recycled glass,bamboo,matte black,terracotta,oak", mat, ",")
-        no = split("coffee mug,desk lamp,table runner,backpack,water bottle,planter,throw pillow,wall clock,serving bowl,notebook,candle holder,chair", obj, ",")
-        ns = split("white seamless background,marble countertop,sunlit kitchen,minimalist shelf,rustic wooden table,soft grey backdrop", scene, ",")
-        nl = split("soft diffused lighting,golden hour light,studio strobe lighting,natural window light", light, ",")
-        for (i = 0; i < n; i++) {
-            p = sprintf("Product photo of a %s %s on a %s, %s, sharp focus, catalog style, SKU %06d",
-                mat[i % nm + 1], obj[int(i / nm) % no + 1], scene[int(i / (nm * no)) % ns + 1],
-                light[int(i / (nm * no * ns)) % nl + 1], i)
-            printf "{\"id\":\"%s-%06d\",\"prompt\":\"%s\",\"model\":\"gpt-image-1-mini\",\"quality\":\"low\",\"size\":\"1024x1024\",\"metadata\":{\"sku\":\"%06d\"}}\n", pfx, i, p, i
-        }
-    }' >"$2"
-}
+# shellcheck source=catalog.sh
+source "$ROOT/tests/bench/catalog.sh" # gen_catalog: N distinct product-photo jobs
 
 SMALL=$((JOBS / 10 > 0 ? JOBS / 10 : 1))
 CAT=$IMGQ_TMP/catalog-$JOBS.jsonl

@@ -30,7 +30,7 @@ TIME_BIN=
 # run_submit N - prints: wall_s max_rss_kB created used_memory_bytes user_s sys_s
 run_submit() {
     local n=$1 cat=$IMGQ_TMP/catalog-$1.jsonl t0 t1 rss created mem u s
-    gen_catalog "$n" "$cat" "s$n"
+    gen_catalog7 "$n" "$cat" "s$n"
     start_redis
     t0=$(now_ns)
     if [[ -n "$TIME_BIN" ]]; then
