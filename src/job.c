@@ -949,6 +949,21 @@ static void set_str(json_t *o, const char *k, const char *v)
         json_object_set_new(o, k, json_string(v));
 }
 
+/* A field equal to the built-in default it gets back in imgq_job_spec_from_json is left out of
+ * the stored form: a waiting job is mostly its spec, and a queue may hold millions of them. */
+#define STORED_N 1
+#define STORED_FORMAT "webp"
+#define STORED_COMPRESSION 85
+#define STORED_ROUTE "list"
+#define STORED_TEAM ""
+#define STORED_MAX_ATTEMPTS 5
+
+static void set_str_unless(json_t *o, const char *k, const char *v, const char *dflt)
+{
+    if (v && strcmp(v, dflt) != 0)
+        json_object_set_new(o, k, json_string(v));
+}
+
 char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
 {
     json_t *o = json_object();
@@ -957,11 +972,13 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
     set_str(o, "alias", s->alias);
     set_str(o, "routed", s->routed);
     set_str(o, "prompt", s->prompt);
-    json_object_set_new(o, "n", json_integer(s->n));
+    if (s->n != STORED_N)
+        json_object_set_new(o, "n", json_integer(s->n));
     set_str(o, "size", s->size);
     set_str(o, "quality", s->quality);
-    set_str(o, "output_format", s->output_format);
-    json_object_set_new(o, "output_compression", json_integer(s->output_compression));
+    set_str_unless(o, "output_format", s->output_format, STORED_FORMAT);
+    if (s->output_compression != STORED_COMPRESSION)
+        json_object_set_new(o, "output_compression", json_integer(s->output_compression));
     set_str(o, "background", s->background);
     set_str(o, "moderation", s->moderation);
     set_str(o, "user", s->user);
@@ -977,11 +994,13 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
         json_object_set_new(o, "images", a);
     }
     set_str(o, "mask", s->mask);
-    set_str(o, "route", s->route);
-    set_str(o, "team", s->team);
+    set_str_unless(o, "route", s->route, STORED_ROUTE);
+    set_str_unless(o, "team", s->team, STORED_TEAM);
     set_str(o, "webhook", s->webhook);
-    set_str(o, "priority", imgq_priority_name(s->priority));
-    json_object_set_new(o, "max_attempts", json_integer(s->max_attempts));
+    if (s->priority != IMGQ_PRIO_NORMAL)
+        set_str(o, "priority", imgq_priority_name(s->priority));
+    if (s->max_attempts != STORED_MAX_ATTEMPTS)
+        json_object_set_new(o, "max_attempts", json_integer(s->max_attempts));
     if (s->no_dedup)
         json_object_set_new(o, "dedup", json_false());
     if (s->max_generations > 0)
@@ -997,10 +1016,51 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
     return text;
 }
 
+void imgq_job_stored_defaults(json_t *o)
+{
+    if (!json_is_object(o))
+        return;
+    /* Insertion after the stored keys: a displayed spec lists what was given first. */
+    struct {
+        const char *key;
+        json_t *value;
+    } d[] = {{"n", json_integer(STORED_N)},
+             {"output_format", json_string(STORED_FORMAT)},
+             {"output_compression", json_integer(STORED_COMPRESSION)},
+             {"route", json_string(STORED_ROUTE)},
+             {"team", json_string(STORED_TEAM)},
+             {"priority", json_string(imgq_priority_name(IMGQ_PRIO_NORMAL))},
+             {"max_attempts", json_integer(STORED_MAX_ATTEMPTS)}};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
+        if (!json_object_get(o, d[i].key))
+            json_object_set(o, d[i].key, d[i].value);
+        json_decref(d[i].value);
+    }
+}
+
 static char *dup_field(json_t *o, const char *k)
 {
     const char *v = json_string_value(json_object_get(o, k));
     return v ? imgq_xstrdup(v) : NULL;
+}
+
+/* A field of the stored form, or the default it was left out as (imgq_job_spec_to_json);
+ * NULL (damage) for a value of the wrong type. */
+static char *dup_field_or(json_t *o, const char *k, const char *dflt)
+{
+    json_t *v = json_object_get(o, k);
+    if (!v)
+        return imgq_xstrdup(dflt);
+    return json_is_string(v) ? imgq_xstrdup(json_string_value(v)) : NULL;
+}
+
+/* The same for a number; -1 (damage) for a value of the wrong type. */
+static int int_field_or(json_t *o, const char *k, int dflt)
+{
+    json_t *v = json_object_get(o, k);
+    if (!v)
+        return dflt;
+    return json_is_integer(v) ? (int)json_integer_value(v) : -1;
 }
 
 int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
@@ -1016,11 +1076,11 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
     s->alias = dup_field(o, "alias");
     s->routed = dup_field(o, "routed");
     s->prompt = dup_field(o, "prompt");
-    s->n = (int)json_integer_value(json_object_get(o, "n"));
+    s->n = int_field_or(o, "n", STORED_N);
     s->size = dup_field(o, "size");
     s->quality = dup_field(o, "quality");
-    s->output_format = dup_field(o, "output_format");
-    s->output_compression = (int)json_integer_value(json_object_get(o, "output_compression"));
+    s->output_format = dup_field_or(o, "output_format", STORED_FORMAT);
+    s->output_compression = int_field_or(o, "output_compression", STORED_COMPRESSION);
     s->background = dup_field(o, "background");
     s->moderation = dup_field(o, "moderation");
     s->user = dup_field(o, "user");
@@ -1046,14 +1106,14 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
     json_t *mask = json_object_get(o, "mask");
     refs_ok = refs_ok && (!mask || json_is_string(mask));
     s->mask = dup_field(o, "mask");
-    s->route = dup_field(o, "route");
-    s->team = dup_field(o, "team");
+    s->route = dup_field_or(o, "route", STORED_ROUTE);
+    s->team = dup_field_or(o, "team", STORED_TEAM);
     s->webhook = dup_field(o, "webhook");
     enum imgq_priority pr;
     s->priority = IMGQ_PRIO_NORMAL;
     if (imgq_priority_parse(json_string_value(json_object_get(o, "priority")), &pr) == 0)
         s->priority = pr;
-    s->max_attempts = (int)json_integer_value(json_object_get(o, "max_attempts"));
+    s->max_attempts = int_field_or(o, "max_attempts", STORED_MAX_ATTEMPTS);
     s->max_generations = (int)json_integer_value(json_object_get(o, "max_generations"));
     s->no_dedup = json_is_false(json_object_get(o, "dedup"));
     json_t *md = json_object_get(o, "metadata");

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "imgq/alloc.h"
+#include "imgq/job.h"
 #include "imgq/router.h"
 #include "lua_scripts.h"
 
@@ -242,6 +243,10 @@ void imgq_redis_url_clear(struct imgq_redis_url *u)
 struct imgq_queue {
     redisContext *rc;
     struct imgq_keys keys;
+    /* Where the last search for packed jobs stopped, per priority, in which batch: listing a
+     * batch in order finds the next chunk's jobs there (imgq_queue_jobs_info). */
+    char *scan_batch;
+    long long scan_at[3];
 };
 
 static int reply_error(redisReply *r, redisContext *rc, char *err, size_t errlen)
@@ -311,6 +316,7 @@ void imgq_queue_close(imgq_queue *q)
         return;
     if (q->rc)
         redisFree(q->rc);
+    free(q->scan_batch);
     free(q);
 }
 
@@ -409,6 +415,14 @@ static void argv_addf(struct argv *a, long long x)
     a->owned[a->nowned++] = s;
 }
 
+/* A string of the vector's own (a copy). */
+static void argv_add_copy(struct argv *a, const char *s)
+{
+    char *c = imgq_xstrdup(s);
+    argv_add(a, c);
+    a->owned[a->nowned++] = c;
+}
+
 static void argv_free(struct argv *a)
 {
     for (size_t i = 0; i < a->nowned; i++)
@@ -434,6 +448,22 @@ static int load_scripts(imgq_queue *q, char *err, size_t errlen)
         freeReplyObject(r);
     }
     return 0;
+}
+
+void imgq_job_id_for(const char *idem, char out[IMGQ_JOB_ID_LEN])
+{
+    static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)idem, strlen(idem), md);
+    /* 13 × 5 bits from the first 9 bytes, in the alphabet of the random ids before them. */
+    uint64_t hi = 0;
+    for (int i = 0; i < 8; i++)
+        hi = hi << 8 | md[i];
+    out[0] = 'j';
+    for (int i = 0; i < 12; i++)
+        out[1 + i] = alphabet[(hi >> (59 - 5 * i)) & 31];
+    out[13] = alphabet[((hi & 15) << 1 | md[8] >> 7) & 31];
+    out[14] = '\0';
 }
 
 #define SUBMIT_CHUNK 256 /* jobs per EVALSHA: bounded script run time, few round trips */
@@ -464,7 +494,9 @@ int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_batch_
             argv_addf(&a, sched ? (long long)sched->deadline_ms : 0);
             argv_add(&a, sched && sched->windows ? sched->windows : "");
             for (size_t i = lo; i < hi; i++) {
-                argv_add(&a, items[i].job_id);
+                char id[IMGQ_JOB_ID_LEN];
+                imgq_job_id_for(items[i].idem, id);
+                argv_add_copy(&a, id);
                 argv_add(&a, items[i].idem);
                 argv_addf(&a, items[i].priority);
                 argv_add(&a, items[i].team ? items[i].team : "");
@@ -588,7 +620,8 @@ int imgq_queue_batch_jobs(imgq_queue *q, const char *batch, char ***ids, size_t 
     return 0;
 }
 
-int imgq_queue_jobs_info(imgq_queue *q, char **ids, size_t n, json_t **out)
+/* The jobs that have keys (a hash and a spec): out[i] stays NULL for the others. */
+static int read_keyed(imgq_queue *q, char **ids, size_t n, json_t **out)
 {
     const size_t window = 512;
     size_t sent = 0, got = 0;
@@ -617,6 +650,7 @@ int imgq_queue_jobs_info(imgq_queue *q, char **ids, size_t n, json_t **out)
             json_t *spec = s->type == REDIS_REPLY_STRING ? json_loads(s->str, 0, NULL) : NULL;
             if (spec)
                 json_object_set_new(out[got], "spec", spec);
+            imgq_job_stored_defaults(json_object_get(out[got], "spec"));
         }
         freeReplyObject(r);
         freeReplyObject(s);
@@ -630,6 +664,275 @@ fail:
     }
     /* The connection is out of step with its replies now; it is not reused after this. */
     return IMGQ_EREDIS;
+}
+
+/* A packed job's list entry, "ID␟CREATED␟TEAM␟MAX_ATTEMPTS␟SPEC" (src/lua/lib.lua), cut into
+ * its five parts; false if it is a plain job id. */
+struct packed {
+    const char *part[5];
+    size_t len[5];
+};
+
+static bool packed_parse(const char *e, size_t len, struct packed *p)
+{
+    const char *at = e, *end = e + len;
+    for (int i = 0; i < 4; i++) {
+        const char *sep = memchr(at, '\x1f', (size_t)(end - at));
+        if (!sep)
+            return false;
+        p->part[i] = at;
+        p->len[i] = (size_t)(sep - at);
+        at = sep + 1;
+    }
+    p->part[4] = at;
+    p->len[4] = (size_t)(end - at);
+    return true;
+}
+
+static long long packed_number(const struct packed *p, int i)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%.*s", (int)(p->len[i] < 23 ? p->len[i] : 23), p->part[i]);
+    return strtoll(buf, NULL, 10);
+}
+
+/* The job as imgq_queue_jobs_info gives a queued job with keys. */
+static json_t *packed_to_json(const struct packed *p, int prio, const char *batch)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "state", json_string("queued"));
+    json_object_set_new(o, "batch", json_string(batch));
+    json_object_set_new(o, "team", json_stringn(p->part[2], p->len[2]));
+    json_object_set_new(o, "prio", json_integer(prio));
+    json_object_set_new(o, "attempts", json_integer(0));
+    json_object_set_new(o, "max_attempts", json_integer(packed_number(p, 3)));
+    json_object_set_new(o, "created", json_integer(packed_number(p, 1)));
+    json_object_set_new(o, "cost", json_integer(0));
+    json_object_set_new(o, "id", json_stringn(p->part[0], p->len[0]));
+    json_t *spec = json_loadb(p->part[4], p->len[4], 0, NULL);
+    if (spec) {
+        imgq_job_stored_defaults(spec);
+        json_object_set_new(o, "spec", spec);
+    }
+    return o;
+}
+
+/* One job looked for among a batch's packed jobs. */
+struct wanted {
+    const char *id;
+    size_t at; /* its index in the caller's arrays */
+};
+
+static int wanted_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct wanted *)a)->id, ((const struct wanted *)b)->id);
+}
+
+/* Where the wanted jobs (sorted by id) wait in batch's ready lists: out[at] gets the job, and
+ * entry[at] and prio[at] (when entry is not NULL) its exact entry and priority.  Each list is
+ * read in chunks from where the last search in this batch stopped, around to there again, and
+ * no further once every job is found.  Returns how many were found, or -1 (Redis error). */
+static long long find_packed(imgq_queue *q, const char *batch, struct wanted *w, size_t nw,
+                             json_t **out, char **entry, int *prio)
+{
+    const long long chunk = 1000;
+    if (!q->scan_batch || strcmp(q->scan_batch, batch) != 0) {
+        free(q->scan_batch);
+        q->scan_batch = imgq_xstrdup(batch);
+        memset(q->scan_at, 0, sizeof q->scan_at);
+    }
+    long long found = 0;
+    for (int pr = 0; pr < 3 && (size_t)found < nw; pr++) {
+        char list[512];
+        snprintf(list, sizeof list, "%sq:%d:%s", q->keys.base, pr, batch);
+        redisReply *r = redisCommand(q->rc, "LLEN %s", list);
+        if (!r || r->type != REDIS_REPLY_INTEGER) {
+            if (r)
+                freeReplyObject(r);
+            return -1;
+        }
+        long long len = r->integer, pos = q->scan_at[pr], seen = 0;
+        freeReplyObject(r);
+        if (pos >= len)
+            pos = 0;
+        while (seen < len && (size_t)found < nw) {
+            r = redisCommand(q->rc, "LRANGE %s %lld %lld", list, pos, pos + chunk - 1);
+            if (!r || r->type != REDIS_REPLY_ARRAY) {
+                if (r)
+                    freeReplyObject(r);
+                return -1;
+            }
+            size_t got = r->elements;
+            for (size_t i = 0; i < got; i++) {
+                const redisReply *e = r->element[i];
+                struct packed p;
+                if (e->type != REDIS_REPLY_STRING || !packed_parse(e->str, e->len, &p))
+                    continue;
+                char id[IMGQ_JOB_ID_MAX];
+                snprintf(id, sizeof id, "%.*s", (int)(p.len[0] < sizeof id ? p.len[0] : 0),
+                         p.part[0]);
+                struct wanted key = {id, 0};
+                struct wanted *hit = bsearch(&key, w, nw, sizeof *w, wanted_cmp);
+                if (!hit || out[hit->at])
+                    continue;
+                out[hit->at] = packed_to_json(&p, pr, batch);
+                if (entry) {
+                    entry[hit->at] = imgq_xstrdup(e->str);
+                    prio[hit->at] = pr;
+                }
+                found++;
+            }
+            freeReplyObject(r);
+            pos += (long long)got;
+            seen += (long long)got;
+            if (got == 0 || pos >= len)
+                pos = 0; /* (the list may have shrunk meanwhile: around to its head) */
+        }
+        q->scan_at[pr] = pos;
+    }
+    return found;
+}
+
+/* The batch of each job still without out[] that the ids index knows, into batch[] (new
+ * strings; NULL for unknown jobs). */
+static int index_batches(imgq_queue *q, char **ids, size_t n, json_t **out, char **batch)
+{
+    char idx[320];
+    snprintf(idx, sizeof idx, "%sids", q->keys.base);
+    size_t asked = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!out[i]) {
+            if (redisAppendCommand(q->rc, "HGET %s %s", idx, ids[i]) != REDIS_OK)
+                return IMGQ_EREDIS;
+            asked++;
+        }
+    for (size_t i = 0; i < n && asked; i++) {
+        if (out[i])
+            continue;
+        redisReply *r = NULL;
+        if (redisGetReply(q->rc, (void **)&r) != REDIS_OK || !r) {
+            if (r)
+                freeReplyObject(r);
+            return IMGQ_EREDIS;
+        }
+        asked--;
+        if (r->type == REDIS_REPLY_STRING)
+            batch[i] = imgq_xstrdup(r->str);
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+/* read_keyed for the jobs still without out[]. */
+static int read_keyed_missing(imgq_queue *q, char **ids, size_t n, json_t **out)
+{
+    char **sub = imgq_xcalloc(n ? n : 1, sizeof *sub);
+    json_t **got = imgq_xcalloc(n ? n : 1, sizeof *got);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!out[i])
+            sub[m++] = ids[i];
+    int rc = read_keyed(q, sub, m, got);
+    for (size_t i = 0, k = 0; i < n && rc == 0; i++)
+        if (!out[i])
+            out[i] = got[k++];
+    free(sub);
+    free(got);
+    return rc;
+}
+
+/* The packed jobs among ids (those still without out[]): found batch by batch. */
+static int read_packed(imgq_queue *q, char **ids, size_t n, json_t **out, char **entry, int *prio)
+{
+    char **batch = imgq_xcalloc(n ? n : 1, sizeof *batch);
+    struct wanted *w = imgq_xcalloc(n ? n : 1, sizeof *w);
+    int rc = index_batches(q, ids, n, out, batch);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (!batch[i] || out[i])
+            continue;
+        /* This job's batch, and every other job of it asked for here. */
+        size_t nw = 0;
+        for (size_t k = i; k < n; k++)
+            if (batch[k] && !out[k] && strcmp(batch[k], batch[i]) == 0)
+                w[nw++] = (struct wanted){ids[k], k};
+        qsort(w, nw, sizeof *w, wanted_cmp);
+        if (find_packed(q, batch[i], w, nw, out, entry, prio) < 0)
+            rc = IMGQ_EREDIS;
+        for (size_t k = 0; k < nw; k++)
+            if (!out[w[k].at]) { /* not in the lists: it ran or ended meanwhile */
+                free(batch[w[k].at]);
+                batch[w[k].at] = NULL;
+            }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(batch[i]);
+    free(batch);
+    free(w);
+    return rc;
+}
+
+int imgq_queue_jobs_info(imgq_queue *q, char **ids, size_t n, json_t **out)
+{
+    int rc = read_keyed(q, ids, n, out);
+    size_t missing = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        missing += !out[i];
+    if (rc == 0 && missing)
+        rc = read_packed(q, ids, n, out, NULL, NULL);
+    /* A job claimed while its list was read has its keys now. */
+    if (rc == 0 && missing)
+        rc = read_keyed_missing(q, ids, n, out);
+    if (rc) {
+        for (size_t i = 0; i < n; i++) {
+            json_decref(out[i]);
+            out[i] = NULL;
+        }
+    }
+    return rc;
+}
+
+int imgq_queue_cancel(imgq_queue *q, const char *scope, const char *id, long long *n, char *err,
+                      size_t errlen)
+{
+    const char *args[2] = {scope, id};
+    /* A packed job (-2) is cancelled by its exact entry; if it runs before that, as any job. */
+    for (int tries = 0;; tries++) {
+        json_t *reply = NULL;
+        int rc = imgq_queue_script(q, IMGQ_SCRIPT_CANCEL, 2, args, &reply, err, errlen);
+        if (rc)
+            return rc;
+        *n = json_integer_value(reply);
+        json_decref(reply);
+        if (*n != -2 || strcmp(scope, "job") != 0)
+            return 0;
+        if (tries == 3) {
+            snprintf(err, errlen, "job %s: its entry in the ready list was not found", id);
+            return IMGQ_EREDIS;
+        }
+        char *ids[1] = {(char *)id}, *entry[1] = {NULL};
+        json_t *job[1] = {NULL};
+        int prio[1] = {0};
+        if (read_packed(q, ids, 1, job, entry, prio) != 0) {
+            snprintf(err, errlen, "redis: %s", q->rc->errstr[0] ? q->rc->errstr : "read failed");
+            return IMGQ_EREDIS;
+        }
+        if (!entry[0]) {
+            json_decref(job[0]);
+            continue; /* it ran meanwhile: cancel it as any job */
+        }
+        char pr[8];
+        snprintf(pr, sizeof pr, "%d", prio[0]);
+        const char *pargs[5] = {"packed", id, pr,
+                                json_string_value(json_object_get(job[0], "batch")), entry[0]};
+        rc = imgq_queue_script(q, IMGQ_SCRIPT_CANCEL, 5, pargs, &reply, err, errlen);
+        json_decref(job[0]);
+        free(entry[0]);
+        if (rc)
+            return rc;
+        *n = json_integer_value(reply);
+        json_decref(reply);
+        return 0;
+    }
 }
 
 int imgq_queue_job_info(imgq_queue *q, const char *job_id, json_t **out)

@@ -120,8 +120,12 @@ int imgq_job_parse(const imgq_catalog *cat, const char *text, size_t len,
                    struct imgq_job_spec *out, struct imgq_job_problem *why, char *warn,
                    size_t warnlen) IMGQ_MUST_CHECK;
 
-/* The normalised spec as compact JSON (new string), as stored on the job in Redis. */
+/* The normalised spec as compact JSON (new string), as stored on the job in Redis: fields equal
+ * to their built-in defaults (n 1, output_format webp, output_compression 85, route list, no
+ * team, priority normal, max_attempts 5) are left out. */
 char *imgq_job_spec_to_json(const struct imgq_job_spec *spec);
+/* Puts those defaults back into a stored spec's JSON object, for display. */
+void imgq_job_stored_defaults(json_t *spec);
 /*
  * Read a stored spec back (worker side).  The catalog checks were made at submit; this only
  * checks types.  IMGQ_EPARSE/IMGQ_EINVAL on damage.

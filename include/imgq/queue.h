@@ -105,10 +105,17 @@ int imgq_queue_now_ms(imgq_queue *q, int64_t *now) IMGQ_MUST_CHECK;
 /* The blocking hiredis connection, for commands this API does not wrap (XREAD, ...). */
 struct redisContext *imgq_queue_redis(imgq_queue *q);
 
+/*
+ * The id of the job with idempotency key idem: 'j' and 13 characters (65 bits) of its SHA-256,
+ * into out.  One key, one id, so the id is also how a key is looked up (P:{Q}:ids); two keys
+ * share an id as often as two random 65-bit ids would collide.
+ */
+#define IMGQ_JOB_ID_LEN 15 /* with the terminating NUL */
+void imgq_job_id_for(const char *idem, char out[IMGQ_JOB_ID_LEN]);
+
 /* One job to submit.  All strings are borrowed for the duration of the call. */
 struct imgq_submit_item {
-    const char *job_id; /* used only if the idempotency key is new */
-    const char *idem;   /* idempotency key */
+    const char *idem; /* idempotency key; the job's id is imgq_job_id_for(idem) */
     enum imgq_priority priority;
     const char *team;
     const char *spec; /* the normalised job JSON */
@@ -138,8 +145,16 @@ int imgq_queue_batch_info(imgq_queue *q, const char *batch, json_t **out) IMGQ_M
 int imgq_queue_batch_jobs(imgq_queue *q, const char *batch, char ***ids, size_t *n) IMGQ_MUST_CHECK;
 /* A job's fields as a new JSON object (spec, result and error parsed); IMGQ_ENOTFOUND. */
 int imgq_queue_job_info(imgq_queue *q, const char *job_id, json_t **out) IMGQ_MUST_CHECK;
-/* Fetch many jobs with one pipelined round trip; out[i] is NULL for a missing job. */
+/* Fetch many jobs with one pipelined round trip; out[i] is NULL for a missing job.  Jobs that
+ * have not run yet are read from their batch's ready lists (packed jobs, src/lua/lib.lua):
+ * listing a batch in submission order, chunk after chunk, reads each list about once. */
 int imgq_queue_jobs_info(imgq_queue *q, char **ids, size_t n, json_t **out) IMGQ_MUST_CHECK;
+/*
+ * Cancel a job (scope "job") or a batch's unfinished jobs (scope "batch"); *n gets how many
+ * ended, or -1 for no such batch.  A job that has not run yet is taken out of its ready list.
+ */
+int imgq_queue_cancel(imgq_queue *q, const char *scope, const char *id, long long *n, char *err,
+                      size_t errlen) IMGQ_MUST_CHECK;
 
 /*
  * Run one of the queue's scripts with KEYS[1] = stats and ARGV = {base, args...}; *reply (may

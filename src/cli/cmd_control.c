@@ -38,11 +38,16 @@ int imgq_cmd_cancel(int argc, char **argv)
         fprintf(stderr, "usage: imgq cancel JOB_ID | imgq cancel --batch BATCH\n");
         return IMGQ_EXIT_USAGE;
     }
-    const char *args[2] = {batch ? "batch" : "job", batch ? batch : job};
-    json_int_t n;
-    int rc = run("cancel", IMGQ_SCRIPT_CANCEL, 2, args, &n);
-    if (rc)
-        return rc;
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    long long n;
+    char err[512];
+    if (imgq_queue_cancel(q, batch ? "batch" : "job", batch ? batch : job, &n, err, sizeof err) !=
+        0) {
+        fprintf(stderr, "imgq cancel: %s\n", err);
+        return IMGQ_EXIT_FAIL;
+    }
     if (batch && n < 0) {
         fprintf(stderr, "imgq cancel: no batch '%s'\n", batch);
         return IMGQ_EXIT_FAIL;
@@ -51,7 +56,7 @@ int imgq_cmd_cancel(int argc, char **argv)
         fprintf(stderr, "imgq cancel: job '%s' does not exist or has already ended\n", job);
         return IMGQ_EXIT_FAIL;
     }
-    printf("%lld job(s) cancelled\n", (long long)n);
+    printf("%lld job(s) cancelled\n", n);
     return IMGQ_EXIT_OK;
 }
 

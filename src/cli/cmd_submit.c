@@ -30,7 +30,7 @@
 
 struct pending {
     struct imgq_submit_item items[CHUNK];
-    char *ids[CHUNK], *idems[CHUNK], *specs[CHUNK], *teams[CHUNK];
+    char *idems[CHUNK], *specs[CHUNK], *teams[CHUNK];
     unsigned char created[CHUNK];
     size_t n;
 };
@@ -87,7 +87,6 @@ static int valid_batch_name(const char *s)
 static void pending_clear(struct pending *p)
 {
     for (size_t i = 0; i < p->n; i++) {
-        free(p->ids[i]);
         free(p->idems[i]);
         free(p->specs[i]);
         free(p->teams[i]);
@@ -503,8 +502,7 @@ int imgq_cmd_submit(int argc, char **argv)
             rc = IMGQ_EXIT_FAIL;
             break;
         }
-        char id[32], hash[65];
-        random_id('j', id, 14);
+        char hash[65];
         char *idem;
         if (spec.id) {
             idem = imgq_xasprintf("%s\x1f%s", spec.team, spec.id);
@@ -513,12 +511,11 @@ int imgq_cmd_submit(int argc, char **argv)
             idem = imgq_xasprintf("%s\x1f@%s:%zu:%.32s", spec.team, batch, lineno, hash);
         }
         size_t i = p->n++;
-        p->ids[i] = imgq_xstrdup(id);
         p->idems[i] = idem;
         p->specs[i] = imgq_job_spec_to_json(&spec);
         p->teams[i] = imgq_xstrdup(spec.team);
-        p->items[i] = (struct imgq_submit_item){p->ids[i],   p->idems[i], spec.priority,
-                                                p->teams[i], p->specs[i], spec.max_attempts};
+        p->items[i] = (struct imgq_submit_item){p->idems[i], spec.priority, p->teams[i],
+                                                p->specs[i], spec.max_attempts};
         imgq_job_spec_clear(&spec);
         if (p->n == CHUNK) {
             if (flush(&s, p) != 0) {

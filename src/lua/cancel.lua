@@ -2,7 +2,9 @@
 -- are removed from the queue; a running job loses its lease at once, so its worker drops it at
 -- the next lease renewal and its late result is refused (nothing is recorded or charged twice).
 -- ARGV: prefix, scope ('job' | 'batch'), job or batch id
--- Returns the number of jobs cancelled.
+--       or: prefix, 'packed', job id, priority, batch, the job's entry in its ready list
+-- Returns the number of jobs cancelled; for scope 'job', -2 if the job is packed (lib.lua):
+-- the caller finds its entry in its batch's lists (imgq_queue_packed_job) and cancels that.
 local now = now_ms()
 
 -- Budget reservations (resv:CALLKEY) left on a job that no worker will settle are charged
@@ -82,7 +84,31 @@ cancel_job = function(id)
   return 1
 end
 
-if ARGV[2] == 'job' then return cancel_job(ARGV[3]) end
+if ARGV[2] == 'job' then
+  local id = ARGV[3]
+  if redis.call('EXISTS', pfx .. 'j:' .. id) == 0 and redis.call('HEXISTS', pfx .. 'ids', id) == 1
+  then
+    return -2
+  end
+  return cancel_job(id)
+end
+
+if ARGV[2] == 'packed' then
+  local id, prio, batch, e = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  local list = pfx .. 'q:' .. prio .. ':' .. batch
+  local pid, created, team, maxa, spec = unpack_job(e)
+  if pid ~= id or redis.call('LREM', list, 1, e) == 0 then
+    -- Claimed (or ended) since the caller read the entry: the job has its keys now.
+    return cancel_job(id)
+  end
+  if redis.call('LLEN', list) == 0 then redis.call('LREM', pfx .. 'rr:' .. prio, 0, batch) end
+  unpack_to_keys(id, created, team, maxa, spec, prio, batch, 'canceled', 'attempts', '0',
+    'finished', now)
+  ended(id, now)
+  emit('job.canceled', 'job', id, 'batch', batch)
+  batch_move(batch, 'queued', 'canceled')
+  return 1
+end
 
 local batch = ARGV[3]
 local bk = pfx .. 'b:' .. batch
@@ -91,7 +117,9 @@ if redis.call('EXISTS', bk) == 0 then return -1 end
 for prio = 0, 2 do
   for _, id in ipairs(redis.call('LRANGE', pfx .. 'q:' .. prio .. ':' .. batch, 0, -1)) do
     local jk = pfx .. 'j:' .. id
-    if (tonumber(redis.call('HGET', jk, 'stalls')) or 0) > 0 then settle_orphans(id, jk, false) end
+    if not unpack_job(id) and (tonumber(redis.call('HGET', jk, 'stalls')) or 0) > 0 then
+      settle_orphans(id, jk, false)
+    end
   end
 end
 local n = end_ready(batch, 'canceled', now)

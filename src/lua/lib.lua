@@ -4,11 +4,16 @@
 -- Cluster slot; KEYS[1] is always P:{Q}:stats, which routes the call to that slot, and the
 -- other keys are built from ARGV[1] = "P:{Q}:".
 --   P:{Q}:stats          HASH  queue-wide counters by state (queued, running, retrying, ...)
---   P:{Q}:q:PRIO:BATCH   LIST  ready job ids of one batch at one priority, oldest first
+--   P:{Q}:q:PRIO:BATCH   LIST  ready jobs of one batch at one priority, oldest first: a job id,
+--                              or a whole job that has not run yet (a packed job, see below)
 --   P:{Q}:rr:PRIO        LIST  ring of batches with ready jobs at PRIO, served round-robin
 --   P:{Q}:delayed        ZSET  job id by due time in ms (retries waiting out their backoff)
 --   P:{Q}:leases         ZSET  job id by lease deadline in ms (running jobs)
---   P:{Q}:idem           HASH  idempotency key -> job id
+--   P:{Q}:ids            HASH  job id -> its batch: every job the queue holds.  A job's id is
+--                              derived from its idempotency key (imgq_job_id_for), so this is
+--                              also the idempotency index
+--   P:{Q}:idem           HASH  idempotency key -> job id, of jobs stored before ids were derived
+--                              from the key (read by submit while it exists; emptied by reap)
 --   P:{Q}:batches        ZSET  batch id by creation time
 --   P:{Q}:dead           ZSET  dead-lettered job ids by time, capped
 --   P:{Q}:events         STREAM job and batch transitions, capped
@@ -50,6 +55,12 @@
 --   P:{Q}:whlog          ZSET  every message id by creation time (listing, retention)
 --   P:{Q}:whseq          STRING message sequence (ids are msg_<created ms>_<seq>)
 --   P:{Q}:whwake         pub/sub channel that tells workers a message is due now
+-- A packed job: a job submitted to run now waits as one entry of its ready list,
+-- "ID␟CREATED␟TEAM␟MAX_ATTEMPTS␟SPEC" (␟ = \31, which ids, times, teams and numbers never
+-- hold), with no keys of its own but its ids entry; its hash and spec key are written when it
+-- leaves the list (claimed, cancelled, expired).  Redis keeps a list's entries in listpacks, a
+-- few bytes apiece, where a key of its own costs ~90 bytes and a hash ~200: a waiting job takes
+-- about its spec's size.  C readers find one by its batch's lists (imgq_queue_jobs_info).
 -- Priorities are strict (0 high, 1 normal, 2 low); within a priority, batches take turns, so a
 -- small batch is not starved by a large one submitted before it; within a batch, FIFO.
 local pfx = ARGV[1]
@@ -431,6 +442,30 @@ local function window_open(windows, now)
   return false, -1
 end
 
+-- The parts of a packed job (id, created, team, max attempts, spec), or nil for a job id.
+local function unpack_job(e)
+  if not string.find(e, '\31', 1, true) then return nil end
+  return string.match(e, '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31(.*)$')
+end
+
+-- Gives a packed job (its parts from unpack_job) its hash, in 'state' with more fields, and its
+-- spec key.  Returns the hash's key.
+local function unpack_to_keys(id, created, team, maxa, spec, prio, batch, state, ...)
+  local jk = pfx .. 'j:' .. id
+  redis.call('SET', jk .. ':s', spec)
+  redis.call('HSET', jk, 'state', state, 'batch', batch, 'team', team, 'prio', prio,
+    'max_attempts', maxa, 'created', created, 'cost', '0', ...)
+  -- The job's own webhook, where its events go (notify); a plain search first, so jobs without
+  -- one cost no decoding.
+  if string.find(spec, '"webhook"', 1, true) then
+    local oks, s = pcall(cjson.decode, spec)
+    if oks and type(s) == 'table' and type(s.webhook) == 'string' then
+      redis.call('HSET', jk, 'webhook', s.webhook)
+    end
+  end
+  return jk
+end
+
 -- Ends every ready job of a batch in 'state' (cancelled, expired): its ready lists are dropped
 -- whole instead of one LREM per job.  Returns how many.
 local function end_ready(batch, state, now)
@@ -440,8 +475,15 @@ local function end_ready(batch, state, now)
     local ids = redis.call('LRANGE', list, 0, -1)
     redis.call('DEL', list)
     redis.call('LREM', pfx .. 'rr:' .. prio, 0, batch)
-    for _, id in ipairs(ids) do
-      redis.call('HSET', pfx .. 'j:' .. id, 'state', state, 'finished', now)
+    for _, e in ipairs(ids) do
+      local id, created, team, maxa, spec = unpack_job(e)
+      if id then
+        unpack_to_keys(id, created, team, maxa, spec, prio, batch, state, 'attempts', '0',
+          'finished', now)
+      else
+        id = e
+        redis.call('HSET', pfx .. 'j:' .. id, 'state', state, 'finished', now)
+      end
       ended(id, now)
     end
     if #ids > 0 then batch_move(batch, 'queued', state, #ids) end
@@ -641,16 +683,33 @@ local function claim_jobs(n, worker, lease, token_prefix)
             nring = nring - 1
           end
         end
-        for _, id in ipairs(ids or {}) do
-          local jk = pfx .. 'j:' .. id
-          local h = redis.call('HMGET', jk, 'state', 'attempts', 'max_attempts')
-          -- A job purged or cancelled while it waited has no business being run.
-          if h[1] == 'queued' then
-            claimed = claimed + 1
-            local tok = token_prefix .. '.' .. claimed
-            local att = (tonumber(h[2]) or 0) + 1
-            redis.call('HSET', jk, 'state', 'running', 'attempts', att, 'token', tok,
-              'worker', worker, 'started', now_str())
+        for _, e in ipairs(ids or {}) do
+          local id, created, team, maxa, spec = unpack_job(e)
+          local tok, att, run
+          if id then
+            -- A packed job runs for the first time: its keys are written now.  (Its id has no
+            -- hash yet unless something is amiss; then the entry is stale and is dropped.)
+            if redis.call('EXISTS', pfx .. 'j:' .. id) == 0 then
+              claimed = claimed + 1
+              tok, att, run = token_prefix .. '.' .. claimed, 1, true
+              unpack_to_keys(id, created, team, maxa, spec, prio, batch, 'running',
+                'attempts', '1', 'token', tok, 'worker', worker, 'started', now_str())
+            end
+          else
+            id = e
+            local jk = pfx .. 'j:' .. id
+            local h = redis.call('HMGET', jk, 'state', 'attempts', 'max_attempts')
+            -- A job purged or cancelled while it waited has no business being run.
+            if h[1] == 'queued' then
+              claimed = claimed + 1
+              tok = token_prefix .. '.' .. claimed
+              att = (tonumber(h[2]) or 0) + 1
+              redis.call('HSET', jk, 'state', 'running', 'attempts', att, 'token', tok,
+                'worker', worker, 'started', now_str())
+              spec, maxa, run = job_spec(jk), h[3], true
+            end
+          end
+          if run then
             leases[#leases + 1] = id
             if not moved[batch] then
               moved[batch] = 0
@@ -659,7 +718,7 @@ local function claim_jobs(n, worker, lease, token_prefix)
             moved[batch] = moved[batch] + 1
             local k = #out
             out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5], out[k + 6] =
-              id, tok, att, job_spec(jk), batch, h[3]
+              id, tok, att, spec, batch, maxa
           end
         end
       end

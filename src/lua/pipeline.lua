@@ -59,12 +59,11 @@ elseif mode == 'draft' then
   end
   if not cst then
     local now = now_ms()
-    local idem = h[2] .. '\31pipeline:' .. id
     redis.call('SET', ck .. ':s', ARGV[5])
     redis.call('HSET', ck, 'state', 'queued', 'batch', batch, 'team', h[2],
-      'prio', h[3], 'attempts', 0, 'max_attempts', ARGV[6], 'created', now, 'idem', idem,
-      'cost', 0, 'parent', id)
-    redis.call('HSET', pfx .. 'idem', idem, child)
+      'prio', h[3], 'attempts', 0, 'max_attempts', ARGV[6], 'created', now, 'cost', 0,
+      'parent', id)
+    redis.call('HSET', pfx .. 'ids', child, batch)
     redis.call('RPUSH', pfx .. 'b:' .. batch .. ':jobs', child)
     redis.call('HINCRBY', pfx .. 'b:' .. batch, 'total', 1)
     redis.call('HINCRBY', pfx .. 'b:' .. batch, 'draft_jobs', 1)

@@ -8,13 +8,14 @@
 local MAX_STALLS = 20
 local now = now_ms()
 -- Retention: jobs ended and batches finished longer ago than the retention are deleted, with
--- their idempotency keys and dead-letter entries, so memory stays bounded however long the
--- queue runs.  A bounded amount per run; the reaper runs often.
+-- their ids entries (the idempotency index) and dead-letter entries, so memory stays bounded
+-- however long the queue runs.  A bounded amount per run; the reaper runs often.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'ended', '-inf', now - retention_ms(),
   'LIMIT', 0, 1000)) do
   local jk = pfx .. 'j:' .. id
   local idem = redis.call('HGET', jk, 'idem')
   if idem then redis.call('HDEL', pfx .. 'idem', idem) end
+  redis.call('HDEL', pfx .. 'ids', id)
   redis.call('DEL', jk, jk .. ':s')
   redis.call('ZREM', pfx .. 'ended', id)
   redis.call('ZREM', pfx .. 'dead', id)

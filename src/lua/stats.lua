@@ -18,7 +18,11 @@ for prio = 0, 2 do
     -- The head of each batch's list is its oldest waiting job; look at the first 200.
     if i <= 200 then
       local head = redis.call('LINDEX', list, 0)
-      local created = head and tonumber(redis.call('HGET', pfx .. 'j:' .. head, 'created'))
+      local created
+      if head then
+        local _, c = unpack_job(head) -- (a packed job carries its creation time)
+        created = tonumber(c or redis.call('HGET', pfx .. 'j:' .. head, 'created'))
+      end
       if created and (oldest < 0 or now - created > oldest) then oldest = now - created end
     end
   end

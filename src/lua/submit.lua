@@ -1,7 +1,7 @@
 -- submit: enqueue jobs, skipping any whose idempotency key is known.
 -- ARGV: prefix, batch id, count, not-before ms (0 = none), deadline ms (0 = none), dispatch
---       windows ("" = always; see window_open), then per job: id, idempotency key, priority,
---       team, spec, max attempts
+--       windows ("" = always; see window_open), then per job: id (derived from the idempotency
+--       key: imgq_job_id_for), idempotency key, priority, team, spec, max attempts
 --       After the jobs, optional batch options as name, value pairs: on_budget_exhausted
 --       (wait | fail: what a job does when a hard budget cap stops it; default wait),
 --       webhook (URL that gets the batch's events and those of its jobs without their own).
@@ -30,34 +30,34 @@ end
 local later = not_before > now
 local out = {}
 local created = 0
+local ids = pfx .. 'ids'
+-- Jobs stored before ids came from their keys are found by their key.
+local legacy = redis.call('EXISTS', pfx .. 'idem') == 1
+local now_s = tostring(now)
 for i = 0, n - 1 do
   local b = 7 + i * 6
   local id, idem, prio = ARGV[b], ARGV[b + 1], ARGV[b + 2]
-  local existing = redis.call('HGET', pfx .. 'idem', idem)
+  local existing = redis.call('HEXISTS', ids, id) == 1 and id or
+    legacy and redis.call('HGET', pfx .. 'idem', idem)
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
-  else
-    redis.call('SET', pfx .. 'j:' .. id .. ':s', ARGV[b + 4])
-    redis.call('HSET', pfx .. 'j:' .. id,
-      'state', later and 'scheduled' or 'queued', 'batch', batch, 'team', ARGV[b + 3],
-      'prio', prio, 'attempts', 0, 'max_attempts', ARGV[b + 5], 'created', now, 'idem', idem,
-      'cost', 0)
-    -- The job's own webhook, where its events go (lib.lua notify); a plain search first, so
-    -- jobs without one cost no decoding.
-    if string.find(ARGV[b + 4], '"webhook"', 1, true) then
-      local oks, spec = pcall(cjson.decode, ARGV[b + 4])
-      if oks and type(spec) == 'table' and type(spec.webhook) == 'string' then
-        redis.call('HSET', pfx .. 'j:' .. id, 'webhook', spec.webhook)
-      end
-    end
-    redis.call('HSET', pfx .. 'idem', idem, id)
+  elseif not later then
+    -- A packed job (lib.lua): one entry of its ready list until it runs.
+    redis.call('HSET', ids, id, batch)
     redis.call('RPUSH', bk .. ':jobs', id)
-    if later then
-      redis.call('ZADD', pfx .. 'delayed', not_before, id)
-    else
-      make_ready(id, prio, batch, false)
-    end
+    make_ready(id .. '\31' .. now_s .. '\31' .. ARGV[b + 3] .. '\31' .. ARGV[b + 5] .. '\31' ..
+      ARGV[b + 4], prio, batch, false)
+    created = created + 1
+    out[#out + 1] = id
+    out[#out + 1] = 1
+  else
+    -- Scheduled for later: its keys now, since it waits in 'delayed' by id.
+    redis.call('HSET', ids, id, batch)
+    unpack_to_keys(id, now_s, ARGV[b + 3], ARGV[b + 5], ARGV[b + 4], prio, batch, 'scheduled',
+      'attempts', '0')
+    redis.call('RPUSH', bk .. ':jobs', id)
+    redis.call('ZADD', pfx .. 'delayed', not_before, id)
     created = created + 1
     out[#out + 1] = id
     out[#out + 1] = 1

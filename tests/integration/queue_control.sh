@@ -84,6 +84,50 @@ set -e
 assert_eq "1" "$rc" "cancel of a missing batch fails"
 assert_contains "$(cat "$IMGQ_TMP/err")" "no batch 'nope'"
 
+# --- Jobs that have not run yet are one entry of their ready list each (packed jobs): listed,
+# shown, counted in stats and cancelled one by one like any other.
+gen wait 5 >"$IMGQ_TMP/wait.jsonl"
+"${imgq[@]}" submit --batch wait "$IMGQ_TMP/wait.jsonl" >/dev/null
+keyed=0
+for id in $(redis-cli -p "$REDIS_PORT" lrange 'imgq:{default}:b:wait:jobs' 0 -1 | tr -d '\r'); do
+    keyed=$((keyed + $(redis-cli -p "$REDIS_PORT" exists "imgq:{default}:j:$id" | tr -d '\r')))
+done
+assert_eq "0" "$keyed" "no job of a waiting batch has keys of its own"
+listed=$("${imgq[@]}" batch results wait)
+assert_eq "5" "$(grep -c '"state":"queued"' <<<"$listed")" "the waiting jobs are listed"
+assert_contains "$listed" '"model":"gpt-image-1-mini","quality":"low","size":"1024x1024","n":1'
+third=$(grep '"client_id":"wait-3"' <<<"$listed" | grep -o '"id":"j[0-9a-z]*"' | cut -d'"' -f4)
+[ -n "$third" ] || fail "no id for wait-3 in: $listed"
+shown=$("${imgq[@]}" job show "$third")
+assert_contains "$shown" '"state": "queued"'
+assert_contains "$shown" '"prompt": "product 3 "'
+assert_contains "$shown" '"max_attempts": 5'
+oldest=$("${imgq[@]}" stats --json | grep -o '"oldest_waiting_ms":-\?[0-9]*' | cut -d: -f2)
+[ "${oldest:--1}" -ge 0 ] || fail "stats shows no oldest waiting job: $oldest"
+assert_contains "$("${imgq[@]}" cancel "$third")" "1 job(s) cancelled"
+shown=$("${imgq[@]}" job show "$third")
+assert_contains "$shown" '"state": "canceled"'
+assert_contains "$shown" '"prompt": "product 3 "'
+assert_eq "1" "$(count wait canceled)" "one waiting job cancelled"
+assert_eq "4" "$(count wait queued)" "the others still wait"
+set +e
+"${imgq[@]}" cancel "$third" 2>"$IMGQ_TMP/err"
+rc=$?
+set -e
+assert_eq "1" "$rc" "cancelling an ended job again fails"
+assert_contains "$(cat "$IMGQ_TMP/err")" "has already ended"
+# The same lines again: the same ids, nothing new.
+assert_contains "$("${imgq[@]}" submit --batch wait "$IMGQ_TMP/wait.jsonl" 2>&1)" \
+    "0 jobs enqueued, 5 already present"
+# A job stored before ids were derived from idempotency keys is still found by its key.
+redis-cli -p "$REDIS_PORT" hset 'imgq:{default}:idem' "$(printf '\037')old-1" jold >/dev/null
+printf '{"id":"old-1","prompt":"old","model":"gpt-image-1-mini","quality":"low"}\n' >"$IMGQ_TMP/old.jsonl"
+assert_contains "$("${imgq[@]}" submit --batch wait "$IMGQ_TMP/old.jsonl" 2>&1)" \
+    "0 jobs enqueued, 1 already present"
+"$IMGQ_BIN/imgq-worker" --noop --exit-when-idle 2>/dev/null
+assert_eq "4" "$(count wait done)" "the waiting jobs ran, but not the cancelled one"
+assert_contains "$("${imgq[@]}" job show "$third")" '"state": "canceled"'
+
 # --- Cancel a running job: its worker's late result is refused, but what its provider call
 # cost is recorded (the money was spent).
 printf '{"id":"slow","prompt":"a lamp [sim:latency:1500]","model":"gpt-image-1-mini","quality":"low"}\n' >"$IMGQ_TMP/slow.jsonl"

@@ -1296,6 +1296,29 @@ static void test_round_trip(void **state)
     json_decref(o);
     free(json);
     imgq_job_spec_clear(&a);
+
+    /* A job of defaults is stored without them (a waiting job is mostly its spec), and
+     * imgq_job_stored_defaults shows them again. */
+    parse_ok(cat(state), "{\"prompt\":\"a\",\"model\":\"gpt-image-1.5\"}", TODAY, &a, NULL, 0);
+    json = imgq_job_spec_to_json(&a);
+    o = json_loads(json, 0, NULL);
+    assert_non_null(o);
+    static const char *const left_out[] = {"n",    "output_format", "output_compression", "route",
+                                           "team", "priority",      "max_attempts"};
+    for (size_t i = 0; i < sizeof left_out / sizeof left_out[0]; i++)
+        if (json_object_get(o, left_out[i]))
+            fail_msg("stored form %s has the default '%s'", json, left_out[i]);
+    imgq_job_stored_defaults(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "n")), 1);
+    assert_string_equal(json_string_value(json_object_get(o, "output_format")), "webp");
+    assert_int_equal(json_integer_value(json_object_get(o, "output_compression")), 85);
+    assert_string_equal(json_string_value(json_object_get(o, "route")), "list");
+    assert_string_equal(json_string_value(json_object_get(o, "team")), "");
+    assert_string_equal(json_string_value(json_object_get(o, "priority")), "normal");
+    assert_int_equal(json_integer_value(json_object_get(o, "max_attempts")), 5);
+    json_decref(o);
+    free(json);
+    imgq_job_spec_clear(&a);
 }
 
 static void test_from_json_rejects_damage(void **state)
@@ -1324,11 +1347,14 @@ static void test_from_json_rejects_damage(void **state)
         {"{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"big\","
          "\"output_format\":\"webp\",\"route\":\"list\"}",
          IMGQ_EINVAL},
-        {"{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\",\"route\":\"list\"}",
-         IMGQ_EINVAL}, /* no output_format */
         {"{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\","
-         "\"output_format\":\"webp\"}",
-         IMGQ_EINVAL}, /* no route */
+         "\"output_format\":5,\"route\":\"list\"}",
+         IMGQ_EINVAL}, /* output_format not a string (left out, it is webp) */
+        {"{\"model\":\"m\",\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\","
+         "\"output_format\":\"webp\",\"route\":true}",
+         IMGQ_EINVAL}, /* route not a string */
+        {"{\"model\":\"m\",\"prompt\":\"a\",\"size\":\"1024x1024\",\"n\":null}",
+         IMGQ_EINVAL}, /* n not a number (left out, it is 1) */
         {"{\"model\":5,\"prompt\":\"a\",\"n\":1,\"size\":\"1024x1024\","
          "\"output_format\":\"webp\",\"route\":\"list\"}",
          IMGQ_EINVAL},
