@@ -2,9 +2,10 @@
  * cmd_submit.c - imgq submit: validate a whole JSONL file, then enqueue it.
  *
  * All or nothing: the first pass validates every line and reports every bad one; only a
- * clean file reaches the second pass, which enqueues in pipelined chunks.  Neither pass keeps
- * the file in memory, so a million-line catalog submits in flat memory (standard input is
- * spooled to a temporary file so it can be read twice).
+ * clean file reaches the second pass, which enqueues in pipelined chunks.  The first pass also
+ * writes each job as it will be enqueued (key, team, stored spec) to a temporary file, which
+ * the second pass sends without parsing anything again; neither keeps the file in memory, so
+ * a million-line catalog submits in flat memory.
  *
  * Idempotency: a line's key is its team and "id"; a line without "id" gets one from the
  * batch name, its line number and its content, so resubmitting the same file under the same
@@ -14,10 +15,12 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "cli.h"
@@ -26,7 +29,8 @@
 #include "imgq/quote.h"
 #include "imgq/schedule.h"
 
-#define CHUNK 4096 /* jobs handed to imgq_queue_submit at once */
+#define CHUNK                                                                                      \
+    16384 /* jobs handed to imgq_queue_submit at once: its pipeline drains once per chunk */
 
 struct pending {
     struct imgq_submit_item items[CHUNK];
@@ -161,31 +165,89 @@ static int submitter_finish(struct submitter *s)
     return s->failed ? -1 : 0;
 }
 
-static FILE *open_input(const char *path)
+/* The spool: a file in $TMPDIR (else /tmp), deleted as soon as it is open. */
+static const char *spool_dir(void)
 {
-    if (strcmp(path, "-") != 0)
-        return fopen(path, "rb");
-    /* Spool standard input so the enqueue pass can read it again. */
-    FILE *tmp = tmpfile();
-    if (!tmp)
-        return NULL;
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, stdin)) > 0)
-        if (fwrite(buf, 1, n, tmp) != n) {
-            fclose(tmp);
-            return NULL;
-        }
-    rewind(tmp);
-    return tmp;
+    const char *dir = getenv("TMPDIR");
+    return dir && *dir ? dir : "/tmp";
 }
 
-static int blank(const char *line, size_t len)
+static FILE *spool_open(void)
 {
-    for (size_t i = 0; i < len; i++)
-        if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r' && line[i] != '\n')
-            return 0;
+    char *path = imgq_xasprintf("%s/imgq-submit-XXXXXX", spool_dir());
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        free(path);
+        return NULL;
+    }
+    unlink(path);
+    free(path);
+    FILE *f = fdopen(fd, "w+b");
+    if (!f)
+        close(fd);
+    return f;
+}
+
+/* One job as the first pass leaves it for the second, in the spool: this head, then the
+ * idempotency key, the team and the stored spec. */
+struct record_head {
+    uint32_t idem_len, team_len, spec_len;
+    int32_t priority, max_attempts;
+};
+
+static int record_put(FILE *spool, const char *idem, const struct imgq_job_spec *spec)
+{
+    char *json = imgq_job_spec_to_json(spec);
+    struct record_head h = {(uint32_t)strlen(idem), (uint32_t)strlen(spec->team),
+                            (uint32_t)strlen(json), (int32_t)spec->priority,
+                            (int32_t)spec->max_attempts};
+    int ok = fwrite(&h, sizeof h, 1, spool) == 1 &&
+             fwrite(idem, 1, h.idem_len, spool) == h.idem_len &&
+             fwrite(spec->team, 1, h.team_len, spool) == h.team_len &&
+             fwrite(json, 1, h.spec_len, spool) == h.spec_len;
+    free(json);
+    return ok ? 0 : -1;
+}
+
+static char *read_string(FILE *spool, uint32_t len)
+{
+    char *s = imgq_xmalloc((size_t)len + 1);
+    if (fread(s, 1, len, spool) != len) {
+        free(s);
+        return NULL;
+    }
+    s[len] = '\0';
+    return s;
+}
+
+/* The next record into p's next item: 1, 0 at the end, -1 if the spool is damaged. */
+static int record_get(FILE *spool, struct pending *p)
+{
+    struct record_head h;
+    if (fread(&h, sizeof h, 1, spool) != 1)
+        return feof(spool) ? 0 : -1;
+    size_t i = p->n;
+    p->idems[i] = read_string(spool, h.idem_len);
+    p->teams[i] = read_string(spool, h.team_len);
+    p->specs[i] = read_string(spool, h.spec_len);
+    p->n++; /* (freed by pending_clear, whole or not) */
+    if (!p->idems[i] || !p->teams[i] || !p->specs[i])
+        return -1;
+    p->items[i] = (struct imgq_submit_item){p->idems[i], (enum imgq_priority)h.priority,
+                                            p->teams[i], p->specs[i], h.max_attempts};
     return 1;
+}
+
+/* The idempotency key of a valid line: its team and "id", or its team, batch, line number and
+ * content (a new string). */
+static char *line_key(const struct imgq_job_spec *spec, const char *batch, size_t lineno,
+                      const char *line, size_t len)
+{
+    if (spec->id)
+        return imgq_xasprintf("%s\x1f%s", spec->team, spec->id);
+    char hash[65];
+    sha256_hex(line, len, hash);
+    return imgq_xasprintf("%s\x1f@%s:%zu:%.32s", spec->team, batch, lineno, hash);
 }
 
 int imgq_cmd_submit(int argc, char **argv)
@@ -363,9 +425,18 @@ int imgq_cmd_submit(int argc, char **argv)
         free(plan);
         return IMGQ_EXIT_USAGE;
     }
-    FILE *f = open_input(path);
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "imgq submit: %s: cannot read: %m\n", path);
+        free(plan);
+        return IMGQ_EXIT_FAIL;
+    }
+    FILE *spool = dry_run ? NULL : spool_open();
+    if (!dry_run && !spool) {
+        fprintf(stderr, "imgq submit: cannot create a temporary file in %s (TMPDIR): %m\n",
+                spool_dir());
+        if (f != stdin)
+            fclose(f);
         free(plan);
         return IMGQ_EXIT_FAIL;
     }
@@ -411,17 +482,37 @@ int imgq_cmd_submit(int argc, char **argv)
         int qr = max_cost < 0 ? 0 : imgq_quote_job(cat, &spec, NULL, &jq);
         if (qr == 0 && max_cost >= 0)
             qr = imgq_quote_add(&worst, &jq);
-        imgq_job_spec_clear(&spec);
         if (qr) {
+            imgq_job_spec_clear(&spec);
             bad++;
             fprintf(stderr, "%s:%zu: (cost): cannot be priced with the catalog: %s\n", shown,
                     lineno, imgq_strerror(qr));
             continue;
         }
+        /* As the second pass will send it (once a line is bad, nothing will be sent). */
+        if (spool && !bad) {
+            char *idem = line_key(&spec, batch, lineno, line, (size_t)len);
+            int wr = record_put(spool, idem, &spec);
+            free(idem);
+            if (wr != 0) {
+                imgq_job_spec_clear(&spec);
+                fprintf(stderr, "imgq submit: cannot write a temporary file in %s (TMPDIR): %m\n",
+                        spool_dir());
+                rc = IMGQ_EXIT_FAIL;
+                goto out;
+            }
+        }
+        imgq_job_spec_clear(&spec);
         jobs++;
     }
     if (ferror(f)) {
         fprintf(stderr, "imgq submit: %s: read error\n", shown);
+        rc = IMGQ_EXIT_FAIL;
+        goto out;
+    }
+    if (spool && (fflush(spool) != 0 || ferror(spool))) {
+        fprintf(stderr, "imgq submit: cannot write a temporary file in %s (TMPDIR): %m\n",
+                spool_dir());
         rc = IMGQ_EXIT_FAIL;
         goto out;
     }
@@ -487,36 +578,17 @@ int imgq_cmd_submit(int argc, char **argv)
         fprintf(stderr, "imgq submit: cannot start the enqueue thread\n");
         abort(); /* resources only: nothing was enqueued, and this does not happen */
     }
-    rewind(f);
-    lineno = 0;
-    while ((len = getline(&line, &cap, f)) != -1) {
-        lineno++;
-        if (blank(line, (size_t)len))
-            continue;
-        struct imgq_job_spec spec;
-        struct imgq_job_problem why;
-        if (imgq_job_parse(cat, line, (size_t)len, &d, today, &spec, &why, NULL, 0) != 0) {
-            /* The file changed under us between the passes. */
-            fprintf(stderr, "%s:%zu: %s: %s (file changed during submit)\n", shown, lineno,
-                    why.field, why.reason);
+    rewind(spool);
+    for (;;) {
+        int got = record_get(spool, p);
+        if (got < 0) {
+            fprintf(stderr, "imgq submit: cannot read the temporary file in %s back\n",
+                    spool_dir());
             rc = IMGQ_EXIT_FAIL;
             break;
         }
-        char hash[65];
-        char *idem;
-        if (spec.id) {
-            idem = imgq_xasprintf("%s\x1f%s", spec.team, spec.id);
-        } else {
-            sha256_hex(line, (size_t)len, hash);
-            idem = imgq_xasprintf("%s\x1f@%s:%zu:%.32s", spec.team, batch, lineno, hash);
-        }
-        size_t i = p->n++;
-        p->idems[i] = idem;
-        p->specs[i] = imgq_job_spec_to_json(&spec);
-        p->teams[i] = imgq_xstrdup(spec.team);
-        p->items[i] = (struct imgq_submit_item){p->idems[i], spec.priority, p->teams[i],
-                                                p->specs[i], spec.max_attempts};
-        imgq_job_spec_clear(&spec);
+        if (got == 0)
+            break;
         if (p->n == CHUNK) {
             if (flush(&s, p) != 0) {
                 rc = IMGQ_EXIT_FAIL;
@@ -552,6 +624,9 @@ out:
     imgq_queue_model_stats_free(stats, d.nmodel_stats);
     free(plan);
     free(line);
-    fclose(f);
+    if (f != stdin)
+        fclose(f);
+    if (spool)
+        fclose(spool);
     return rc;
 }

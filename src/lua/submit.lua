@@ -37,14 +37,14 @@ local now_s = tostring(now)
 for i = 0, n - 1 do
   local b = 7 + i * 6
   local id, idem, prio = ARGV[b], ARGV[b + 1], ARGV[b + 2]
-  local existing = redis.call('HEXISTS', ids, id) == 1 and id or
-    legacy and redis.call('HGET', pfx .. 'idem', idem)
+  -- (HSETNX both looks the id up and, when it is new, enters it in the index)
+  local existing = legacy and redis.call('HGET', pfx .. 'idem', idem)
+  if not existing and redis.call('HSETNX', ids, id, batch) == 0 then existing = id end
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
   elseif not later then
     -- A packed job (lib.lua): one entry of its ready list until it runs.
-    redis.call('HSET', ids, id, batch)
     redis.call('RPUSH', bk .. ':jobs', id)
     make_ready(id .. '\31' .. now_s .. '\31' .. ARGV[b + 3] .. '\31' .. ARGV[b + 5] .. '\31' ..
       ARGV[b + 4], prio, batch, false)
@@ -53,7 +53,6 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   else
     -- Scheduled for later: its keys now, since it waits in 'delayed' by id.
-    redis.call('HSET', ids, id, batch)
     unpack_to_keys(id, now_s, ARGV[b + 3], ARGV[b + 5], ARGV[b + 4], prio, batch, 'scheduled',
       'attempts', '0')
     redis.call('RPUSH', bk .. ':jobs', id)

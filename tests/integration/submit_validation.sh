@@ -94,6 +94,24 @@ order=$(redis-cli -p "$REDIS_PORT" xrange 'imgq:{prio}:events' - + | grep -A1 '^
     while read -r id; do "$IMGQ_BIN/imgq" --queue prio job show "$id" | grep -o '"id": "p-[a-z]*"' | cut -d'"' -f4; done | paste -sd' ')
 assert_eq "p-high p-normal p-low" "$order" "completion order follows priority"
 
+# The first pass keeps the jobs for the second in a temporary file: where there is none to be
+# had, the submit fails saying where, and nothing is enqueued.
+set +e
+TMPDIR="$IMGQ_TMP/no-such-dir" "$IMGQ_BIN/imgq" submit --batch notmp "$IMGQ_TMP/good.jsonl" \
+    2>"$IMGQ_TMP/err"
+rc=$?
+set -e
+assert_eq "1" "$rc" "a submit without a temporary directory fails"
+assert_contains "$(cat "$IMGQ_TMP/err")" "cannot create a temporary file in $IMGQ_TMP/no-such-dir"
+assert_eq "0" "$(redis-cli -p "$REDIS_PORT" exists 'imgq:{default}:b:notmp' | tr -d '\r')" \
+    "nothing of the batch was written"
+# Read from standard input, the same lines again are the same jobs (the lines with an "id"
+# were submitted above in batch good; the line without one is keyed by its batch).
+out=$("$IMGQ_BIN/imgq" submit --batch stdin-again - <"$IMGQ_TMP/good.jsonl" 2>&1)
+assert_contains "$out" "1 jobs enqueued, 2 already present"
+out=$("$IMGQ_BIN/imgq" submit --batch stdin-again - <"$IMGQ_TMP/good.jsonl" 2>&1)
+assert_contains "$out" "0 jobs enqueued, 3 already present"
+
 # A batch name may not hold ':' (batch "A:jobs" would collide with batch A's job list).
 set +e
 "$IMGQ_BIN/imgq" submit --batch 'A:jobs' "$IMGQ_TMP/good.jsonl" 2>"$IMGQ_TMP/err"
