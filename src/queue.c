@@ -728,67 +728,95 @@ static int wanted_cmp(const void *a, const void *b)
     return strcmp(((const struct wanted *)a)->id, ((const struct wanted *)b)->id);
 }
 
+/* One chunk of a batch's ready list at priority pr, from q->scan_at[pr]: the wanted jobs in it
+ * get out[at] (and entry[at], prio[at] when entry is not NULL).  Returns how many entries it
+ * read (0: the list is at its end or empty), or -1 (Redis error). */
+static long long scan_chunk(imgq_queue *q, const char *list, int pr, const char *batch,
+                            struct wanted *w, size_t nw, json_t **out, char **entry, int *prio,
+                            long long *found)
+{
+    const long long chunk = 1000;
+    long long pos = q->scan_at[pr];
+    redisReply *r = redisCommand(q->rc, "LRANGE %s %lld %lld", list, pos, pos + chunk - 1);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    size_t got = r->elements;
+    for (size_t i = 0; i < got; i++) {
+        const redisReply *e = r->element[i];
+        struct packed p;
+        if (e->type != REDIS_REPLY_STRING || !packed_parse(e->str, e->len, &p))
+            continue;
+        char id[IMGQ_JOB_ID_MAX];
+        snprintf(id, sizeof id, "%.*s", (int)(p.len[0] < sizeof id ? p.len[0] : 0), p.part[0]);
+        struct wanted key = {id, 0};
+        struct wanted *hit = bsearch(&key, w, nw, sizeof *w, wanted_cmp);
+        if (!hit || out[hit->at])
+            continue;
+        out[hit->at] = packed_to_json(&p, pr, batch);
+        if (entry) {
+            entry[hit->at] = imgq_xstrdup(e->str);
+            prio[hit->at] = pr;
+        }
+        (*found)++;
+    }
+    freeReplyObject(r);
+    q->scan_at[pr] = pos + (long long)got;
+    return (long long)got;
+}
+
 /* Where the wanted jobs (sorted by id) wait in batch's ready lists: out[at] gets the job, and
- * entry[at] and prio[at] (when entry is not NULL) its exact entry and priority.  Each list is
- * read in chunks from where the last search in this batch stopped, around to there again, and
- * no further once every job is found.  Returns how many were found, or -1 (Redis error). */
+ * entry[at] and prio[at] (when entry is not NULL) its exact entry and priority.  The three
+ * lists are read a chunk of each in turn, each from where the last search in this batch
+ * stopped, around to there again, and no further once every job is found: listing a batch in
+ * submission order reads each list about once, whatever its jobs' priorities.  A list that
+ * ends or empties meanwhile is read from its head once more, then left.  Returns how many were
+ * found, or -1 (Redis error). */
 static long long find_packed(imgq_queue *q, const char *batch, struct wanted *w, size_t nw,
                              json_t **out, char **entry, int *prio)
 {
-    const long long chunk = 1000;
     if (!q->scan_batch || strcmp(q->scan_batch, batch) != 0) {
         free(q->scan_batch);
         q->scan_batch = imgq_xstrdup(batch);
         memset(q->scan_at, 0, sizeof q->scan_at);
     }
-    long long found = 0;
-    for (int pr = 0; pr < 3 && (size_t)found < nw; pr++) {
-        char list[512];
-        snprintf(list, sizeof list, "%sq:%d:%s", q->keys.base, pr, batch);
-        redisReply *r = redisCommand(q->rc, "LLEN %s", list);
+    char list[3][512];
+    long long left[3]; /* entries still to read in each list, from its length at the start */
+    bool wrapped[3] = {false, false, false};
+    for (int pr = 0; pr < 3; pr++) {
+        snprintf(list[pr], sizeof list[pr], "%sq:%d:%s", q->keys.base, pr, batch);
+        redisReply *r = redisCommand(q->rc, "LLEN %s", list[pr]);
         if (!r || r->type != REDIS_REPLY_INTEGER) {
             if (r)
                 freeReplyObject(r);
             return -1;
         }
-        long long len = r->integer, pos = q->scan_at[pr], seen = 0;
+        left[pr] = r->integer;
         freeReplyObject(r);
-        if (pos >= len)
-            pos = 0;
-        while (seen < len && (size_t)found < nw) {
-            r = redisCommand(q->rc, "LRANGE %s %lld %lld", list, pos, pos + chunk - 1);
-            if (!r || r->type != REDIS_REPLY_ARRAY) {
-                if (r)
-                    freeReplyObject(r);
+        if (q->scan_at[pr] >= left[pr])
+            q->scan_at[pr] = 0;
+    }
+    long long found = 0;
+    for (bool more = true; more && (size_t)found < nw;) {
+        more = false;
+        for (int pr = 0; pr < 3 && (size_t)found < nw; pr++) {
+            if (left[pr] <= 0)
+                continue;
+            long long got = scan_chunk(q, list[pr], pr, batch, w, nw, out, entry, prio, &found);
+            if (got < 0)
                 return -1;
+            left[pr] -= got;
+            if (got == 0) {
+                /* At the list's end: around to its head, once; an empty list is done. */
+                if (wrapped[pr] || q->scan_at[pr] == 0)
+                    left[pr] = 0;
+                wrapped[pr] = true;
+                q->scan_at[pr] = 0;
             }
-            size_t got = r->elements;
-            for (size_t i = 0; i < got; i++) {
-                const redisReply *e = r->element[i];
-                struct packed p;
-                if (e->type != REDIS_REPLY_STRING || !packed_parse(e->str, e->len, &p))
-                    continue;
-                char id[IMGQ_JOB_ID_MAX];
-                snprintf(id, sizeof id, "%.*s", (int)(p.len[0] < sizeof id ? p.len[0] : 0),
-                         p.part[0]);
-                struct wanted key = {id, 0};
-                struct wanted *hit = bsearch(&key, w, nw, sizeof *w, wanted_cmp);
-                if (!hit || out[hit->at])
-                    continue;
-                out[hit->at] = packed_to_json(&p, pr, batch);
-                if (entry) {
-                    entry[hit->at] = imgq_xstrdup(e->str);
-                    prio[hit->at] = pr;
-                }
-                found++;
-            }
-            freeReplyObject(r);
-            pos += (long long)got;
-            seen += (long long)got;
-            if (got == 0 || pos >= len)
-                pos = 0; /* (the list may have shrunk meanwhile: around to its head) */
+            more = more || left[pr] > 0;
         }
-        q->scan_at[pr] = pos;
     }
     return found;
 }

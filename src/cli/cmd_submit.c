@@ -224,8 +224,9 @@ static char *read_string(FILE *spool, uint32_t len)
 static int record_get(FILE *spool, struct pending *p)
 {
     struct record_head h;
-    if (fread(&h, sizeof h, 1, spool) != 1)
-        return feof(spool) ? 0 : -1;
+    size_t head = fread(&h, 1, sizeof h, spool);
+    if (head != sizeof h)
+        return head == 0 && feof(spool) ? 0 : -1; /* (part of a head: the file was cut) */
     size_t i = p->n;
     p->idems[i] = read_string(spool, h.idem_len);
     p->teams[i] = read_string(spool, h.team_len);

@@ -4,7 +4,7 @@
 -- ARGV: prefix, scope ('job' | 'batch'), job or batch id
 --       or: prefix, 'packed', job id, priority, batch, the job's entry in its ready list
 -- Returns the number of jobs cancelled; for scope 'job', -2 if the job is packed (lib.lua):
--- the caller finds its entry in its batch's lists (imgq_queue_packed_job) and cancels that.
+-- the caller finds its entry in its batch's lists and cancels that (imgq_queue_cancel).
 local now = now_ms()
 
 -- Budget reservations (resv:CALLKEY) left on a job that no worker will settle are charged

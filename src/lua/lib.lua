@@ -694,6 +694,11 @@ local function claim_jobs(n, worker, lease, token_prefix)
               tok, att, run = token_prefix .. '.' .. claimed, 1, true
               unpack_to_keys(id, created, team, maxa, spec, prio, batch, 'running',
                 'attempts', '1', 'token', tok, 'worker', worker, 'started', now_str())
+            else
+              -- (no path writes one while its entry waits; were it to happen, the entry no
+              -- longer counts as a queued job, so that its batch can still finish)
+              batch_move(batch, 'queued', nil)
+              redis.log(redis.LOG_WARNING, 'imgq: dropped a stale ready entry of job ' .. id)
             end
           else
             id = e

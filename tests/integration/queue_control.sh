@@ -116,6 +116,19 @@ rc=$?
 set -e
 assert_eq "1" "$rc" "cancelling an ended job again fails"
 assert_contains "$(cat "$IMGQ_TMP/err")" "has already ended"
+# A batch of every priority, listed in order: each job is found in its own list.
+for ((i = 1; i <= 2500; i++)); do
+    printf '{"id":"mx-%d","prompt":"mixed %d","model":"gpt-image-1-mini","priority":"%s"}\n' \
+        "$i" "$i" "$(case $((i % 3)) in 0) echo high ;; 1) echo normal ;; *) echo low ;; esac)"
+done >"$IMGQ_TMP/mixed.jsonl"
+"${imgq[@]}" submit --batch mixed "$IMGQ_TMP/mixed.jsonl" >/dev/null
+listed=$("${imgq[@]}" batch results mixed)
+assert_eq "2500" "$(grep -c '"state":"queued"' <<<"$listed")" "every job of a mixed batch is listed"
+assert_eq "2500" "$(grep -o '"client_id":"mx-[0-9]*"' <<<"$listed" | sort -u | wc -l | tr -d ' ')" \
+    "each job once"
+assert_contains "$("${imgq[@]}" job show "$(tail -1 <<<"$listed" | grep -o '"id":"j[0-9a-z]*"' | cut -d'"' -f4)")" \
+    '"prompt": "mixed 2500"'
+"${imgq[@]}" cancel --batch mixed >/dev/null
 # The same lines again: the same ids, nothing new.
 assert_contains "$("${imgq[@]}" submit --batch wait "$IMGQ_TMP/wait.jsonl" 2>&1)" \
     "0 jobs enqueued, 5 already present"
