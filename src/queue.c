@@ -733,7 +733,7 @@ static int wanted_cmp(const void *a, const void *b)
  * read (0: the list is at its end or empty), or -1 (Redis error). */
 static long long scan_chunk(imgq_queue *q, const char *list, int pr, const char *batch,
                             struct wanted *w, size_t nw, json_t **out, char **entry, int *prio,
-                            long long *found)
+                            long long *found, long long *last_hit)
 {
     const long long chunk = 1000;
     long long pos = q->scan_at[pr];
@@ -761,6 +761,7 @@ static long long scan_chunk(imgq_queue *q, const char *list, int pr, const char 
             prio[hit->at] = pr;
         }
         (*found)++;
+        *last_hit = pos + (long long)i;
     }
     freeReplyObject(r);
     q->scan_at[pr] = pos + (long long)got;
@@ -784,6 +785,7 @@ static long long find_packed(imgq_queue *q, const char *batch, struct wanted *w,
     }
     char list[3][512];
     long long left[3]; /* entries still to read in each list, from its length at the start */
+    long long start[3], last_hit[3] = {-1, -1, -1};
     bool wrapped[3] = {false, false, false};
     for (int pr = 0; pr < 3; pr++) {
         snprintf(list[pr], sizeof list[pr], "%sq:%d:%s", q->keys.base, pr, batch);
@@ -797,6 +799,7 @@ static long long find_packed(imgq_queue *q, const char *batch, struct wanted *w,
         freeReplyObject(r);
         if (q->scan_at[pr] >= left[pr])
             q->scan_at[pr] = 0;
+        start[pr] = q->scan_at[pr];
     }
     long long found = 0;
     for (bool more = true; more && (size_t)found < nw;) {
@@ -804,7 +807,8 @@ static long long find_packed(imgq_queue *q, const char *batch, struct wanted *w,
         for (int pr = 0; pr < 3 && (size_t)found < nw; pr++) {
             if (left[pr] <= 0)
                 continue;
-            long long got = scan_chunk(q, list[pr], pr, batch, w, nw, out, entry, prio, &found);
+            long long got =
+                scan_chunk(q, list[pr], pr, batch, w, nw, out, entry, prio, &found, &last_hit[pr]);
             if (got < 0)
                 return -1;
             left[pr] -= got;
@@ -818,6 +822,10 @@ static long long find_packed(imgq_queue *q, const char *batch, struct wanted *w,
             more = more || left[pr] > 0;
         }
     }
+    /* The next search starts right after the last job found in each list (the next chunk of
+     * an in-order listing), or where this one started in a list that had none of them. */
+    for (int pr = 0; pr < 3; pr++)
+        q->scan_at[pr] = last_hit[pr] >= 0 ? last_hit[pr] + 1 : start[pr];
     return found;
 }
 
