@@ -442,6 +442,11 @@ local function window_open(windows, now)
   return false, -1
 end
 
+-- A packed job's list entry.
+local function pack_job(id, created, team, maxa, spec)
+  return id .. '\31' .. created .. '\31' .. team .. '\31' .. maxa .. '\31' .. spec
+end
+
 -- The parts of a packed job (id, created, team, max attempts, spec), or nil for a job id.
 local function unpack_job(e)
   if not string.find(e, '\31', 1, true) then return nil end

@@ -43,20 +43,17 @@ for i = 0, n - 1 do
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
-  elseif not later then
-    -- A packed job (lib.lua): one entry of its ready list until it runs.
-    redis.call('RPUSH', bk .. ':jobs', id)
-    make_ready(id .. '\31' .. now_s .. '\31' .. ARGV[b + 3] .. '\31' .. ARGV[b + 5] .. '\31' ..
-      ARGV[b + 4], prio, batch, false)
-    created = created + 1
-    out[#out + 1] = id
-    out[#out + 1] = 1
   else
-    -- Scheduled for later: its keys now, since it waits in 'delayed' by id.
-    unpack_to_keys(id, now_s, ARGV[b + 3], ARGV[b + 5], ARGV[b + 4], prio, batch, 'scheduled',
-      'attempts', '0')
+    local team, spec, maxa = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
     redis.call('RPUSH', bk .. ':jobs', id)
-    redis.call('ZADD', pfx .. 'delayed', not_before, id)
+    if later then
+      -- Scheduled for later: its keys now, since it waits in 'delayed' by id.
+      unpack_to_keys(id, now_s, team, maxa, spec, prio, batch, 'scheduled', 'attempts', '0')
+      redis.call('ZADD', pfx .. 'delayed', not_before, id)
+    else
+      -- A packed job (lib.lua): one entry of its ready list until it runs.
+      make_ready(pack_job(id, now_s, team, maxa, spec), prio, batch, false)
+    end
     created = created + 1
     out[#out + 1] = id
     out[#out + 1] = 1
