@@ -91,6 +91,7 @@ struct call {
     char key[48];
     imgq_micros reserved;
     bool reserve_held; /* reserved and not yet settled */
+    bool sent;         /* this send reached the provider (it may bill it): until settled */
 };
 
 /* One download of an image a provider returned as a URL. */
@@ -360,6 +361,23 @@ void job_abandon(struct job *j, bool release)
             uv_timer_stop(&j->calls[i].timer);
     if (j->ops == 0)
         job_free(j);
+}
+
+void job_hand_back(struct job *j)
+{
+    if (j->abandoned || j->state != JOB_CALLING)
+        return;
+    for (int i = 0; i < j->ncalls; i++) {
+        struct call *c = &j->calls[i];
+        if (c->done || c->failed || c->handle || !c->reserve_held)
+            continue;
+        if (c->sent)
+            imgq_log(IMGQ_LOG_WARN, "job",
+                     "%s call %d/%d: handed back while the provider had it; charged as lost "
+                     "at its reservation (%" PRId64 " micros)",
+                     j->id, c->index + 1, j->ncalls, c->reserved);
+        settle_call(c, c->sent ? c->reserved : 0, c->sent ? "lost" : "free");
+    }
 }
 
 void job_lease_lost(struct worker *w, const char *id, const char *token)
@@ -1156,6 +1174,7 @@ static void settle_call(struct call *c, imgq_micros cost, const char *reason)
     if (!c->key[0])
         call_key(c);
     c->reserve_held = false;
+    c->sent = false;
     char costs[32], attempt[16], idx[16];
     snprintf(costs, sizeof costs, "%" PRId64, cost);
     snprintf(attempt, sizeof attempt, "%d", j->attempt);
@@ -1799,6 +1818,7 @@ static void send_reserved(struct call *c)
     int r = imgq_http_submit(j->w->http, req, on_call, c);
     if (r == 0) {
         j->ops++;
+        c->sent = true;
         return;
     }
     limits_release(j->w, &c->lw, false); /* never sent */

@@ -692,6 +692,7 @@ static void on_grace_timer(uv_timer_t *t)
     for (struct job *j = w->jobs; j; j = job_next(j)) {
         if (!job_lease_held(j) || !job_waiting_for_provider(j))
             continue;
+        job_hand_back(j); /* its settlements go ahead of the release, on the same connection */
         const char *args[2] = {job_id(j), job_token(j)};
         if (worker_script(w, IMGQ_SCRIPT_RELEASE, 2, args, on_release, NULL) == 0) {
             w->pending_releases++;

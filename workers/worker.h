@@ -172,6 +172,12 @@ void job_start(struct worker *w, const char *id, const char *token, int attempt,
 /* run.c: the lease of job 'id' under 'token' was lost; stop caring about that claim's outcome
  * (a later claim of the same job, with another token, goes on). */
 void job_lease_lost(struct worker *w, const char *id, const char *token);
+/* run.c: shutdown is handing j back (release script): settle its calls' reservations first,
+ * since no worker will.  A send the provider has (no answer yet, or images still downloading)
+ * is charged as lost at its reservation, the worst case it may cost; a reservation nothing was
+ * sent for is released.  An asynchronous task with a recorded handle keeps its reservation for
+ * the worker that takes the job over.  Call before the release; no-op unless j is calling. */
+void job_hand_back(struct job *j);
 /* run.c: hand a job back to the queue at shutdown (release script) and abandon it. */
 void job_abandon(struct job *j, bool release);
 /* run.c: send the completions queued in this turn of the loop now. */

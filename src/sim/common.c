@@ -182,9 +182,12 @@ static void call_unlink(struct sim_call *c)
 static void call_finish(struct sim_call *c)
 {
     call_unlink(c);
-    if (imgq_httpd_request_aborted(c->req))
+    if (imgq_httpd_request_aborted(c->req)) {
+        /* The generation ran to its end; only its answer has nobody to go to. */
+        if (c->outcome == SIM_OK || c->outcome == SIM_OK_NO_USAGE)
+            c->sim->abandoned++;
         imgq_httpd_respond(c->req, 499, NULL, 0, NULL, 0); /* discarded: frees the request */
-    else
+    } else
         c->answer(c);
     c->req = NULL;
     uv_close((uv_handle_t *)&c->timer, call_closed);

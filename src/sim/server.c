@@ -148,12 +148,13 @@ static json_t *stats_json(struct sim *s)
         total += s->received[e];
     }
     json_object_set_new(requests, "total", json_integer((json_int_t)total));
-    return json_pack(
-        "{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", requests, "in_flight",
-        (json_int_t)s->in_flight, "max_in_flight", (json_int_t)s->max_in_flight, "images",
-        (json_int_t)s->images, "output_tokens", (json_int_t)s->output_tokens, "connections",
-        (json_int_t)imgq_httpd_connections(s->httpd), "fail_once_keys", (json_int_t)s->nseen,
-        "tasks", (json_int_t)s->ntasks, "fail_rules", (json_int_t)s->nfail_rules);
+    return json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", requests,
+                     "in_flight", (json_int_t)s->in_flight, "max_in_flight",
+                     (json_int_t)s->max_in_flight, "abandoned", (json_int_t)s->abandoned, "images",
+                     (json_int_t)s->images, "output_tokens", (json_int_t)s->output_tokens,
+                     "connections", (json_int_t)imgq_httpd_connections(s->httpd), "fail_once_keys",
+                     (json_int_t)s->nseen, "tasks", (json_int_t)s->ntasks, "fail_rules",
+                     (json_int_t)s->nfail_rules);
 }
 
 static void reset_stats(struct sim *s, const char *query)
@@ -165,7 +166,7 @@ static void reset_stats(struct sim *s, const char *query)
     memset(s->results, 0, sizeof(s->results));
     sim_tasks_clear(s);
     s->max_in_flight = s->in_flight;
-    s->images = s->output_tokens = 0;
+    s->images = s->output_tokens = s->abandoned = 0;
     for (int e = 0; e < SIM_EP_COUNT; e++)
         s->window[e].requests = 0;
     if (strstr(query, "fail_once=1"))

@@ -124,6 +124,9 @@ struct sim {
     uint64_t submits[SIM_EP_COUNT], polls[SIM_EP_COUNT], results[SIM_EP_COUNT];
     uint64_t in_flight, max_in_flight;
     uint64_t images, output_tokens;
+    /* generations whose client left before the answer: the work was done, and a real
+     * provider bills it (sim_call's outcome OK or OK_NO_USAGE) */
+    uint64_t abandoned;
     struct sim_window window[SIM_EP_COUNT]; /* the --rpm windows */
     /* fail-once keys already seen */
     char **seen_keys;

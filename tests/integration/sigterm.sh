@@ -15,6 +15,13 @@ done >"$IMGQ_TMP/jobs.jsonl"
 leases() { redis-cli -p "$REDIS_PORT" zcard 'imgq:{default}:leases'; }
 leases_are() { [ "$(leases)" -eq "$1" ]; }
 count() { "$IMGQ_BIN/imgq" batch status term --json | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
+# What the provider did: generations answered, and those whose client left before the answer
+# (the work was done: a real provider bills them); and what the ledger recorded.
+sim_stat() { curl -s "http://127.0.0.1:$SIM_PORT/sim/stats" | python3 -c "import json,sys; s=json.load(sys.stdin); print($1)"; }
+provider_calls() { sim_stat 's["requests"]["generations"]["ok"] + s["abandoned"]'; }
+sim_idle() { [ "$(sim_stat 's["in_flight"]')" -eq 0 ]; }
+ledger() { redis-cli -p "$REDIS_PORT" xlen 'imgq:{default}:ledger'; }
+ledger_reason() { redis-cli -p "$REDIS_PORT" xrange 'imgq:{default}:ledger' - + | grep -cx "$1" || true; }
 
 # 1. Grace long enough: the 10 running jobs finish, nothing new is claimed.
 "$IMGQ_BIN/imgq-worker" --concurrency 10 --grace-ms 20000 >"$IMGQ_TMP/w1.log" 2>&1 &
@@ -41,6 +48,19 @@ assert_eq "0" "$(count running)" "nothing counted as running"
 queued=$("$IMGQ_BIN/imgq" batch results term | grep '"state":"queued"')
 assert_eq "20" "$(grep -c . <<<"$queued")" "20 queued result lines"
 assert_eq "0" "$(grep -vc '"attempts":0' <<<"$queued" || true)" "handed-back jobs keep their attempts"
+# Every call the provider had when the grace ended is charged (as lost, at its reservation):
+# the provider generated it; only its answer was not waited for.
+wait_until 20 "the simulator finished the abandoned generations" sim_idle
+lost=$(ledger_reason lost)
+[ "$lost" -gt 0 ] || fail "no call was charged as lost: none was in flight when the grace ended?"
+assert_eq "$(provider_calls)" "$(ledger)" "ledger entries = provider calls after a hand-back"
+assert_eq "$((10 + lost))" "$(provider_calls)" "the 10 finished calls and the $lost handed back"
+open_resv=0
+for k in $(redis-cli -p "$REDIS_PORT" --scan --pattern 'imgq:{default}:j:*'); do
+    n=$(redis-cli -p "$REDIS_PORT" hkeys "$k" | grep -c '^resv:' || true)
+    open_resv=$((open_resv + n))
+done
+assert_eq "0" "$open_resv" "no reservation is left standing on a handed-back job"
 
 
 # 3. Another worker finishes the batch; every job completed exactly once.
@@ -51,6 +71,7 @@ wait_pid $w3 60 || fail "worker 3 did not finish"
 assert_eq "30" "$(count done)" "all jobs done"
 completions=$(cat "$IMGQ_TMP"/w*.log | grep -c 'job: j[0-9a-z]* done')
 assert_eq "30" "$completions" "each job completed once across the three workers"
+assert_eq "$(provider_calls)" "$(ledger)" "ledger entries = provider calls across the three workers"
 
 # 4. SIGTERM, then jobs that finish in the same turn of the loop (their completions go to
 # Redis in one call, asking for no successors): the reply lets the stopping worker shut down
