@@ -8,11 +8,16 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/env.sh"
 imgq_env_setup
-command -v valgrind >/dev/null || fail "valgrind is not installed"
 start_redis
 IMGQ="$IMGQ_BIN/imgq"
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
-vg() { valgrind -q --error-exitcode=99 "$IMGQ" route --explain --json "$@"; }
+if grep -q __asan_init "$IMGQ"; then
+    # A sanitizer build (-DIMGQ_SANITIZE=ON) cannot run under valgrind: ASan checks it instead.
+    vg() { ASAN_OPTIONS="exitcode=99:${ASAN_OPTIONS:-}" "$IMGQ" route --explain --json "$@"; }
+else
+    command -v valgrind >/dev/null || fail "valgrind is not installed"
+    vg() { valgrind -q --error-exitcode=99 "$IMGQ" route --explain --json "$@"; }
+fi
 
 # check FILE.json QUALITY SIZE: the schema, and the request's quality and size where priced.
 check() {
@@ -60,7 +65,7 @@ EOF
 note "without Redis: valgrind-clean, the schema, the same output twice"
 for run in 1 2; do
     IMGQ_REDIS_URL="redis://127.0.0.1:1/0" vg "$IMGQ_TMP/job.json" >"$IMGQ_TMP/a$run.json" ||
-        fail "route --explain --json (no Redis) exited $? (99: valgrind found errors)"
+        fail "route --explain --json (no Redis) exited $? (99: valgrind or ASan found errors)"
 done
 cat "$IMGQ_TMP/a1.json"
 check "$IMGQ_TMP/a1.json" low 1024x1024
@@ -72,7 +77,7 @@ rcli hset 'imgq:{default}:models' ok:gpt-image-1-mini 6 fail:gpt-image-1-mini 14
     ok:gpt-image-2 30 fail:gpt-image-2 10 >/dev/null
 for run in 1 2; do
     vg "$IMGQ_TMP/job.json" >"$IMGQ_TMP/b$run.json" ||
-        fail "route --explain --json (Redis) exited $? (99: valgrind found errors)"
+        fail "route --explain --json (Redis) exited $? (99: valgrind or ASan found errors)"
 done
 check "$IMGQ_TMP/b1.json" low 1024x1024
 cmp -s "$IMGQ_TMP/b1.json" "$IMGQ_TMP/b2.json" || fail "two identical runs printed different output"
