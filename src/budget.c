@@ -185,3 +185,16 @@ void imgq_budget_local_time(int64_t t_ms, const char *tz, char *buf, size_t len)
     snprintf(buf, len, "%s%c%02ld:%02ld", base, sign, off / 3600, off / 60 % 60);
     tz_leave(&sc);
 }
+
+size_t imgq_budget_scopes(const char *team, const char *batch, const char *model, const char *route,
+                          char *names[IMGQ_BUDGET_SCOPES])
+{
+    static const char *const kinds[] = {"team", "batch", "model", "route"};
+    const char *values[] = {team, batch, model, route};
+    size_t n = 0;
+    names[n++] = imgq_xstrdup("global");
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (values[i] && *values[i])
+            names[n++] = imgq_xasprintf("%s:%s", kinds[i], values[i]);
+    return n;
+}

@@ -163,6 +163,14 @@ int imgq_route(const imgq_catalog *cat, const struct imgq_route_request *req,
         return IMGQ_EINVAL;
     if (req->route && !imgq_catalog_route(cat, req->route))
         return IMGQ_EINVAL;
+    /* The candidates outlive the request (imgq route --explain prints them after the job's
+     * JSON is freed): they point at the catalog or at these copies, never into the request. */
+    struct imgq_route_request own = *req;
+    if (req->quality)
+        quality = own.quality = out->quality = imgq_xstrdup(req->quality);
+    if (req->size)
+        own.size = out->size = imgq_xstrdup(req->size);
+    req = &own;
     size_t n = 0;
     while (imgq_catalog_model_at(cat, n))
         n++;
@@ -183,5 +191,7 @@ int imgq_route(const imgq_catalog *cat, const struct imgq_route_request *req,
 void imgq_route_result_clear(struct imgq_route_result *r)
 {
     free(r->candidates);
+    free(r->quality);
+    free(r->size);
     memset(r, 0, sizeof *r);
 }

@@ -45,6 +45,16 @@ int imgq_budget_transitions(const char *tz, int64_t from_ms, int64_t to_ms,
 int imgq_budget_window(const char *window, const char *tz, int64_t t_ms, char *id, size_t idlen,
                        int64_t *start_ms, int64_t *end_ms) IMGQ_MUST_CHECK;
 
+/*
+ * The budgets a provider call is reserved against, as src/lua/budget.lua's reserve names them:
+ * "global", then team:T, batch:B, model:M and route:R for each of team, batch, model and route
+ * that is neither NULL nor empty.  Writes the names (new strings: free each) into names and
+ * returns how many.
+ */
+#define IMGQ_BUDGET_SCOPES 5
+size_t imgq_budget_scopes(const char *team, const char *batch, const char *model, const char *route,
+                          char *names[IMGQ_BUDGET_SCOPES]);
+
 /* t_ms as local time in tz, "2026-11-22T00:00:00+01:00", into buf. */
 void imgq_budget_local_time(int64_t t_ms, const char *tz, char *buf, size_t len);
 

@@ -41,7 +41,10 @@ struct imgq_model_stats {
 
 struct imgq_route_candidate {
     const struct imgq_model *model;
-    const char *quality; /* the quality it would run at (NULL if it has none) */
+    /* The quality and size it would run at (NULL when it has no quality knob, or was left out
+     * before they were settled): the catalog's strings or the result's own copies of the
+     * request's, valid until imgq_route_result_clear whatever becomes of the request. */
+    const char *quality;
     const char *size;
     imgq_micros cost;     /* worst-case cost of the job on it */
     imgq_micros expected; /* cost adjusted for its success rate */
@@ -54,6 +57,7 @@ struct imgq_route_result {
     struct imgq_route_candidate *candidates; /* every catalog model, cheapest eligible first */
     size_t ncandidates;
     const struct imgq_route_candidate *chosen; /* NULL if none is eligible */
+    char *quality, *size; /* copies of the request's quality and size (or NULL) */
 };
 
 /*

@@ -4,9 +4,12 @@
  * Every line is validated exactly as imgq submit validates it (imgq_job_parse, the same
  * FILE:LINE: field: reason messages); nothing is enqueued and Redis is not needed (when it is
  * there, "model": "auto" routes with the queue's observed success rates, as submit does).
- * Each job is priced by imgq_quote_job: the worst case is what the worker reserves before each
- * provider call, the expected case the catalog's figure for the images (quote.h).  The file
- * is read once, line by line, so a large file quotes in flat memory.
+ * Each job is priced by imgq_quote_job_at, per stage (a pipeline's drafts and refine): the worst
+ * case is what the worker reserves before each provider call, whichever model serves it, the
+ * expected case the catalog's figure for the images (quote.h).  Rows are per model and stage.
+ * --budgets (needs Redis) adds, for each budget set for the file's jobs, the room left in its
+ * current window and whether the file's worst case there fits.  The file is read once, line by
+ * line, so a large file quotes in flat memory.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -16,46 +19,177 @@
 #include <time.h>
 
 #include "cli.h"
+#include "imgq/alloc.h"
+#include "imgq/budget.h"
 #include "imgq/job.h"
 #include "imgq/quote.h"
 #include "imgq/router.h"
 
-static void print_row(const char *name, const struct imgq_quote_row *r)
+/* "gpt-image-1-mini (draft)": a row's model and, for a pipeline's, its stage. */
+static void row_label(const struct imgq_quote_row *r, char *buf, size_t len)
 {
-    char jobs[32], calls[32], images[32], e[48], w[48];
+    if (r->stage)
+        snprintf(buf, len, "%s (%s)", r->model, r->stage);
+    else
+        snprintf(buf, len, "%s", r->model ? r->model : "TOTAL");
+}
+
+static void print_row(const struct imgq_quote_row *r)
+{
+    char name[160], jobs[32], calls[32], images[32], e[48], o[48], w[48];
+    row_label(r, name, sizeof name);
     imgq__cli_grouped(r->jobs, jobs, sizeof jobs);
     imgq__cli_grouped(r->calls, calls, sizeof calls);
     imgq__cli_grouped(r->images, images, sizeof images);
     imgq_quote_money(r->expected, e, sizeof e);
+    imgq_quote_money(r->own_worst, o, sizeof o);
     imgq_quote_money(r->worst, w, sizeof w);
-    printf("%-26s %10s %10s %10s %16s %16s\n", name, jobs, calls, images, e, w);
+    printf("%-34s %10s %10s %10s %16s %16s %16s\n", name, jobs, calls, images, e, o, w);
 }
 
 static json_t *row_json(const struct imgq_quote_row *r)
 {
-    char e[48], w[48];
+    char e[48], o[48], w[48];
     imgq_quote_money(r->expected, e, sizeof e);
+    imgq_quote_money(r->own_worst, o, sizeof o);
     imgq_quote_money(r->worst, w, sizeof w);
-    json_t *o = json_object();
-    if (r->model)
-        json_object_set_new(o, "model", json_string(r->model));
-    json_object_set_new(o, "jobs", json_integer(r->jobs));
-    json_object_set_new(o, "calls", json_integer(r->calls));
-    json_object_set_new(o, "images", json_integer(r->images));
-    json_object_set_new(o, "expected_micros", json_integer(r->expected));
-    json_object_set_new(o, "expected", json_string(e));
-    json_object_set_new(o, "worst_micros", json_integer(r->worst));
-    json_object_set_new(o, "worst", json_string(w));
-    return o;
+    json_t *j = json_object();
+    if (r->model) {
+        json_object_set_new(j, "model", json_string(r->model));
+        json_object_set_new(j, "stage", r->stage ? json_string(r->stage) : json_null());
+    }
+    json_object_set_new(j, "jobs", json_integer(r->jobs));
+    json_object_set_new(j, "calls", json_integer(r->calls));
+    json_object_set_new(j, "images", json_integer(r->images));
+    json_object_set_new(j, "expected_micros", json_integer(r->expected));
+    json_object_set_new(j, "expected", json_string(e));
+    json_object_set_new(j, "own_worst_micros", json_integer(r->own_worst));
+    json_object_set_new(j, "own_worst", json_string(o));
+    json_object_set_new(j, "worst_micros", json_integer(r->worst));
+    json_object_set_new(j, "worst", json_string(w));
+    return j;
+}
+
+/*
+ * --budgets: the worst case of the file summed per budget its calls are reserved against
+ * (imgq_budget_scopes, as budget.lua names them).  A stage counts against its model's budget
+ * and, since a circuit breaker may move it, against each of its fallbacks' too.
+ */
+static int budget_add(json_t *sums, const char *name, imgq_micros v)
+{
+    json_int_t old = json_integer_value(json_object_get(sums, name)), sum;
+    if (__builtin_add_overflow(old, (json_int_t)v, &sum))
+        return IMGQ_ERANGE;
+    json_object_set_new(sums, name, json_integer(sum));
+    return 0;
+}
+
+static int budget_sums(json_t *sums, const struct imgq_job_spec *spec, const char *batch,
+                       const struct imgq_route *route, const struct imgq_job_quote *jq)
+{
+    const char *route_name = route ? route->name : spec->route;
+    char *names[IMGQ_BUDGET_SCOPES];
+    size_t n = imgq_budget_scopes(spec->team, batch, NULL, route_name, names);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0)
+            rc = budget_add(sums, names[i], jq->worst);
+        free(names[i]);
+    }
+    for (int k = 0; k < jq->nstages && rc == 0; k++) {
+        const struct imgq_model *m = jq->stages[k].model;
+        char *name = imgq_xasprintf("model:%s", m->name);
+        rc = budget_add(sums, name, jq->stages[k].worst);
+        free(name);
+        for (char **f = m->fallbacks; f && *f && rc == 0; f++) {
+            name = imgq_xasprintf("model:%s", *f);
+            rc = budget_add(sums, name, jq->stages[k].worst);
+            free(name);
+        }
+    }
+    return rc;
+}
+
+static long long reply_int(json_t *a, size_t i)
+{
+    json_t *v = json_array_get(a, i);
+    return json_is_integer(v)  ? (long long)json_integer_value(v)
+           : json_is_string(v) ? atoll(json_string_value(v))
+                               : 0;
+}
+
+/* Each budget of sums that is set: its room in the current window against the file's worst
+ * case there.  A new array, or NULL after printing why. */
+static json_t *budget_report(json_t *sums)
+{
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return NULL;
+    json_t *out = json_array();
+    const char *name;
+    json_t *v;
+    json_object_foreach(sums, name, v)
+    {
+        const char *args[] = {"get", name};
+        json_t *r = NULL;
+        char err[512];
+        if (imgq_queue_script(q, IMGQ_SCRIPT_BUDGET, 2, args, &r, err, sizeof err) != 0) {
+            fprintf(stderr, "imgq quote: --budgets: %s\n", err);
+            json_decref(out);
+            return NULL;
+        }
+        if (json_is_array(r)) { /* else no such budget: it does not apply */
+            long long limit = reply_int(r, 3), spent = reply_int(r, 8), reserved = reply_int(r, 9);
+            long long room = limit - spent - reserved;
+            json_int_t worst = json_integer_value(v);
+            json_array_append_new(
+                out, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "name", name,
+                               "window", json_string_value(json_array_get(r, 1)) ?: "", "window_id",
+                               json_string_value(json_array_get(r, 5)) ?: "", "limit_micros",
+                               (json_int_t)limit, "spent_micros", (json_int_t)spent,
+                               "reserved_micros", (json_int_t)reserved, "remaining_micros",
+                               (json_int_t)(room > 0 ? room : 0), "worst_micros", worst, "fits",
+                               worst <= room));
+        }
+        json_decref(r);
+    }
+    return out;
+}
+
+static void print_budgets(json_t *budgets)
+{
+    if (json_array_size(budgets) == 0) {
+        printf("no budget applies to these jobs\n");
+        return;
+    }
+    printf("\n%-34s %-6s %-14s %16s %16s  %s\n", "budget", "window", "period", "remaining",
+           "worst case", "fits");
+    size_t i;
+    json_t *b;
+    json_array_foreach(budgets, i, b)
+    {
+        char room[48], worst[48];
+        imgq_quote_money(json_integer_value(json_object_get(b, "remaining_micros")), room,
+                         sizeof room);
+        imgq_quote_money(json_integer_value(json_object_get(b, "worst_micros")), worst,
+                         sizeof worst);
+        printf("%-34s %-6s %-14s %16s %16s  %s\n", json_string_value(json_object_get(b, "name")),
+               json_string_value(json_object_get(b, "window")),
+               json_string_value(json_object_get(b, "window_id")), room, worst,
+               json_is_true(json_object_get(b, "fits")) ? "yes" : "NO");
+    }
 }
 
 int imgq_cmd_quote(int argc, char **argv)
 {
-    const char *route_name = NULL;
-    int json = 0;
-    static const struct option opts[] = {{"route", required_argument, NULL, 'r'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {NULL, 0, NULL, 0}};
+    const char *route_name = NULL, *batch = NULL;
+    int json = 0, budgets = 0;
+    /* The same defaults and routing inputs as imgq submit with the same flags. */
+    struct imgq_job_defaults d = {.priority = IMGQ_PRIO_NORMAL, .max_attempts = 5};
+    static const struct option opts[] = {
+        {"route", required_argument, NULL, 'r'}, {"json", no_argument, NULL, 'j'},
+        {"budgets", no_argument, NULL, 'b'},     {"team", required_argument, NULL, 't'},
+        {"batch", required_argument, NULL, 'B'}, {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -65,12 +199,22 @@ int imgq_cmd_quote(int argc, char **argv)
         case 'j':
             json = 1;
             break;
+        case 'b':
+            budgets = 1;
+            break;
+        case 't':
+            d.team = optarg;
+            break;
+        case 'B':
+            batch = optarg;
+            break;
         default:
             return IMGQ_EXIT_USAGE;
         }
     }
     if (optind + 1 != argc) {
-        fprintf(stderr, "usage: imgq quote FILE.jsonl|- [--route R] [--json]\n");
+        fprintf(stderr, "usage: imgq quote FILE.jsonl|- [--route R] [--json] [--budgets] "
+                        "[--team T] [--batch B]\n");
         return IMGQ_EXIT_USAGE;
     }
     const char *path = argv[optind];
@@ -88,8 +232,6 @@ int imgq_cmd_quote(int argc, char **argv)
         return IMGQ_EXIT_FAIL;
     }
     const char *shown = f == stdin ? "<stdin>" : path;
-    /* The same defaults and routing inputs as imgq submit without flags. */
-    struct imgq_job_defaults d = {.priority = IMGQ_PRIO_NORMAL, .max_attempts = 5};
     struct imgq_model_stats *stats = NULL;
     imgq_queue *sq = imgq__cli_queue_quiet();
     if (!sq || imgq_queue_model_stats(sq, &stats, &d.nmodel_stats) != 0) {
@@ -100,6 +242,7 @@ int imgq_cmd_quote(int argc, char **argv)
     time_t today = time(NULL);
     struct imgq_quote q;
     imgq_quote_init(&q);
+    json_t *sums = budgets ? json_object() : NULL, *report = NULL;
     char *line = NULL;
     size_t cap = 0, lineno = 0, jobs = 0, bad = 0;
     ssize_t len;
@@ -113,9 +256,11 @@ int imgq_cmd_quote(int argc, char **argv)
             continue;
         }
         struct imgq_job_quote jq;
-        int r = imgq_quote_job(cat, &spec, route, &jq);
+        int r = imgq_quote_job_at(cat, &spec, route, today, &jq);
         if (r == 0)
             r = imgq_quote_add(&q, &jq);
+        if (r == 0 && sums)
+            r = budget_sums(sums, &spec, batch, route, &jq);
         imgq_job_spec_clear(&spec);
         if (r) {
             bad++;
@@ -140,6 +285,10 @@ int imgq_cmd_quote(int argc, char **argv)
         rc = IMGQ_EXIT_FAIL;
         goto out;
     }
+    if (sums && !(report = budget_report(sums))) {
+        rc = IMGQ_EXIT_FAIL;
+        goto out;
+    }
     if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "route", route ? json_string(route->name) : json_null());
@@ -148,6 +297,8 @@ int imgq_cmd_quote(int argc, char **argv)
             json_array_append_new(rows, row_json(&q.rows[i]));
         json_object_set_new(o, "models", rows);
         json_object_set_new(o, "total", row_json(&q.total));
+        if (report)
+            json_object_set(o, "budgets", report);
         char *text = json_dumps(o, JSON_COMPACT);
         printf("%s\n", text);
         free(text);
@@ -159,13 +310,20 @@ int imgq_cmd_quote(int argc, char **argv)
                    (route->multiplier_ppm % 1000000) / 10000);
         else
             printf("%s: %zu jobs priced on each job's route\n", shown, jobs);
-        printf("%-26s %10s %10s %10s %16s %16s\n", "model", "jobs", "calls", "images", "expected",
-               "worst case");
+        printf("%-34s %10s %10s %10s %16s %16s %16s\n", "model", "jobs", "calls", "images",
+               "expected", "own model", "worst case");
         for (size_t i = 0; i < q.nrows; i++)
-            print_row(q.rows[i].model, &q.rows[i]);
-        print_row("TOTAL", &q.total);
+            print_row(&q.rows[i]);
+        print_row(&q.total);
+        if (q.total.worst > q.total.own_worst)
+            printf("(the worst case includes the fallbacks a circuit breaker may move jobs to; "
+                   "\"own model\" is without them)\n");
+        if (report)
+            print_budgets(report);
     }
 out:
+    json_decref(report);
+    json_decref(sums);
     imgq_quote_clear(&q);
     imgq_queue_model_stats_free(stats, d.nmodel_stats);
     free(line);

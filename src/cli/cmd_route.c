@@ -2,6 +2,7 @@
  * cmd_route.c - imgq route --explain JOB.json: every candidate model for a "model": "auto"
  * job, its expected cost, and why it was taken or left out.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,28 @@ static void load_stats(struct imgq_model_stats **s, size_t *n)
         *s = NULL;
         *n = 0;
     }
+}
+
+/*
+ * One candidate of --json, with the same keys every time (README "Routing"): quality, size and
+ * cost_micros are null when the model was left out before it could be priced (quality also for
+ * a model without a quality knob); expected_micros is null when no expected cost was worked out
+ * (not priced, or unreliable); success_rate is the rate the router used, 1 without history.
+ */
+static json_t *candidate_json(const struct imgq_route_candidate *c, const char *verdict)
+{
+    bool priced = c->eligible || c->cost > 0;
+    bool expected = c->eligible || c->expected > 0;
+    json_t *o = json_object();
+    json_object_set_new(o, "model", json_string(c->model->name));
+    json_object_set_new(o, "verdict", json_string(verdict));
+    json_object_set_new(o, "quality", priced && c->quality ? json_string(c->quality) : json_null());
+    json_object_set_new(o, "size", priced && c->size ? json_string(c->size) : json_null());
+    json_object_set_new(o, "cost_micros", priced ? json_integer(c->cost) : json_null());
+    json_object_set_new(o, "expected_micros", expected ? json_integer(c->expected) : json_null());
+    json_object_set_new(o, "success_rate", json_real(c->success_rate));
+    json_object_set_new(o, "reason", json_string(c->reason));
+    return o;
 }
 
 int imgq_cmd_route(int argc, char **argv)
@@ -85,33 +108,26 @@ int imgq_cmd_route(int argc, char **argv)
         printf("%-24s %-9s %14s %8s  %s\n", "MODEL", "", "EXPECTED", "SUCCESS", "WHY");
     for (size_t i = 0; i < res.ncandidates; i++) {
         const struct imgq_route_candidate *c = &res.candidates[i];
+        const char *verdict = c == res.chosen ? "chosen" : c->eligible ? "eligible" : "excluded";
+        if (json) {
+            json_array_append_new(arr, candidate_json(c, verdict));
+            continue;
+        }
         char money[48] = "-";
         if (c->expected > 0)
             imgq_money_format(c->expected, 6, money, sizeof money);
-        const char *verdict = c == res.chosen ? "chosen" : c->eligible ? "eligible" : "excluded";
-        if (json) {
-            json_t *o = json_object();
-            json_object_set_new(o, "model", json_string(c->model->name));
-            json_object_set_new(o, "verdict", json_string(verdict));
-            json_object_set_new(o, "cost_micros", json_integer(c->cost));
-            json_object_set_new(o, "expected_micros", json_integer(c->expected));
-            json_object_set_new(o, "success_rate_pct", json_integer((int)(c->success_rate * 100)));
-            if (c->quality)
-                json_object_set_new(o, "quality", json_string(c->quality));
-            if (c->size && c->eligible)
-                json_object_set_new(o, "size", json_string(c->size));
-            json_object_set_new(o, "reason", json_string(c->reason));
-            json_array_append_new(arr, o);
-        } else {
-            printf("%-24s %-9s %14s %7.0f%%  %s\n", c->model->name, verdict, money,
-                   c->success_rate * 100, c->reason);
-        }
+        printf("%-24s %-9s %14s %7.0f%%  %s\n", c->model->name, verdict, money,
+               c->success_rate * 100, c->reason);
     }
     if (json) {
-        char *out = json_dumps(arr, JSON_COMPACT);
+        json_t *o = json_object();
+        json_object_set_new(o, "chosen",
+                            res.chosen ? json_string(res.chosen->model->name) : json_null());
+        json_object_set_new(o, "candidates", arr);
+        char *out = json_dumps(o, JSON_COMPACT);
         printf("%s\n", out);
         free(out);
-        json_decref(arr);
+        json_decref(o);
     }
     int exit = res.chosen ? IMGQ_EXIT_OK : IMGQ_EXIT_FAIL;
     if (!res.chosen)

@@ -480,7 +480,7 @@ int imgq_cmd_submit(int argc, char **argv)
             continue;
         }
         struct imgq_job_quote jq;
-        int qr = max_cost < 0 ? 0 : imgq_quote_job(cat, &spec, NULL, &jq);
+        int qr = max_cost < 0 ? 0 : imgq_quote_job_at(cat, &spec, NULL, today, &jq);
         if (qr == 0 && max_cost >= 0)
             qr = imgq_quote_add(&worst, &jq);
         if (qr) {

@@ -43,12 +43,12 @@ run_worker() { # run_worker LOG: one worker until the queue has nothing it can d
     wait_pid $! 120 || fail "the worker did not finish ($1)"
 }
 
-# The worst case of one job line, per provider call, as `imgq quote` prices it.
+# The worst case of one job line, per provider call on its own model, as `imgq quote` prices it.
 ceiling_of() { # ceiling_of JOB-LINE
     printf '%s\n' "$1" >"$IMGQ_TMP/one.jsonl"
     local q
     q=$("${imgq[@]}" quote "$IMGQ_TMP/one.jsonl" --json)
-    python3 -c 'import json,sys; t=json.loads(sys.argv[1])["total"]; print(t["worst_micros"] // t["calls"])' "$q"
+    python3 -c 'import json,sys; t=json.loads(sys.argv[1])["total"]; print(t["own_worst_micros"] // t["calls"])' "$q"
 }
 
 no_usage='{"id":"nousage","prompt":"a linen tote bag on white [sim:no-usage]","model":"gpt-image-1-mini","quality":"low","size":"1024x1024"}'

@@ -44,11 +44,16 @@ assert_match "$out" 'flux-schnell +7,000 +7,000 +7,000 +\$21\.00 +\$21\.00' "flu
 assert_match "$out" 'dall-e-3 +3,000 +3,000 +3,000 +\$140\.00 +\$140\.00' "dall-e-3 row"
 assert_match "$out" 'TOTAL +10,000 +10,000 +10,000 +\$161\.00 +\$161\.00' "seeds/003 routed total"
 json=$("$IMGQ" quote --json "$IMGQ_TMP/routed.jsonl")
-assert_eq "161000000" "$(jq -r .total.worst_micros <<<"$json")" "routed worst case, micros"
+assert_eq "161000000" "$(jq -r .total.own_worst_micros <<<"$json")" "routed worst case on the own models, micros"
+# flux-schnell's circuit breaker may move its jobs to flux-1.1-pro ($0.04): the true worst case.
+assert_eq "420000000" "$(jq -r .total.worst_micros <<<"$json")" "routed worst case, micros"
 assert_eq "161000000" "$(jq -r .total.expected_micros <<<"$json")" "routed expected, micros"
-assert_eq '$161.00' "$(jq -r .total.worst <<<"$json")" "routed worst case text"
+assert_eq '$161.00' "$(jq -r .total.own_worst <<<"$json")" "routed worst case text"
+assert_eq '$420.00' "$(jq -r .total.worst <<<"$json")" "routed worst case with fallbacks"
+assert_eq "null" "$(jq -r '.models[0].stage' <<<"$json")" "no pipeline, no stage"
 assert_eq "null" "$(jq -r .route <<<"$json")" "each job's own route"
-assert_eq "21000000" "$(jq -r '.models[] | select(.model=="flux-schnell") | .worst_micros' <<<"$json")"
+assert_eq "21000000" "$(jq -r '.models[] | select(.model=="flux-schnell") | .own_worst_micros' <<<"$json")"
+assert_eq "280000000" "$(jq -r '.models[] | select(.model=="flux-schnell") | .worst_micros' <<<"$json")"
 
 note "quote: seeds/003 naive, all dall-e-3 hd"
 json=$("$IMGQ" quote --json "$IMGQ_TMP/naive.jsonl")
@@ -58,7 +63,7 @@ assert_eq "10000" "$(jq -r .total.images <<<"$json")" "naive images"
 
 note "quote --route: every job on the TreeRouter standard group (x0.30)"
 json=$("$IMGQ" quote --json --route treerouter-standard "$IMGQ_TMP/routed.jsonl")
-assert_eq '$48.30' "$(jq -r .total.worst <<<"$json")" "routed at 0.30"
+assert_eq '$48.30' "$(jq -r .total.own_worst <<<"$json")" "routed at 0.30"
 assert_eq "treerouter-standard" "$(jq -r .route <<<"$json")"
 
 note "quote: worst case against expected on token models, fan-out and references"
@@ -70,12 +75,12 @@ json=$("$IMGQ" quote --json "$IMGQ_TMP/tokens.jsonl")
 # gpt-image-2 low 1024x1024: 196 output tokens at $30/M = 5880 per image, x3 in one call;
 # the worst case adds the prompt bounded by its bytes (4 x 3 text tokens at $5/M = 60 micros).
 assert_eq "17640" "$(jq -r '.models[] | select(.model=="gpt-image-2") | .expected_micros' <<<"$json")"
-assert_eq "17700" "$(jq -r '.models[] | select(.model=="gpt-image-2") | .worst_micros' <<<"$json")"
+assert_eq "17700" "$(jq -r '.models[] | select(.model=="gpt-image-2") | .own_worst_micros' <<<"$json")"
 assert_eq "1" "$(jq -r '.models[] | select(.model=="gpt-image-2") | .calls' <<<"$json")"
 # gemini fans out (one image per call): 2 calls; reference tokens count in both figures.
 assert_eq "2" "$(jq -r '.models[] | select(.model=="gemini-2.5-flash-image") | .calls' <<<"$json")"
 gem_e=$(jq -r '.models[] | select(.model=="gemini-2.5-flash-image") | .expected_micros' <<<"$json")
-gem_w=$(jq -r '.models[] | select(.model=="gemini-2.5-flash-image") | .worst_micros' <<<"$json")
+gem_w=$(jq -r '.models[] | select(.model=="gemini-2.5-flash-image") | .own_worst_micros' <<<"$json")
 [ "$gem_w" -gt "$gem_e" ] || fail "worst case $gem_w is not above expected $gem_e"
 [ "$gem_e" -gt 77400 ] || fail "gemini expected $gem_e leaves out the reference image tokens"
 
@@ -96,18 +101,18 @@ assert_eq "0" "$(rcli dbsize)" "quote writes nothing to Redis"
 # ---- imgq submit --max-cost ---------------------------------------------------------------
 note "submit --max-cost: refused over the cap, nothing enqueued"
 set +e
-"$IMGQ" submit --batch capped --max-cost 160.99 "$IMGQ_TMP/routed.jsonl" >"$IMGQ_TMP/out" 2>"$IMGQ_TMP/err"
+"$IMGQ" submit --batch capped --max-cost 419.99 "$IMGQ_TMP/routed.jsonl" >"$IMGQ_TMP/out" 2>"$IMGQ_TMP/err"
 rc=$?
 set -e
 cat "$IMGQ_TMP/err"
 assert_eq 1 "$rc" "exit status of a refused submit"
-assert_contains "$(cat "$IMGQ_TMP/err")" 'worst case $161.00 for 10000 jobs is over --max-cost $160.99'
+assert_contains "$(cat "$IMGQ_TMP/err")" 'worst case $420.00 for 10000 jobs is over --max-cost $419.99'
 assert_contains "$(cat "$IMGQ_TMP/err")" "nothing was enqueued"
 assert_eq "0" "$(rcli dbsize)" "nothing written to Redis"
 assert_status 2 "$IMGQ" submit --max-cost lots "$IMGQ_TMP/routed.jsonl"
 
 note "submit --max-cost: accepted at the cap"
-batch=$("$IMGQ" submit --batch capped --max-cost 161 "$IMGQ_TMP/routed.jsonl" 2>"$IMGQ_TMP/err")
+batch=$("$IMGQ" submit --batch capped --max-cost 420 "$IMGQ_TMP/routed.jsonl" 2>"$IMGQ_TMP/err")
 assert_eq "capped" "$batch"
 assert_contains "$(cat "$IMGQ_TMP/err")" "10000 jobs enqueued"
 assert_eq "10000" "$(rcli hget 'imgq:{default}:stats' queued)" "10,000 jobs queued"

@@ -138,6 +138,27 @@ static void test_windows(void **state)
     assert_string_equal(t, "2026-07-01T17:30:00+05:30");
 }
 
+/* The budgets a call is reserved against, as budget.lua's reserve names them. */
+static void test_scopes(void **state)
+{
+    (void)state;
+    char *names[IMGQ_BUDGET_SCOPES];
+    size_t n = imgq_budget_scopes("red", "b1", "gpt-image-2", "list", names);
+    assert_int_equal(n, 5);
+    const char *want[] = {"global", "team:red", "batch:b1", "model:gpt-image-2", "route:list"};
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(names[i], want[i]);
+        assert_int_equal(imgq_budget_name_check(names[i]), 0);
+        free(names[i]);
+    }
+    n = imgq_budget_scopes("", NULL, NULL, "list", names);
+    assert_int_equal(n, 2);
+    assert_string_equal(names[0], "global");
+    assert_string_equal(names[1], "route:list");
+    free(names[0]);
+    free(names[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -145,6 +166,7 @@ int main(void)
         cmocka_unit_test(test_transitions_paris),
         cmocka_unit_test(test_transitions_utc_and_half_hours),
         cmocka_unit_test(test_windows),
+        cmocka_unit_test(test_scopes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

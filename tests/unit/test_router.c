@@ -281,6 +281,35 @@ static void test_job_auto_references(void **state)
     imgq_catalog_free(cat);
 }
 
+/* imgq route --explain prints the candidates after the job's JSON is gone: their quality and
+ * size belong to the result (they pointed into the freed JSON, and printed "\u0003"). */
+static void test_job_route_result_outlives_request(void **state)
+{
+    (void)state;
+    imgq_catalog *cat = shipped();
+    char *line = strdup("{\"prompt\":\"a fox\",\"model\":\"auto\",\"quality\":\"low\","
+                        "\"size\":\"1024x1024\"}");
+    struct imgq_route_result res;
+    struct imgq_job_problem why;
+    assert_int_equal(imgq_job_route(cat, line, strlen(line), NULL, TODAY, &res, &why), 0);
+    memset(line, 'x', strlen(line)); /* nothing of the request is left */
+    free(line);
+    size_t priced = 0;
+    for (size_t i = 0; i < res.ncandidates; i++) {
+        const struct imgq_route_candidate *c = &res.candidates[i];
+        if (!c->eligible)
+            continue;
+        priced++;
+        assert_string_equal(c->size, "1024x1024");
+        if (c->quality)
+            assert_string_equal(c->quality, "low");
+    }
+    assert_true(priced > 3);
+    assert_string_equal(res.chosen->quality, "low");
+    imgq_route_result_clear(&res);
+    imgq_catalog_free(cat);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_job_auto),
         cmocka_unit_test(test_references_guidance_sizes),
         cmocka_unit_test(test_job_auto_references),
+        cmocka_unit_test(test_job_route_result_outlives_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
