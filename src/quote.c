@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "imgq/alloc.h"
+#include "imgq/drift.h"
 
 int imgq_quote_calls(const struct imgq_model *m, int n)
 {
@@ -54,9 +55,13 @@ static int expected_call(const struct imgq_model *m, const struct imgq_route *ro
 
 /* The calls of spec on m: their ceilings and the catalog's figures, summed. */
 static int price_on(const struct imgq_model *m, const struct imgq_route *route,
-                    const struct imgq_job_spec *spec, int *calls, imgq_micros *worst_sum,
-                    imgq_micros *expected_sum)
+                    const struct imgq_job_spec *spec, const struct imgq_drift *drift, int *calls,
+                    imgq_micros *worst_sum, imgq_micros *expected_sum)
 {
+    /* The worker reserves the ceiling scaled by the catalog drift seen in the call's cell. */
+    char cell[IMGQ_DRIFT_CELL_MAX];
+    imgq_drift_cell(m->name, spec->quality, spec->width, spec->height, cell, sizeof cell);
+    int64_t ppm = imgq_drift_ppm(drift, cell);
     *calls = imgq_quote_calls(m, spec->n);
     *worst_sum = 0;
     if (expected_sum)
@@ -66,6 +71,8 @@ static int price_on(const struct imgq_model *m, const struct imgq_route *route,
             imgq_quote_call_shape(spec, imgq_quote_call_images(m, spec->n, i));
         imgq_micros worst, expected = 0;
         int rc = imgq_cost_ceiling(m, route, &s, &worst);
+        if (rc == 0)
+            rc = imgq_drift_scale(worst, ppm, &worst);
         if (rc == 0 && expected_sum)
             rc = expected_call(m, route, &s, &expected);
         if (rc)
@@ -81,8 +88,8 @@ static int price_on(const struct imgq_model *m, const struct imgq_route *route,
  * fallbacks its model's circuit breaker may move it to (the worker's choose_model lists those
  * its job can be retargeted to). */
 static int quote_stage(const imgq_catalog *cat, const struct imgq_job_spec *spec,
-                       const struct imgq_route *route, time_t today, const char *stage,
-                       struct imgq_stage_quote *out)
+                       const struct imgq_route *route, time_t today, const struct imgq_drift *drift,
+                       const char *stage, struct imgq_stage_quote *out)
 {
     memset(out, 0, sizeof *out);
     const struct imgq_model *m = spec->model ? imgq_catalog_model(cat, spec->model) : NULL;
@@ -94,7 +101,7 @@ static int quote_stage(const imgq_catalog *cat, const struct imgq_job_spec *spec
     out->stage = stage;
     out->images = spec->n;
     out->references = spec->nrefs;
-    int rc = price_on(m, route, spec, &out->calls, &out->own_worst, &out->expected);
+    int rc = price_on(m, route, spec, drift, &out->calls, &out->own_worst, &out->expected);
     if (rc)
         return rc;
     out->worst = out->own_worst;
@@ -106,7 +113,7 @@ static int quote_stage(const imgq_catalog *cat, const struct imgq_job_spec *spec
         const struct imgq_model *fm = imgq_catalog_model(cat, to.model);
         int calls;
         imgq_micros worst = 0;
-        rc = fm ? price_on(fm, route, &to, &calls, &worst, NULL) : IMGQ_ENOTFOUND;
+        rc = fm ? price_on(fm, route, &to, drift, &calls, &worst, NULL) : IMGQ_ENOTFOUND;
         imgq_job_spec_clear(&to);
         if (rc)
             return rc;
@@ -123,7 +130,8 @@ static int quote_stage(const imgq_catalog *cat, const struct imgq_job_spec *spec
 #define DRAFT_PLACEHOLDER "s3://imgq-draft/quote.webp"
 
 int imgq_quote_job_at(const imgq_catalog *cat, const struct imgq_job_spec *spec,
-                      const struct imgq_route *route, time_t today, struct imgq_job_quote *out)
+                      const struct imgq_route *route, time_t today, const struct imgq_drift *drift,
+                      struct imgq_job_quote *out)
 {
     memset(out, 0, sizeof *out);
     out->model = spec->model ? imgq_catalog_model(cat, spec->model) : NULL;
@@ -131,7 +139,7 @@ int imgq_quote_job_at(const imgq_catalog *cat, const struct imgq_job_spec *spec,
         return IMGQ_ENOTFOUND;
     int rc = 0;
     if (!spec->pipeline) {
-        rc = quote_stage(cat, spec, route, today, NULL, &out->stages[0]);
+        rc = quote_stage(cat, spec, route, today, drift, NULL, &out->stages[0]);
         out->nstages = 1;
     } else {
         /* The stages exactly as the worker builds them from the job. */
@@ -142,7 +150,7 @@ int imgq_quote_job_at(const imgq_catalog *cat, const struct imgq_job_spec *spec,
             rc = imgq_job_pipeline_stage(cat, spec, stages[i], i ? DRAFT_PLACEHOLDER : NULL, today,
                                          &st, &why);
             if (rc == 0)
-                rc = quote_stage(cat, &st, route, today, stages[i], &out->stages[i]);
+                rc = quote_stage(cat, &st, route, today, drift, stages[i], &out->stages[i]);
             imgq_job_spec_clear(&st);
         }
         out->nstages = 2;
@@ -164,7 +172,7 @@ int imgq_quote_job_at(const imgq_catalog *cat, const struct imgq_job_spec *spec,
 int imgq_quote_job(const imgq_catalog *cat, const struct imgq_job_spec *spec,
                    const struct imgq_route *route, struct imgq_job_quote *out)
 {
-    return imgq_quote_job_at(cat, spec, route, time(NULL), out);
+    return imgq_quote_job_at(cat, spec, route, time(NULL), NULL, out);
 }
 
 void imgq_quote_init(struct imgq_quote *q)

@@ -20,6 +20,7 @@
 #include "imgq/alloc.h"
 #include "imgq/base64.h"
 #include "imgq/dedup.h"
+#include "imgq/drift.h"
 #include "imgq/image.h"
 #include "imgq/log.h"
 #include "imgq/quote.h"
@@ -1219,8 +1220,13 @@ static void on_reserve(struct worker *w, redisReply *r, void *arg)
                              r->element[0]->type == REDIS_REPLY_INTEGER
                          ? r->element[0]->integer
                          : -2;
-    if (code == 0)
+    if (code == 0) {
         c->reserve_held = true;
+        /* What was reserved: the ceiling, scaled by the catalog drift seen in its cell. */
+        if (r->elements >= 2 && r->element[1]->type == REDIS_REPLY_INTEGER &&
+            r->element[1]->integer > c->reserved)
+            c->reserved = (imgq_micros)r->element[1]->integer;
+    }
     if (j->abandoned)
         settle_call(c, 0, "free"); /* abandoned before the send: release the reservation */
     if (op_done(j))
@@ -1268,13 +1274,16 @@ static void reserve_call(struct call *c, reserved_fn then)
         amount = 0; /* a shape the catalog cannot price was refused at submit */
     c->reserved = amount;
     call_key(c);
-    char amt[32];
+    char amt[32], cell[IMGQ_DRIFT_CELL_MAX];
     snprintf(amt, sizeof amt, "%" PRId64, amount);
-    const char *args[7] = {"reserve", j->id, j->token, c->key, amt, j->model->name, j->route->name};
+    imgq_drift_cell(j->model->name, j->spec.quality, j->spec.width, j->spec.height, cell,
+                    sizeof cell);
+    const char *args[8] = {"reserve", j->id,          j->token,       c->key,
+                           amt,       j->model->name, j->route->name, cell};
     struct reserve_ctx *rc = imgq_xmalloc(sizeof *rc);
     rc->c = c;
     rc->then = then;
-    if (worker_script(j->w, IMGQ_SCRIPT_BUDGET, 7, args, on_reserve, rc) == 0) {
+    if (worker_script(j->w, IMGQ_SCRIPT_BUDGET, 8, args, on_reserve, rc) == 0) {
         j->ops++;
         return;
     }
@@ -1415,6 +1424,13 @@ static void call_answered(struct call *c, long status)
             call_failed(c, 0);
         } else {
             c->done = true;
+            if (!c->ceiling && c->cost > c->reserved && c->reserved > 0)
+                imgq_log(IMGQ_LOG_WARN, "job",
+                         "%s call %d/%d: catalog drift: %s %s %dx%d cost %" PRId64
+                         " micros from its usage, %" PRId64 " reserved (the catalog's ceiling "
+                         "for the cell adapts; event catalog.drift)",
+                         j->id, c->index + 1, j->ncalls, j->model->name, j->spec.quality,
+                         j->spec.width, j->spec.height, c->cost, c->reserved);
             settle_call(c, c->cost, c->ceiling ? "ceiling" : "usage");
         }
     } else {

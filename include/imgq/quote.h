@@ -35,6 +35,8 @@
 #include "imgq/error.h"
 #include "imgq/job.h"
 
+struct imgq_drift;
+
 /* Provider calls the worker makes for n images on m (n_per_call images each), and the images
  * of call i (0-based) of them. */
 int imgq_quote_calls(const struct imgq_model *m, int n);
@@ -86,10 +88,12 @@ struct imgq_job_quote {
  * every stage of it, with the catalog's lifecycle as of 'today' deciding which fallbacks count
  * (imgq_quote_job: as of now).  IMGQ_ENOTFOUND if a stage's model or route is not in the
  * catalog or the catalog has no price for its shape; IMGQ_EINVAL if a pipeline stage does not
- * validate; IMGQ_ERANGE on overflow; *out is then unspecified.
+ * validate; IMGQ_ERANGE on overflow; *out is then unspecified.  drift (drift.h; NULL: none)
+ * scales each call's ceiling by the catalog drift seen in its cell, as the worker's
+ * reservation is (imgq_quote_job: none).
  */
 int imgq_quote_job_at(const imgq_catalog *cat, const struct imgq_job_spec *spec,
-                      const struct imgq_route *route, time_t today,
+                      const struct imgq_route *route, time_t today, const struct imgq_drift *drift,
                       struct imgq_job_quote *out) IMGQ_MUST_CHECK;
 int imgq_quote_job(const imgq_catalog *cat, const struct imgq_job_spec *spec,
                    const struct imgq_route *route, struct imgq_job_quote *out) IMGQ_MUST_CHECK;

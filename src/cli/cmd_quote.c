@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "imgq/drift.h"
 #include "imgq/alloc.h"
 #include "imgq/budget.h"
 #include "imgq/job.h"
@@ -239,6 +240,12 @@ int imgq_cmd_quote(int argc, char **argv)
         d.nmodel_stats = 0;
     }
     d.model_stats = stats;
+    /* The catalog drift the queue has seen (drift.h): the worker reserves with it. */
+    struct imgq_drift drift = {0};
+    char derr[256];
+    if (sq &&
+        imgq_drift_load(imgq_queue_redis(sq), imgq_queue_keys(sq), &drift, derr, sizeof derr) != 0)
+        fprintf(stderr, "imgq quote: catalog drift not applied: %s\n", derr);
     time_t today = time(NULL);
     struct imgq_quote q;
     imgq_quote_init(&q);
@@ -256,7 +263,7 @@ int imgq_cmd_quote(int argc, char **argv)
             continue;
         }
         struct imgq_job_quote jq;
-        int r = imgq_quote_job_at(cat, &spec, route, today, &jq);
+        int r = imgq_quote_job_at(cat, &spec, route, today, &drift, &jq);
         if (r == 0)
             r = imgq_quote_add(&q, &jq);
         if (r == 0 && sums)
@@ -325,6 +332,7 @@ out:
     json_decref(report);
     json_decref(sums);
     imgq_quote_clear(&q);
+    imgq_drift_clear(&drift);
     imgq_queue_model_stats_free(stats, d.nmodel_stats);
     free(line);
     if (f != stdin)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "imgq/drift.h"
 
 /* stats --------------------------------------------------------------------------------- */
 
@@ -65,6 +66,53 @@ static void breakers_print(const json_t *breakers)
     }
 }
 
+/* Catalog drift (drift.h) as a new object {"events": N, "cells": [{model, quality, size,
+ * ceiling_ppm, overshoots}]}; NULL, with a warning, if Redis refused the read. */
+static json_t *drift_get(imgq_queue *q)
+{
+    struct imgq_drift d;
+    char err[512];
+    if (imgq_drift_load(imgq_queue_redis(q), imgq_queue_keys(q), &d, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq stats: catalog drift: %s\n", err);
+        return NULL;
+    }
+    json_t *cells = json_array();
+    for (size_t i = 0; i < d.ncells; i++) {
+        char model[IMGQ_DRIFT_CELL_MAX] = "", quality[IMGQ_DRIFT_CELL_MAX] = "",
+             size[IMGQ_DRIFT_CELL_MAX] = "";
+        if (sscanf(d.cells[i].cell, "%191[^|]|%191[^|]|%191s", model, quality, size) != 3 &&
+            sscanf(d.cells[i].cell, "%191[^|]||%191s", model, size) == 2)
+            quality[0] = '\0';
+        json_array_append_new(cells, json_pack("{s:s, s:s, s:s, s:I, s:I}", "model", model,
+                                               "quality", quality, "size", size, "ceiling_ppm",
+                                               (json_int_t)d.cells[i].ppm, "overshoots",
+                                               (json_int_t)d.cells[i].count));
+    }
+    json_t *o = json_pack("{s:I, s:o}", "events", (json_int_t)d.events, "cells", cells);
+    imgq_drift_clear(&d);
+    return o;
+}
+
+static void drift_print(const json_t *drift)
+{
+    if (!drift)
+        return;
+    long long events = (long long)json_integer_value(json_object_get(drift, "events"));
+    printf("  catalog drift %lld  (calls billed above their reserved ceiling)\n", events);
+    size_t i;
+    const json_t *c;
+    json_array_foreach(json_object_get(drift, "cells"), i, c)
+    {
+        long long ppm = (long long)json_integer_value(json_object_get(c, "ceiling_ppm"));
+        printf("    %-28s %-7s %-10s ceiling x%lld.%06lld  (%lld overshoots)\n",
+               json_string_value(json_object_get(c, "model")),
+               json_string_value(json_object_get(c, "quality")),
+               json_string_value(json_object_get(c, "size")), ppm / IMGQ_DRIFT_PPM_ONE,
+               ppm % IMGQ_DRIFT_PPM_ONE,
+               (long long)json_integer_value(json_object_get(c, "overshoots")));
+    }
+}
+
 int imgq_cmd_stats(int argc, char **argv)
 {
     imgq_queue *q = imgq__cli_queue();
@@ -95,9 +143,12 @@ int imgq_cmd_stats(int argc, char **argv)
         if (!json_object_get(o, always[i]))
             json_object_set_new(o, always[i], json_integer(0));
     json_t *breakers = breakers_get(q);
+    json_t *drift = drift_get(q);
     if (imgq__cli_has_flag(argc, argv, "--json")) {
         json_object_set_new(o, "queue", json_string(imgq__cli_config()->queue));
         json_object_set(o, "breakers", breakers);
+        if (drift)
+            json_object_set(o, "catalog_drift", drift);
         char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
         printf("%s\n", text);
         free(text);
@@ -124,7 +175,9 @@ int imgq_cmd_stats(int argc, char **argv)
             printf("  oldest waiting job: %.1f s\n", (double)V("oldest_waiting_ms") / 1000.0);
 #undef V
         breakers_print(breakers);
+        drift_print(drift);
     }
+    json_decref(drift);
     json_decref(breakers);
     json_decref(o);
     return IMGQ_EXIT_OK;

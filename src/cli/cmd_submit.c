@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "cli.h"
+#include "imgq/drift.h"
 #include "imgq/alloc.h"
 #include "imgq/job.h"
 #include "imgq/quote.h"
@@ -449,6 +450,12 @@ int imgq_cmd_submit(int argc, char **argv)
         d.nmodel_stats = 0;
     }
     d.model_stats = stats;
+    /* --max-cost bounds what the worker may reserve: ceilings scaled by the catalog drift. */
+    struct imgq_drift drift = {0};
+    char derr[256];
+    if (max_cost >= 0 && sq &&
+        imgq_drift_load(imgq_queue_redis(sq), imgq_queue_keys(sq), &drift, derr, sizeof derr) != 0)
+        fprintf(stderr, "imgq submit: --max-cost: catalog drift not applied: %s\n", derr);
     const char *shown = strcmp(path, "-") == 0 ? "<stdin>" : path;
     time_t today = time(NULL);
     char *line = NULL;
@@ -480,7 +487,7 @@ int imgq_cmd_submit(int argc, char **argv)
             continue;
         }
         struct imgq_job_quote jq;
-        int qr = max_cost < 0 ? 0 : imgq_quote_job_at(cat, &spec, NULL, today, &jq);
+        int qr = max_cost < 0 ? 0 : imgq_quote_job_at(cat, &spec, NULL, today, &drift, &jq);
         if (qr == 0 && max_cost >= 0)
             qr = imgq_quote_add(&worst, &jq);
         if (qr) {
@@ -622,6 +629,7 @@ int imgq_cmd_submit(int argc, char **argv)
     free(bufs);
 out:
     imgq_quote_clear(&worst);
+    imgq_drift_clear(&drift);
     imgq_queue_model_stats_free(stats, d.nmodel_stats);
     free(plan);
     free(line);

@@ -9,8 +9,11 @@
 -- force now.  Re-run `imgq budget set` before they run out (`imgq budget list` warns).
 --
 -- ARGV: prefix, mode, then
---   reserve: job id, token, call key, amount micros, model, route
---     -> {0} reserved | {-1} lease lost | {1, wait ms (-1: until raised), budget, message}
+--   reserve: job id, token, call key, amount micros (the catalog's ceiling), model, route,
+--            drift cell "MODEL|QUALITY|WxH" or "" (the amount is scaled by the cell's observed
+--            catalog drift, P:{Q}:drift ppm:CELL, before it is reserved)
+--     -> {0, micros reserved} reserved | {-1} lease lost
+--        | {1, wait ms (-1: until raised), budget, message}
 --   settle:  job id, call key, cost micros, reason (usage|ceiling|failure|free|lost), model,
 --            route, attempt, call index, usage JSON or "", provider request id or ""
 --     -> 1 settled | 0 already settled
@@ -126,15 +129,24 @@ end
 if mode == 'reserve' then
   local id, tok, ck = ARGV[3], ARGV[4], ARGV[5]
   local amount = tonumber(ARGV[6])
-  local model, route = ARGV[7] or '', ARGV[8] or ''
+  local model, route, cell = ARGV[7] or '', ARGV[8] or '', ARGV[9] or ''
   if not amount or amount < 0 or amount ~= math.floor(amount) then
     return redis.error_reply('budget reserve: amount must be whole micros >= 0')
+  end
+  if string.find(cell, ',', 1, true) or select(2, string.gsub(cell, '|', '')) ~= 2 and cell ~= ''
+  then
+    return redis.error_reply('budget reserve: drift cell must be MODEL|QUALITY|WxH')
   end
   local jk = pfx .. 'j:' .. id
   local h = redis.call('HMGET', jk, 'state', 'token', 'team', 'batch')
   if h[1] ~= 'running' or h[2] ~= tok then return {-1} end
   -- A retried reserve (its reply was lost) must not reserve twice.
-  if redis.call('HEXISTS', jk, 'resv:' .. ck) == 1 then return {0} end
+  local held = redis.call('HGET', jk, 'resv:' .. ck)
+  if held then return {0, tonumber(string.match(held, '^(%d+)')) or amount} end
+  -- Catalog drift seen in this cell: the ceiling is what the provider was seen to charge.
+  local base = amount
+  local ppm = cell ~= '' and tonumber(redis.call('HGET', pfx .. 'drift', 'ppm:' .. cell)) or 0
+  if ppm > 1000000 then amount = math.ceil(amount * ppm / 1000000) end
   -- A job taken over after its worker died runs the same attempt again, so a call key can come
   -- back after its first call was settled (as lost): a new reservation is a new call to settle.
   redis.call('HDEL', jk, 'settled:' .. ck)
@@ -174,9 +186,9 @@ if mode == 'reserve' then
     redis.call('HINCRBY', pfx .. wkey, 'reserved', amount)
     budget_soft_check(wkey, now)
   end
-  redis.call('HSET', jk, 'resv:' .. ck,
-    amount .. '|' .. table.concat(wkeys, ',') .. '|' .. model .. '|' .. route)
-  return {0}
+  redis.call('HSET', jk, 'resv:' .. ck, string.format('%d|%s|%s|%s|%s|%d', amount,
+    table.concat(wkeys, ','), model, route, cell, base))
+  return {0, amount}
 elseif mode == 'settle' then
   return budget_settle(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],
     ARGV[11], ARGV[12])

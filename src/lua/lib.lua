@@ -34,6 +34,10 @@
 --   P:{Q}:blocked        ZSET  jobs waiting in blocked_budget, by the time they look again
 --   P:{Q}:ledger         STREAM one entry per provider call attempt (what it cost and why)
 --   P:{Q}:spent          HASH  total: micros charged in the ledger, all time
+--   P:{Q}:drift          HASH  catalog drift (usage priced above the reserved ceiling), per
+--                              cell CELL = "MODEL|QUALITY|WxH": ppm:CELL (the highest observed
+--                              cost / catalog ceiling, in millionths; reservations of the cell
+--                              are scaled by it), count:CELL, last:CELL (JSON), and events
 --   P:{Q}:j:ID           HASH  the job (resv:CALLKEY / settled:CALLKEY: budget reservations
 --                              of provider calls, CALLKEY = ATTEMPT.CALL.TRY); its fields are
 --                              short, so Redis keeps it as a compact listpack
@@ -319,8 +323,10 @@ local function batch_move(batch, from, to, n)
 end
 
 -- Budgets.  A reservation of a provider call is kept on the job as resv:CALLKEY =
--- "AMOUNT|WINDOWKEY,WINDOWKEY,...|MODEL|ROUTE" (window keys relative to the prefix: "bw:..."),
--- so that its settlement goes to the windows it was reserved in, even after they rolled over.
+-- "AMOUNT|WINDOWKEY,WINDOWKEY,...|MODEL|ROUTE|CELL|CEILING" (window keys relative to the
+-- prefix: "bw:..."), so that its settlement goes to the windows it was reserved in, even after
+-- they rolled over.  CELL and CEILING (the catalog's ceiling before any drift scaling) let the
+-- settlement see catalog drift; reservations written before them have neither.
 -- Fires budget.threshold once per window when spent + reserved reaches the soft threshold.
 local function budget_soft_check(wkey, now)
   local name = string.match(wkey, '^bw:(.*):[^:]*$')
@@ -346,6 +352,28 @@ local function budget_soft_check(wkey, now)
   end
 end
 
+-- Catalog drift: a call priced from its usage above what was reserved for it.  The cell's
+-- ceiling adapts to the highest ratio observed (cost / catalog ceiling, rounded up to the
+-- millionth), which every later reservation of the cell is scaled by (budget.lua reserve), and
+-- the overshoot is reported as a catalog.drift event.
+local function drift_check(id, cell, base, reserved, cost, model)
+  if cell == '' or base <= 0 or cost <= reserved then return end
+  local dk = pfx .. 'drift'
+  local ppm = math.ceil(cost * 1000000 / base)
+  local was = tonumber(redis.call('HGET', dk, 'ppm:' .. cell)) or 1000000
+  if ppm > was then redis.call('HSET', dk, 'ppm:' .. cell, ppm) else ppm = was end
+  redis.call('HINCRBY', dk, 'count:' .. cell, 1)
+  redis.call('HINCRBY', dk, 'events', 1)
+  local _, quality, size = string.match(cell, '^([^|]*)|([^|]*)|([^|]*)$')
+  redis.call('HSET', dk, 'last:' .. cell, cjson.encode({job = id, reserved_micros = reserved,
+    actual_micros = cost, ceiling_micros = base, t = now_ms()}))
+  emit('catalog.drift', 'job', id, 'model', model or '', 'quality', quality or '', 'size',
+    size or '', 'reserved_micros', reserved, 'actual_micros', cost, 'ceiling_micros', base,
+    'ceiling_ppm', ppm)
+  redis.log(redis.LOG_WARNING, 'imgq: catalog drift on ' .. cell .. ': ' .. cost ..
+    ' micros from usage, ' .. reserved .. ' reserved; its ceiling is now x' .. ppm / 1000000)
+end
+
 -- Settles one provider call of a job, once per call key (a re-delivered outcome is not
 -- charged twice): its reservation, if any, becomes 'cost' spent in the windows it was
 -- reserved in; one ledger entry records the call (unless it was free and cost nothing).
@@ -362,6 +390,10 @@ local function budget_settle(id, ck, cost, reason, model, route, attempt, call, 
   if resv then
     local amount, wkeys = string.match(resv, '^(%d+)|([^|]*)')
     amount = tonumber(amount) or 0
+    local cell, base = string.match(resv, '^%d+|[^|]*|[^|]*|[^|]*|(.*)|(%d+)$')
+    if reason == 'usage' and cell then
+      drift_check(id, cell, tonumber(base) or 0, amount, cost, model)
+    end
     for wkey in string.gmatch(wkeys or '', '[^,]+') do
       redis.call('HINCRBY', pfx .. wkey, 'reserved', -amount)
       redis.call('HINCRBY', pfx .. wkey, 'spent', cost)

@@ -87,6 +87,7 @@ void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t
     t->task_fail = false;
     t->poll_503 = false;
     t->latency_ms = -1;
+    t->token_pct = 100;
     for (const char *p = strstr(prompt, "[sim:"); p; p = strstr(p + 1, "[sim:")) {
         const char *tag = p + 5;
         const char *end = strchr(tag, ']');
@@ -115,6 +116,12 @@ void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t
         } else if (strncmp(buf, "fail-once:", 10) == 0) {
             if (!sim_seen_once(s, buf + 10))
                 o = SIM_SERVER_ERROR;
+        } else if (strncmp(buf, "tokens:", 7) == 0) {
+            /* The provider's token table moved: output tokens at PCT% of the catalog's. */
+            char *e;
+            long pct = strtol(buf + 7, &e, 10);
+            if (!*e && pct >= 1 && pct <= 100000)
+                t->token_pct = (int)pct;
         } else if (strncmp(buf, "latency:", 8) == 0) {
             char *e;
             long long ms = strtoll(buf + 8, &e, 10);

@@ -556,7 +556,7 @@ static void start_call(struct sim *s, imgq_httpd_request *req, uint64_t start,
             call_destroy(&c->base);
             return;
         }
-        c->output_tokens = per_image * c->n;
+        c->output_tokens = per_image * t.token_pct / 100 * c->n;
     }
 
     c->prompt_blocked = t.prompt_blocked;

@@ -188,6 +188,7 @@ struct sim_triggers {
     bool task_fail;
     bool poll_503;
     int64_t latency_ms; /* -1 = configured */
+    int token_pct;      /* [sim:tokens:PCT]: output tokens at PCT% of the catalog's table (100) */
 };
 void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t);
 /* Count a request in ep's --rpm window; true if it is over the limit. */

@@ -102,13 +102,13 @@ note "reserve up to the exact micro-dollar, then one micro more is refused"
 submit shop shop 1
 claim
 J1=$JOB T1=$TOK
-assert_eq 0 "$(bud reserve "$J1" "$T1" 1.0.0 4980000 gpt-image-1-mini '')" "reserve \$4.98"
-assert_eq "4980000|bw:global:total,bw:team:shop:2026-11-22|gpt-image-1-mini|" \
+assert_eq 0 "$(bud reserve "$J1" "$T1" 1.0.0 4980000 gpt-image-1-mini '' | head -1)" "reserve \$4.98"
+assert_eq "4980000|bw:global:total,bw:team:shop:2026-11-22|gpt-image-1-mini|||4980000" \
     "$(jget "$J1" resv:1.0.0)" "reservation recorded on the job, with its windows"
 assert_eq 4980000 "$(win team:shop 2026-11-22 reserved)" "reserved in the day window"
 assert_eq 4980000 "$(win global total reserved)" "reserved in the global total"
 assert_eq 1 "$(events budget.threshold)" "the soft threshold (\$4) fired"
-assert_eq 0 "$(bud reserve "$J1" "$T1" 1.0.1 20000 gpt-image-1-mini '')" "reserve to exactly \$5.00"
+assert_eq 0 "$(bud reserve "$J1" "$T1" 1.0.1 20000 gpt-image-1-mini '' | head -1)" "reserve to exactly \$5.00"
 assert_eq 5000000 "$(win team:shop 2026-11-22 reserved)"
 bud_lines reserve "$J1" "$T1" 1.0.2 1 gpt-image-1-mini ''
 assert_eq 1 "${R[0]}" "one micro over the cap is refused"
@@ -120,8 +120,8 @@ assert_eq "budget 'team:shop' day 2026-11-22 (Europe/Paris): \$0.00 spent + \$5.
 assert_eq 10000 "${R[1]}" "in-flight shortfall rechecks soon"
 assert_eq 5000000 "$(win team:shop 2026-11-22 reserved)" "a refused reservation reserves nothing"
 assert_eq "" "$(jget "$J1" resv:1.0.2)" "nothing recorded for a refused call"
-assert_eq -1 "$(bud reserve "$J1" wrongtoken 1.0.3 1 gpt-image-1-mini '')" "a lost lease cannot reserve"
-assert_eq 0 "$(bud reserve "$J1" "$T1" 1.0.0 4980000 gpt-image-1-mini '')" "a repeated reserve"
+assert_eq -1 "$(bud reserve "$J1" wrongtoken 1.0.3 1 gpt-image-1-mini '' | head -1)" "a lost lease cannot reserve"
+assert_eq 0 "$(bud reserve "$J1" "$T1" 1.0.0 4980000 gpt-image-1-mini '' | head -1)" "a repeated reserve"
 assert_eq 5000000 "$(win team:shop 2026-11-22 reserved)" "a repeated reserve reserves once"
 
 note "settle: to the actual cost, once; the ledger and the spent counter"
@@ -152,7 +152,7 @@ assert_eq 1 "$(bud settle "$J1" 1.0.1 0 free gpt-image-1-mini '' 1 0 '' '')"
 assert_eq 0 "$(win team:shop 2026-11-22 reserved)" "free failure released its reservation"
 assert_eq 4900000 "$(win team:shop 2026-11-22 spent)"
 assert_eq $((l0 + 1)) "$(ledger_len)" "a free call is not in the ledger"
-assert_eq 0 "$(bud reserve "$J1" "$T1" 1.1.0 60000 gpt-image-1-mini '')"
+assert_eq 0 "$(bud reserve "$J1" "$T1" 1.1.0 60000 gpt-image-1-mini '' | head -1)"
 assert_eq 1 "$(bud settle "$J1" 1.1.0 60000 failure gpt-image-1-mini '' 1 1 '' '')"
 assert_contains "$(ledger_last)" "reason failure"
 assert_eq 4960000 "$(win team:shop 2026-11-22 spent)"
@@ -193,7 +193,7 @@ T1=$TOK
 assert_eq "" "$(rcli ZSCORE "${PFX}blocked" "$J1")" "no longer blocked"
 assert_eq "" "$(jget "$J1" blocked)" "message cleared"
 assert_eq 0 "$(bcount shop blocked_budget)"
-assert_eq 0 "$(bud reserve "$J1" "$T1" 1.3.0 50000 gpt-image-1-mini '')" "the new day has room"
+assert_eq 0 "$(bud reserve "$J1" "$T1" 1.3.0 50000 gpt-image-1-mini '' | head -1)" "the new day has room"
 assert_eq 50000 "$(win team:shop 2026-11-23 reserved)"
 assert_eq 4960000 "$(win team:shop 2026-11-22 spent)" "yesterday keeps its spend"
 
@@ -202,7 +202,7 @@ note "window rollover: reserved before local midnight, settled after, belongs to
 set_clock 2026-11-23T23:59:00-05:00
 submit night night 1
 claim
-assert_eq 0 "$(bud reserve "$JOB" "$TOK" 1.0.0 300000 gpt-image-1-mini '')"
+assert_eq 0 "$(bud reserve "$JOB" "$TOK" 1.0.0 300000 gpt-image-1-mini '' | head -1)"
 assert_eq 300000 "$(win team:night 2026-11-23 reserved)"
 "${imgq[@]}" clock --advance 120 >/dev/null
 assert_eq 1 "$(bud settle "$JOB" 1.0.0 250000 usage gpt-image-1-mini '' 1 0 '' '')"
@@ -229,14 +229,14 @@ assert_eq 1 "${R[0]}" "over the model's month"
 assert_eq model:gpt-image-1-mini "${R[2]}"
 ((R[1] > 115000 && R[1] <= 120000)) || fail "wait ${R[1]} is not the 2 minutes to April"
 assert_contains "${R[3]}" "month 2027-03 (Europe/Paris)"
-assert_eq 0 "$(bud reserve "$JOB" "$TOK" 1.0.0 100000 gpt-image-1-mini '')" "a call that fits"
+assert_eq 0 "$(bud reserve "$JOB" "$TOK" 1.0.0 100000 gpt-image-1-mini '' | head -1)" "a call that fits"
 assert_eq 100000 "$(win model:gpt-image-1-mini 2027-03 reserved)"
 "${imgq[@]}" clock --advance 180 >/dev/null
-assert_eq 0 "$(bud reserve "$JOB" "$TOK" 1.0.1 100000 gpt-image-1-mini '')" "April is a new window"
+assert_eq 0 "$(bud reserve "$JOB" "$TOK" 1.0.1 100000 gpt-image-1-mini '' | head -1)" "April is a new window"
 assert_eq 100000 "$(win model:gpt-image-1-mini 2027-04 reserved)"
 assert_contains "$("${imgq[@]}" budget show model:gpt-image-1-mini --json)" '"window_end":"2027-05-01T00:00:00+02:00"'
 # A model budget caps that model only.
-assert_eq 0 "$(bud reserve "$JOB" "$TOK" 1.0.2 500000 other-model '')" "another model is not capped"
+assert_eq 0 "$(bud reserve "$JOB" "$TOK" 1.0.2 500000 other-model '' | head -1)" "another model is not capped"
 bud settle "$JOB" 1.0.0 0 free gpt-image-1-mini '' 1 0 '' '' >/dev/null
 bud settle "$JOB" 1.0.1 0 free gpt-image-1-mini '' 1 0 '' '' >/dev/null
 bud settle "$JOB" 1.0.2 0 free other-model '' 1 0 '' '' >/dev/null
@@ -263,7 +263,7 @@ out=$("${imgq[@]}" budget set batch:life --limit 1 --window total)
 assert_contains "$out" "2 blocked job(s) look again now"
 claim
 first=$JOB
-assert_eq 0 "$(bud reserve "$JOB" "$TOK" 1.0.0 200000 gpt-image-1-mini '')" "room after the raise"
+assert_eq 0 "$(bud reserve "$JOB" "$TOK" 1.0.0 200000 gpt-image-1-mini '' | head -1)" "room after the raise"
 claim
 assert_eq "$(printf '%s\n' "$LJ1" "$LJ2" | sort | paste -sd' ')" "$(printf '%s\n' "$first" "$JOB" | sort | paste -sd' ')" "both woken jobs claimed"
 assert_eq 0 "$(bcount life blocked_budget)"
@@ -298,9 +298,9 @@ submit rp reap 1
 claim 1000
 RJ=$JOB
 day=$(rcli EVALSHA "$BUDGET" 1 "${PFX}stats" "$PFX" get team:reap | sed -n 6p)
-assert_eq 0 "$(bud reserve "$RJ" "$TOK" "$ATT.0.0" 400000 gpt-image-1-mini openrouter)"
-assert_eq 0 "$(bud reserve "$RJ" "$TOK" "$ATT.1.0" 250000 gpt-image-1-mini openrouter)"
-assert_eq 0 "$(bud reserve "$RJ" "$TOK" "$ATT.2.0" 90000 gpt-image-1-mini openrouter)"
+assert_eq 0 "$(bud reserve "$RJ" "$TOK" "$ATT.0.0" 400000 gpt-image-1-mini openrouter | head -1)"
+assert_eq 0 "$(bud reserve "$RJ" "$TOK" "$ATT.1.0" 250000 gpt-image-1-mini openrouter | head -1)"
+assert_eq 0 "$(bud reserve "$RJ" "$TOK" "$ATT.2.0" 90000 gpt-image-1-mini openrouter | head -1)"
 assert_eq 1 "$(bud settle "$RJ" "$ATT.2.0" 80000 usage gpt-image-1-mini openrouter "$ATT" 2 '' '')"
 rcli HSET "${PFX}j:$RJ" poll:1 "$ATT|123|$ATT.1.0|task-1" >/dev/null
 rcli HSET "${PFX}j:$RJ" poll:0 "$((ATT + 7))|123|old|task-0" >/dev/null # another attempt's
@@ -332,7 +332,7 @@ assert_eq 0 "$(win team:reap "$day" reserved)"
 assert_eq 680000 "$(win team:reap "$day" spent)"
 # It runs the same attempt, so the dead worker's call key comes back: a new call, settled once.
 assert_eq "$ATT" "$(jget "$RJ" attempts)" "the same attempt again"
-assert_eq 0 "$(bud reserve "$RJ" "$TOK" "$ATT.0.0" 400000 gpt-image-1-mini openrouter)"
+assert_eq 0 "$(bud reserve "$RJ" "$TOK" "$ATT.0.0" 400000 gpt-image-1-mini openrouter | head -1)"
 assert_eq 1 "$(bud settle "$RJ" "$ATT.0.0" 300000 usage gpt-image-1-mini openrouter "$ATT" 0 '' '')"
 assert_eq 0 "$(bud settle "$RJ" "$ATT.0.0" 300000 usage gpt-image-1-mini openrouter "$ATT" 0 '' '')"
 assert_eq 0 "$(win team:reap "$day" reserved)" "the reused call key's reservation settled"
@@ -399,6 +399,34 @@ assert_eq "$charged" "$used" "spent + reserved is what the racers hold"
 ((used <= 1000000)) || fail "spent + reserved $used exceeds \$1.00"
 echo "concurrency: $n_admitted of 480 reservations admitted, $admitted micros of 1000000;" \
     "with settlements $used micros held"
+
+note "catalog drift: a usage above the reservation is recorded; the cell's next reservation scales"
+submit drift drift 1
+claim
+J1=$JOB T1=$TOK
+CELL='gpt-image-1-mini|low|1024x1024'
+assert_eq 0 "$(bud reserve "$J1" "$T1" 1.5.0 1000 gpt-image-1-mini '' "$CELL" | head -1)"
+assert_eq "1000|bw:global:total|gpt-image-1-mini||$CELL|1000" \
+    "$(jget "$J1" resv:1.5.0)" "the reservation keeps its cell and catalog ceiling"
+assert_eq 1 "$(bud settle "$J1" 1.5.0 2300 usage gpt-image-1-mini '' 1 5 '' '')"
+assert_eq 2300000 "$(hget drift "ppm:$CELL")" "ratio 2.3 kept for the cell"
+assert_eq 1 "$(hget drift "count:$CELL")"
+assert_eq 1 "$(events catalog.drift)" "one catalog.drift event"
+bud_lines reserve "$J1" "$T1" 1.5.1 1001 gpt-image-1-mini '' "$CELL"
+assert_eq "0 2303" "${R[*]}" "the next reservation of the cell: 1001 x 2.3 rounded up"
+bud_lines reserve "$J1" "$T1" 1.5.1 1001 gpt-image-1-mini '' "$CELL"
+assert_eq "0 2303" "${R[*]}" "a repeated reserve answers what it reserved"
+assert_eq 1 "$(bud settle "$J1" 1.5.1 2302 usage gpt-image-1-mini '' 1 5 '' '')"
+assert_eq 1 "$(events catalog.drift)" "within the adapted ceiling: no new drift"
+assert_eq 1 "$(bud settle "$J1" 1.5.2 0 free gpt-image-1-mini '' 1 5 '' '')"
+bud_lines reserve "$J1" "$T1" 1.5.3 1000 gpt-image-1-mini '' "$CELL"
+assert_eq "0 2300" "${R[*]}" "a settle within the ceiling does not lower it"
+bud_lines reserve "$J1" "$T1" 1.5.5 1000 gpt-image-1-mini '' 'gpt-image-1-mini|medium|1024x1024'
+assert_eq "0 1000" "${R[*]}" "another cell is not scaled"
+assert_eq 1 "$(bud settle "$J1" 1.5.5 0 free gpt-image-1-mini '' 1 5 '' '')"
+bud_lines reserve "$J1" "$T1" 1.5.4 1000 gpt-image-1-mini '' 'no-pipes'
+assert_contains "${R[*]}" "drift cell must be MODEL|QUALITY|WxH" "a malformed cell is refused"
+assert_eq 1 "$(bud settle "$J1" 1.5.3 0 free gpt-image-1-mini '' 1 5 '' '')"
 
 note "budget list shows every budget"
 list=$("${imgq[@]}" budget list --json)

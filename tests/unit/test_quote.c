@@ -328,7 +328,7 @@ static void test_pipeline_stages(void **state)
              "\"select\":{\"mode\":\"auto\"},\"refine\":{\"model\":\"gpt-image-1.5\","
              "\"quality\":\"medium\",\"use_draft_as_reference\":true}}}");
     struct imgq_job_quote q;
-    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, &q), 0);
+    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, NULL, &q), 0);
     assert_int_equal(q.nstages, 2);
     assert_string_equal(q.model->name, "gpt-image-1.5");
     const struct imgq_stage_quote *d = &q.stages[0], *r = &q.stages[1];
@@ -373,7 +373,7 @@ static void test_pipeline_stages(void **state)
     /* The same model without a pipeline is a row of its own. */
     struct imgq_job_spec plain = parsed(cat, "{\"prompt\":\"x\",\"model\":\"gpt-image-1.5\"}");
     struct imgq_job_quote pq;
-    assert_int_equal(imgq_quote_job_at(cat, &plain, NULL, TODAY, &pq), 0);
+    assert_int_equal(imgq_quote_job_at(cat, &plain, NULL, TODAY, NULL, &pq), 0);
     assert_int_equal(imgq_quote_add(&sum, &pq), 0);
     assert_int_equal(sum.nrows, 3);
     assert_null(sum.rows[2].stage);
@@ -386,7 +386,7 @@ static void test_pipeline_stages(void **state)
                     "\"pipeline\":{\"draft\":{\"model\":\"gemini-2.5-flash-image\",\"n\":4},"
                     "\"select\":{\"mode\":\"manual\"},\"refine\":{\"model\":\"gpt-image-1.5\","
                     "\"quality\":\"high\",\"use_draft_as_reference\":false}}}");
-    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, &q), 0);
+    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, NULL, &q), 0);
     assert_int_equal(q.stages[0].calls, 4);
     assert_int_equal(q.stages[0].own_worst,
                      4 * ceiling(cat, "gemini-2.5-flash-image", NULL, 1, pb, 0));
@@ -395,7 +395,7 @@ static void test_pipeline_stages(void **state)
     /* On a price group, every stage. */
     const struct imgq_route *std = imgq_catalog_route(cat, "treerouter-standard");
     struct imgq_job_quote cheap;
-    assert_int_equal(imgq_quote_job_at(cat, &s, std, TODAY, &cheap), 0);
+    assert_int_equal(imgq_quote_job_at(cat, &s, std, TODAY, NULL, &cheap), 0);
     assert_true(cheap.stages[0].own_worst < q.stages[0].own_worst);
     assert_true(cheap.stages[1].own_worst < q.stages[1].own_worst);
     imgq_job_spec_clear(&s);
@@ -409,7 +409,7 @@ static void test_reference_worst_case(void **state)
         cat, "{\"prompt\":\"make it blue\",\"model\":\"gpt-image-1.5\",\"quality\":\"low\","
              "\"size\":\"1024x1024\",\"n\":2,\"images\":[\"s3://bkt/a.png\",\"s3://bkt/b.png\"]}");
     struct imgq_job_quote q;
-    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, &q), 0);
+    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, NULL, &q), 0);
     assert_int_equal(q.nstages, 1);
     assert_null(q.stages[0].stage);
     assert_int_equal(q.stages[0].references, 2);
@@ -420,7 +420,7 @@ static void test_reference_worst_case(void **state)
     s = parsed(
         cat, "{\"prompt\":\"make it blue\",\"model\":\"gemini-2.5-flash-image\","
              "\"size\":\"1024x1024\",\"n\":3,\"images\":[\"s3://bkt/a.png\",\"s3://bkt/b.png\"]}");
-    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, &q), 0);
+    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, NULL, &q), 0);
     assert_int_equal(q.calls, 3);
     assert_int_equal(q.own_worst, 3 * ceiling(cat, "gemini-2.5-flash-image", NULL, 1, 12, 2));
     assert_true(q.worst >= q.own_worst);
@@ -434,7 +434,7 @@ static void test_fallback_worst_case(void **state)
     struct imgq_job_spec s =
         parsed(cat, "{\"prompt\":\"thumb\",\"model\":\"flux-schnell\",\"size\":\"1024x1024\"}");
     struct imgq_job_quote q;
-    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, &q), 0);
+    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, NULL, &q), 0);
     assert_int_equal(q.expected, 3000);
     assert_int_equal(q.own_worst, 3000);
     assert_int_equal(q.worst, 40000); /* flux-1.1-pro */
@@ -442,7 +442,7 @@ static void test_fallback_worst_case(void **state)
     imgq_job_spec_clear(&s);
     /* seedream-4-5 falls back to seedream-4-0, cheaper: its own figure stands. */
     s = parsed(cat, "{\"prompt\":\"x\",\"model\":\"seedream-4-5\",\"size\":\"2048x2048\"}");
-    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, &q), 0);
+    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, NULL, &q), 0);
     assert_int_equal(q.own_worst, 40000);
     assert_int_equal(q.worst, 40000);
     assert_ptr_equal(q.stages[0].worst_model, q.stages[0].model);
