@@ -172,7 +172,7 @@ static void output(json_t *root, struct imgq_provider_result *out)
     }
     if (out->nimage_urls > 0) {
         /* fal bills every image it returned, a blanked one too. */
-        imgq__async_done(out, (int64_t)json_array_size(images), NULL);
+        imgq__async_done(out, (int64_t)json_array_size(images), NULL, NULL, NULL);
     } else if (flagged) {
         imgq__async_fail(out, IMGQ_CLASS_CONTENT_POLICY, "output flagged by the safety checker");
         snprintf(out->code, sizeof out->code, "has_nsfw_concepts");
