@@ -119,6 +119,17 @@ imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint 
     return req;
 }
 
+json_t *imgq__provider_json(const imgq_http_response *res, struct imgq_provider_result *out)
+{
+    json_error_t err;
+    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, &err);
+    if (root || json_error_code(&err) != json_error_numeric_overflow)
+        return root;
+    snprintf(out->usage_unusable, sizeof out->usage_unusable,
+             "the answer has a number too large for a 64-bit integer (%.100s)", err.text);
+    return json_loadb((const char *)res->body, res->body_len, JSON_DECODE_INT_AS_REAL, NULL);
+}
+
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
                                const char *code)
 {
@@ -238,10 +249,11 @@ bool imgq__usage_end(struct imgq__usage_reader *r, struct imgq_provider_result *
     /* Kept as returned when it is an object, usable or not: the ledger records what the
      * provider said. */
     out->usage_json = json_is_object(r->usage) ? json_incref(r->usage) : NULL;
-    if (r->why[0]) {
+    if (out->usage_unusable[0] || r->why[0]) { /* the body's reason first (provider_json) */
         memset(&out->usage, 0, sizeof out->usage);
         out->usage_present = false;
-        snprintf(out->usage_unusable, sizeof out->usage_unusable, "%s", r->why);
+        if (!out->usage_unusable[0])
+            snprintf(out->usage_unusable, sizeof out->usage_unusable, "%s", r->why);
         return false;
     }
     out->usage_present = true;

@@ -70,7 +70,7 @@ static json_t *start(const imgq_http_response *res, struct imgq_provider_result 
 {
     if (imgq__async_start(res, out))
         return NULL;
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     imgq__async_copy(out->request_id, sizeof out->request_id, root, "request_id");
     if (res->status != 200) {
         http_error(res, root, out);

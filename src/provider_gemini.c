@@ -116,7 +116,7 @@ void imgq_gemini_parse(const imgq_http_response *res, int n, struct imgq_provide
     (void)n;
     if (imgq__provider_transport(res, out))
         return;
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     const char *rid = json_string_value(json_object_get(root, "responseId"));
     if (rid)
         snprintf(out->request_id, sizeof out->request_id, "%s", rid);

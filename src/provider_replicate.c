@@ -160,7 +160,7 @@ static void prediction(const imgq_http_response *res, struct imgq_provider_resul
 {
     if (imgq__async_start(res, out))
         return;
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     if (res->status < 200 || res->status > 202) {
         http_error(res, root, out);
         json_decref(root);

@@ -33,7 +33,7 @@ void imgq_seedream_parse(const imgq_http_response *res, int n, struct imgq_provi
         snprintf(out->request_id, sizeof out->request_id, "%s", rid);
     if (failed)
         return;
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     if (res->status != 200) {
         json_t *e = json_object_get(root, "error");
         const char *code = json_string_value(json_object_get(e, "code"));

@@ -137,6 +137,14 @@ enum imgq_error_class imgq__provider_status_class(long status, bool content_refu
 imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint *ep, char *url,
                                             json_t *body, const char *key_header,
                                             const char *key_prefix);
+/*
+ * For adapters (internal): the body of res as JSON (new reference), or NULL if it is not JSON.
+ * A number too large for a 64-bit integer (a usage count "larger than any price can hold") does
+ * not make the body unreadable: it is read again with every integer as a real (adapters read no
+ * number but usage counts, which the usage reader then refuses) and out->usage_unusable says
+ * why, which imgq__usage_end keeps.
+ */
+json_t *imgq__provider_json(const imgq_http_response *res, struct imgq_provider_result *out);
 /* The provider's error message and code into out (message falls back to "HTTP <status>"). */
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
                                const char *code);

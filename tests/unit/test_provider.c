@@ -195,6 +195,8 @@ static const struct bad_usage openai_bad[] = {
      "usage.output_tokens_details.text_tokens: -1 is not a count"},
     {"{\"input_tokens\":50,\"output_tokens\":4160,\"output_tokens_details\":[1]}",
      "usage.output_tokens_details: not an object"},
+    {"{\"input_tokens\":50,\"output_tokens\":99999999999999999999}",
+     "the answer has a number too large for a 64-bit integer"},
     {"\"lots\"", "usage: not an object"},
     {"[50,4160]", "usage: not an object"},
 };
@@ -1075,6 +1077,8 @@ static const struct bad_usage gemini_bad[] = {
      "{\"modality\":\"IMAGE\",\"tokenCount\":1125899906842624},"
      "{\"modality\":\"IMAGE\",\"tokenCount\":1}]}",
      "usageMetadata.promptTokensDetails: the IMAGE counts add up beyond"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":-99999999999999999999}",
+     "the answer has a number too large for a 64-bit integer"},
     {"7", "usageMetadata: not an object"},
 };
 
@@ -1121,6 +1125,8 @@ static const struct bad_usage seedream_bad[] = {
     {"{\"generated_images\":0}", "usage.generated_images: 0 for 1 image(s) returned"},
     {"{\"generated_images\":1,\"output_tokens\":\"16384\"}",
      "usage.output_tokens: \"16384\" is not a count"},
+    {"{\"generated_images\":18446744073709551616}",
+     "the answer has a number too large for a 64-bit integer"},
     {"true", "usage: not an object"},
 };
 

@@ -1178,6 +1178,7 @@ static const struct bad_usage dashscope_bad[] = {
     {"{\"image_count\":1.5}", "usage.image_count: 1.5 is not a count"},
     {"{\"image_count\":9223372036854775807}", "usage.image_count: 9223372036854775807 is beyond"},
     {"{\"image_count\":0}", "usage.image_count: 0 for 2 image(s) returned"},
+    {"{\"image_count\":99999999999999999999}", "a number too large for a 64-bit integer"},
     {"\"two\"", "usage: not an object"},
 };
 
@@ -1210,6 +1211,7 @@ static const struct bad_usage replicate_bad[] = {
     {"{\"image_count\":0.5}", "metrics.image_count: 0.5 is not a count"},
     {"{\"image_count\":9223372036854775807}", "metrics.image_count: 9223372036854775807 is beyond"},
     {"{\"image_count\":0}", "metrics.image_count: 0 for 1 image(s) returned"},
+    {"{\"image_count\":99999999999999999999}", "a number too large for a 64-bit integer"},
     {"[1]", "metrics: not a"},
 };
 
