@@ -1416,7 +1416,7 @@ static void call_answered(struct call *c, long status)
         if (price_call(c) != 0) {
             c->pr.cls = IMGQ_CLASS_BAD_RESPONSE;
             snprintf(c->pr.message, sizeof c->pr.message,
-                     "usage cannot be priced with the catalog");
+                     "the call cannot be priced with the catalog, not even at its ceiling");
             call_failed(c, 0);
         } else {
             c->done = true;
