@@ -1010,7 +1010,7 @@ int imgq_cost_from_usage(const struct imgq_model *m, const struct imgq_route *ro
     if (!usage_valid(u))
         return IMGQ_EINVAL;
     /* Token counts are bounded so the 128-bit products below cannot overflow. */
-    const int64_t lim = INT64_C(1) << 50;
+    const int64_t lim = IMGQ_USAGE_MAX;
     if (u->text_in > lim || u->cached_text_in > lim || u->image_in > lim ||
         u->cached_image_in > lim || u->image_out > lim || u->text_out > lim || u->images > lim)
         return IMGQ_ERANGE;

@@ -1,7 +1,10 @@
 /*
  * provider.c - what every adapter shares: the error classes, the result, the classification
- * of transport failures and HTTP statuses, the JSON POST, and the registry of wire shapes.
+ * of transport failures and HTTP statuses, the JSON POST, the strict reader of usages, and the
+ * registry of wire shapes.
  */
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +119,17 @@ imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint 
     return req;
 }
 
+json_t *imgq__provider_json(const imgq_http_response *res, struct imgq_provider_result *out)
+{
+    json_error_t err;
+    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, &err);
+    if (root || json_error_code(&err) != json_error_numeric_overflow)
+        return root;
+    snprintf(out->usage_unusable, sizeof out->usage_unusable,
+             "the answer has a number too large for a 64-bit integer (%.100s)", err.text);
+    return json_loadb((const char *)res->body, res->body_len, JSON_DECODE_INT_AS_REAL, NULL);
+}
+
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
                                const char *code)
 {
@@ -144,6 +158,107 @@ long imgq_retry_after_ms(const char *value, long now_s)
     long at = (long)timegm(&tm);
     long d = at - now_s;
     return d < 0 ? 0 : (d > 86400 ? -1 : d * 1000);
+}
+
+/* Usage ----------------------------------------------------------------------------------- */
+
+void imgq__usage_begin(struct imgq__usage_reader *r, json_t *usage, const char *name,
+                       int64_t images)
+{
+    r->usage = json_is_null(usage) ? NULL : usage;
+    r->name = name;
+    r->images = images;
+    r->why[0] = '\0';
+    if (r->usage && !json_is_object(r->usage))
+        imgq__usage_refuse(r, "%s: not an object", name);
+}
+
+void imgq__usage_refuse(struct imgq__usage_reader *r, const char *fmt, ...)
+{
+    if (r->why[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->why, sizeof r->why, fmt, ap);
+    va_end(ap);
+}
+
+/* A value as the message shows it: numbers as written, a string quoted (cut), else its type. */
+static void show_value(json_t *v, char *buf, size_t len)
+{
+    if (json_is_integer(v))
+        snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    else if (json_is_real(v))
+        snprintf(buf, len, "%.17g", json_real_value(v));
+    else if (json_is_string(v))
+        snprintf(buf, len, "\"%.32s%s\"", json_string_value(v),
+                 json_string_length(v) > 32 ? "..." : "");
+    else
+        snprintf(buf, len, "%s",
+                 json_is_boolean(v) ? "a boolean"
+                 : json_is_array(v) ? "a list"
+                                    : "an object");
+}
+
+int64_t imgq__usage_value(struct imgq__usage_reader *r, json_t *v, const char *where,
+                          unsigned flags)
+{
+    if (!v || json_is_null(v)) {
+        if (flags & IMGQ__USAGE_REQUIRED)
+            imgq__usage_refuse(r, "%s.%s: missing", r->name, where);
+        return 0;
+    }
+    char shown[48];
+    show_value(v, shown, sizeof shown);
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        imgq__usage_refuse(r, "%s.%s: %s is not a count (a non-negative integer)", r->name, where,
+                           shown);
+        return 0;
+    }
+    int64_t n = json_integer_value(v);
+    if (n > IMGQ_USAGE_MAX) {
+        imgq__usage_refuse(r, "%s.%s: %s is beyond the largest count imgq prices (2^50)", r->name,
+                           where, shown);
+        return 0;
+    }
+    if (n == 0 && (flags & IMGQ__USAGE_POSITIVE)) {
+        imgq__usage_refuse(r, "%s.%s: 0 for %" PRId64 " image(s) returned", r->name, where,
+                           r->images);
+        return 0;
+    }
+    return n;
+}
+
+int64_t imgq__usage_count(struct imgq__usage_reader *r, const char *path, unsigned flags)
+{
+    json_t *v = json_is_object(r->usage) ? r->usage : NULL;
+    const char *seg = path;
+    for (const char *dot; v && (dot = strchr(seg, '.')) != NULL; seg = dot + 1) {
+        json_t *o = json_object_getn(v, seg, (size_t)(dot - seg));
+        if (o && !json_is_null(o) && !json_is_object(o)) {
+            imgq__usage_refuse(r, "%s.%.*s: not an object", r->name, (int)(dot - path), path);
+            return 0;
+        }
+        v = json_is_null(o) ? NULL : o;
+    }
+    return imgq__usage_value(r, v ? json_object_get(v, seg) : NULL, path, flags);
+}
+
+bool imgq__usage_end(struct imgq__usage_reader *r, struct imgq_provider_result *out)
+{
+    /* Kept as returned when it is an object, usable or not: the ledger records what the
+     * provider said. */
+    out->usage_json = json_is_object(r->usage) ? json_incref(r->usage) : NULL;
+    if (out->usage_unusable[0] || r->why[0]) { /* the body's reason first (provider_json) */
+        memset(&out->usage, 0, sizeof out->usage);
+        out->usage_present = false;
+        if (!out->usage_unusable[0])
+            snprintf(out->usage_unusable, sizeof out->usage_unusable, "%s", r->why);
+        return false;
+    }
+    out->usage_present = true;
+    out->usage_unusable[0] = '\0';
+    return true;
 }
 
 static const struct imgq_provider_ops adapters[] = {

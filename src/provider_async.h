@@ -31,9 +31,15 @@ bool imgq__async_is_http_url(const char *s);
 /* Append a result URL (copied); false, with nothing added, if it is not an http(s) URL. */
 bool imgq__async_add_url(struct imgq_provider_result *out, const char *url);
 
-/* Finish a success: usage_present, usage.images (images billed), usage_json (borrowed, may be
- * NULL: a new reference is taken). */
-void imgq__async_done(struct imgq_provider_result *out, int64_t images, json_t *usage_json);
+/*
+ * Finish a success billed per image: 'images' are the images the answer returned (billed),
+ * unless the provider's usage (borrowed, may be NULL; called 'name' in messages) states the
+ * count in member 'count' (NULL: it never does).  A stated count must be a count, and not 0;
+ * else the usage is unusable (usage_unusable, billed at the ceiling: imgq__usage_begin).  An
+ * answer without usage, or whose usage states no count, is billed for the images returned.
+ */
+void imgq__async_done(struct imgq_provider_result *out, int64_t images, json_t *usage,
+                      const char *name, const char *count);
 
 /* Make out final with class c and a message (printf-style). */
 void imgq__async_fail(struct imgq_provider_result *out, enum imgq_error_class c, const char *fmt,

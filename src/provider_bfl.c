@@ -68,7 +68,7 @@ static json_t *start(const imgq_http_response *res, struct imgq_provider_result 
 {
     if (imgq__async_start(res, out))
         return NULL;
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     if (res->status != 200) {
         http_error(res, root, out);
         json_decref(root);
@@ -127,7 +127,7 @@ void imgq_bfl_parse_poll(const imgq_http_response *res, int n, struct imgq_provi
     } else if (strcmp(status, "Ready") == 0) {
         json_t *sample = json_object_get(json_object_get(root, "result"), "sample");
         if (imgq__async_add_url(out, json_string_value(sample)))
-            imgq__async_done(out, 1, NULL);
+            imgq__async_done(out, 1, NULL, NULL, NULL); /* no usage: the image is counted */
         else
             imgq__async_fail(out, IMGQ_CLASS_BAD_RESPONSE, "Ready without a result.sample URL");
     } else if (strcmp(status, "Request Moderated") == 0 ||

@@ -70,7 +70,7 @@ static json_t *start(const imgq_http_response *res, struct imgq_provider_result 
 {
     if (imgq__async_start(res, out))
         return NULL;
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     imgq__async_copy(out->request_id, sizeof out->request_id, root, "request_id");
     if (res->status != 200) {
         http_error(res, root, out);
@@ -147,12 +147,9 @@ void imgq_dashscope_parse_poll(const imgq_http_response *res, int n,
             }
         }
         if (out->nimage_urls > 0) {
-            json_t *u = json_object_get(root, "usage");
-            json_t *count = json_object_get(u, "image_count");
-            int64_t images = json_is_integer(count) && json_integer_value(count) >= 0
-                                 ? json_integer_value(count)
-                                 : out->nimage_urls;
-            imgq__async_done(out, images, json_is_object(u) ? u : NULL);
+            /* usage.image_count is the billing count; without it the URLs are counted. */
+            imgq__async_done(out, out->nimage_urls, json_object_get(root, "usage"), "usage",
+                             "image_count");
         } else if (moderated) {
             imgq__async_fail(out, IMGQ_CLASS_CONTENT_POLICY, "%s",
                              why ? why : "result refused by content moderation");

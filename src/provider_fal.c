@@ -90,7 +90,7 @@ static json_t *start(const imgq_http_response *res, struct imgq_provider_result 
     const char *rid = imgq_http_response_header(res, "x-fal-request-id");
     if (rid)
         snprintf(out->request_id, sizeof out->request_id, "%s", rid);
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     if (res->status != 200 && res->status != 202) {
         http_error(res, root, out);
         json_decref(root);
@@ -172,7 +172,7 @@ static void output(json_t *root, struct imgq_provider_result *out)
     }
     if (out->nimage_urls > 0) {
         /* fal bills every image it returned, a blanked one too. */
-        imgq__async_done(out, (int64_t)json_array_size(images), NULL);
+        imgq__async_done(out, (int64_t)json_array_size(images), NULL, NULL, NULL);
     } else if (flagged) {
         imgq__async_fail(out, IMGQ_CLASS_CONTENT_POLICY, "output flagged by the safety checker");
         snprintf(out->code, sizeof out->code, "has_nsfw_concepts");

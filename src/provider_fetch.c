@@ -247,13 +247,16 @@ bool imgq__async_add_url(struct imgq_provider_result *out, const char *url)
     return true;
 }
 
-void imgq__async_done(struct imgq_provider_result *out, int64_t images, json_t *usage_json)
+void imgq__async_done(struct imgq_provider_result *out, int64_t images, json_t *usage,
+                      const char *name, const char *count)
 {
     out->cls = IMGQ_CLASS_NONE;
     out->pending = false;
-    out->usage_present = true;
-    out->usage.images = images;
-    out->usage_json = usage_json ? json_incref(usage_json) : NULL;
+    struct imgq__usage_reader r;
+    imgq__usage_begin(&r, usage, name, images);
+    int64_t stated = count ? imgq__usage_count(&r, count, IMGQ__USAGE_POSITIVE) : 0;
+    out->usage.images = stated > 0 ? stated : images;
+    imgq__usage_end(&r, out);
 }
 
 void imgq__async_retry_after(const imgq_http_response *res, struct imgq_provider_result *out)

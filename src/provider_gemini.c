@@ -41,41 +41,62 @@ imgq_http_request *imgq_gemini_build(const struct imgq_provider_endpoint *ep,
         "x-goog-api-key", "");
 }
 
-static int64_t nonneg(json_t *v)
+/* Sum the token counts of one modality in a *TokensDetails list (absent: 0). */
+static int64_t modality(struct imgq__usage_reader *r, const char *list, const char *which)
 {
-    return json_is_integer(v) && json_integer_value(v) > 0 ? json_integer_value(v) : 0;
-}
-
-/* Sum the token counts of one modality in a *TokensDetails array. */
-static int64_t modality(json_t *details, const char *which)
-{
+    json_t *details = json_object_get(r->usage, list);
+    if (!details || json_is_null(details))
+        return 0;
+    if (!json_is_array(details)) {
+        imgq__usage_refuse(r, "%s.%s: not a list", r->name, list);
+        return 0;
+    }
     int64_t sum = 0;
     size_t i;
     json_t *d;
     json_array_foreach(details, i, d)
     {
+        char where[96];
+        snprintf(where, sizeof where, "%s[%zu].tokenCount", list, i);
+        if (!json_is_object(d)) {
+            imgq__usage_refuse(r, "%s.%s[%zu]: not an object", r->name, list, i);
+            return 0;
+        }
+        /* proto3 JSON leaves out a count of 0. */
+        int64_t t = imgq__usage_value(r, json_object_get(d, "tokenCount"), where, 0);
         const char *m = json_string_value(json_object_get(d, "modality"));
-        int64_t t = nonneg(json_object_get(d, "tokenCount"));
-        if (m && strcmp(m, which) == 0 && t <= INT64_MAX - sum)
-            sum += t;
+        if (!m || strcmp(m, which) != 0)
+            continue;
+        if (t > IMGQ_USAGE_MAX - sum) {
+            imgq__usage_refuse(r,
+                               "%s.%s: the %s counts add up beyond the largest count imgq "
+                               "prices (2^50)",
+                               r->name, list, which);
+            return 0;
+        }
+        sum += t;
     }
     return sum;
 }
 
+/*
+ * usageMetadata: promptTokenCount and candidatesTokenCount are what the price needs (an answer
+ * with an image has candidate tokens); the details, optional, split them by modality.
+ */
 static void usage(json_t *u, struct imgq_provider_result *out)
 {
-    int64_t prompt = nonneg(json_object_get(u, "promptTokenCount"));
-    int64_t cand = nonneg(json_object_get(u, "candidatesTokenCount"));
-    json_t *pd = json_object_get(u, "promptTokensDetails");
-    json_t *cd = json_object_get(u, "candidatesTokensDetails");
-    out->usage.image_in = modality(pd, "IMAGE");
+    struct imgq__usage_reader r;
+    imgq__usage_begin(&r, u, "usageMetadata", 1);
+    int64_t prompt = imgq__usage_count(&r, "promptTokenCount", IMGQ__USAGE_REQUIRED);
+    int64_t cand =
+        imgq__usage_count(&r, "candidatesTokenCount", IMGQ__USAGE_REQUIRED | IMGQ__USAGE_POSITIVE);
+    out->usage.image_in = modality(&r, "promptTokensDetails", "IMAGE");
     out->usage.text_in = prompt > out->usage.image_in ? prompt - out->usage.image_in : 0;
-    out->usage.text_out = modality(cd, "TEXT");
+    out->usage.text_out = modality(&r, "candidatesTokensDetails", "TEXT");
     /* Everything generated that is not text is billed as image output: never less. */
     out->usage.image_out = cand > out->usage.text_out ? cand - out->usage.text_out : 0;
     out->usage.images = 1;
-    out->usage_present = true;
-    out->usage_json = json_incref(u);
+    imgq__usage_end(&r, out);
 }
 
 /* "47s" or "1.5s" -> ms; -1 if not that. */
@@ -95,7 +116,7 @@ void imgq_gemini_parse(const imgq_http_response *res, int n, struct imgq_provide
     (void)n;
     if (imgq__provider_transport(res, out))
         return;
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     const char *rid = json_string_value(json_object_get(root, "responseId"));
     if (rid)
         snprintf(out->request_id, sizeof out->request_id, "%s", rid);
@@ -152,7 +173,7 @@ void imgq_gemini_parse(const imgq_http_response *res, int n, struct imgq_provide
     }
     out->nimages = 1;
     json_t *u = json_object_get(root, "usageMetadata");
-    if (json_is_object(u))
+    if (u && !json_is_null(u))
         usage(u, out);
     json_decref(root);
 }

@@ -116,10 +116,31 @@ imgq_http_request *imgq_openai_build(const struct imgq_provider_endpoint *ep,
                                     "Authorization", "Bearer ");
 }
 
-static int64_t int_at(json_t *o, const char *k)
+/*
+ * The usage of a GPT image answer: input_tokens and output_tokens are what the price needs (an
+ * answer with images has output tokens); the details, optional, split them by modality.
+ */
+static void read_usage(json_t *u, int n, struct imgq_provider_result *out)
 {
-    json_t *v = json_object_get(o, k);
-    return json_is_integer(v) && json_integer_value(v) >= 0 ? json_integer_value(v) : 0;
+    struct imgq__usage_reader r;
+    imgq__usage_begin(&r, u, "usage", n);
+    int64_t input = imgq__usage_count(&r, "input_tokens", IMGQ__USAGE_REQUIRED);
+    int64_t output =
+        imgq__usage_count(&r, "output_tokens", IMGQ__USAGE_REQUIRED | IMGQ__USAGE_POSITIVE);
+    struct imgq_usage *x = &out->usage;
+    x->text_in = imgq__usage_count(&r, "input_tokens_details.text_tokens", 0);
+    x->image_in = imgq__usage_count(&r, "input_tokens_details.image_tokens", 0);
+    x->image_out = imgq__usage_count(&r, "output_tokens_details.image_tokens", 0);
+    x->text_out = imgq__usage_count(&r, "output_tokens_details.text_tokens", 0);
+    /* Tokens the details do not account for are billed at the text rate in, the image rate
+     * out (all of them when there are no details).  Written without a sum: each count is at
+     * most IMGQ_USAGE_MAX, but the details may claim more than the total. */
+    if (input > x->image_in && input - x->image_in > x->text_in)
+        x->text_in = input - x->image_in;
+    if (output > x->text_out && output - x->text_out > x->image_out)
+        x->image_out = output - x->text_out;
+    x->images = n;
+    imgq__usage_end(&r, out);
 }
 
 void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out)
@@ -130,7 +151,7 @@ void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provide
         snprintf(out->request_id, sizeof out->request_id, "%s", rid);
     if (failed)
         return;
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     if (res->status != 200) {
         json_t *e = json_object_get(root, "error");
         imgq__provider_error_text(out, json_string_value(json_object_get(e, "message")),
@@ -175,31 +196,7 @@ void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provide
         out->nimages = i + 1;
     }
     json_t *u = json_object_get(root, "usage");
-    if (json_is_object(u)) {
-        json_t *in = json_object_get(u, "input_tokens_details");
-        json_t *outd = json_object_get(u, "output_tokens_details");
-        out->usage_present = true;
-        out->usage_json = json_incref(u);
-        int64_t input = int_at(u, "input_tokens"), output = int_at(u, "output_tokens");
-        if (json_is_object(in)) {
-            out->usage.text_in = int_at(in, "text_tokens");
-            out->usage.image_in = int_at(in, "image_tokens");
-            /* Tokens the details do not account for are billed at the text rate.  (Written
-             * without a sum: the values are the provider's and may be near INT64_MAX.) */
-            if (input > out->usage.image_in && input - out->usage.image_in > out->usage.text_in)
-                out->usage.text_in = input - out->usage.image_in;
-        } else {
-            out->usage.text_in = input;
-        }
-        if (json_is_object(outd)) {
-            out->usage.image_out = int_at(outd, "image_tokens");
-            out->usage.text_out = int_at(outd, "text_tokens");
-            if (output > out->usage.text_out && output - out->usage.text_out > out->usage.image_out)
-                out->usage.image_out = output - out->usage.text_out;
-        } else {
-            out->usage.image_out = output;
-        }
-        out->usage.images = n;
-    }
+    if (u && !json_is_null(u))
+        read_usage(u, n, out);
     json_decref(root);
 }

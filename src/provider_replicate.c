@@ -137,8 +137,10 @@ static void succeeded(json_t *root, struct imgq_provider_result *out)
         imgq__async_fail(out, IMGQ_CLASS_BAD_RESPONSE, "prediction succeeded without output URLs");
         return;
     }
-    json_t *metrics = json_object_get(root, "metrics");
-    imgq__async_done(out, out->nimage_urls, json_is_object(metrics) ? metrics : NULL);
+    /* Billed per output image.  The metrics (times) are kept as the usage; an image_count
+     * there, if any, is the provider's count. */
+    imgq__async_done(out, out->nimage_urls, json_object_get(root, "metrics"), "metrics",
+                     "image_count");
 }
 
 static void failed(json_t *root, const char *status, struct imgq_provider_result *out)
@@ -158,7 +160,7 @@ static void prediction(const imgq_http_response *res, struct imgq_provider_resul
 {
     if (imgq__async_start(res, out))
         return;
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     if (res->status < 200 || res->status > 202) {
         http_error(res, root, out);
         json_decref(root);

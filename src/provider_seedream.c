@@ -24,11 +24,6 @@ imgq_http_request *imgq_seedream_build(const struct imgq_provider_endpoint *ep,
                                     "Authorization", "Bearer ");
 }
 
-static int64_t nonneg(json_t *v)
-{
-    return json_is_integer(v) && json_integer_value(v) > 0 ? json_integer_value(v) : 0;
-}
-
 void imgq_seedream_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out)
 {
     (void)n;
@@ -38,7 +33,7 @@ void imgq_seedream_parse(const imgq_http_response *res, int n, struct imgq_provi
         snprintf(out->request_id, sizeof out->request_id, "%s", rid);
     if (failed)
         return;
-    json_t *root = json_loadb((const char *)res->body, res->body_len, 0, NULL);
+    json_t *root = imgq__provider_json(res, out);
     if (res->status != 200) {
         json_t *e = json_object_get(root, "error");
         const char *code = json_string_value(json_object_get(e, "code"));
@@ -64,12 +59,15 @@ void imgq_seedream_parse(const imgq_http_response *res, int n, struct imgq_provi
     }
     out->nimages = 1;
     json_t *u = json_object_get(root, "usage");
-    if (json_is_object(u)) {
-        /* Billed per generated image; output_tokens is informational for flat pricing. */
-        out->usage_present = true;
-        out->usage_json = json_incref(u);
-        out->usage.images = nonneg(json_object_get(u, "generated_images"));
-        out->usage.image_out = nonneg(json_object_get(u, "output_tokens"));
+    if (u && !json_is_null(u)) {
+        /* Billed per generated image: generated_images is the billing count, which an answer
+         * with an image cannot lack; output_tokens is informational for flat pricing. */
+        struct imgq__usage_reader r;
+        imgq__usage_begin(&r, u, "usage", 1);
+        out->usage.images =
+            imgq__usage_count(&r, "generated_images", IMGQ__USAGE_REQUIRED | IMGQ__USAGE_POSITIVE);
+        out->usage.image_out = imgq__usage_count(&r, "output_tokens", 0);
+        imgq__usage_end(&r, out);
     }
     json_decref(root);
 }

@@ -763,6 +763,17 @@ static void finish_done(struct job *j)
         json_object_set_new(o, "usage", json_null());
     }
     json_object_set_new(o, "billed", json_string(j->billed));
+    /* Why a call was billed at the ceiling although the provider answered with a usage. */
+    char unusable[256] = "";
+    for (int i = 0; i < j->ncalls && !unusable[0]; i++) {
+        const char *why = j->calls[i].pr.usage_unusable;
+        if (why[0] && j->ncalls > 1)
+            snprintf(unusable, sizeof unusable, "call %d: %s", i + 1, why);
+        else if (why[0])
+            snprintf(unusable, sizeof unusable, "%s", why);
+    }
+    if (unusable[0])
+        json_object_set_new(o, "usage_unusable", json_string(unusable));
     json_object_set_new(o, "cost_micros", json_integer(j->cost));
     json_object_set_new(o, "attempt", json_integer(j->attempt));
     json_object_set_new(o, "elapsed_ms", json_integer((json_int_t)(now_ms() - j->started_ms)));
@@ -780,6 +791,8 @@ static void finish_done(struct job *j)
     if (j->fallback_from)
         json_object_set_new(a, "fallback_from", json_string(j->fallback_from));
     json_object_set_new(a, "billed", json_string(j->billed));
+    if (unusable[0])
+        json_object_set_new(a, "usage_unusable", json_string(unusable));
     json_object_set_new(a, "cost_micros", json_integer(j->cost));
     if (j->request_id[0])
         json_object_set_new(a, "provider_request_id", json_string(j->request_id));
@@ -1004,7 +1017,11 @@ static struct imgq_request_shape call_shape(const struct job *j, int n)
                                        strlen(j->spec.prompt), j->spec.nrefs};
 }
 
-/* Price one call from its usage, or at the ceiling when the provider returned none. */
+/*
+ * Price one call from its usage, or at the ceiling when the provider returned none, one the
+ * adapter found unusable, or one the catalog cannot price (pr.usage_unusable says why): an
+ * answered call is always charged.
+ */
 static int price_call(struct call *c)
 {
     struct job *j = c->j;
@@ -1016,8 +1033,15 @@ static int price_call(struct call *c)
         if (u.images == 0)
             u.images = c->n;
         c->ceiling = false;
-        return imgq_cost_from_usage(j->model, j->route, &u, &c->cost);
+        int rc = imgq_cost_from_usage(j->model, j->route, &u, &c->cost);
+        if (rc == 0)
+            return 0;
+        snprintf(c->pr.usage_unusable, sizeof c->pr.usage_unusable,
+                 "usage cannot be priced with the catalog: %s", imgq_strerror(rc));
     }
+    if (c->pr.usage_unusable[0])
+        imgq_log(IMGQ_LOG_WARN, "job", "%s call %d/%d: billed at the ceiling: %s", j->id,
+                 c->index + 1, j->ncalls, c->pr.usage_unusable);
     /* No usage: bill the worst case this request could have cost, never $0. */
     c->ceiling = true;
     struct imgq_request_shape shape = call_shape(j, c->n);
@@ -1420,7 +1444,7 @@ static void call_answered(struct call *c, long status)
         if (price_call(c) != 0) {
             c->pr.cls = IMGQ_CLASS_BAD_RESPONSE;
             snprintf(c->pr.message, sizeof c->pr.message,
-                     "usage cannot be priced with the catalog");
+                     "the call cannot be priced with the catalog, not even at its ceiling");
             call_failed(c, 0);
         } else {
             c->done = true;

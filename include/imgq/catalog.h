@@ -200,6 +200,9 @@ int imgq_model_image_price(const struct imgq_model *m, const char *quality, int 
                            imgq_micros *price) IMGQ_MUST_CHECK;
 
 /* Usage of one provider call, as the provider returned it (tokens, or images for flat). */
+/* The largest count (tokens or images) of one call that imgq prices: far above any real call,
+ * low enough that every product of a count and a price fits in 128 bits. */
+#define IMGQ_USAGE_MAX (INT64_C(1) << 50)
 struct imgq_usage {
     int64_t text_in;
     int64_t cached_text_in;

@@ -61,6 +61,10 @@ struct imgq_provider_result {
     bool usage_present;      /* false: bill at the ceiling */
     struct imgq_usage usage; /* tokens as the provider reported them */
     json_t *usage_json;      /* the usage object as returned (new reference) or NULL */
+    /* Why the usage the provider returned cannot be billed from, "usage.output_tokens: ..."
+     * ("" if it can, or if there was none).  usage_present is then false and usage zero: the
+     * call is billed at the ceiling, like one without usage (imgq__usage_begin). */
+    char usage_unusable[200];
     /*
      * Asynchronous APIs (submit, then poll).  A submit or poll answer that is neither done nor
      * failed sets pending, the handle to poll next (adapter-defined: a task id or a URL the
@@ -133,9 +137,58 @@ enum imgq_error_class imgq__provider_status_class(long status, bool content_refu
 imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint *ep, char *url,
                                             json_t *body, const char *key_header,
                                             const char *key_prefix);
+/*
+ * For adapters (internal): the body of res as JSON (new reference), or NULL if it is not JSON.
+ * A number too large for a 64-bit integer (a usage count "larger than any price can hold") does
+ * not make the body unreadable: it is read again with every integer as a real (adapters read no
+ * number but usage counts, which the usage reader then refuses) and out->usage_unusable says
+ * why, which imgq__usage_end keeps.
+ */
+json_t *imgq__provider_json(const imgq_http_response *res, struct imgq_provider_result *out);
 /* The provider's error message and code into out (message falls back to "HTTP <status>"). */
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
                                const char *code);
+
+/*
+ * For adapters (internal): the one strict reader of a provider's usage, so that every adapter
+ * decides alike what a usage it can bill from is.
+ *
+ * A count is usable when it is a JSON integer in 0..IMGQ_USAGE_MAX: a string, a negative or
+ * fractional number, a boolean, an object or a count beyond IMGQ_USAGE_MAX is not (an absent
+ * member or JSON null is absent).  A usage is usable when every count read from it is, every
+ * count the price needs (IMGQ__USAGE_REQUIRED) is there, and no count that cannot be 0 for the
+ * images returned (IMGQ__USAGE_POSITIVE: output tokens, a billed image count) is 0.  The first
+ * reason it is not is kept, naming the member ("usage.output_tokens: \"4160\" is not a
+ * count").
+ *
+ * Use: begin, read each count (a member path "a.b", or a value the adapter found itself),
+ * refuse for a rule of the adapter's own, then end, which fills the result: usage_json (a new
+ * reference to the object as returned) and either usage_present (out->usage is billed) or
+ * usage_unusable (out->usage zeroed: billed at the ceiling).  The reader borrows 'usage'; a
+ * NULL usage is none (a count read from it is absent).
+ */
+enum imgq__usage_flags {
+    IMGQ__USAGE_REQUIRED = 1 << 0, /* absent is unusable: the price needs this count */
+    IMGQ__USAGE_POSITIVE = 1 << 1  /* 0 is unusable: images were returned */
+};
+struct imgq__usage_reader {
+    json_t *usage;    /* borrowed, or NULL */
+    const char *name; /* its name in the answer, for messages: "usage", "usageMetadata" */
+    int64_t images;   /* images the answer returned, for messages */
+    char why[200];    /* the first reason the usage is unusable; "" while usable */
+};
+void imgq__usage_begin(struct imgq__usage_reader *r, json_t *usage, const char *name,
+                       int64_t images);
+/* The count at 'path' (member names joined by '.'), 0 if absent or unusable. */
+int64_t imgq__usage_count(struct imgq__usage_reader *r, const char *path, unsigned flags);
+/* The count v (NULL: absent) found at 'where' (for messages, relative to the usage). */
+int64_t imgq__usage_value(struct imgq__usage_reader *r, json_t *v, const char *where,
+                          unsigned flags);
+/* Make the usage unusable for this reason (kept only if it is the first). */
+void imgq__usage_refuse(struct imgq__usage_reader *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Put the outcome in out (see above); returns whether the usage is usable. */
+bool imgq__usage_end(struct imgq__usage_reader *r, struct imgq_provider_result *out);
 
 /*
  * Alibaba DashScope task API: POST BASE/api/v1/services/aigc/text2image/image-synthesis with

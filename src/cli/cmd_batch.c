@@ -137,6 +137,8 @@ static json_t *result_line(json_t *job)
     if (result) {
         json_object_set(o, "usage", json_object_get(result, "usage"));
         json_object_set(o, "billed", json_object_get(result, "billed"));
+        if (json_object_get(result, "usage_unusable")) /* why a usage was billed at the ceiling */
+            json_object_set(o, "usage_unusable", json_object_get(result, "usage_unusable"));
         json_t *calls = json_object_get(result, "provider_calls");
         json_object_set_new(o, "provider_calls", calls ? json_incref(calls) : json_integer(1));
         json_object_set(o, "images", json_object_get(result, "images"));

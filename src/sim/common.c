@@ -8,7 +8,9 @@
  * generate), everything else goes through sim_call_hold() so thousands of requests can wait out
  * their latency without threads.
  */
+#include <inttypes.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -76,6 +78,60 @@ uint32_t sim_picture_variant(uint32_t prompt_hash, uint32_t index)
     return (prompt_hash + index) % NVARIANTS;
 }
 
+/* ---- Spoilt usages -------------------------------------------------------------------------- */
+
+static const char *const bad_usage_names[] = {
+    "good", "empty", "string", "negative", "fractional", "huge", "overflow", "zero", "max"};
+
+int sim_bad_usage_parse(const char *s)
+{
+    for (size_t i = 1; i < sizeof bad_usage_names / sizeof bad_usage_names[0]; i++)
+        if (strcmp(s, bad_usage_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *sim_usage_text(enum sim_bad_usage k, int64_t v, char *buf, size_t len)
+{
+    switch (k) {
+    case SIM_USAGE_STRING:
+        snprintf(buf, len, "\"%" PRId64 "\"", v);
+        break;
+    case SIM_USAGE_NEGATIVE:
+        snprintf(buf, len, "%" PRId64, v > 0 ? -v : -1);
+        break;
+    case SIM_USAGE_FRACTIONAL:
+        snprintf(buf, len, "%" PRId64 ".5", v);
+        break;
+    case SIM_USAGE_HUGE:
+        snprintf(buf, len, "%" PRId64, INT64_MAX);
+        break;
+    case SIM_USAGE_OVERFLOW:
+        snprintf(buf, len, "99999999999999999999");
+        break;
+    case SIM_USAGE_ZERO:
+        snprintf(buf, len, "0");
+        break;
+    case SIM_USAGE_MAX:
+        snprintf(buf, len, "%" PRId64, IMGQ_USAGE_MAX);
+        break;
+    default:
+        snprintf(buf, len, "%" PRId64, v);
+    }
+    return buf;
+}
+
+json_t *sim_usage_json(enum sim_bad_usage k, int64_t v)
+{
+    char text[32];
+    if (k == SIM_USAGE_OVERFLOW) /* jansson holds no such integer */
+        k = SIM_USAGE_HUGE;
+    json_t *j = json_loads(sim_usage_text(k, v, text, sizeof text), JSON_DECODE_ANY, NULL);
+    if (!j)
+        abort(); /* our own text: only out of memory */
+    return j;
+}
+
 /* ---- Outcome -------------------------------------------------------------------------------- */
 
 /* Scan the prompt for [sim:...] tags, in order; the first failure tag wins. */
@@ -84,6 +140,7 @@ void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t
     t->forced = SIM_OK;
     t->prompt_blocked = false;
     t->no_usage = false;
+    t->bad_usage = (enum sim_bad_usage)s->cfg.bad_usage;
     t->task_fail = false;
     t->poll_503 = false;
     t->latency_ms = -1;
@@ -109,6 +166,10 @@ void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t
             blocked = true;
         } else if (strcmp(buf, "no-usage") == 0) {
             t->no_usage = true;
+        } else if (strncmp(buf, "bad-usage:", 10) == 0) {
+            int k = sim_bad_usage_parse(buf + 10);
+            if (k > 0)
+                t->bad_usage = (enum sim_bad_usage)k;
         } else if (strcmp(buf, "task-fail") == 0) {
             t->task_fail = true;
         } else if (strcmp(buf, "poll-503") == 0) {

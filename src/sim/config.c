@@ -63,6 +63,10 @@ void sim_usage(FILE *f)
           "                           Seedream: 400 OutputImageSensitiveContentDetected;\n"
           "                           asynchronous APIs: the task's moderation state)\n"
           "  --no-usage R             fraction of successes without the usage object\n"
+          "  --bad-usage KIND         every success's usage spoilt: empty ({}), string,\n"
+          "                           negative, fractional, huge (INT64_MAX), overflow\n"
+          "                           (beyond 64 bits) or zero counts, or max (2^50, the\n"
+          "                           largest count imgq prices) (default: none)\n"
           "  --rpm N                  requests per minute per provider: advertised in\n"
           "                           x-ratelimit-*, and enforced with 429 when N > 0\n"
           "                           (default 0: 5000 advertised)\n"
@@ -76,8 +80,8 @@ void sim_usage(FILE *f)
           "\n"
           "Prompt triggers force an outcome whatever the rates: [sim:429] [sim:500]\n"
           "[sim:moderation] [sim:prompt-blocked] (moderation of the prompt: Gemini's\n"
-          "promptFeedback.blockReason) [sim:no-usage] [sim:fail-once:KEY] (500 the first time\n"
-          "KEY is seen)\n"
+          "promptFeedback.blockReason) [sim:no-usage] [sim:bad-usage:KIND] (as --bad-usage)\n"
+          "[sim:fail-once:KEY] (500 the first time KEY is seen)\n"
           "[sim:latency:MS] [sim:tokens:PCT] (OpenAI: output tokens at PCT% of the catalog's\n"
           "table, as when a provider's token table moved); for the asynchronous APIs,\n"
           "moderation is a task state (DashScope FAILED DataInspectionFailed, Replicate\n"
@@ -155,6 +159,14 @@ static int set_knob(struct sim_config *c, const char *name, const char *v, char 
         rc = parse_rate(v, &c->fail_moderation);
     } else if (strcmp(key, "no_usage") == 0) {
         rc = parse_rate(v, &c->no_usage);
+    } else if (strcmp(key, "bad_usage") == 0) {
+        int k = strcmp(v, "none") == 0 ? SIM_USAGE_GOOD : sim_bad_usage_parse(v);
+        if (k < 0) {
+            snprintf(err, errlen, "invalid value '%s' for %s (one of none, %s)", v, name,
+                     SIM_BAD_USAGE_NAMES);
+            return IMGQ_EINVAL;
+        }
+        c->bad_usage = k;
     } else if (strcmp(key, "retry_after") == 0) {
         rc = parse_u64(v, 86400, &n);
         c->retry_after_s = (unsigned)n;

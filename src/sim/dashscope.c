@@ -227,8 +227,12 @@ static void poll_task(struct sim *s, imgq_httpd_request *req, uint64_t start, co
                 free(url);
             }
             json_object_set_new(out, "results", results);
-            if (k->end == SIM_TASK_OK)
-                json_object_set_new(root, "usage", json_pack("{s:i}", "image_count", k->n));
+            if (k->end == SIM_TASK_OK && k->bad_usage == SIM_USAGE_EMPTY)
+                json_object_set_new(root, "usage", json_object());
+            else if (k->end == SIM_TASK_OK)
+                json_object_set_new(
+                    root, "usage",
+                    json_pack("{s:o}", "image_count", sim_usage_json(k->bad_usage, k->n)));
         } else if (k->end == SIM_TASK_FAILED) {
             json_object_set_new(out, "code", json_string("InternalError"));
             json_object_set_new(out, "message",

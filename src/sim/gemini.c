@@ -554,25 +554,32 @@ static int parse_config(struct sim *s, imgq_httpd_request *req, uint64_t start, 
 
 /* ---- Replies -------------------------------------------------------------------------------- */
 
-static void add_usage(struct sim_buf *b, const struct gemini_call *c, bool candidates)
+/* usageMetadata, its counts spoilt as 'bad' says (a blocked answer's never are). */
+static void add_usage(struct sim_buf *b, const struct gemini_call *c, bool candidates,
+                      enum sim_bad_usage bad)
 {
+    if (bad == SIM_USAGE_EMPTY) {
+        sim_buf_printf(b, ",\"usageMetadata\":{}");
+        return;
+    }
     int64_t prompt = c->text_tokens + c->image_tokens;
     int64_t out = candidates ? c->output_tokens : 0;
-    sim_buf_printf(b, ",\"usageMetadata\":{\"promptTokenCount\":%" PRId64, prompt);
+    char t[32];
+    sim_buf_printf(b, ",\"usageMetadata\":{\"promptTokenCount\":%s",
+                   sim_usage_text(bad, prompt, t, sizeof t));
     if (candidates)
-        sim_buf_printf(b, ",\"candidatesTokenCount\":%" PRId64, out);
-    sim_buf_printf(b,
-                   ",\"totalTokenCount\":%" PRId64 ",\"promptTokensDetails\":[{\"modality\":"
-                   "\"TEXT\",\"tokenCount\":%" PRId64 "}",
-                   prompt + out, c->text_tokens);
+        sim_buf_printf(b, ",\"candidatesTokenCount\":%s", sim_usage_text(bad, out, t, sizeof t));
+    sim_buf_printf(b, ",\"totalTokenCount\":%s", sim_usage_text(bad, prompt + out, t, sizeof t));
+    sim_buf_printf(b, ",\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":%s}",
+                   sim_usage_text(bad, c->text_tokens, t, sizeof t));
     if (c->image_tokens)
-        sim_buf_printf(b, ",{\"modality\":\"IMAGE\",\"tokenCount\":%" PRId64 "}", c->image_tokens);
+        sim_buf_printf(b, ",{\"modality\":\"IMAGE\",\"tokenCount\":%s}",
+                       sim_usage_text(bad, c->image_tokens, t, sizeof t));
     sim_buf_add(b, "]", 1);
     if (candidates)
         sim_buf_printf(b,
-                       ",\"candidatesTokensDetails\":[{\"modality\":\"IMAGE\",\"tokenCount\":"
-                       "%" PRId64 "}]",
-                       out);
+                       ",\"candidatesTokensDetails\":[{\"modality\":\"IMAGE\",\"tokenCount\":%s}]",
+                       sim_usage_text(bad, out, t, sizeof t));
     sim_buf_add(b, "}", 1);
 }
 
@@ -609,7 +616,7 @@ static void reply_success(struct gemini_call *c)
     sim_buf_add(&b, b64, len);
     sim_buf_printf(&b, "\"}}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}]");
     if (c->base.outcome == SIM_OK)
-        add_usage(&b, c, true);
+        add_usage(&b, c, true, c->base.bad_usage);
     s->images++;
     s->output_tokens += (uint64_t)c->output_tokens;
     finish_and_send(c, &b);
@@ -630,7 +637,7 @@ static void reply_blocked(struct gemini_call *c)
                            "\"NEGLIGIBLE\"}]}");
     else
         sim_buf_printf(&b, "{\"candidates\":[{\"finishReason\":\"IMAGE_SAFETY\",\"index\":0}]");
-    add_usage(&b, c, false);
+    add_usage(&b, c, false, SIM_USAGE_GOOD);
     finish_and_send(c, &b);
 }
 
@@ -757,6 +764,7 @@ static void generate(struct sim *s, imgq_httpd_request *req, uint64_t start,
     c->base.req = req;
     c->base.start_ms = start;
     c->base.outcome = o;
+    c->base.bad_usage = t.bad_usage;
     c->base.answer = call_answer;
     c->base.destroy = call_destroy;
     sim_call_hold(s, &c->base, t.latency_ms);

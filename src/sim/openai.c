@@ -441,15 +441,24 @@ static void reply_success(struct openai_call *c)
         sim_buf_add(&b, "}", 1);
     }
     sim_buf_add(&b, "]", 1);
-    if (c->tokens_billed && usage)
+    enum sim_bad_usage bad = c->base.bad_usage;
+    if (c->tokens_billed && usage && bad == SIM_USAGE_EMPTY) {
+        sim_buf_printf(&b, ",\"usage\":{}");
+    } else if (c->tokens_billed && usage) {
+        char t[6][32];
         sim_buf_printf(
             &b,
-            ",\"usage\":{\"input_tokens\":%" PRId64 ",\"input_tokens_details\":"
-            "{\"text_tokens\":%" PRId64 ",\"image_tokens\":%" PRId64 "},\"output_tokens\":%" PRId64
-            ",\"total_tokens\":%" PRId64 ",\"output_tokens_details\":{\"image_tokens\":%" PRId64
-            ",\"text_tokens\":0}}",
-            c->input_tokens + c->image_tokens, c->input_tokens, c->image_tokens, c->output_tokens,
-            c->input_tokens + c->image_tokens + c->output_tokens, c->output_tokens);
+            ",\"usage\":{\"input_tokens\":%s,\"input_tokens_details\":{\"text_tokens\":%s,"
+            "\"image_tokens\":%s},\"output_tokens\":%s,\"total_tokens\":%s,"
+            "\"output_tokens_details\":{\"image_tokens\":%s,\"text_tokens\":0}}",
+            sim_usage_text(bad, c->input_tokens + c->image_tokens, t[0], sizeof t[0]),
+            sim_usage_text(bad, c->input_tokens, t[1], sizeof t[1]),
+            sim_usage_text(bad, c->image_tokens, t[2], sizeof t[2]),
+            sim_usage_text(bad, c->output_tokens, t[3], sizeof t[3]),
+            sim_usage_text(bad, c->input_tokens + c->image_tokens + c->output_tokens, t[4],
+                           sizeof t[4]),
+            sim_usage_text(bad, c->output_tokens, t[5], sizeof t[5]));
+    }
     sim_buf_add(&b, "}", 1);
 
     s->images += (uint64_t)c->n;
@@ -531,6 +540,7 @@ static void start_call(struct sim *s, imgq_httpd_request *req, uint64_t start,
     struct sim_triggers t;
     sim_scan_triggers(s, c->prompt, &t);
     enum sim_outcome o = sim_decide_outcome(s, c->ep, &t);
+    c->base.bad_usage = t.bad_usage;
 
     if (o == SIM_RATE_LIMITED) {
         struct ratelimit rl;

@@ -190,8 +190,8 @@ static json_t *prediction_json(struct sim *s, imgq_httpd_request *req, const str
                             json_real((double)(completed - started) / 1000.0));
         json_object_set_new(metrics, "total_time",
                             json_real((double)(completed - k->created_ms) / 1000.0));
-        if (succeeded)
-            json_object_set_new(metrics, "image_count", json_integer(k->n));
+        if (succeeded && k->bad_usage != SIM_USAGE_EMPTY)
+            json_object_set_new(metrics, "image_count", sim_usage_json(k->bad_usage, k->n));
     }
     json_object_set_new(p, "metrics", metrics);
     free(get);

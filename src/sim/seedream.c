@@ -274,11 +274,18 @@ static void reply_success(struct seedream_call *c)
     free(model);
     sim_buf_add(&b, b64, len);
     sim_buf_printf(&b, "\",\"size\":\"%dx%d\"}]", c->w, c->h);
-    if (c->base.outcome == SIM_OK)
+    enum sim_bad_usage bad = c->base.bad_usage;
+    if (c->base.outcome == SIM_OK && bad == SIM_USAGE_EMPTY) {
+        sim_buf_printf(&b, ",\"usage\":{}");
+    } else if (c->base.outcome == SIM_OK) {
+        char t[3][32];
         sim_buf_printf(&b,
-                       ",\"usage\":{\"generated_images\":1,\"output_tokens\":%" PRId64
-                       ",\"total_tokens\":%" PRId64 "}",
-                       c->output_tokens, c->output_tokens);
+                       ",\"usage\":{\"generated_images\":%s,\"output_tokens\":%s,"
+                       "\"total_tokens\":%s}",
+                       sim_usage_text(bad, 1, t[0], sizeof t[0]),
+                       sim_usage_text(bad, c->output_tokens, t[1], sizeof t[1]),
+                       sim_usage_text(bad, c->output_tokens, t[2], sizeof t[2]));
+    }
     sim_buf_add(&b, "}", 1);
     s->images++;
     s->output_tokens += (uint64_t)c->output_tokens;
@@ -377,6 +384,7 @@ void sim_seedream_generations(struct sim *s, imgq_httpd_request *req)
     c->base.req = req;
     c->base.start_ms = start;
     c->base.outcome = o;
+    c->base.bad_usage = t.bad_usage;
     c->base.answer = call_answer;
     c->base.destroy = call_destroy;
     sim_call_hold(s, &c->base, t.latency_ms);

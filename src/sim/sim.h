@@ -46,6 +46,7 @@ struct sim_config {
     double fail_500;
     double fail_moderation;
     double no_usage;
+    int bad_usage; /* enum sim_bad_usage: --bad-usage, every success's usage spoilt so */
     unsigned retry_after_s;
     uint64_t seed;
     bool seed_set;
@@ -178,13 +179,43 @@ int64_t sim_text_tokens(size_t chars);
 /* Which of the cached picture variants image 'index' of a prompt with this hash shows. */
 uint32_t sim_picture_variant(uint32_t prompt_hash, uint32_t index);
 
+/*
+ * A usage a success answers with, spoilt ([sim:bad-usage:KIND] or --bad-usage KIND) as a
+ * hostile or broken provider might: {} (empty), every count a string, negative, fractional,
+ * INT64_MAX (huge), beyond 64 bits (overflow: DashScope and Replicate, whose answers jansson
+ * writes, send huge instead) or 0; or every count the largest imgq prices (max: IMGQ_USAGE_MAX,
+ * a usable count whose price may not fit).  OpenAI, Gemini and Seedream spoil their usage
+ * object, DashScope its usage.image_count, Replicate its metrics.image_count; fal and BFL
+ * report no usage.
+ */
+enum sim_bad_usage {
+    SIM_USAGE_GOOD,
+    SIM_USAGE_EMPTY,
+    SIM_USAGE_STRING,
+    SIM_USAGE_NEGATIVE,
+    SIM_USAGE_FRACTIONAL,
+    SIM_USAGE_HUGE,
+    SIM_USAGE_OVERFLOW,
+    SIM_USAGE_ZERO,
+    SIM_USAGE_MAX
+};
+#define SIM_BAD_USAGE_NAMES "empty, string, negative, fractional, huge, overflow, zero, max"
+/* "empty" -> SIM_USAGE_EMPTY, ...; -1 if s is none of SIM_BAD_USAGE_NAMES. */
+int sim_bad_usage_parse(const char *s);
+/* The count v as JSON text spoilt as k says (GOOD, EMPTY: v itself), in buf. */
+const char *sim_usage_text(enum sim_bad_usage k, int64_t v, char *buf, size_t len);
+/* The same as a JSON value (new reference). */
+json_t *sim_usage_json(enum sim_bad_usage k, int64_t v);
+
 /* Prompt triggers: [sim:429] [sim:500] [sim:moderation] [sim:prompt-blocked] [sim:no-usage]
- * [sim:fail-once:KEY] [sim:latency:MS], and for the asynchronous APIs [sim:task-fail] (the
- * task fails while polled) and [sim:poll-503] (its first poll answers 503). */
+ * [sim:bad-usage:KIND] [sim:fail-once:KEY] [sim:latency:MS], and for the asynchronous APIs
+ * [sim:task-fail] (the task fails while polled) and [sim:poll-503] (its first poll answers
+ * 503). */
 struct sim_triggers {
     enum sim_outcome forced; /* SIM_OK = none; the first failure tag wins */
     bool prompt_blocked;     /* forced is SIM_MODERATION, decided on the prompt (input) */
     bool no_usage;
+    enum sim_bad_usage bad_usage; /* the trigger's, else --bad-usage */
     bool task_fail;
     bool poll_503;
     int64_t latency_ms; /* -1 = configured */
@@ -212,6 +243,7 @@ struct sim_call {
     struct sim_call *prev, *next;
     uint64_t start_ms;
     enum sim_outcome outcome;
+    enum sim_bad_usage bad_usage; /* how a success spoils its usage */
     void (*answer)(struct sim_call *c);
     void (*destroy)(struct sim_call *c);
 };
@@ -270,7 +302,8 @@ struct sim_task {
     uint64_t latency_ms;
     uint64_t canceled_ms; /* loop clock; 0 = not canceled */
     enum sim_task_end end;
-    bool poll_503; /* the next poll answers 503 */
+    enum sim_bad_usage bad_usage; /* how its success spoils its usage */
+    bool poll_503;                /* the next poll answers 503 */
     struct sim_task *hash_next, *older, *newer;
 };
 

@@ -119,6 +119,7 @@ struct sim_task *sim_task_add(struct sim *s, enum sim_endpoint ep, const char *m
     else
         k->end = SIM_TASK_OK;
     k->poll_503 = t->poll_503;
+    k->bad_usage = t->bad_usage;
 
     size_t b = bucket_of(k->id);
     k->hash_next = s->task_buckets[b];

@@ -11,7 +11,8 @@
  *
  * Checks the documented contract: never fails; a pending answer has a handle shorter than its
  * buffer or an empty one (poll the same again); a success has image URLs (at most n) or
- * images; a retry hint only for rate limits; fixed-size strings terminated.
+ * images, and its usage is billed (an image count from 1 to IMGQ_USAGE_MAX) or unusable with a
+ * reason, never both; a retry hint only for rate limits; fixed-size strings terminated.
  */
 #include <stdbool.h>
 
@@ -76,8 +77,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(r.message[0] != '\0'); /* every failure says why */
     if (r.cls != IMGQ_CLASS_RATE_LIMIT)
         FUZZ_CHECK(r.retry_after_ms == -1 || r.pending);
+    FUZZ_CHECK(FUZZ_TERMINATED(r.usage_unusable));
     if (r.usage_present)
-        FUZZ_CHECK(r.usage.images >= 0);
+        FUZZ_CHECK(r.usage.images >= 1 && r.usage.images <= IMGQ_USAGE_MAX && !r.usage_unusable[0]);
+    if (r.cls == IMGQ_CLASS_NONE && !r.pending && !(flags & 0x80))
+        FUZZ_CHECK(r.usage_present != (r.usage_unusable[0] != '\0'));
     FUZZ_CHECK(imgq_error_class_name(r.cls)[0] != '\0');
 
     imgq_provider_result_clear(&r);

@@ -9,7 +9,9 @@
  *              header values; the rest is the body.
  *
  * Checks the documented contract: never fails, success means n images, a retry hint only for
- * rate limits and within 0..24 h, fixed-size strings terminated, usage never negative.
+ * rate limits and within 0..24 h, fixed-size strings terminated, usage never negative nor above
+ * IMGQ_USAGE_MAX, and a usage either billed (usage_present) or unusable with a reason, never
+ * both.
  */
 #include <stdbool.h>
 
@@ -90,10 +92,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                    (r.retry_after_ms >= 0 && r.retry_after_ms <= 86400000L));
     else
         FUZZ_CHECK(r.retry_after_ms == -1);
+    FUZZ_CHECK(FUZZ_TERMINATED(r.usage_unusable));
     if (r.usage_present) {
-        FUZZ_CHECK(r.cls == IMGQ_CLASS_NONE && r.usage_json);
+        FUZZ_CHECK(r.cls == IMGQ_CLASS_NONE && r.usage_json && !r.usage_unusable[0]);
         FUZZ_CHECK(r.usage.text_in >= 0 && r.usage.image_in >= 0 && r.usage.image_out >= 0 &&
                    r.usage.text_out >= 0 && r.usage.images == n);
+        FUZZ_CHECK(r.usage.text_in <= IMGQ_USAGE_MAX && r.usage.image_in <= IMGQ_USAGE_MAX &&
+                   r.usage.image_out <= IMGQ_USAGE_MAX && r.usage.text_out <= IMGQ_USAGE_MAX);
+        FUZZ_CHECK(r.usage.image_out + r.usage.text_out > 0); /* images cost output */
+    } else if (r.cls == IMGQ_CLASS_NONE) {
+        FUZZ_CHECK(r.usage.text_in == 0 && r.usage.image_out == 0 && r.usage.images == 0);
     }
     /* Retryability is a pure function of the class. */
     (void)imgq_error_class_retryable(r.cls);

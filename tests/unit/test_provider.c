@@ -134,14 +134,94 @@ static void test_usage_shapes(void **state)
     assert_int_equal(r.usage.text_out, 0);
     imgq_provider_result_clear(&r);
 
-    /* Negative or non-integer counts are read as 0, not trusted. */
+    /* The largest count imgq prices is still a count. */
     parse(200,
           "{\"data\":[{\"b64_json\":\"" HELLO_B64 "\"}],"
-          "\"usage\":{\"input_tokens\":-5,\"output_tokens\":\"4160\"}}",
+          "\"usage\":{\"input_tokens\":0,\"output_tokens\":1125899906842624}}",
           NULL, 0, 1, &r);
     assert_true(r.usage_present);
-    assert_int_equal(r.usage.text_in, 0);
-    assert_int_equal(r.usage.image_out, 0);
+    assert_string_equal(r.usage_unusable, "");
+    assert_int_equal(r.usage.image_out, INT64_C(1) << 50);
+    imgq_provider_result_clear(&r);
+}
+
+/* ---- unusable usage ----------------------------------------------------------------------- */
+
+/* An answer with its images whose usage is unusable: no usage billed, the reason kept, the
+ * usage as returned kept (when it is an object) for the ledger. */
+static void assert_unusable(struct imgq_provider_result *r, int nimages, const char *why)
+{
+    if (r->cls != IMGQ_CLASS_NONE)
+        fail_msg("class %s (%s)", imgq_error_class_name(r->cls), r->message);
+    assert_int_equal(r->nimages, nimages);
+    assert_false(r->usage_present);
+    assert_contains(r->usage_unusable, why);
+    struct imgq_usage zero = {0};
+    assert_memory_equal(&r->usage, &zero, sizeof zero);
+}
+
+struct bad_usage {
+    const char *usage; /* the usage member's JSON */
+    const char *why;   /* expected in usage_unusable */
+};
+
+/* OpenAI: the input and output counts are required; the details, if present, must be counts. */
+static const struct bad_usage openai_bad[] = {
+    {"{}", "usage.input_tokens: missing"},
+    {"{\"total_tokens\":4210}", "usage.input_tokens: missing"},
+    {"{\"input_tokens\":50}", "usage.output_tokens: missing"},
+    {"{\"input_tokens\":50,\"output_tokens\":\"4160\"}",
+     "usage.output_tokens: \"4160\" is not a count"},
+    {"{\"input_tokens\":\"50\",\"output_tokens\":4160}",
+     "usage.input_tokens: \"50\" is not a count"},
+    {"{\"input_tokens\":-5,\"output_tokens\":4160}", "usage.input_tokens: -5 is not a count"},
+    {"{\"input_tokens\":50,\"output_tokens\":-4160}", "usage.output_tokens: -4160 is not a count"},
+    {"{\"input_tokens\":50,\"output_tokens\":4160.5}",
+     "usage.output_tokens: 4160.5 is not a count"},
+    {"{\"input_tokens\":50.0,\"output_tokens\":4160}", "usage.input_tokens: 50 is not a count"},
+    {"{\"input_tokens\":50,\"output_tokens\":9223372036854775807}",
+     "usage.output_tokens: 9223372036854775807 is beyond the largest count imgq prices"},
+    {"{\"input_tokens\":50,\"output_tokens\":1125899906842625}",
+     "usage.output_tokens: 1125899906842625 is beyond"},
+    {"{\"input_tokens\":9223372036854775800,\"output_tokens\":4160}",
+     "usage.input_tokens: 9223372036854775800 is beyond"},
+    {"{\"input_tokens\":50,\"output_tokens\":0}", "usage.output_tokens: 0 for 1 image(s) returned"},
+    {"{\"input_tokens\":50,\"output_tokens\":true}", "usage.output_tokens: a boolean is not"},
+    {"{\"input_tokens\":50,\"output_tokens\":4160,\"input_tokens_details\":{"
+     "\"image_tokens\":\"10\"}}",
+     "usage.input_tokens_details.image_tokens: \"10\" is not a count"},
+    {"{\"input_tokens\":50,\"output_tokens\":4160,\"output_tokens_details\":{"
+     "\"text_tokens\":-1}}",
+     "usage.output_tokens_details.text_tokens: -1 is not a count"},
+    {"{\"input_tokens\":50,\"output_tokens\":4160,\"output_tokens_details\":[1]}",
+     "usage.output_tokens_details: not an object"},
+    {"{\"input_tokens\":50,\"output_tokens\":99999999999999999999}",
+     "the answer has a number too large for a 64-bit integer"},
+    {"\"lots\"", "usage: not an object"},
+    {"[50,4160]", "usage: not an object"},
+};
+
+static void test_openai_unusable_usage(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof openai_bad / sizeof openai_bad[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body, "{\"data\":[{\"b64_json\":\"" HELLO_B64 "\"}],\"usage\":%s}",
+                 openai_bad[i].usage);
+        struct imgq_provider_result r;
+        parse(200, body, NULL, 0, 1, &r);
+        assert_unusable(&r, 1, openai_bad[i].why);
+        /* The usage object as returned is kept for the ledger. */
+        assert_true(openai_bad[i].usage[0] == '{' ? r.usage_json != NULL : r.usage_json == NULL);
+        imgq_provider_result_clear(&r);
+    }
+    /* Two images, no output tokens: the message says how many came back. */
+    struct imgq_provider_result r;
+    parse(200,
+          "{\"data\":[{\"b64_json\":\"" HELLO_B64 "\"},{\"b64_json\":\"" HELLO_B64 "\"}],"
+          "\"usage\":{\"input_tokens\":5,\"output_tokens\":0}}",
+          NULL, 0, 2, &r);
+    assert_unusable(&r, 2, "usage.output_tokens: 0 for 2 image(s) returned");
     imgq_provider_result_clear(&r);
 }
 
@@ -967,15 +1047,117 @@ static void test_seedream(void **state)
     imgq_provider_result_clear(&r);
 }
 
+/* Gemini: promptTokenCount and candidatesTokenCount are required; the details must be lists of
+ * objects whose tokenCount, if present, is a count. */
+static const struct bad_usage gemini_bad[] = {
+    {"{}", "usageMetadata.promptTokenCount: missing"},
+    {"{\"promptTokenCount\":12}", "usageMetadata.candidatesTokenCount: missing"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":\"1290\"}",
+     "usageMetadata.candidatesTokenCount: \"1290\" is not a count"},
+    {"{\"promptTokenCount\":-12,\"candidatesTokenCount\":1290}",
+     "usageMetadata.promptTokenCount: -12 is not a count"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":1290.5}",
+     "usageMetadata.candidatesTokenCount: 1290.5 is not a count"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":9223372036854775807}",
+     "usageMetadata.candidatesTokenCount: 9223372036854775807 is beyond"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":0}",
+     "usageMetadata.candidatesTokenCount: 0 for 1 image(s) returned"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":1290,\"promptTokensDetails\":"
+     "[{\"modality\":\"IMAGE\",\"tokenCount\":\"5\"}]}",
+     "usageMetadata.promptTokensDetails[0].tokenCount: \"5\" is not a count"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":1290,\"candidatesTokensDetails\":"
+     "[{\"modality\":\"IMAGE\",\"tokenCount\":1290},{\"modality\":\"TEXT\","
+     "\"tokenCount\":-3}]}",
+     "usageMetadata.candidatesTokensDetails[1].tokenCount: -3 is not a count"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":1290,\"promptTokensDetails\":{}}",
+     "usageMetadata.promptTokensDetails: not a list"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":1290,\"promptTokensDetails\":[7]}",
+     "usageMetadata.promptTokensDetails[0]: not an object"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":1290,\"promptTokensDetails\":["
+     "{\"modality\":\"IMAGE\",\"tokenCount\":1125899906842624},"
+     "{\"modality\":\"IMAGE\",\"tokenCount\":1}]}",
+     "usageMetadata.promptTokensDetails: the IMAGE counts add up beyond"},
+    {"{\"promptTokenCount\":12,\"candidatesTokenCount\":-99999999999999999999}",
+     "the answer has a number too large for a 64-bit integer"},
+    {"7", "usageMetadata: not an object"},
+};
+
+static void test_gemini_unusable_usage(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof gemini_bad / sizeof gemini_bad[0]; i++) {
+        char body[768];
+        snprintf(body, sizeof body,
+                 "{\"candidates\":[{\"content\":{\"parts\":[{\"inlineData\":{\"data\":\"" HELLO_B64
+                 "\"}}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":%s}",
+                 gemini_bad[i].usage);
+        struct imgq_provider_result r;
+        gparse(200, body, &r);
+        assert_unusable(&r, 1, gemini_bad[i].why);
+        imgq_provider_result_clear(&r);
+    }
+    /* proto3 JSON leaves out zero counts: a detail without tokenCount is 0, not unusable. */
+    struct imgq_provider_result r;
+    gparse(200,
+           "{\"candidates\":[{\"content\":{\"parts\":[{\"inlineData\":{\"data\":\"" HELLO_B64
+           "\"}}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":12,"
+           "\"candidatesTokenCount\":1290,\"promptTokensDetails\":[{\"modality\":\"TEXT\","
+           "\"tokenCount\":12},{\"modality\":\"IMAGE\"}]}}",
+           &r);
+    assert_true(r.usage_present);
+    assert_string_equal(r.usage_unusable, "");
+    assert_int_equal(r.usage.text_in, 12);
+    assert_int_equal(r.usage.image_in, 0);
+    assert_int_equal(r.usage.image_out, 1290);
+    imgq_provider_result_clear(&r);
+}
+
+/* Seedream: generated_images is the billing count, required and not 0; output_tokens, if
+ * present, is a count. */
+static const struct bad_usage seedream_bad[] = {
+    {"{}", "usage.generated_images: missing"},
+    {"{\"output_tokens\":16384}", "usage.generated_images: missing"},
+    {"{\"generated_images\":\"1\"}", "usage.generated_images: \"1\" is not a count"},
+    {"{\"generated_images\":-1}", "usage.generated_images: -1 is not a count"},
+    {"{\"generated_images\":1.5}", "usage.generated_images: 1.5 is not a count"},
+    {"{\"generated_images\":9223372036854775807}",
+     "usage.generated_images: 9223372036854775807 is beyond"},
+    {"{\"generated_images\":0}", "usage.generated_images: 0 for 1 image(s) returned"},
+    {"{\"generated_images\":1,\"output_tokens\":\"16384\"}",
+     "usage.output_tokens: \"16384\" is not a count"},
+    {"{\"generated_images\":18446744073709551616}",
+     "the answer has a number too large for a 64-bit integer"},
+    {"true", "usage: not an object"},
+};
+
+static void test_seedream_unusable_usage(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof seedream_bad / sizeof seedream_bad[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"model\":\"seedream-4-0\",\"data\":[{\"b64_json\":\"" HELLO_B64
+                 "\"}],\"usage\":%s}",
+                 seedream_bad[i].usage);
+        struct imgq_provider_result r;
+        sparse(200, body, NULL, 0, &r);
+        assert_unusable(&r, 1, seedream_bad[i].why);
+        imgq_provider_result_clear(&r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_success_with_usage),
         cmocka_unit_test(test_gemini_success),
         cmocka_unit_test(test_seedream),
+        cmocka_unit_test(test_gemini_unusable_usage),
+        cmocka_unit_test(test_seedream_unusable_usage),
         cmocka_unit_test(test_gemini_refusals),
         cmocka_unit_test(test_gemini_aspects_and_registry),
         cmocka_unit_test(test_usage_shapes),
+        cmocka_unit_test(test_openai_unusable_usage),
         cmocka_unit_test(test_success_without_usage),
         cmocka_unit_test(test_success_unusable),
         cmocka_unit_test(test_rate_limit),

@@ -81,6 +81,7 @@ static void assert_done(struct imgq_provider_result *r, int nurls, int64_t image
     assert_int_equal(r->nimage_urls, nurls);
     assert_int_equal(r->nimages, 0);
     assert_true(r->usage_present);
+    assert_string_equal(r->usage_unusable, "");
     assert_int_equal(r->usage.images, images);
 }
 
@@ -1149,6 +1150,111 @@ static void test_registry(void **state)
     }
 }
 
+/* ---- unusable usage ----------------------------------------------------------------------- */
+
+/* Done, with its URLs, but its usage unusable: billed at the ceiling, the reason kept. */
+static void assert_unusable(struct imgq_provider_result *r, int nurls, const char *why)
+{
+    if (r->cls != IMGQ_CLASS_NONE)
+        fail_msg("failed: %s (%s)", imgq_error_class_name(r->cls), r->message);
+    assert_false(r->pending);
+    assert_int_equal(r->nimage_urls, nurls);
+    assert_false(r->usage_present);
+    assert_contains(r->usage_unusable, why);
+    assert_int_equal(r->usage.images, 0);
+}
+
+struct bad_usage {
+    const char *usage; /* the usage (DashScope) or metrics (Replicate) member's JSON */
+    const char *why;   /* expected in usage_unusable; NULL: usable, the URLs counted */
+};
+
+/* A stated image count must be a count and not 0; without one the URLs are counted. */
+static const struct bad_usage dashscope_bad[] = {
+    {"{}", NULL},
+    {"{\"width\":1024}", NULL},
+    {"{\"image_count\":\"2\"}", "usage.image_count: \"2\" is not a count"},
+    {"{\"image_count\":-2}", "usage.image_count: -2 is not a count"},
+    {"{\"image_count\":1.5}", "usage.image_count: 1.5 is not a count"},
+    {"{\"image_count\":9223372036854775807}", "usage.image_count: 9223372036854775807 is beyond"},
+    {"{\"image_count\":0}", "usage.image_count: 0 for 2 image(s) returned"},
+    {"{\"image_count\":99999999999999999999}", "a number too large for a 64-bit integer"},
+    {"\"two\"", "usage: not an object"},
+};
+
+static void test_dashscope_usage(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof dashscope_bad / sizeof dashscope_bad[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"output\":{\"task_id\":\"t\",\"task_status\":\"SUCCEEDED\",\"results\":["
+                 "{\"url\":\"https://x.example/1.png\"},{\"url\":\"https://x.example/2.png\"}]},"
+                 "\"usage\":%s}",
+                 dashscope_bad[i].usage);
+        struct imgq_provider_result r;
+        parse(imgq_dashscope_parse_poll, 200, body, &r);
+        if (dashscope_bad[i].why)
+            assert_unusable(&r, 2, dashscope_bad[i].why);
+        else
+            assert_done(&r, 2, 2);
+        imgq_provider_result_clear(&r);
+    }
+}
+
+/* Replicate's metrics are times; an image_count there, if any, must be a count. */
+static const struct bad_usage replicate_bad[] = {
+    {"{}", NULL},
+    {"{\"predict_time\":1.2}", NULL},
+    {"{\"predict_time\":1.2,\"image_count\":\"1\"}", "metrics.image_count: \"1\" is not a count"},
+    {"{\"image_count\":-1}", "metrics.image_count: -1 is not a count"},
+    {"{\"image_count\":0.5}", "metrics.image_count: 0.5 is not a count"},
+    {"{\"image_count\":9223372036854775807}", "metrics.image_count: 9223372036854775807 is beyond"},
+    {"{\"image_count\":0}", "metrics.image_count: 0 for 1 image(s) returned"},
+    {"{\"image_count\":99999999999999999999}", "a number too large for a 64-bit integer"},
+    {"[1]", "metrics: not a"},
+};
+
+static void test_replicate_usage(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof replicate_bad / sizeof replicate_bad[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"id\":\"q\",\"status\":\"succeeded\",\"output\":[\"https://x.example/o.png\"],"
+                 "\"metrics\":%s}",
+                 replicate_bad[i].usage);
+        struct imgq_provider_result r;
+        parse(imgq_replicate_parse_poll, 200, body, &r);
+        if (replicate_bad[i].why)
+            assert_unusable(&r, 1, replicate_bad[i].why);
+        else
+            assert_done(&r, 1, 1);
+        imgq_provider_result_clear(&r);
+    }
+}
+
+/* fal and BFL report no usage: whatever else the answer carries, the images are counted. */
+static void test_counted_usage(void **state)
+{
+    (void)state;
+    struct imgq_provider_result r;
+    parse(imgq_fal_parse_poll, 200,
+          "{\"images\":[{\"url\":\"https://fal.media/files/a.png\"}],\"usage\":{},"
+          "\"metrics\":{\"image_count\":\"x\"}}",
+          &r);
+    assert_done(&r, 1, 1);
+    assert_null(r.usage_json);
+    imgq_provider_result_clear(&r);
+    parse(imgq_bfl_parse_poll, 200,
+          "{\"id\":\"a\",\"status\":\"Ready\",\"result\":{\"sample\":\"https://d.bfl.ai/s.png\"},"
+          "\"cost\":\"lots\",\"usage\":-1}",
+          &r);
+    assert_done(&r, 1, 1);
+    assert_null(r.usage_json);
+    imgq_provider_result_clear(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1160,6 +1266,8 @@ int main(void)
         cmocka_unit_test(test_bfl_flow),          cmocka_unit_test(test_bfl_errors),
         cmocka_unit_test(test_url_trusted),       cmocka_unit_test(test_fetch),
         cmocka_unit_test(test_truncated_answers), cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_dashscope_usage),   cmocka_unit_test(test_replicate_usage),
+        cmocka_unit_test(test_counted_usage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
