@@ -63,7 +63,7 @@ ceiling_of() { # ceiling_of JOB-LINE
 import json, sys
 t = json.load(sys.stdin)["total"]
 assert t["calls"] == 1, t
-print(t["worst_micros"])'
+print(t["own_worst_micros"])'
 }
 
 "${imgq[@]}" submit --batch unusable "$IMGQ_TMP/jobs.jsonl" >/dev/null
