@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "imgq/alloc.h"
+#include "imgq/base64.h"
 #include "imgq/provider.h"
 
 const char *imgq_error_class_name(enum imgq_error_class c)
@@ -114,6 +115,15 @@ imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint 
     (void)refused;
     imgq_http_request_set_timeouts(req, ep->timeout_ms > 0 ? ep->timeout_ms : 300000, 10000);
     return req;
+}
+
+char *imgq__provider_data_uri(const struct imgq_ref_data *d)
+{
+    const char *mime = d->mime[0] && memchr(d->mime, '\0', sizeof d->mime) ? d->mime : "image/png";
+    char *b64 = d->data && d->len ? imgq_base64_encode(d->data, d->len, NULL) : NULL;
+    char *uri = imgq_xasprintf("data:%s;base64,%s", mime, b64 ? b64 : "");
+    free(b64);
+    return uri;
 }
 
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
