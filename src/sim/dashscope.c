@@ -81,8 +81,11 @@ static void reply_ds_error(struct sim *s, imgq_httpd_request *req, int status, u
     size_t len;
     char *body = sim_json_dumps(
         json_pack("{s:s, s:s, s:s}", "request_id", rid, "code", code, "message", msg), &len);
-    sim_reply(s, req, SIM_EP_DASHSCOPE, sim_outcome_of_status(status), status, h,
-              status == 429 || status == 503 ? 1 : 0, body, len, start);
+    /* A moderation refusal is counted as moderation, whatever its status. */
+    enum sim_outcome o =
+        strcmp(code, "DataInspectionFailed") == 0 ? SIM_MODERATION : sim_outcome_of_status(status);
+    sim_reply(s, req, SIM_EP_DASHSCOPE, o, status, h, status == 429 || status == 503 ? 1 : 0, body,
+              len, start);
 }
 
 static void reply_ds(struct sim *s, imgq_httpd_request *req, uint64_t start, json_t *root)
