@@ -20,6 +20,7 @@
  *   tasks.c    the asynchronous APIs' tasks: their store, phases by age, expiry, image files
  *              (GET /sim/files/{task}-{i}.png)
  *   picture.c  deterministic synthetic pictures and a cache of their encodings
+ *   refs.c     the checks of a request's reference images (decoded whole, as a provider does)
  *
  * Everything runs on the one loop thread.
  */
