@@ -418,6 +418,28 @@ static int load_model(struct loader *ld, const char *name, json_t *m, struct img
     if (pm && (!json_is_string(pm) || !*json_string_value(pm)))
         return fail(ld, IMGQ_EINVAL, "%s: field 'provider_model' must be a non-empty string", ctx);
     out->provider_model = opt_str(m, "provider_model");
+    /* Reference images and the edit capability go together: a model that takes references but
+     * not "edit" would be refused them at submit while its quote counts them, and an "edit"
+     * model without references has nothing to edit. */
+    bool edit = (out->capabilities & IMGQ_NEED_EDIT) != 0;
+    if (edit && out->max_references < 1)
+        return fail(ld, IMGQ_EINVAL,
+                    "%s: has the 'edit' capability but 'max_references' is %d: an edit model "
+                    "takes at least one reference image",
+                    ctx, out->max_references);
+    if (!edit && out->max_references > 0)
+        return fail(ld, IMGQ_EINVAL,
+                    "%s: 'max_references' is %d but the model lacks the 'edit' capability: "
+                    "set 'max_references' to 0 or add \"edit\" to 'capabilities'",
+                    ctx, out->max_references);
+    json_t *pem = json_object_get(m, "provider_edit_model");
+    if (pem && (!json_is_string(pem) || !*json_string_value(pem)))
+        return fail(ld, IMGQ_EINVAL, "%s: field 'provider_edit_model' must be a non-empty string",
+                    ctx);
+    if (pem && !edit)
+        return fail(ld, IMGQ_EINVAL, "%s: field 'provider_edit_model' needs the 'edit' capability",
+                    ctx);
+    out->provider_edit_model = opt_str(m, "provider_edit_model");
     if ((r = load_strings(ld, m, ctx, "fallbacks", &out->fallbacks)))
         return r;
     json_t *cf = json_object_get(m, "charges_failures");
@@ -634,6 +656,7 @@ void imgq_catalog_free(imgq_catalog *cat)
             free(m->token_factors[k].quality);
         free(m->token_factors);
         free(m->provider_model);
+        free(m->provider_edit_model);
         free_strings(m->fallbacks);
         free(m->deprecated);
         free(m->shutdown);

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "imgq/alloc.h"
+#include "imgq/base64.h"
 #include "imgq/provider.h"
 
 const char *imgq_error_class_name(enum imgq_error_class c)
@@ -128,6 +129,15 @@ json_t *imgq__provider_json(const imgq_http_response *res, struct imgq_provider_
     snprintf(out->usage_unusable, sizeof out->usage_unusable,
              "the answer has a number too large for a 64-bit integer (%.100s)", err.text);
     return json_loadb((const char *)res->body, res->body_len, JSON_DECODE_INT_AS_REAL, NULL);
+}
+
+char *imgq__provider_data_uri(const struct imgq_ref_data *d)
+{
+    const char *mime = d->mime[0] && memchr(d->mime, '\0', sizeof d->mime) ? d->mime : "image/png";
+    char *b64 = d->data && d->len ? imgq_base64_encode(d->data, d->len, NULL) : NULL;
+    char *uri = imgq_xasprintf("data:%s;base64,%s", mime, b64 ? b64 : "");
+    free(b64);
+    return uri;
 }
 
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,

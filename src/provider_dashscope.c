@@ -2,7 +2,9 @@
  * provider_dashscope.c - the Alibaba Model Studio / DashScope task API (wan, qwen-image): a
  * submit with X-DashScope-Async: enable answers a task id, polled at /api/v1/tasks/ID until
  * SUCCEEDED (result URLs, usage.image_count) or FAILED (output.code, e.g. DataInspectionFailed
- * for moderation).  Handle: the task id.
+ * for moderation).  Handle: the task id.  A job with reference images goes instead to the
+ * synchronous multimodal-generation API (the image-edit models), whose answer has the result
+ * URLs at once.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,12 +14,9 @@
 #include "imgq/provider.h"
 #include "provider_async.h"
 
-imgq_http_request *imgq_dashscope_build(const struct imgq_provider_endpoint *ep,
-                                        const struct imgq_job_spec *s, int n)
+/* parameters: n, watermark off, size "W*H", seed; negative_prompt too when asked (edits). */
+static json_t *parameters(const struct imgq_job_spec *s, int n, bool negative)
 {
-    json_t *input = json_pack("{s:s}", "prompt", s->prompt ? s->prompt : "");
-    if (input && s->negative_prompt)
-        json_object_set_new(input, "negative_prompt", json_string(s->negative_prompt));
     json_t *params = json_pack("{s:i, s:b}", "n", n > 0 ? n : 1, "watermark", 0);
     if (params && s->width > 0 && s->height > 0) {
         char size[32];
@@ -26,6 +25,52 @@ imgq_http_request *imgq_dashscope_build(const struct imgq_provider_endpoint *ep,
     }
     if (params && s->has_seed)
         json_object_set_new(params, "seed", json_integer(s->seed));
+    if (params && negative && s->negative_prompt)
+        json_object_set_new(params, "negative_prompt", json_string(s->negative_prompt));
+    return params;
+}
+
+/*
+ * A job with reference images: the synchronous multimodal-generation API (the task API's
+ * text2image takes none), under the catalog's provider_edit_model (else the model id),
+ *   {"model", "input": {"messages": [{"role": "user", "content":
+ *        [{"image": DATA-URI}, ..., {"text": PROMPT}]}]}, "parameters": {...}}
+ * one image item per reference in the job's order, then the one text item.  The answer
+ * carries the result URLs at once (imgq_dashscope_parse).  A reference the worker did not
+ * fetch goes as an empty data URI, which the API refuses (400).
+ */
+static imgq_http_request *build_edit(const struct imgq_provider_endpoint *ep,
+                                     const struct imgq_job_spec *s, int n)
+{
+    static const struct imgq_ref_data none = {NULL, 0, ""};
+    json_t *content = json_array();
+    for (int i = 0; i < s->nrefs; i++) {
+        char *uri = imgq__provider_data_uri(s->ref_data ? &s->ref_data[i] : &none);
+        json_array_append_new(content, json_pack("{s:s}", "image", uri));
+        free(uri);
+    }
+    json_array_append_new(content, json_pack("{s:s}", "text", s->prompt ? s->prompt : ""));
+    const char *model = ep->edit_model_id ? ep->edit_model_id
+                        : ep->model_id    ? ep->model_id
+                                          : s->model;
+    json_t *body = json_pack("{s:s, s:{s:[{s:s, s:o}]}, s:o}", "model", model ? model : "", "input",
+                             "messages", "role", "user", "content", content, "parameters",
+                             parameters(s, n, true));
+    return imgq__provider_json_post(
+        ep,
+        imgq_xasprintf("%s/api/v1/services/aigc/multimodal-generation/generation", ep->base_url),
+        body, "Authorization", "Bearer ");
+}
+
+imgq_http_request *imgq_dashscope_build(const struct imgq_provider_endpoint *ep,
+                                        const struct imgq_job_spec *s, int n)
+{
+    if (s->nrefs > 0)
+        return build_edit(ep, s, n);
+    json_t *input = json_pack("{s:s}", "prompt", s->prompt ? s->prompt : "");
+    if (input && s->negative_prompt)
+        json_object_set_new(input, "negative_prompt", json_string(s->negative_prompt));
+    json_t *params = parameters(s, n, false);
     const char *model = ep->model_id ? ep->model_id : s->model;
     json_t *body = json_pack("{s:s, s:o, s:o}", "model", model ? model : "", "input", input,
                              "parameters", params);
@@ -85,6 +130,33 @@ static json_t *start(const imgq_http_response *res, struct imgq_provider_result 
     return root;
 }
 
+/* The synchronous answer of an edit: output.choices[].message.content[].image URLs, usage
+ * {width, height, image_count}. */
+static void parse_sync(json_t *root, struct imgq_provider_result *out)
+{
+    size_t i, k;
+    json_t *choice, *item;
+    json_array_foreach(json_object_get(json_object_get(root, "output"), "choices"), i, choice)
+    {
+        json_array_foreach(json_object_get(json_object_get(choice, "message"), "content"), k, item)
+        {
+            json_t *url = json_object_get(item, "image");
+            if (url && !imgq__async_add_url(out, json_string_value(url))) {
+                imgq__async_fail(out, IMGQ_CLASS_BAD_RESPONSE,
+                                 "200 response: output.choices[%zu].message.content[%zu].image "
+                                 "is not an http(s) URL",
+                                 i, k);
+                return;
+            }
+        }
+    }
+    if (out->nimage_urls == 0) {
+        imgq__async_fail(out, IMGQ_CLASS_BAD_RESPONSE, "200 response without result images");
+        return;
+    }
+    imgq__async_done(out, out->nimage_urls, json_object_get(root, "usage"), "usage", "image_count");
+}
+
 void imgq_dashscope_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out)
 {
     (void)n;
@@ -92,6 +164,11 @@ void imgq_dashscope_parse(const imgq_http_response *res, int n, struct imgq_prov
     if (!root)
         return;
     json_t *o = json_object_get(root, "output");
+    if (json_object_get(o, "choices")) { /* an edit, answered at once */
+        parse_sync(root, out);
+        json_decref(root);
+        return;
+    }
     const char *id = json_string_value(json_object_get(o, "task_id"));
     if (!id || !*id)
         imgq__async_fail(out, IMGQ_CLASS_BAD_RESPONSE, "200 response without output.task_id");

@@ -24,6 +24,13 @@ const char *imgq_gemini_aspect(int width, int height)
     return NULL;
 }
 
+/*
+ * One user turn: the prompt's text part, then one inlineData part per reference image in the
+ * job's order ({"mimeType": the sniffed type, "data": standard base64}), so that a prompt's
+ * "the first image" is the job's images[0].  ref_data NULL (the worker did not fetch them: a
+ * bug) sends each reference as an empty inlineData, which the API refuses with a 400: an
+ * invalid request, never an image generated without its references.
+ */
 imgq_http_request *imgq_gemini_build(const struct imgq_provider_endpoint *ep,
                                      const struct imgq_job_spec *s, int n)
 {
@@ -33,6 +40,16 @@ imgq_http_request *imgq_gemini_build(const struct imgq_provider_endpoint *ep,
         json_pack("{s:[{s:s, s:[{s:s}]}], s:{s:[s], s:{s:s}, s:i}}", "contents", "role", "user",
                   "parts", "text", s->prompt, "generationConfig", "responseModalities", "IMAGE",
                   "imageConfig", "aspectRatio", ratio ? ratio : "1:1", "candidateCount", 1);
+    json_t *parts = json_object_get(json_array_get(json_object_get(body, "contents"), 0), "parts");
+    for (int i = 0; parts && i < s->nrefs; i++) {
+        const struct imgq_ref_data *d = s->ref_data ? &s->ref_data[i] : NULL;
+        bool typed = d && d->mime[0] && memchr(d->mime, '\0', sizeof d->mime);
+        char *b64 = d && d->data && d->len ? imgq_base64_encode(d->data, d->len, NULL) : NULL;
+        json_array_append_new(parts,
+                              json_pack("{s:{s:s, s:s}}", "inlineData", "mimeType",
+                                        typed ? d->mime : "image/png", "data", b64 ? b64 : ""));
+        free(b64);
+    }
     if (body && s->has_seed)
         json_object_set_new(json_object_get(body, "generationConfig"), "seed",
                             json_integer(s->seed));

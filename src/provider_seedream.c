@@ -11,6 +11,16 @@
 #include "imgq/base64.h"
 #include "imgq/provider.h"
 
+/* Reference i as a JSON string: its data URI, or an empty one when it was not fetched. */
+static json_t *ref_json(const struct imgq_job_spec *s, int i)
+{
+    static const struct imgq_ref_data none = {NULL, 0, ""};
+    char *uri = imgq__provider_data_uri(s->ref_data ? &s->ref_data[i] : &none);
+    json_t *v = json_string(uri);
+    free(uri);
+    return v;
+}
+
 imgq_http_request *imgq_seedream_build(const struct imgq_provider_endpoint *ep,
                                        const struct imgq_job_spec *s, int n)
 {
@@ -20,6 +30,17 @@ imgq_http_request *imgq_seedream_build(const struct imgq_provider_endpoint *ep,
                              "sequential_image_generation", "disabled", "watermark", 0);
     if (body && s->has_seed)
         json_object_set_new(body, "seed", json_integer(s->seed));
+    /* References: "image", one data URI (a string) or several (an array), in the job's order.
+     * The worker fetched them (s3:// is private; the provider could not read it); a reference
+     * it did not fetch goes as an empty data URI, which the API refuses (400). */
+    if (body && s->nrefs == 1) {
+        json_object_set_new(body, "image", ref_json(s, 0));
+    } else if (body && s->nrefs > 1) {
+        json_t *images = json_array();
+        for (int i = 0; i < s->nrefs; i++)
+            json_array_append_new(images, ref_json(s, i));
+        json_object_set_new(body, "image", images);
+    }
     return imgq__provider_json_post(ep, imgq_xasprintf("%s/images/generations", ep->base_url), body,
                                     "Authorization", "Bearer ");
 }

@@ -2394,6 +2394,7 @@ static void begin_model(struct job *j)
     }
     j->ep.timeout_ms = w->opt.provider_timeout_ms;
     j->ep.model_id = j->model->provider_model;
+    j->ep.edit_model_id = j->model->provider_edit_model;
     imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, j->attempt,
              j->spec.model, j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
     if (j->spec.no_dedup)

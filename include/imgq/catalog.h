@@ -86,7 +86,8 @@ struct imgq_model {
     int n_max;                /* largest n a job may ask for */
     int n_per_call;           /* images one provider call can return (1 = fan out) */
     int max_prompt_chars;     /* 0 = no limit */
-    int max_references;       /* reference images accepted */
+    int max_references;       /* reference images accepted: > 0 exactly when the model has the
+                                 edit capability (the loader refuses a catalog where not) */
     int64_t ref_image_tokens; /* input image tokens per reference image (token billing) */
     char **sizes;             /* allowed "WxH" strings; NULL-terminated */
     char **qualities;         /* allowed quality values; NULL-terminated; "auto" = worst case */
@@ -112,6 +113,10 @@ struct imgq_model {
     size_t ntoken_factors;
     double guidance_min, guidance_max; /* guidance_range, for the guidance capability */
     char *provider_model;              /* the provider's own name for the model, or NULL */
+    /* The provider's name for the model that takes the job's reference images, when that is
+     * another model (DashScope: qwen-image-2.0 edits while qwen-image-plus generates), or NULL:
+     * provider_model (or the catalog name) edits too.  Only for edit-capable models. */
+    char *provider_edit_model;
     char **fallbacks; /* catalog models to retarget to when this one is unavailable, in order;
                          NULL-terminated (empty when none); each names a model of the catalog */
     char *source;     /* where the figures come from */

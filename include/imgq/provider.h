@@ -45,6 +45,8 @@ struct imgq_provider_endpoint {
     long timeout_ms;
     const char *model_id; /* the provider's name for the model (catalog provider_model), or NULL:
                              then the job's catalog model name */
+    const char *edit_model_id; /* the provider's model for jobs with reference images (catalog
+                                  provider_edit_model), or NULL: model_id edits too */
 };
 
 struct imgq_provider_result {
@@ -103,7 +105,9 @@ long imgq_retry_after_ms(const char *value, long now_s);
  * Google Gemini image output: POST BASE/models/MODEL:generateContent, one image per call
  * (candidateCount > 1 is refused by the API, so n > 1 fans out).  Content-policy blocks
  * arrive as HTTP 200 (promptFeedback.blockReason, or a candidate finishing IMAGE_SAFETY and
- * the like without an image) and are classified as such.  Never returns NULL.
+ * the like without an image) and are classified as such.  Reference images (spec->ref_data,
+ * fetched by the worker) go as inlineData parts after the prompt; their input tokens are billed
+ * from usageMetadata's IMAGE modality.  Never returns NULL.
  */
 imgq_http_request *imgq_gemini_build(const struct imgq_provider_endpoint *ep,
                                      const struct imgq_job_spec *spec, int n);
@@ -113,7 +117,8 @@ const char *imgq_gemini_aspect(int width, int height);
 
 /*
  * BytePlus ModelArk Seedream: POST BASE/images/generations with b64_json, one image per call
- * (the API has no n), flat price per generated image (usage.generated_images).
+ * (the API has no n), flat price per generated image (usage.generated_images).  Reference
+ * images go in "image" as data URIs: a string for one, an array for several.
  */
 imgq_http_request *imgq_seedream_build(const struct imgq_provider_endpoint *ep,
                                        const struct imgq_job_spec *spec, int n);
@@ -145,6 +150,13 @@ imgq_http_request *imgq__provider_json_post(const struct imgq_provider_endpoint 
  * why, which imgq__usage_end keeps.
  */
 json_t *imgq__provider_json(const imgq_http_response *res, struct imgq_provider_result *out);
+
+/*
+ * For adapters (internal): a fetched reference image as a data URI, "data:MIME;base64,..."
+ * (new string).  A reference without bytes gives "data:MIME;base64," (the provider refuses
+ * it; never a crash), one without a usable MIME type image/png.
+ */
+char *imgq__provider_data_uri(const struct imgq_ref_data *d);
 /* The provider's error message and code into out (message falls back to "HTTP <status>"). */
 void imgq__provider_error_text(struct imgq_provider_result *out, const char *message,
                                const char *code);
@@ -192,7 +204,10 @@ bool imgq__usage_end(struct imgq__usage_reader *r, struct imgq_provider_result *
 
 /*
  * Alibaba DashScope task API: POST BASE/api/v1/services/aigc/text2image/image-synthesis with
- * X-DashScope-Async: enable, then GET BASE/api/v1/tasks/ID.  Handle: the task id.
+ * X-DashScope-Async: enable, then GET BASE/api/v1/tasks/ID.  Handle: the task id.  A job with
+ * reference images is an edit: POST BASE/api/v1/services/aigc/multimodal-generation/generation
+ * (synchronous) under ep->edit_model_id, the images as data URIs in the message's content;
+ * imgq_dashscope_parse reads its answer (result URLs at once, usage.image_count).
  */
 imgq_http_request *imgq_dashscope_build(const struct imgq_provider_endpoint *ep,
                                         const struct imgq_job_spec *spec, int n);

@@ -145,6 +145,7 @@ void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t
     t->poll_503 = false;
     t->latency_ms = -1;
     t->token_pct = 100;
+    t->refs_expected = -1;
     for (const char *p = strstr(prompt, "[sim:"); p; p = strstr(p + 1, "[sim:")) {
         const char *tag = p + 5;
         const char *end = strchr(tag, ']');
@@ -183,6 +184,11 @@ void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t
             long pct = strtol(buf + 7, &e, 10);
             if (!*e && pct >= 1 && pct <= 100000)
                 t->token_pct = (int)pct;
+        } else if (strncmp(buf, "refs:", 5) == 0) {
+            char *e;
+            long n = strtol(buf + 5, &e, 10);
+            if (e != buf + 5 && !*e && n >= 0 && n <= 1000)
+                t->refs_expected = (int)n;
         } else if (strncmp(buf, "latency:", 8) == 0) {
             char *e;
             long long ms = strtoll(buf + 8, &e, 10);
@@ -403,4 +409,26 @@ void sim_fail_clear(struct sim *s)
     free(s->fail_rules);
     s->fail_rules = NULL;
     s->nfail_rules = 0;
+}
+
+/* ---- Reference images (their checks are in refs.c) ----------------------------------------- */
+
+bool sim_refs_as_told(const struct sim_triggers *t, int64_t got, char *why, size_t whylen)
+{
+    if (t->refs_expected < 0 || got == t->refs_expected)
+        return true;
+    snprintf(why, whylen,
+             "the prompt says the job has %d reference image(s) ([sim:refs:%d]) but the request "
+             "carries %lld",
+             t->refs_expected, t->refs_expected, (long long)got);
+    return false;
+}
+
+void sim_refs_count(struct sim *s, enum sim_endpoint ep, int64_t n, uint64_t bytes)
+{
+    if (n <= 0)
+        return;
+    s->ref_requests[ep]++;
+    s->ref_images[ep] += (uint64_t)n;
+    s->ref_bytes[ep] += bytes;
 }

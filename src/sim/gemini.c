@@ -23,8 +23,12 @@
  *   - prompt tokens: text parts' characters / 4 rounded up (at least 1) plus the catalog's
  *     ref_image_tokens per inlineData image (any role, any content); output tokens from the
  *     catalog's table for the size; blocked answers report the prompt tokens only;
- *   - inlineData images are checked for an image MIME type and well-formed base64, not
- *     decoded; fileData parts are refused (the simulator fetches nothing);
+ *   - inlineData images must be what their mimeType says and decode whole (PNG, JPEG or
+ *     WebP, at most 20 MB, the API's inline request limit), else 400 INVALID_ARGUMENT "Unable
+ *     to process input image"; they are counted in /sim/stats (requests.gemini.references,
+ *     reference_bytes), and a prompt with [sim:refs:N] must come with exactly N of them (a
+ *     test's way of making sure no reference was dropped); more than the catalog's
+ *     max_references is a 400; fileData parts are refused (the simulator fetches nothing);
  *   - seed varies the picture (with the prompt); other generationConfig fields are accepted
  *     and ignored.
  */
@@ -39,6 +43,7 @@
 
 #define GEMINI_API "gemini-generate-content"
 #define RATIO_TOLERANCE_PPM 50000 /* 5%: how far a catalog size's w/h may be from the ratio */
+#define INLINE_MAX_BYTES (20u * 1024 * 1024) /* the API's limit on a request's inline data */
 
 struct gemini_call {
     struct sim_call base; /* first: the held generation (common.c) */
@@ -277,7 +282,8 @@ static void reply_bad_ratio(struct sim *s, imgq_httpd_request *req, uint64_t sta
 /* One part of contents[ci].parts[pi]: appends text to the prompt or counts a reference image.
  * -1 if answered with an error. */
 static int parse_part(struct sim *s, imgq_httpd_request *req, uint64_t start, json_t *part,
-                      size_t ci, size_t pi, struct sim_buf *prompt, int64_t *refs)
+                      size_t ci, size_t pi, struct sim_buf *prompt, int64_t *refs,
+                      uint64_t *ref_bytes)
 {
     char where[96];
     snprintf(where, sizeof(where), "contents[%zu].parts[%zu]", ci, pi);
@@ -352,6 +358,17 @@ static int parse_part(struct sim *s, imgq_httpd_request *req, uint64_t start, js
                 where, json_string_value(data));
             return -1;
         }
+        char why[200];
+        size_t bytes = 0;
+        if (sim_ref_check_base64(json_string_value(data), json_string_length(data),
+                                 json_string_value(mime), INLINE_MAX_BYTES - *ref_bytes, &bytes,
+                                 why, sizeof(why)) != 0) {
+            BAD("Unable to process input image at %s: %s. Please retry or report in "
+                "https://developers.generativeai.google/guide/troubleshooting",
+                where, why);
+            return -1;
+        }
+        *ref_bytes += bytes;
         (*refs)++;
         return 0;
     }
@@ -363,7 +380,7 @@ static int parse_part(struct sim *s, imgq_httpd_request *req, uint64_t start, js
 }
 
 static int parse_contents(struct sim *s, imgq_httpd_request *req, uint64_t start, json_t *root,
-                          struct sim_buf *prompt, int64_t *refs)
+                          struct sim_buf *prompt, int64_t *refs, uint64_t *ref_bytes)
 {
     json_t *contents = member(root, "contents");
     json_t *one = NULL;
@@ -417,7 +434,7 @@ static int parse_contents(struct sim *s, imgq_httpd_request *req, uint64_t start
         json_t *part;
         json_array_foreach(parts, pi, part)
         {
-            if ((rc = parse_part(s, req, start, part, ci, pi, prompt, refs)) != 0)
+            if ((rc = parse_part(s, req, start, part, ci, pi, prompt, refs, ref_bytes)) != 0)
                 break;
         }
         if (rc)
@@ -718,10 +735,11 @@ static void generate(struct sim *s, imgq_httpd_request *req, uint64_t start,
     struct gemini_call *c = imgq_xcalloc(1, sizeof(*c));
     struct sim_buf prompt = {0};
     int64_t refs = 0;
+    uint64_t ref_bytes = 0;
     c->model = m;
     int rc = reject_unknown(s, req, start, root, known_request, NELEMS(known_request), "") ? -1 : 0;
     if (rc == 0)
-        rc = parse_contents(s, req, start, root, &prompt, &refs);
+        rc = parse_contents(s, req, start, root, &prompt, &refs, &ref_bytes);
     if (rc == 0) {
         c->variant = sim_fnv1a(prompt.p);
         rc = parse_config(s, req, start, root, c);
@@ -745,6 +763,19 @@ static void generate(struct sim *s, imgq_httpd_request *req, uint64_t start,
     struct sim_triggers t;
     sim_scan_triggers(s, prompt.p, &t);
     free(prompt.p);
+    char why[200];
+    if (!sim_refs_as_told(&t, refs, why, sizeof(why))) {
+        BAD("%s (imgq-sim: a reference image is missing from the request).", why);
+        free(c);
+        return;
+    }
+    if (m->max_references >= 0 && refs > m->max_references) {
+        BAD("models/%s accepts at most %d input images; the request has %lld.", m->name,
+            m->max_references, (long long)refs);
+        free(c);
+        return;
+    }
+    sim_refs_count(s, SIM_EP_GEMINI, refs, ref_bytes);
     enum sim_outcome o = sim_decide_outcome(s, SIM_EP_GEMINI, &t);
     if (o == SIM_RATE_LIMITED) {
         reply_rate_limited(s, req, start, m);

@@ -49,8 +49,10 @@ struct openai_call {
     int compression;
     uint32_t prompt_hash;
     char *prompt;
-    int64_t input_tokens;  /* text */
-    int64_t image_tokens;  /* input image tokens: the references of an edit */
+    int64_t input_tokens; /* text */
+    int64_t image_tokens; /* input image tokens: the references of an edit */
+    int64_t refs;         /* reference images of an edit, and their bytes */
+    uint64_t ref_bytes;
     int64_t output_tokens; /* all n images */
 };
 
@@ -539,6 +541,14 @@ static void start_call(struct sim *s, imgq_httpd_request *req, uint64_t start,
     size_t len;
     struct sim_triggers t;
     sim_scan_triggers(s, c->prompt, &t);
+    char why[200];
+    if (!sim_refs_as_told(&t, c->refs, why, sizeof(why))) {
+        BAD("image", "invalid_request",
+            "%s (imgq-sim: a reference image is missing from the request).", why);
+        call_destroy(&c->base);
+        return;
+    }
+    sim_refs_count(s, c->ep, c->refs, c->ref_bytes);
     enum sim_outcome o = sim_decide_outcome(s, c->ep, &t);
     c->base.bad_usage = t.bad_usage;
 
@@ -1011,6 +1021,9 @@ void sim_openai_edits(struct sim *s, imgq_httpd_request *req)
         }
     }
     c->image_tokens = (int64_t)nimages * c->model->ref_image_tokens;
+    c->refs = (int64_t)nimages;
+    for (size_t i = 0; i < nimages; i++)
+        c->ref_bytes += images[i]->len;
     start_call(s, req, start, c);
     c = NULL; /* the held call owns it now */
 

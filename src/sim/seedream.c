@@ -17,8 +17,13 @@
  *     simulator serves no image URLs;
  *   - sequential_image_generation may only be "disabled" (group generation is not simulated),
  *     stream may not be true;
- *   - image (references) is checked for type and count (max_references), not fetched or
- *     decoded; other fields (guidance_scale, optimize_prompt, tools, ...) are ignored;
+ *   - image (references: a string or an array of them, at most the catalog's max_references)
+ *     must be data URIs, data:image/<format>;base64,<data>, of a PNG, JPEG or WebP that decodes
+ *     whole, at most 10 MB each (the API's limit), else 400 InvalidParameter (param image);
+ *     URLs are refused (the simulator fetches nothing).  They are counted in /sim/stats
+ *     (requests.seedream.references, reference_bytes) and reported as usage.input_images (the
+ *     SDK's field); a prompt with [sim:refs:N] must come with exactly N of them;
+ *   - other fields (guidance_scale, optimize_prompt, tools, ...) are ignored;
  *   - seed (-1..2147483647; -1 = random) varies the picture with the prompt; watermark must
  *     be a boolean and changes nothing.
  */
@@ -34,6 +39,7 @@
 
 #define SEEDREAM_API "seedream"
 #define DEFAULT_SIZE "2048x2048"
+#define REF_MAX_BYTES (10u * 1024 * 1024) /* per reference image */
 
 struct seedream_call {
     struct sim_call base; /* first: the held generation (common.c) */
@@ -42,6 +48,8 @@ struct seedream_call {
     int w, h;
     uint32_t variant;
     int64_t output_tokens;
+    int64_t refs;       /* reference images in the request */
+    uint64_t ref_bytes; /* their decoded bytes */
 };
 
 /* ---- Errors --------------------------------------------------------------------------------- */
@@ -248,6 +256,21 @@ static int parse_request(struct sim *s, imgq_httpd_request *req, uint64_t start,
                     refs, m->name, m->max_references);
             return -1;
         }
+        for (size_t k = 0; k < refs; k++) {
+            json_t *one = json_is_string(image) ? image : json_array_get(image, k);
+            char why[200];
+            size_t bytes = 0;
+            if (sim_ref_check_uri(json_string_value(one), REF_MAX_BYTES, &bytes, why,
+                                  sizeof(why)) != 0) {
+                INVALID("image",
+                        "The parameter `image` specified in the request is not valid: image %zu: "
+                        "%s.",
+                        k, why);
+                return -1;
+            }
+            c->ref_bytes += bytes;
+        }
+        c->refs = (int64_t)refs;
     }
     return 0;
 }
@@ -279,9 +302,11 @@ static void reply_success(struct seedream_call *c)
         sim_buf_printf(&b, ",\"usage\":{}");
     } else if (c->base.outcome == SIM_OK) {
         char t[3][32];
-        sim_buf_printf(&b,
-                       ",\"usage\":{\"generated_images\":%s,\"output_tokens\":%s,"
-                       "\"total_tokens\":%s}",
+        if (c->refs > 0)
+            sim_buf_printf(&b, ",\"usage\":{\"input_images\":%" PRId64 ",", c->refs);
+        else
+            sim_buf_printf(&b, ",\"usage\":{");
+        sim_buf_printf(&b, "\"generated_images\":%s,\"output_tokens\":%s,\"total_tokens\":%s}",
                        sim_usage_text(bad, 1, t[0], sizeof t[0]),
                        sim_usage_text(bad, c->output_tokens, t[1], sizeof t[1]),
                        sim_usage_text(bad, c->output_tokens, t[2], sizeof t[2]));
@@ -372,6 +397,13 @@ void sim_seedream_generations(struct sim *s, imgq_httpd_request *req)
     struct sim_triggers t;
     sim_scan_triggers(s, prompt, &t);
     json_decref(root);
+    char why[200];
+    if (!sim_refs_as_told(&t, c->refs, why, sizeof(why))) {
+        INVALID("image", "%s (imgq-sim: a reference image is missing from the request).", why);
+        free(c);
+        return;
+    }
+    sim_refs_count(s, SIM_EP_SEEDREAM, c->refs, c->ref_bytes);
     enum sim_outcome o = sim_decide_outcome(s, SIM_EP_SEEDREAM, &t);
     if (o == SIM_RATE_LIMITED) {
         reply_rate_limited(s, req, start, c->model);

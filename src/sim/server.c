@@ -139,6 +139,9 @@ static json_t *stats_json(struct sim *s)
         json_object_set_new(ep, "total", json_integer((json_int_t)s->received[e]));
         for (int o = 0; o < SIM_OUTCOME_COUNT; o++)
             json_object_set_new(ep, outcome_names[o], json_integer((json_int_t)s->counts[e][o]));
+        json_object_set_new(ep, "with_references", json_integer((json_int_t)s->ref_requests[e]));
+        json_object_set_new(ep, "references", json_integer((json_int_t)s->ref_images[e]));
+        json_object_set_new(ep, "reference_bytes", json_integer((json_int_t)s->ref_bytes[e]));
         if (e == SIM_EP_DASHSCOPE || e == SIM_EP_REPLICATE || e == SIM_EP_FAL || e == SIM_EP_BFL) {
             json_object_set_new(ep, "submits", json_integer((json_int_t)s->submits[e]));
             json_object_set_new(ep, "polls", json_integer((json_int_t)s->polls[e]));
@@ -164,6 +167,9 @@ static void reset_stats(struct sim *s, const char *query)
     memset(s->submits, 0, sizeof(s->submits));
     memset(s->polls, 0, sizeof(s->polls));
     memset(s->results, 0, sizeof(s->results));
+    memset(s->ref_requests, 0, sizeof(s->ref_requests));
+    memset(s->ref_images, 0, sizeof(s->ref_images));
+    memset(s->ref_bytes, 0, sizeof(s->ref_bytes));
     sim_tasks_clear(s);
     s->max_in_flight = s->in_flight;
     s->images = s->output_tokens = s->abandoned = 0;

@@ -20,6 +20,7 @@
  *   tasks.c    the asynchronous APIs' tasks: their store, phases by age, expiry, image files
  *              (GET /sim/files/{task}-{i}.png)
  *   picture.c  deterministic synthetic pictures and a cache of their encodings
+ *   refs.c     the checks of a request's reference images (decoded whole, as a provider does)
  *
  * Everything runs on the one loop thread.
  */
@@ -128,6 +129,10 @@ struct sim {
     /* generations whose client left before the answer: the work was done, and a real
      * provider bills it (sim_call's outcome OK or OK_NO_USAGE) */
     uint64_t abandoned;
+    /* reference images that arrived and decoded, by endpoint: requests carrying any, images,
+     * decoded bytes (/sim/stats "requests.EP.with_references", "references",
+     * "reference_bytes") */
+    uint64_t ref_requests[SIM_EP_COUNT], ref_images[SIM_EP_COUNT], ref_bytes[SIM_EP_COUNT];
     struct sim_window window[SIM_EP_COUNT]; /* the --rpm windows */
     /* fail-once keys already seen */
     char **seen_keys;
@@ -208,9 +213,10 @@ const char *sim_usage_text(enum sim_bad_usage k, int64_t v, char *buf, size_t le
 json_t *sim_usage_json(enum sim_bad_usage k, int64_t v);
 
 /* Prompt triggers: [sim:429] [sim:500] [sim:moderation] [sim:prompt-blocked] [sim:no-usage]
- * [sim:bad-usage:KIND] [sim:fail-once:KEY] [sim:latency:MS], and for the asynchronous APIs
- * [sim:task-fail] (the task fails while polled) and [sim:poll-503] (its first poll answers
- * 503). */
+ * [sim:bad-usage:KIND] [sim:fail-once:KEY] [sim:latency:MS] [sim:tokens:PCT], [sim:refs:N] (the
+ * request must carry exactly N reference images: a test's way of telling the simulator what
+ * the job had), and for the asynchronous APIs [sim:task-fail] (the task fails while polled)
+ * and [sim:poll-503] (its first poll answers 503). */
 struct sim_triggers {
     enum sim_outcome forced; /* SIM_OK = none; the first failure tag wins */
     bool prompt_blocked;     /* forced is SIM_MODERATION, decided on the prompt (input) */
@@ -220,6 +226,7 @@ struct sim_triggers {
     bool poll_503;
     int64_t latency_ms; /* -1 = configured */
     int token_pct;      /* [sim:tokens:PCT]: output tokens at PCT% of the catalog's table (100) */
+    int refs_expected;  /* [sim:refs:N]; -1 = not said */
 };
 void sim_scan_triggers(struct sim *s, const char *prompt, struct sim_triggers *t);
 /* Count a request in ep's --rpm window; true if it is over the limit. */
@@ -260,6 +267,22 @@ uint64_t sim_latency(struct sim *s, int64_t latency_ms);
 const char *sim_auth_key(imgq_httpd_request *req, const char *name, const char *scheme);
 /* The request body as a JSON object (new reference), or NULL with a reason in why. */
 json_t *sim_json_object_body(imgq_httpd_request *req, char *why, size_t whylen);
+/*
+ * Reference images, checked as a provider would before it generates: 'b64' (standard or
+ * URL-safe base64, padded or not) must decode to a PNG, JPEG or WebP image that decodes
+ * whole, of at most max_bytes, and whose type is 'mime' when mime is not NULL.  0 and the
+ * decoded size in *bytes, or -1 with a sentence in why.
+ */
+int sim_ref_check_base64(const char *b64, size_t len, const char *mime, size_t max_bytes,
+                         size_t *bytes, char *why, size_t whylen);
+/* The same for a data URI "data:image/TYPE;base64,DATA"; an http(s) URL is refused (the
+ * simulator fetches nothing). */
+int sim_ref_check_uri(const char *uri, size_t max_bytes, size_t *bytes, char *why, size_t whylen);
+/* Whether 'got' references satisfy a [sim:refs:N] trigger (always, when there is none); else a
+ * sentence in why. */
+bool sim_refs_as_told(const struct sim_triggers *t, int64_t got, char *why, size_t whylen);
+/* Count the references a valid request of ep carried (nothing when n is 0). */
+void sim_refs_count(struct sim *s, enum sim_endpoint ep, int64_t n, uint64_t bytes);
 /* The outcome a status counts as in /sim/stats. */
 enum sim_outcome sim_outcome_of_status(int status);
 

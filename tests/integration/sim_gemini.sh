@@ -98,8 +98,9 @@ inline_image "$TMP/body" "$TMP/s.png"
 expect_eq "snake_case size" "$(be32 "$TMP/s.png" 16)x$(be32 "$TMP/s.png" 20)" 768x1344
 
 # ---- reference images raise promptTokenCount by ref_image_tokens (1297) each ----
-REF=$(printf 'not really a png, base64 is all that is checked' | base64 -w0)
-code=$(gem "$P" "{\"contents\":[{\"parts\":[{\"text\":\"a red fox on a hill\"},{\"inlineData\":{\"mimeType\":\"image/png\",\"data\":\"$REF\"}},{\"inline_data\":{\"mime_type\":\"image/jpeg\",\"data\":\"$REF\"}}]}]}")
+# A real 2x2 PNG (79 bytes): the simulator decodes every inline image.
+REF=iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGNgYOcTlVFmYOTgF5NVAQAE7ADZqu7qTwAAAABJRU5ErkJggg==
+code=$(gem "$P" "{\"contents\":[{\"parts\":[{\"text\":\"a red fox on a hill\"},{\"inlineData\":{\"mimeType\":\"image/png\",\"data\":\"$REF\"}},{\"inline_data\":{\"mime_type\":\"image/png\",\"data\":\"$REF\"}}]}]}")
 expect_eq "refs status" "$code" 200
 expect_eq "refs promptTokenCount" "$(json_int "$TMP/body" promptTokenCount)" $((5 + 2 * 1297))
 expect_eq "refs totalTokenCount" "$(json_int "$TMP/body" totalTokenCount)" $((5 + 2 * 1297 + 1290))
@@ -194,6 +195,31 @@ expect_eq "stats in_flight" "$(json_int "$TMP/stats" in_flight)" 0
 expect_eq "reset" "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$P/sim/reset")" 200
 curl -sS "http://127.0.0.1:$P/sim/stats" >"$TMP/stats"
 expect_eq "after reset" "$(stats_field gemini total)" 0
+
+# ---- reference images are checked as the API would, counted, and [sim:refs:N] holds ----
+refs_body() { # refs_body PROMPT DATA...: the prompt, then one inline PNG part per DATA
+    local parts="{\"text\":\"$1\"}" d
+    shift
+    for d in "$@"; do parts+=",{\"inlineData\":{\"mimeType\":\"image/png\",\"data\":\"$d\"}}"; done
+    printf '{"contents":[{"parts":[%s]}]}' "$parts"
+}
+expect_eq "told 2, has 2" "$(gem "$P" "$(refs_body 'two refs [sim:refs:2]' "$REF" "$REF")")" 200
+expect_eq "told 1, has 0" "$(gem "$P" "$(refs_body 'a dropped ref [sim:refs:1]')")" 400
+expect_has "told 1 message" "$TMP/body" 'says the job has 1 reference image(s) ([sim:refs:1]) but the request carries 0'
+expect_eq "told 2, has 1" "$(gem "$P" "$(refs_body 'one dropped [sim:refs:2]' "$REF")")" 400
+NOTPNG=$(printf 'not really a png, base64 is all there is' | base64 -w0)
+expect_eq "not an image" "$(gem "$P" "$(refs_body 'junk' "$NOTPNG")")" 400
+expect_has "not an image message" "$TMP/body" 'Unable to process input image at contents[0].parts[1].inline_data: the data is not an image'
+CUT=${REF:0:60}
+expect_eq "truncated PNG" "$(gem "$P" "$(refs_body 'cut' "$CUT")")" 400
+expect_has "truncated message" "$TMP/body" 'does not decode'
+expect_eq "mime mismatch" "$(gem "$P" "{\"contents\":[{\"parts\":[{\"text\":\"x\"},{\"inlineData\":{\"mimeType\":\"image/jpeg\",\"data\":\"$REF\"}}]}]}")" 400
+expect_has "mime mismatch message" "$TMP/body" 'the data is a png image, not image/jpeg'
+expect_eq "over max_references" "$(gem "$P" "$(refs_body 'four' "$REF" "$REF" "$REF" "$REF")")" 400
+curl -sS "http://127.0.0.1:$P/sim/stats" >"$TMP/stats"
+expect_eq "refs requests" "$(stats_field gemini with_references)" 1
+expect_eq "refs counted" "$(stats_field gemini references)" 2
+expect_eq "refs bytes" "$(stats_field gemini reference_bytes)" 158
 
 # ---- rates and latency apply as for OpenAI ----
 start_sim rates --fail-429 1 --retry-after 3 --seed 5

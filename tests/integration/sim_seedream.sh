@@ -83,8 +83,10 @@ expect_eq "default size status" "$(ark "$P" '{"model":"seedream-4-0","prompt":"d
 b64_image "$TMP/body" "$TMP/default.png"
 expect_eq "default png size" "$(png_size "$TMP/default.png")" 2048x2048
 expect_eq "default output_tokens" "$(json_int "$TMP/body" output_tokens)" 16384
-# Reference images are accepted (not decoded).
-expect_eq "image refs" "$(ark "$P" "$(req 'with refs' '"image":["https://example.com/a.png","data:image/png;base64,AAAA"]')")" 200
+# Reference images: data URIs of images that decode (a real 2x2 PNG, 79 bytes).
+REF="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGNgYOcTlVFmYOTgF5NVAQAE7ADZqu7qTwAAAABJRU5ErkJggg=="
+expect_eq "image refs" "$(ark "$P" "$(req 'with refs' "\"image\":[\"$REF\",\"$REF\"]")")" 200
+expect_has "image refs usage" "$TMP/body" '"usage":{"input_images":2,"generated_images":1,'
 
 # ---- auth: 401 AuthenticationError ----
 U="http://127.0.0.1:$P/api/v3/images/generations"
@@ -159,6 +161,22 @@ expect_eq "stats in_flight" "$(json_int "$TMP/stats" in_flight)" 0
 expect_eq "reset" "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$P/sim/reset")" 200
 curl -sS "http://127.0.0.1:$P/sim/stats" >"$TMP/stats"
 expect_eq "after reset" "$(stats_field seedream total)" 0
+
+# ---- reference images: checked as the API would, counted, and [sim:refs:N] holds ----
+expect_eq "one ref, told 1" "$(ark "$P" "$(req 'one [sim:refs:1]' "\"image\":\"$REF\"")")" 200
+expect_has "one ref usage" "$TMP/body" '"usage":{"input_images":1,'
+expect_error "told 1, has 0" 400 InvalidParameter image "$(req 'dropped [sim:refs:1]')"
+expect_has "told 1 message" "$TMP/body" 'says the job has 1 reference image(s) ([sim:refs:1]) but the request carries 0'
+expect_error "ref URL" 400 InvalidParameter image "$(req x '"image":"https://example.com/a.png"')"
+expect_has "ref URL message" "$TMP/body" 'imgq-sim does not fetch image URLs'
+expect_error "ref not an image" 400 InvalidParameter image "$(req x "\"image\":\"data:image/png;base64,$(printf 'plain text' | base64 -w0)\"")"
+expect_has "ref not an image message" "$TMP/body" 'image 0: the data is not an image'
+expect_error "ref not base64" 400 InvalidParameter image "$(req x '"image":["data:image/png;base64,@@@@"]')"
+expect_error "ref not a data URI" 400 InvalidParameter image "$(req x '"image":"a.png"')"
+curl -sS "http://127.0.0.1:$P/sim/stats" >"$TMP/stats"
+expect_eq "refs requests" "$(stats_field seedream with_references)" 1
+expect_eq "refs counted" "$(stats_field seedream references)" 1
+expect_eq "refs bytes" "$(stats_field seedream reference_bytes)" 79
 
 # ---- rates, latency and --rpm apply as for the others ----
 start_sim rates --fail-429 1 --retry-after 3 --seed 5

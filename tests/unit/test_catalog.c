@@ -1036,6 +1036,17 @@ static void test_new_model_fields(void **state)
                         "stability-ai/stable-diffusion-3.5-large");
     assert_string_equal(model(state, "flux-1.1-pro")->provider_model, "flux-pro-1.1");
     assert_string_equal(model(state, "qwen-image-2.0")->provider_model, "qwen-image-plus");
+    assert_string_equal(model(state, "qwen-image-2.0")->provider_edit_model, "qwen-image-2.0");
+    assert_null(model(state, "gemini-2.5-flash-image")->provider_edit_model);
+    /* The shipped catalog: reference images exactly on the edit-capable models. */
+    for (size_t i = 0; imgq_catalog_model_at(shipped(state), i); i++) {
+        const struct imgq_model *m = imgq_catalog_model_at(shipped(state), i);
+        if ((m->max_references > 0) != ((m->capabilities & IMGQ_NEED_EDIT) != 0))
+            fail_msg("model %s: max_references %d, edit %d", m->name, m->max_references,
+                     (m->capabilities & IMGQ_NEED_EDIT) != 0);
+    }
+    assert_int_equal(model(state, "flux-1.1-pro")->max_references, 0);
+    assert_int_equal(model(state, "sd-3.5-large")->max_references, 0);
 
     const struct imgq_model *pro = model(state, "flux-1.1-pro");
     assert_true(pro->capabilities & IMGQ_NEED_GUIDANCE);
@@ -1166,6 +1177,20 @@ static void test_load_errors_new_fields(void **state)
         {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
                    "\"provider_model\":7}"),
          {"model 'm1'", "'provider_model'"}},
+        /* References and the edit capability go together (issue 13 item 8). */
+        {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
+                   "\"max_references\":1,\"capabilities\":[\"seed\"]}"),
+         {"model 'm1'", "'max_references' is 1", "lacks the 'edit' capability"}},
+        {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
+                   "\"capabilities\":[\"edit\"]}"),
+         {"model 'm1'", "'edit' capability", "'max_references' is 0"}},
+        {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
+                   "\"max_references\":2,\"capabilities\":[\"edit\"],"
+                   "\"provider_edit_model\":\"\"}"),
+         {"model 'm1'", "'provider_edit_model' must be a non-empty string"}},
+        {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
+                   "\"provider_edit_model\":\"x-edit\"}"),
+         {"model 'm1'", "'provider_edit_model' needs the 'edit' capability"}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[512];

@@ -653,6 +653,34 @@ static json_t *send_built(const struct imgq_job_spec *spec, int n, const char *a
     return o;
 }
 
+/* Any adapter's request, built against the capture server at http://127.0.0.1:PORT/PREFIX:
+ * returns the parsed JSON body (new). */
+static json_t *capture_built(imgq_http_request *(*build)(const struct imgq_provider_endpoint *,
+                                                         const struct imgq_job_spec *, int),
+                             const struct imgq_job_spec *spec, int n, const char *prefix,
+                             struct capture *c)
+{
+    capture_start(c);
+    char base[96];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d%s", c->port, prefix);
+    struct imgq_provider_endpoint ep = {.base_url = base, .api_key = "k-1", .timeout_ms = 10000};
+    imgq_http_request *req = build(&ep, spec, n);
+    imgq_http_response *res = NULL;
+    int rc = imgq_http_perform_sync(req, &res);
+    capture_stop(c);
+    assert_int_equal(rc, 0);
+    assert_int_equal(res->status, 200);
+    imgq_http_response_free(res);
+    imgq_http_request_free(req);
+    const char *body = strstr(c->buf, "\r\n\r\n");
+    assert_non_null(body);
+    json_error_t je;
+    json_t *o = json_loads(body + 4, 0, &je);
+    if (!o)
+        fail_msg("request body is not JSON (%s): %s", je.text, body + 4);
+    return o;
+}
+
 static void test_build_request(void **state)
 {
     setenv("NO_PROXY", "127.0.0.1", 1);
@@ -934,6 +962,95 @@ static void test_gemini_success(void **state)
     imgq_provider_result_clear(&r);
 }
 
+/* Reference images of the build tests: a PNG signature and a JFIF start, and their base64. */
+static uint8_t ref_png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 1, 2, 3};
+static uint8_t ref_jpg[] = {0xff, 0xd8, 0xff, 0xe0, 0, 0x10, 'J', 'F', 'I', 'F'};
+#define REF_PNG_B64 "iVBORw0KGgoBAgM="
+#define REF_JPG_B64 "/9j/4AAQSkZJRg=="
+
+static void test_gemini_build_references(void **state)
+{
+    setenv("NO_PROXY", "127.0.0.1", 1);
+    setenv("no_proxy", "127.0.0.1", 1);
+    char *refs[] = {"s3://b/a.png", "https://x/b.jpg"};
+    struct imgq_ref_data rd[2] = {{ref_png, sizeof ref_png, "image/png"},
+                                  {ref_jpg, sizeof ref_jpg, "image/jpeg"}};
+    struct imgq_job_spec spec = {.model = "gemini-2.5-flash-image",
+                                 .prompt = "the fox of image 1 in the hat of image 2",
+                                 .n = 1,
+                                 .size = "1344x768",
+                                 .width = 1344,
+                                 .height = 768,
+                                 .has_seed = true,
+                                 .seed = 7,
+                                 .refs = refs,
+                                 .nrefs = 2,
+                                 .ref_data = rd,
+                                 .route = "list"};
+    struct capture *c = malloc(sizeof *c);
+    assert_non_null(c);
+    json_t *o = capture_built(imgq_gemini_build, &spec, 1, "/v1beta", c);
+    assert_true(strncmp(c->buf,
+                        "POST /v1beta/models/gemini-2.5-flash-image:generateContent HTTP/1.1\r\n",
+                        68) == 0);
+    assert_non_null(strcasestr(c->buf, "\r\nx-goog-api-key: k-1\r\n"));
+    /* One user turn: the prompt, then the references in the job's order, inline. */
+    json_t *contents = json_object_get(o, "contents");
+    assert_int_equal(json_array_size(contents), 1);
+    json_t *parts = json_object_get(json_array_get(contents, 0), "parts");
+    assert_int_equal(json_array_size(parts), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 0), "text")),
+                        spec.prompt);
+    static const char *const mimes[] = {"image/png", "image/jpeg"};
+    static const char *const datas[] = {REF_PNG_B64, REF_JPG_B64};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *blob = json_object_get(json_array_get(parts, i + 1), "inlineData");
+        assert_int_equal(json_object_size(blob), 2);
+        assert_string_equal(json_string_value(json_object_get(blob, "mimeType")), mimes[i]);
+        assert_string_equal(json_string_value(json_object_get(blob, "data")), datas[i]);
+    }
+    json_t *gc = json_object_get(o, "generationConfig");
+    assert_int_equal(json_integer_value(json_object_get(gc, "seed")), 7);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(gc, "imageConfig"), "aspectRatio")),
+        "16:9");
+    json_decref(o);
+
+    /* Not fetched (a worker bug): each reference goes as an empty inlineData, which the API
+     * refuses (400, an invalid request), never a generation without its references. */
+    spec.ref_data = NULL;
+    o = capture_built(imgq_gemini_build, &spec, 1, "/v1beta", c);
+    parts = json_object_get(json_array_get(json_object_get(o, "contents"), 0), "parts");
+    assert_int_equal(json_array_size(parts), 3);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(parts, 2), "inlineData"), "data")),
+                        "");
+    json_decref(o);
+
+    /* Without references: the prompt alone. */
+    spec.nrefs = 0;
+    o = capture_built(imgq_gemini_build, &spec, 1, "/v1beta", c);
+    parts = json_object_get(json_array_get(json_object_get(o, "contents"), 0), "parts");
+    assert_int_equal(json_array_size(parts), 1);
+    json_decref(o);
+    free(c);
+
+    /* Their input is billed from usageMetadata: the IMAGE modality of the prompt. */
+    struct imgq_provider_result r;
+    gparse(200,
+           "{\"candidates\":[{\"content\":{\"parts\":[{\"inlineData\":{\"mimeType\":"
+           "\"image/png\",\"data\":\"" PNG_SIG_B64 "\"}}]},\"finishReason\":\"STOP\"}],"
+           "\"usageMetadata\":{\"promptTokenCount\":2604,\"candidatesTokenCount\":1290,"
+           "\"totalTokenCount\":3894,\"promptTokensDetails\":[{\"modality\":\"TEXT\","
+           "\"tokenCount\":10},{\"modality\":\"IMAGE\",\"tokenCount\":2594}]}}",
+           &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NONE);
+    assert_int_equal(r.usage.image_in, 2594);
+    assert_int_equal(r.usage.text_in, 10);
+    assert_int_equal(r.usage.image_out, 1290);
+    imgq_provider_result_clear(&r);
+}
+
 static void test_gemini_refusals(void **state)
 {
     struct imgq_provider_result r;
@@ -1146,6 +1263,74 @@ static void test_seedream_unusable_usage(void **state)
     }
 }
 
+static void test_seedream_build_references(void **state)
+{
+    setenv("NO_PROXY", "127.0.0.1", 1);
+    setenv("no_proxy", "127.0.0.1", 1);
+    char *refs[] = {"s3://b/a.png", "https://x/b.jpg", "s3://b/c.png"};
+    struct imgq_ref_data rd[3] = {{ref_png, sizeof ref_png, "image/png"},
+                                  {ref_jpg, sizeof ref_jpg, "image/jpeg"},
+                                  {ref_png, sizeof ref_png, "image/png"}};
+    struct imgq_job_spec spec = {.model = "seedream-4-5",
+                                 .prompt = "x",
+                                 .n = 1,
+                                 .size = "2048x2048",
+                                 .width = 2048,
+                                 .height = 2048,
+                                 .refs = refs,
+                                 .nrefs = 1,
+                                 .ref_data = rd,
+                                 .route = "list"};
+    struct capture *c = malloc(sizeof *c);
+    assert_non_null(c);
+    /* One reference: "image" is a string, a data URI of the sniffed type. */
+    json_t *o = capture_built(imgq_seedream_build, &spec, 1, "/api/v3", c);
+    assert_true(strncmp(c->buf, "POST /api/v3/images/generations HTTP/1.1\r\n", 42) == 0);
+    assert_string_equal(json_string_value(json_object_get(o, "image")),
+                        "data:image/png;base64," REF_PNG_B64);
+    assert_string_equal(json_string_value(json_object_get(o, "sequential_image_generation")),
+                        "disabled");
+    json_decref(o);
+    /* Several: an array, in the job's order. */
+    spec.nrefs = 3;
+    o = capture_built(imgq_seedream_build, &spec, 1, "/api/v3", c);
+    json_t *images = json_object_get(o, "image");
+    assert_int_equal(json_array_size(images), 3);
+    assert_string_equal(json_string_value(json_array_get(images, 0)),
+                        "data:image/png;base64," REF_PNG_B64);
+    assert_string_equal(json_string_value(json_array_get(images, 1)),
+                        "data:image/jpeg;base64," REF_JPG_B64);
+    assert_string_equal(json_string_value(json_array_get(images, 2)),
+                        "data:image/png;base64," REF_PNG_B64);
+    json_decref(o);
+    /* Not fetched: empty data URIs (the API's 400), never a generation without them. */
+    spec.ref_data = NULL;
+    spec.nrefs = 2;
+    o = capture_built(imgq_seedream_build, &spec, 1, "/api/v3", c);
+    images = json_object_get(o, "image");
+    assert_int_equal(json_array_size(images), 2);
+    assert_string_equal(json_string_value(json_array_get(images, 1)), "data:image/png;base64,");
+    json_decref(o);
+    /* None: no "image" at all. */
+    spec.nrefs = 0;
+    o = capture_built(imgq_seedream_build, &spec, 1, "/api/v3", c);
+    assert_null(json_object_get(o, "image"));
+    json_decref(o);
+    free(c);
+
+    /* Billed per generated image; the usage (with input_images) is kept as returned. */
+    struct imgq_provider_result r;
+    sparse(200,
+           "{\"model\":\"seedream-4-5\",\"data\":[{\"b64_json\":\"" HELLO_B64
+           "\"}],\"usage\":{\"input_images\":3,\"generated_images\":1,\"output_tokens\":16384,"
+           "\"total_tokens\":16384}}",
+           NULL, 0, &r);
+    assert_int_equal(r.cls, IMGQ_CLASS_NONE);
+    assert_int_equal(r.usage.images, 1);
+    assert_int_equal(json_integer_value(json_object_get(r.usage_json, "input_images")), 3);
+    imgq_provider_result_clear(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1172,6 +1357,8 @@ int main(void)
         cmocka_unit_test(test_build_request),
         cmocka_unit_test(test_build_edits),
         cmocka_unit_test(test_edits_usage),
+        cmocka_unit_test(test_gemini_build_references),
+        cmocka_unit_test(test_seedream_build_references),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -280,6 +280,108 @@ static void test_dashscope_build(void **state)
     free(c);
 }
 
+/* A job with reference images: the synchronous multimodal-generation API under the edit model. */
+static void test_dashscope_edit(void **state)
+{
+    no_proxy();
+    static uint8_t png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 1, 2, 3};
+    static uint8_t jpg[] = {0xff, 0xd8, 0xff, 0xe0, 0, 0x10, 'J', 'F', 'I', 'F'};
+    char *refs[] = {"s3://b/a.png", "https://x/b.jpg"};
+    struct imgq_ref_data rd[2] = {{png, sizeof png, "image/png"}, {jpg, sizeof jpg, "image/jpeg"}};
+    struct imgq_job_spec spec = full_spec;
+    spec.refs = refs;
+    spec.nrefs = 2;
+    spec.ref_data = rd;
+    struct capture *c = capture_start();
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", c->port);
+    struct imgq_provider_endpoint ep = {.base_url = base,
+                                        .api_key = "sk-ds",
+                                        .timeout_ms = 5000,
+                                        .model_id = "qwen-image-plus",
+                                        .edit_model_id = "qwen-image-2.0"};
+    capture_send(c, imgq_dashscope_build(&ep, &spec, 2));
+    assert_request_line(c, "POST /api/v1/services/aigc/multimodal-generation/generation HTTP/1.1");
+    assert_line(c, "Authorization: Bearer sk-ds");
+    assert_null(strcasestr(c->buf, "X-DashScope-Async")); /* a synchronous API */
+    json_t *o = captured_json(c);
+    assert_string_equal(sget(o, "model"), "qwen-image-2.0");
+    json_t *messages = jget(o, "input.messages");
+    assert_int_equal(json_array_size(messages), 1);
+    assert_string_equal(sget(json_array_get(messages, 0), "role"), "user");
+    json_t *content = json_object_get(json_array_get(messages, 0), "content");
+    assert_int_equal(json_array_size(content), 3); /* the images in order, then the text */
+    assert_string_equal(sget(json_array_get(content, 0), "image"),
+                        "data:image/png;base64,iVBORw0KGgoBAgM=");
+    assert_string_equal(sget(json_array_get(content, 1), "image"),
+                        "data:image/jpeg;base64,/9j/4AAQSkZJRg==");
+    assert_string_equal(sget(json_array_get(content, 2), "text"), full_spec.prompt);
+    assert_null(jget(o, "input.prompt"));
+    assert_string_equal(sget(o, "parameters.size"), "1344*768");
+    assert_string_equal(sget(o, "parameters.negative_prompt"), "blurry");
+    assert_int_equal(json_integer_value(jget(o, "parameters.n")), 2);
+    assert_int_equal(json_integer_value(jget(o, "parameters.seed")), 42);
+    assert_true(json_is_false(jget(o, "parameters.watermark")));
+    json_decref(o);
+    free(c);
+
+    /* No edit model: the model id edits; references not fetched go as empty data URIs. */
+    c = capture_start();
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", c->port);
+    ep.edit_model_id = NULL;
+    spec.ref_data = NULL;
+    spec.nrefs = 1;
+    capture_send(c, imgq_dashscope_build(&ep, &spec, 1));
+    o = captured_json(c);
+    assert_string_equal(sget(o, "model"), "qwen-image-plus");
+    content = json_object_get(json_array_get(jget(o, "input.messages"), 0), "content");
+    assert_int_equal(json_array_size(content), 2);
+    assert_string_equal(sget(json_array_get(content, 0), "image"), "data:image/png;base64,");
+    json_decref(o);
+    free(c);
+
+    /* Its answer: the result URLs at once, billed per usage.image_count. */
+    struct imgq_provider_result r;
+    parse(imgq_dashscope_parse, 200,
+          "{\"output\":{\"choices\":[{\"finish_reason\":\"stop\",\"message\":{\"role\":"
+          "\"assistant\",\"content\":[{\"image\":\"https://dashscope-result.oss.aliyuncs.com/"
+          "e1.png\"},{\"image\":\"https://dashscope-result.oss.aliyuncs.com/e2.png\"}]}}]},"
+          "\"usage\":{\"width\":1344,\"height\":768,\"image_count\":2},\"request_id\":\"e-1\"}",
+          &r);
+    assert_done(&r, 2, 2);
+    assert_string_equal(r.image_urls[1], "https://dashscope-result.oss.aliyuncs.com/e2.png");
+    assert_string_equal(r.request_id, "e-1");
+    assert_int_equal(json_integer_value(json_object_get(r.usage_json, "width")), 1344);
+    imgq_provider_result_clear(&r);
+    /* Without usage: the URLs are counted. */
+    parse(imgq_dashscope_parse, 200,
+          "{\"output\":{\"choices\":[{\"message\":{\"content\":[{\"image\":"
+          "\"https://x.example/1.png\"}]}}]}}",
+          &r);
+    assert_done(&r, 1, 1);
+    imgq_provider_result_clear(&r);
+    /* Unusable answers. */
+    parse(imgq_dashscope_parse, 200,
+          "{\"output\":{\"choices\":[{\"message\":{\"content\":[{\"text\":\"no\"}]}}]}}", &r);
+    assert_failed(&r, IMGQ_CLASS_BAD_RESPONSE);
+    parse(imgq_dashscope_parse, 200,
+          "{\"output\":{\"choices\":[{\"message\":{\"content\":[{\"image\":"
+          "\"file:///etc/passwd\"}]}}]}}",
+          &r);
+    assert_failed(&r, IMGQ_CLASS_BAD_RESPONSE);
+    /* The synchronous API refuses content and bad input with HTTP 400. */
+    parse(imgq_dashscope_parse, 400,
+          "{\"request_id\":\"r\",\"code\":\"DataInspectionFailed\",\"message\":"
+          "\"Input data may contain inappropriate content.\"}",
+          &r);
+    assert_failed(&r, IMGQ_CLASS_CONTENT_POLICY);
+    parse(imgq_dashscope_parse, 400,
+          "{\"request_id\":\"r\",\"code\":\"InvalidParameter\",\"message\":"
+          "\"The image format is not supported.\"}",
+          &r);
+    assert_failed(&r, IMGQ_CLASS_INVALID_REQUEST);
+}
+
 static void test_dashscope_flow(void **state)
 {
     struct imgq_provider_result r;
@@ -1258,15 +1360,25 @@ static void test_counted_usage(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dashscope_build),   cmocka_unit_test(test_dashscope_flow),
-        cmocka_unit_test(test_dashscope_errors),  cmocka_unit_test(test_replicate_build),
-        cmocka_unit_test(test_replicate_flow),    cmocka_unit_test(test_replicate_errors),
-        cmocka_unit_test(test_fal_build),         cmocka_unit_test(test_fal_flow),
-        cmocka_unit_test(test_fal_errors),        cmocka_unit_test(test_bfl_build),
-        cmocka_unit_test(test_bfl_flow),          cmocka_unit_test(test_bfl_errors),
-        cmocka_unit_test(test_url_trusted),       cmocka_unit_test(test_fetch),
-        cmocka_unit_test(test_truncated_answers), cmocka_unit_test(test_registry),
-        cmocka_unit_test(test_dashscope_usage),   cmocka_unit_test(test_replicate_usage),
+        cmocka_unit_test(test_dashscope_build),
+        cmocka_unit_test(test_dashscope_flow),
+        cmocka_unit_test(test_dashscope_edit),
+        cmocka_unit_test(test_dashscope_errors),
+        cmocka_unit_test(test_replicate_build),
+        cmocka_unit_test(test_replicate_flow),
+        cmocka_unit_test(test_replicate_errors),
+        cmocka_unit_test(test_fal_build),
+        cmocka_unit_test(test_fal_flow),
+        cmocka_unit_test(test_fal_errors),
+        cmocka_unit_test(test_bfl_build),
+        cmocka_unit_test(test_bfl_flow),
+        cmocka_unit_test(test_bfl_errors),
+        cmocka_unit_test(test_url_trusted),
+        cmocka_unit_test(test_fetch),
+        cmocka_unit_test(test_truncated_answers),
+        cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_dashscope_usage),
+        cmocka_unit_test(test_replicate_usage),
         cmocka_unit_test(test_counted_usage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
