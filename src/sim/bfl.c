@@ -201,6 +201,7 @@ static void submit(struct sim *s, imgq_httpd_request *req, uint64_t start, const
         k->h = tmp.h;
         k->seed = tmp.seed;
         k->variant = sim_fnv1a(prompt) ^ (uint32_t)(k->seed + 1) * 0x9e3779b1u;
+        sim_task_bill(s, k, 0);
         char *origin = sim_origin(s, req);
         char *polling = imgq_xasprintf("%s/bfl/v1/get_result?id=%s", origin, k->id);
         free(origin);

@@ -258,8 +258,11 @@ static void call_finish(struct sim_call *c)
     call_unlink(c);
     if (imgq_httpd_request_aborted(c->req)) {
         /* The generation ran to its end; only its answer has nobody to go to. */
-        if (c->outcome == SIM_OK || c->outcome == SIM_OK_NO_USAGE)
+        if (c->outcome == SIM_OK || c->outcome == SIM_OK_NO_USAGE) {
             c->sim->abandoned++;
+            if (c->bill_abandoned)
+                c->bill_abandoned(c);
+        }
         imgq_httpd_respond(c->req, 499, NULL, 0, NULL, 0); /* discarded: frees the request */
     } else
         c->answer(c);

@@ -185,6 +185,7 @@ static void submit(struct sim *s, imgq_httpd_request *req, uint64_t start)
             k->n = n ? (int)json_integer_value(n) : 4;
             k->seed = seed ? json_integer_value(seed) : -1;
             k->variant = sim_fnv1a(prompt) ^ (uint32_t)(k->seed + 1) * 0x9e3779b1u;
+            sim_task_bill(s, k, 0);
             char rid[48];
             request_id(s, rid, sizeof(rid));
             reply_ds(s, req, start,
@@ -310,6 +311,7 @@ struct edit_call {
     struct sim_triggers t;
     int w, h, n;
     int64_t seed;
+    int refs;
 };
 
 /* The catalog model a request names: by name, provider_edit_model or provider_model. */
@@ -352,6 +354,7 @@ static void edit_answer(struct sim_call *base)
     k->n = c->n;
     k->seed = c->seed;
     k->variant = sim_fnv1a(c->prompt) ^ (uint32_t)(k->seed + 1) * 0x9e3779b1u;
+    sim_task_bill(s, k, (int)c->refs);
     json_t *content = json_array();
     for (int i = 0; i < k->n; i++) {
         char *url = sim_task_file_url(s, req, k, i);
@@ -509,6 +512,7 @@ static void edit(struct sim *s, imgq_httpd_request *req, uint64_t start)
                 c->h = h;
                 c->n = n ? (int)json_integer_value(n) : 1;
                 c->seed = seed ? json_integer_value(seed) : -1;
+                c->refs = (int)refs;
                 c->base.sim = s;
                 c->base.req = req;
                 c->base.start_ms = start;

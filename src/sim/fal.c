@@ -251,6 +251,7 @@ static void submit(struct sim *s, imgq_httpd_request *req, uint64_t start, const
         k->n = tmp.n;
         k->seed = tmp.seed;
         k->variant = sim_fnv1a(prompt) ^ (uint32_t)(k->seed + 1) * 0x9e3779b1u;
+        sim_task_bill(s, k, 0);
         char *response = request_url(s, req, k, "");
         char *status_url = request_url(s, req, k, "/status");
         char *cancel = request_url(s, req, k, "/cancel");

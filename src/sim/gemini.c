@@ -54,6 +54,8 @@ struct gemini_call {
     uint32_t variant;
     int64_t text_tokens, image_tokens; /* prompt */
     int64_t output_tokens;
+    int64_t refs;
+    char *prompt; /* the text parts (the bill) */
 };
 
 /* ---- Errors --------------------------------------------------------------------------------- */
@@ -612,6 +614,8 @@ static void finish_and_send(struct gemini_call *c, struct sim_buf *b)
               c->base.start_ms);
 }
 
+static void call_bill(struct gemini_call *c, bool answered);
+
 static void reply_success(struct gemini_call *c)
 {
     struct sim *s = c->base.sim;
@@ -636,6 +640,7 @@ static void reply_success(struct gemini_call *c)
         add_usage(&b, c, true, c->base.bad_usage);
     s->images++;
     s->output_tokens += (uint64_t)c->output_tokens;
+    call_bill(c, true);
     finish_and_send(c, &b);
 }
 
@@ -673,7 +678,38 @@ static void call_answer(struct sim_call *base)
 
 static void call_destroy(struct sim_call *base)
 {
+    free(((struct gemini_call *)base)->prompt);
     free(base);
+}
+
+/* The generation on the simulator's bill (bill.c). */
+static void call_bill(struct gemini_call *c, bool answered)
+{
+    enum sim_bad_usage bad = c->base.bad_usage;
+    struct sim_bill_entry e = {
+        .ep = SIM_EP_GEMINI,
+        .model = c->model->name,
+        .width = c->w,
+        .height = c->h,
+        .n = 1,
+        .images = 1,
+        .usage = c->base.outcome != SIM_OK ? SIM_BILL_MISSING
+                 : bad != SIM_USAGE_GOOD   ? SIM_BILL_UNUSABLE
+                                           : SIM_BILL_REPORTED,
+        .text_in = c->text_tokens,
+        .image_in = c->image_tokens,
+        .image_out = c->output_tokens,
+        .prompt_bytes = c->prompt ? strlen(c->prompt) : 0,
+        .references = (int)c->refs,
+        .answered = answered,
+        .prompt = c->prompt,
+    };
+    sim_bill_record(c->base.sim, &e);
+}
+
+static void bill_abandoned(struct sim_call *base)
+{
+    call_bill((struct gemini_call *)base, false);
 }
 
 static void reply_rate_limited(struct sim *s, imgq_httpd_request *req, uint64_t start,
@@ -762,24 +798,25 @@ static void generate(struct sim *s, imgq_httpd_request *req, uint64_t start,
 
     struct sim_triggers t;
     sim_scan_triggers(s, prompt.p, &t);
-    free(prompt.p);
+    c->prompt = prompt.p;
+    c->refs = refs;
     char why[200];
     if (!sim_refs_as_told(&t, refs, why, sizeof(why))) {
         BAD("%s (imgq-sim: a reference image is missing from the request).", why);
-        free(c);
+        call_destroy(&c->base);
         return;
     }
     if (m->max_references >= 0 && refs > m->max_references) {
         BAD("models/%s accepts at most %d input images; the request has %lld.", m->name,
             m->max_references, (long long)refs);
-        free(c);
+        call_destroy(&c->base);
         return;
     }
     sim_refs_count(s, SIM_EP_GEMINI, refs, ref_bytes);
     enum sim_outcome o = sim_decide_outcome(s, SIM_EP_GEMINI, &t);
     if (o == SIM_RATE_LIMITED) {
         reply_rate_limited(s, req, start, m);
-        free(c);
+        call_destroy(&c->base);
         return;
     }
     if ((o == SIM_OK || o == SIM_OK_NO_USAGE) &&
@@ -787,7 +824,7 @@ static void generate(struct sim *s, imgq_httpd_request *req, uint64_t start,
         reply_google(s, req, SIM_SERVER_ERROR, 500, "INTERNAL", NULL, start,
                      "imgq-sim: the catalog has no output-token row for %s at %dx%d", m->name, c->w,
                      c->h);
-        free(c);
+        call_destroy(&c->base);
         return;
     }
     c->prompt_blocked = t.prompt_blocked;
@@ -798,6 +835,7 @@ static void generate(struct sim *s, imgq_httpd_request *req, uint64_t start,
     c->base.bad_usage = t.bad_usage;
     c->base.answer = call_answer;
     c->base.destroy = call_destroy;
+    c->base.bill_abandoned = bill_abandoned;
     sim_call_hold(s, &c->base, t.latency_ms);
 }
 

@@ -109,6 +109,7 @@ out:
     sim_forget_keys(s);
     sim_tasks_clear(s);
     sim_fail_clear(s);
+    sim_bill_clear(s);
     imgq_catalog_free(s->catalog);
     sim_config_release(&s->cfg);
     return status;

@@ -404,6 +404,37 @@ static int parse_request(struct sim *s, imgq_httpd_request *req, uint64_t start,
 
 /* ---- Replies -------------------------------------------------------------------------------- */
 
+/* The generation on the simulator's bill (bill.c). */
+static void call_bill(struct openai_call *c, bool answered)
+{
+    enum sim_bad_usage bad = c->base.bad_usage;
+    struct sim_bill_entry e = {
+        .ep = c->ep,
+        .model = c->model->name,
+        .quality = c->tokens_billed ? c->quality : NULL,
+        .width = c->w,
+        .height = c->h,
+        .n = c->n,
+        .images = c->n,
+        .usage = !c->tokens_billed || c->base.outcome != SIM_OK ? SIM_BILL_MISSING
+                 : bad != SIM_USAGE_GOOD                        ? SIM_BILL_UNUSABLE
+                                                                : SIM_BILL_REPORTED,
+        .text_in = c->input_tokens,
+        .image_in = c->image_tokens,
+        .image_out = c->output_tokens,
+        .prompt_bytes = strlen(c->prompt),
+        .references = (int)c->refs,
+        .answered = answered,
+        .prompt = c->prompt,
+    };
+    sim_bill_record(c->base.sim, &e);
+}
+
+static void bill_abandoned(struct sim_call *base)
+{
+    call_bill((struct openai_call *)base, false);
+}
+
 static void reply_success(struct openai_call *c)
 {
     struct sim *s = c->base.sim;
@@ -465,6 +496,7 @@ static void reply_success(struct openai_call *c)
 
     s->images += (uint64_t)c->n;
     s->output_tokens += (uint64_t)c->output_tokens;
+    call_bill(c, true);
     struct ratelimit rl;
     ratelimit_headers(s, &rl, false, c->ep);
     sim_reply(s, c->base.req, c->ep, c->base.outcome, 200, rl.h, rl.n, b.p, b.len,
@@ -586,6 +618,7 @@ static void start_call(struct sim *s, imgq_httpd_request *req, uint64_t start,
     c->base.outcome = o;
     c->base.answer = call_answer;
     c->base.destroy = call_destroy;
+    c->base.bill_abandoned = bill_abandoned;
     sim_call_hold(s, &c->base, t.latency_ms);
 }
 

@@ -355,6 +355,7 @@ static void create(struct sim *s, imgq_httpd_request *req, uint64_t start, const
         k->n = tmp.n;
         k->seed = tmp.seed;
         k->variant = sim_fnv1a(prompt) ^ (uint32_t)(k->seed + 1) * 0x9e3779b1u;
+        sim_task_bill(s, k, 0);
         k->input = json_incref(input);
         unsigned wait_s = prefer_wait(req);
         uint64_t now = sim_now_ms(s), done = sim_task_done_ms(k);

@@ -50,7 +50,36 @@ struct seedream_call {
     int64_t output_tokens;
     int64_t refs;       /* reference images in the request */
     uint64_t ref_bytes; /* their decoded bytes */
+    char *prompt;       /* for the bill */
 };
+
+/* The generation on the simulator's bill (bill.c): per image, whatever the tokens. */
+static void call_bill(struct seedream_call *c, bool answered)
+{
+    enum sim_bad_usage bad = c->base.bad_usage;
+    struct sim_bill_entry e = {
+        .ep = SIM_EP_SEEDREAM,
+        .model = c->model->name,
+        .width = c->w,
+        .height = c->h,
+        .n = 1,
+        .images = 1,
+        .usage = c->base.outcome != SIM_OK ? SIM_BILL_MISSING
+                 : bad != SIM_USAGE_GOOD   ? SIM_BILL_UNUSABLE
+                                           : SIM_BILL_REPORTED,
+        .image_out = c->output_tokens,
+        .prompt_bytes = c->prompt ? strlen(c->prompt) : 0,
+        .references = (int)c->refs,
+        .answered = answered,
+        .prompt = c->prompt,
+    };
+    sim_bill_record(c->base.sim, &e);
+}
+
+static void bill_abandoned(struct sim_call *base)
+{
+    call_bill((struct seedream_call *)base, false);
+}
 
 /* ---- Errors --------------------------------------------------------------------------------- */
 
@@ -314,6 +343,7 @@ static void reply_success(struct seedream_call *c)
     sim_buf_add(&b, "}", 1);
     s->images++;
     s->output_tokens += (uint64_t)c->output_tokens;
+    call_bill(c, true);
     sim_reply(s, c->base.req, SIM_EP_SEEDREAM, c->base.outcome, 200, NULL, 0, b.p, b.len,
               c->base.start_ms);
 }
@@ -344,6 +374,7 @@ static void call_answer(struct sim_call *base)
 
 static void call_destroy(struct sim_call *base)
 {
+    free(((struct seedream_call *)base)->prompt);
     free(base);
 }
 
@@ -396,18 +427,19 @@ void sim_seedream_generations(struct sim *s, imgq_httpd_request *req)
     }
     struct sim_triggers t;
     sim_scan_triggers(s, prompt, &t);
+    c->prompt = imgq_xstrdup(prompt);
     json_decref(root);
     char why[200];
     if (!sim_refs_as_told(&t, c->refs, why, sizeof(why))) {
         INVALID("image", "%s (imgq-sim: a reference image is missing from the request).", why);
-        free(c);
+        call_destroy(&c->base);
         return;
     }
     sim_refs_count(s, SIM_EP_SEEDREAM, c->refs, c->ref_bytes);
     enum sim_outcome o = sim_decide_outcome(s, SIM_EP_SEEDREAM, &t);
     if (o == SIM_RATE_LIMITED) {
         reply_rate_limited(s, req, start, c->model);
-        free(c);
+        call_destroy(&c->base);
         return;
     }
     c->output_tokens = (int64_t)c->w * c->h / 256;
@@ -419,5 +451,6 @@ void sim_seedream_generations(struct sim *s, imgq_httpd_request *req)
     c->base.bad_usage = t.bad_usage;
     c->base.answer = call_answer;
     c->base.destroy = call_destroy;
+    c->base.bill_abandoned = bill_abandoned;
     sim_call_hold(s, &c->base, t.latency_ms);
 }

@@ -12,6 +12,11 @@
 static const char *const endpoint_names[SIM_EP_COUNT] = {
     "healthz", "generations", "edits", "gemini", "seedream", "dashscope", "replicate",
     "fal",     "bfl",         "files", "fail",   "stats",    "reset",     "other"};
+const char *sim_endpoint_name(enum sim_endpoint ep)
+{
+    return ep >= 0 && ep < SIM_EP_COUNT ? endpoint_names[ep] : "other";
+}
+
 static const char *const outcome_names[SIM_OUTCOME_COUNT] = {
     "ok",         "no_usage",        "rate_limited", "server_error",
     "moderation", "invalid_request", "unauthorized", "not_found"};
@@ -175,6 +180,7 @@ static void reset_stats(struct sim *s, const char *query)
     s->images = s->output_tokens = s->abandoned = 0;
     for (int e = 0; e < SIM_EP_COUNT; e++)
         s->window[e].requests = 0;
+    sim_bill_clear(s);
     if (strstr(query, "fail_once=1"))
         sim_forget_keys(s);
     if (strstr(query, "fail_rules=1"))
@@ -371,6 +377,12 @@ void sim_handle(imgq_httpd_request *req, void *data)
             method_not_allowed(s, req, SIM_EP_STATS);
         else
             reply_json(s, req, SIM_EP_STATS, 200, stats_json(s));
+    } else if (strcmp(path, "/sim/bill") == 0) {
+        s->received[SIM_EP_STATS]++;
+        if (!get)
+            method_not_allowed(s, req, SIM_EP_STATS);
+        else
+            reply_json(s, req, SIM_EP_STATS, 200, sim_bill_json(s));
     } else if (strcmp(path, "/sim/reset") == 0) {
         if (!post) {
             s->received[SIM_EP_RESET]++;

@@ -145,10 +145,39 @@ struct sim {
     struct sim_task *oldest_task, *newest_task;
     size_t ntasks;
     struct picture_cache *pictures;
+    json_t *bill;          /* bill.c: one object per generation performed */
+    uint64_t bill_dropped; /* generations past the bill's cap */
     bool stopping;
 };
 
+/* bill.c: what the simulator billed, one entry per generation (GET /sim/bill). */
+enum sim_bill_usage { SIM_BILL_REPORTED, SIM_BILL_MISSING, SIM_BILL_UNUSABLE };
+struct sim_bill_entry {
+    enum sim_endpoint ep;
+    const char *model;   /* the catalog's name */
+    const char *quality; /* NULL: the model has none */
+    int width, height;
+    int n;      /* images asked of the call */
+    int images; /* images generated */
+    enum sim_bill_usage usage;
+    int64_t text_in, image_in, image_out, text_out; /* the true counts (token models) */
+    size_t prompt_bytes;
+    int references;
+    bool answered; /* false: the client left before the answer (the work was done) */
+    const char *prompt;
+};
+void sim_bill_record(struct sim *s, const struct sim_bill_entry *e);
+/* {"generations": [...], "dropped": N}: a new reference. */
+json_t *sim_bill_json(struct sim *s);
+void sim_bill_clear(struct sim *s);
+struct sim_task;
+/* bill.c: a task of an asynchronous API that will succeed is billed when it is created (its
+ * w, h and n filled): the provider bills a task it runs, whether or not its result is
+ * fetched.  references: the images the request carried. */
+void sim_task_bill(struct sim *s, const struct sim_task *k, int references);
+
 /* server.c */
+const char *sim_endpoint_name(enum sim_endpoint ep);
 void sim_handle(imgq_httpd_request *req, void *data);
 uint64_t sim_now_ms(const struct sim *s);
 uint64_t sim_random(struct sim *s);
@@ -253,6 +282,8 @@ struct sim_call {
     enum sim_bad_usage bad_usage; /* how a success spoils its usage */
     void (*answer)(struct sim_call *c);
     void (*destroy)(struct sim_call *c);
+    /* bill.c: record the generation as billed although its client left (NULL: none). */
+    void (*bill_abandoned)(struct sim_call *c);
 };
 /* Hold c (sim, req, start_ms, outcome and the callbacks set) for --latency-ms plus jitter, or
  * for latency_ms when it is >= 0 (a [sim:latency:MS] trigger). */
