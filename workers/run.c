@@ -60,13 +60,12 @@ struct image_out {
     bool sidecar_stored;
     int err;
     char errmsg[256];
-    /* While S3 refuses them (storing section; spool.h): the bytes' memory is counted in the
-     * spool; a spool file holds the image [0] / the sidecar [1]; the image's memory was given
-     * back (or it came from the spool) and is read from its file for each PUT into 'loaded'. */
+    /* While S3 refuses them (storing section; spool.h): counted_len bytes count in the spool's
+     * memory; a spool file holds the image [0] / the sidecar [1]; an object whose memory was
+     * given back (data / sidecar NULL) is read from its file into 'loaded' for each round. */
     bool counted;
     size_t counted_len;
     bool on_disk[2];
-    bool released;
     uint8_t *loaded[2];
     size_t loaded_len[2];
 };
@@ -949,7 +948,6 @@ static void store_forget_image(struct image_out *im)
     }
     im->data = NULL;
     im->src = NULL;
-    im->released = true;
 }
 
 /* After the first failed round: count the waiting bytes in the spool's memory if they fit;
@@ -1248,7 +1246,6 @@ static bool store_from_spool(struct job *j)
             continue;
         }
         im->on_disk[0] = true;
-        im->released = true;
         im->sidecar_key = imgq_sidecar_key(im->key);
         if (im->sidecar_key && spool_has(sp, im->sidecar_key))
             im->on_disk[1] = true;

@@ -7,7 +7,11 @@
 #   2. a spool directory and a 1-byte memory cap: the bytes spill to files while S3 is down,
 #      and the files are gone once it took them;
 #   3. the worker killed (-9) while its paid bytes wait in the spool directory: a new worker on
-#      that directory stores them before claiming, and the jobs complete from S3 at $0.
+#      that directory stores them before claiming, and the jobs complete from S3 at $0;
+#   4. storing gives up (--store-timeout-ms) while S3 is down: the attempt fails as 'storage'
+#      with its charge, and the next attempt stores the spooled bytes without calling the
+#      provider (billed "spool");
+#   5. a damaged spool file is refused, logged and set aside.
 # Every case: each job ends done, the simulator generated one image per job (no image was
 # generated twice), the ledger has one provider-call entry per generation, and the objects are
 # in S3 (listed with the AWS CLI).
@@ -147,7 +151,26 @@ assert_eq 3 "$(imgq batch results c | grep -c '"billed":"dedup"')" "completed fr
 [[ "$(imgq batch status c --json | jget '["cost_micros"]')" -gt 0 ]] ||
     fail "batch c's cost lost the charge of the killed worker's calls"
 
-note "4. a damaged spool file is refused with a clear log line"
+note "4. storing gives up (--store-timeout-ms): the next attempt stores from the spool, unpaid"
+jobs 2 iron >"$IMGQ_TMP/e.jsonl"
+imgq submit --batch e --max-attempts 20 "$IMGQ_TMP/e.jsonl" >/dev/null
+before=$(calls)
+stop_s3
+worker e --concurrency 2 --exit-when-idle --spool-dir "$IMGQ_TMP/spool-e" --store-timeout-ms 1500
+# Both jobs gave up once and started again from the spool (not one of them still at its first).
+from_spool() { grep "paid for by an earlier attempt are in the spool" "$IMGQ_TMP/e.log" | awk '{print $4}' | sort -u | wc -l; }
+wait_until 60 "both jobs' next attempts storing from the spool" at_least from_spool 2
+restart_s3
+finish e
+check e 2 "$before"
+log=$(cat "$IMGQ_TMP/e.log")
+assert_contains "$log" "gave up: --store-timeout-ms passed; the charge stands; 2 object(s) stay in the spool"
+assert_eq 2 "$(imgq batch results e | grep -c '"billed":"spool"')" "both stored from the spool"
+[[ "$(imgq batch status e --json | jget '["cost_micros"]')" -gt 0 ]] ||
+    fail "batch e's cost lost the charge of its first attempts"
+assert_eq 0 "$(spooled "$IMGQ_TMP/spool-e")" "spool files removed once stored"
+
+note "5. a damaged spool file is refused with a clear log line"
 mkdir -p "$IMGQ_TMP/bad"
 printf 'imgq-spool 1\nkey images/x.png\ntype image/png\nlength 99\nsha256 %064d\n\nshort' 0 \
     >"$IMGQ_TMP/bad/$(printf 'images/x.png' | sha256sum | cut -c1-64).spool"
