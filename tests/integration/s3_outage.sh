@@ -93,6 +93,15 @@ finish() { # finish LOG - wait for the worker (--exit-when-idle) to exit cleanly
     [[ $rc == 0 ]] || fail "worker $1 exited with $rc"
 }
 
+note "0. the spool's flags refuse what they cannot use"
+out=$("$IMGQ_BIN/imgq-worker" --spool-max-bytes 10X 2>&1) && fail "a bad size was accepted"
+assert_contains "$out" "--spool-max-bytes '10X': expected a size in bytes"
+: >"$IMGQ_TMP/not-a-dir"
+out=$("$IMGQ_BIN/imgq-worker" --spool-dir "$IMGQ_TMP/not-a-dir/spool" 2>&1) && fail "a spool directory under a file was accepted"
+assert_contains "$out" "spool directory $IMGQ_TMP/not-a-dir/spool: cannot create it"
+out=$(IMGQ_SPOOL_MEMORY_BYTES=lots "$IMGQ_BIN/imgq-worker" 2>&1) && fail "a bad IMGQ_SPOOL_MEMORY_BYTES was accepted"
+assert_contains "$out" "IMGQ_SPOOL_MEMORY_BYTES 'lots'"
+
 note "1. S3 down for 22 s mid-batch, no spool directory"
 jobs 24 brass >"$IMGQ_TMP/a.jsonl"
 imgq submit --batch a "$IMGQ_TMP/a.jsonl" >/dev/null
