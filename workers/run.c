@@ -231,6 +231,7 @@ static void call_key(struct call *c);
 static void store_images(struct job *j);
 static void store_release(struct job *j);
 static bool store_from_spool(struct job *j);
+static bool store_retry_from_spool(struct job *j);
 
 static void on_retry_outcome(uv_timer_t *t)
 {
@@ -1261,6 +1262,33 @@ static bool store_from_spool(struct job *j)
              j->id, missing);
     store_images(j);
     return true;
+}
+
+/*
+ * A job with "dedup": false skips the dedup check, but not its own paid images: from its
+ * second attempt on, images an earlier attempt paid for and left in the spool are stored
+ * from there (as store_from_spool).  false: none there, generate.
+ */
+static bool store_retry_from_spool(struct job *j)
+{
+    struct spool *sp = j->w->spool;
+    if (j->attempt < 2 || !sp || !spool_dir(sp) || j->spec.n < 1)
+        return false;
+    j->nimgs = j->spec.n;
+    j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
+    for (int i = 0; i < j->nimgs; i++) {
+        j->imgs[i].job = j;
+        j->imgs[i].index = i;
+        j->imgs[i].key = image_key(j, i);
+    }
+    if (store_from_spool(j))
+        return true;
+    for (int i = 0; i < j->nimgs; i++)
+        free(j->imgs[i].key);
+    free(j->imgs);
+    j->imgs = NULL;
+    j->nimgs = 0;
+    return false;
 }
 
 static void store_images(struct job *j)
@@ -2740,9 +2768,10 @@ static void begin_model(struct job *j)
     j->ep.model_id = j->model->provider_model;
     imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, j->attempt,
              j->spec.model, j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
-    if (j->spec.no_dedup)
-        fetch_refs(j);
-    else
+    if (j->spec.no_dedup) {
+        if (!store_retry_from_spool(j))
+            fetch_refs(j);
+    } else
         dedup_check(j);
 }
 

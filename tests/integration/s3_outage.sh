@@ -10,7 +10,7 @@
 #      that directory stores them before claiming, and the jobs complete from S3 at $0;
 #   4. storing gives up (--store-timeout-ms) while S3 is down: the attempt fails as 'storage'
 #      with its charge, and the next attempt stores the spooled bytes without calling the
-#      provider (billed "spool");
+#      provider (billed "spool"), also for a job with "dedup": false;
 #   5. a damaged spool file is refused, logged and set aside.
 # Every case: each job ends done, the simulator generated one image per job (no image was
 # generated twice), the ledger has one provider-call entry per generation, and the objects are
@@ -161,7 +161,9 @@ assert_eq 3 "$(imgq batch results c | grep -c '"billed":"dedup"')" "completed fr
     fail "batch c's cost lost the charge of the killed worker's calls"
 
 note "4. storing gives up (--store-timeout-ms): the next attempt stores from the spool, unpaid"
-jobs 2 iron >"$IMGQ_TMP/e.jsonl"
+# One of them opts out of dedup: that skips reusing other jobs' images, not its own paid ones.
+jobs 1 iron >"$IMGQ_TMP/e.jsonl"
+printf '{"prompt":"iron lamp number 1 on white","model":"gpt-image-1-mini","quality":"low","dedup":false}\n' >>"$IMGQ_TMP/e.jsonl"
 imgq submit --batch e --max-attempts 20 "$IMGQ_TMP/e.jsonl" >/dev/null
 before=$(calls)
 stop_s3
