@@ -984,7 +984,8 @@ static void store_account(struct job *j)
         imgq_log(IMGQ_LOG_ERROR, "job",
                  "%s: the spool has no room (memory %" PRIu64 " bytes used; directory %s): keeping "
                  "%zu paid bytes in memory over the cap; claiming no new jobs until under it",
-                 j->id, spool_mem_used(sp), spool_dir(sp) ? "full" : "none configured", over);
+                 j->id, spool_mem_used(sp), spool_dir(sp) ? "full or failing" : "none configured",
+                 over);
 }
 
 static void store_retry(struct job *j);
