@@ -86,6 +86,86 @@ static int file_int(json_t *o, const char *key, int scale, int *field, const cha
     return 0;
 }
 
+int imgq_config_parse_bytes(const char *s, long long *out)
+{
+    const char *p = s;
+    long long v = 0;
+    if (!s || *p < '0' || *p > '9')
+        return IMGQ_EINVAL;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > ((1LL << 62) - 9) / 10)
+            return IMGQ_ERANGE;
+        v = v * 10 + (*p - '0');
+    }
+    int shift = 0;
+    switch (toupper((unsigned char)*p)) {
+    case 'K':
+        shift = 10;
+        break;
+    case 'M':
+        shift = 20;
+        break;
+    case 'G':
+        shift = 30;
+        break;
+    case 'T':
+        shift = 40;
+        break;
+    case '\0':
+        break;
+    default:
+        return IMGQ_EINVAL;
+    }
+    if (shift) {
+        p++;
+        if (*p == 'i')
+            p++;
+        if (*p == 'B' || *p == 'b')
+            p++;
+    }
+    if (*p)
+        return IMGQ_EINVAL;
+    if (v > (1LL << 62) >> shift)
+        return IMGQ_ERANGE;
+    *out = v << shift;
+    return 0;
+}
+
+/* A size from the file: a number of bytes, or a string imgq_config_parse_bytes reads. */
+static int file_bytes(json_t *o, const char *key, long long *field, const char *path, char *err,
+                      size_t errlen)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v)
+        return 0;
+    long long n = -1;
+    if (json_is_integer(v) && json_integer_value(v) >= 0)
+        n = (long long)json_integer_value(v);
+    else if (json_is_string(v) && imgq_config_parse_bytes(json_string_value(v), &n) != 0)
+        n = -1;
+    if (n < 0) {
+        snprintf(err, errlen, "%s: 'worker.%s' must be a size in bytes (a number, or \"10G\")",
+                 path, key);
+        return IMGQ_EINVAL;
+    }
+    *field = n;
+    return 0;
+}
+
+/* A size from the environment. */
+static int env_bytes(const char *name, long long *field, char *err, size_t errlen)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return 0;
+    if (imgq_config_parse_bytes(v, field) != 0) {
+        snprintf(err, errlen, "%s '%s': expected a size in bytes (a number, or 10G, 512M)", name,
+                 v);
+        return IMGQ_EINVAL;
+    }
+    return 0;
+}
+
 /* Every wire shape's default endpoint and the environment variables its users know. */
 static const struct {
     const char *api, *section, *base_url, *url_env, *key_env, *key_env2;
@@ -253,6 +333,11 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
         (r = file_int(worker, "concurrency", 1, &c->concurrency, path, err, errlen)) ||
         (r = file_int(worker, "lease_seconds", 1000, &c->lease_ms, path, err, errlen)) ||
         (r = file_int(worker, "grace_seconds", 1000, &c->grace_ms, path, err, errlen)) ||
+        (r = file_str(worker, "spool_dir", &c->spool_dir, path, err, errlen)) ||
+        (r = file_bytes(worker, "spool_max_bytes", &c->spool_max_bytes, path, err, errlen)) ||
+        (r = file_bytes(worker, "spool_memory_bytes", &c->spool_memory_bytes, path, err, errlen)) ||
+        (r = file_int(worker, "store_timeout_seconds", 1000, &c->store_timeout_ms, path, err,
+                      errlen)) ||
         (r = load_webhooks(c, json_object_get(root, "webhooks"), path, err, errlen)))
         goto out;
 out:
@@ -275,6 +360,8 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     c->concurrency = 256;
     c->lease_ms = 30000;
     c->grace_ms = 30000;
+    c->spool_max_bytes = -1;
+    c->spool_memory_bytes = -1;
     if (!file)
         file = getenv("IMGQ_CONFIG");
     if (file && *file) {
@@ -306,6 +393,14 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     from_env(&c->s3_reference_buckets, "IMGQ_S3_REFERENCE_BUCKETS");
     from_env(&c->ssrf_allow, "IMGQ_SSRF_ALLOW");
     from_env(&c->webhook_secret, "IMGQ_WEBHOOK_SECRET");
+    from_env(&c->spool_dir, "IMGQ_SPOOL_DIR");
+    int rb = env_bytes("IMGQ_SPOOL_MAX_BYTES", &c->spool_max_bytes, err, errlen);
+    if (rb == 0)
+        rb = env_bytes("IMGQ_SPOOL_MEMORY_BYTES", &c->spool_memory_bytes, err, errlen);
+    if (rb) {
+        imgq_config_clear(c);
+        return rb;
+    }
     for (size_t i = 0; i < c->nwebhook_endpoints; i++)
         from_env(&c->webhook_endpoints[i].secrets, c->webhook_endpoints[i].secret_env);
     if (!c->catalog)
@@ -336,6 +431,7 @@ void imgq_config_clear(struct imgq_config *c)
     free(c->s3_reference_buckets);
     free(c->ssrf_allow);
     free(c->webhook_secret);
+    free(c->spool_dir);
     for (size_t i = 0; i < c->nwebhook_endpoints; i++) {
         free(c->webhook_endpoints[i].url_prefix);
         free(c->webhook_endpoints[i].secret_env);

@@ -1,6 +1,7 @@
 /* main.c - imgq-worker: flags and configuration, then the loop until stopped. */
 #include <curl/curl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "imgq/alloc.h"
 #include "imgq/log.h"
 #include "imgq/ssrf.h"
+#include "spool.h"
 #include "webhooks.h"
 #include "worker.h"
 
@@ -21,6 +23,8 @@ static void usage(FILE *f)
           "                   [--provider-timeout-ms MS] [--exit-when-idle] [--noop]\n"
           "                   [--rate-limit PROVIDER=SPEC]... [--rate-window-ms MS]\n"
           "                   [--poll-ms MS] [--poll-timeout-ms MS]\n"
+          "                   [--spool-dir DIR] [--spool-max-bytes SIZE]\n"
+          "                   [--spool-memory-bytes SIZE] [--store-timeout-ms MS]\n"
           "                   [--log-level error|warn|info|debug]\n"
           "Claims jobs from Redis, calls the provider, stores images in S3.\n"
           "SIGTERM/SIGINT: stop claiming, let running jobs finish for the grace period,\n"
@@ -41,6 +45,13 @@ static void usage(FILE *f)
           "--poll-ms: how often an asynchronous provider's task is polled when it gives no\n"
           "hint (1000); --poll-timeout-ms: how long a task may take before the call times\n"
           "out (1800000).\n"
+          "Paid images S3 refuses are kept and only their PUT is retried, for\n"
+          "--store-timeout-ms (3600000) or while the lease holds: in memory up to\n"
+          "--spool-memory-bytes (256M), and in --spool-dir (none) up to --spool-max-bytes\n"
+          "(10G), where a restarted worker finds them and stores them before claiming.\n"
+          "Also \"worker\": {\"spool_dir\", \"spool_max_bytes\", \"spool_memory_bytes\",\n"
+          "\"store_timeout_seconds\"} in the config file and IMGQ_SPOOL_DIR,\n"
+          "IMGQ_SPOOL_MAX_BYTES, IMGQ_SPOOL_MEMORY_BYTES.\n"
           "Webhooks of the outbox are signed with IMGQ_WEBHOOK_SECRET (whsec_..., several\n"
           "separated by spaces or commas); a worker without a secret delivers none.\n",
           f);
@@ -56,6 +67,17 @@ static int positive(const char *flag, const char *v, int *out)
         return -1;
     }
     *out = (int)x;
+    return 0;
+}
+
+/* A size flag: bytes, or with a K/M/G/T suffix. */
+static int size_option(const char *flag, const char *v, long long *out)
+{
+    if (imgq_config_parse_bytes(v, out) != 0) {
+        fprintf(stderr, "imgq-worker: %s '%s': expected a size in bytes (a number, or 10G, 512M)\n",
+                flag, v);
+        return -1;
+    }
     return 0;
 }
 
@@ -82,6 +104,9 @@ int main(int argc, char **argv)
     const char *rates[32];
     int nrates = 0, rate_window = 60000;
     int poll_ms = 1000, poll_timeout = 1800000;
+    const char *spool_flag = NULL;
+    long long spool_max = -1, spool_mem = -1;
+    int store_timeout = 0;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"redis", required_argument, NULL, 'r'},
                                          {"queue", required_argument, NULL, 'q'},
@@ -102,6 +127,10 @@ int main(int argc, char **argv)
                                          {"poll-ms", required_argument, NULL, 'P'},
                                          {"poll-timeout-ms", required_argument, NULL, 'T'},
                                          {"log-level", required_argument, NULL, 'L'},
+                                         {"spool-dir", required_argument, NULL, 0x102},
+                                         {"spool-max-bytes", required_argument, NULL, 0x103},
+                                         {"spool-memory-bytes", required_argument, NULL, 0x104},
+                                         {"store-timeout-ms", required_argument, NULL, 0x105},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     /* libcurl leaves signals alone; a peer hanging up must not kill the process. */
@@ -150,6 +179,22 @@ int main(int argc, char **argv)
         case 0x101:
             bad = breaker_option("--breaker-cooldown-ms", optarg, 86400000, "milliseconds",
                                  &breaker_cooldown);
+            break;
+        case 0x102:
+            if (!*optarg) {
+                fprintf(stderr, "imgq-worker: --spool-dir: expected a directory\n");
+                return 2;
+            }
+            spool_flag = optarg;
+            break;
+        case 0x103:
+            bad = size_option("--spool-max-bytes", optarg, &spool_max);
+            break;
+        case 0x104:
+            bad = size_option("--spool-memory-bytes", optarg, &spool_mem);
+            break;
+        case 0x105:
+            bad = positive("--store-timeout-ms", optarg, &store_timeout);
             break;
         case 'x':
             idle = true;
@@ -224,6 +269,15 @@ int main(int argc, char **argv)
     w.opt.breaker_cooldown_ms = breaker_cooldown;
     w.opt.exit_when_idle = idle;
     w.opt.noop = noop;
+    /* The spool: flags override the environment, which overrides the file (config.c). */
+    imgq_config_set(&cfg.spool_dir, spool_flag);
+    if (spool_max >= 0)
+        cfg.spool_max_bytes = spool_max;
+    if (spool_mem >= 0)
+        cfg.spool_memory_bytes = spool_mem;
+    w.opt.store_timeout_ms = store_timeout          ? store_timeout
+                             : cfg.store_timeout_ms ? cfg.store_timeout_ms
+                                                    : 3600000;
     imgq_s3_config_init(&w.s3);
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
@@ -307,6 +361,20 @@ int main(int argc, char **argv)
         free(why2);
         goto out;
     }
+    if (spool_open(&w.spool, cfg.spool_dir,
+                   cfg.spool_max_bytes >= 0 ? (uint64_t)cfg.spool_max_bytes
+                                            : SPOOL_DEFAULT_MAX_BYTES,
+                   cfg.spool_memory_bytes >= 0 ? (uint64_t)cfg.spool_memory_bytes
+                                               : SPOOL_DEFAULT_MEMORY_BYTES,
+                   err, sizeof err) != 0) {
+        fprintf(stderr, "imgq-worker: --spool-dir / IMGQ_SPOOL_DIR: %s\n", err);
+        goto out;
+    }
+    if (cfg.spool_dir)
+        imgq_log(IMGQ_LOG_INFO, "worker", "spool %s: %" PRIu64 " bytes in it, cap %" PRIu64,
+                 spool_dir(w.spool), spool_disk_used(w.spool),
+                 cfg.spool_max_bytes >= 0 ? (uint64_t)cfg.spool_max_bytes
+                                          : SPOOL_DEFAULT_MAX_BYTES);
     for (int i = 0; i < IMGQ_CONFIG_APIS; i++)
         if (!cfg.apis[i].api_key)
             imgq_log(IMGQ_LOG_DEBUG, "worker", "no key for the %s API: its calls will fail auth",
@@ -328,6 +396,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     webhooks_free(&w);
+    spool_free(w.spool);
     free(w.outq);
     imgq_config_split_free(w.ssrf_allow, w.nssrf_allow);
     imgq_config_split_free(w.ref_buckets, w.nref_buckets);

@@ -28,11 +28,13 @@
 #include "imgq/sidecar.h"
 #include "imgq/ssrf.h"
 #include "breaker.h"
+#include "spool.h"
 #include "webhooks.h"
 #include "worker.h"
 
-#define S3_TRIES 5          /* PUT attempts per object before the job attempt fails */
-#define REDIS_RETRY_MS 1000 /* wait before re-sending an outcome Redis did not take */
+#define STORE_BACKOFF_BASE_MS 500  /* first wait before a failed PUT round is tried again */
+#define STORE_BACKOFF_MAX_MS 15000 /* longest wait between PUT rounds (S3 outages) */
+#define REDIS_RETRY_MS 1000        /* wait before re-sending an outcome Redis did not take */
 
 enum job_state { JOB_CALLING, JOB_ENCODING, JOB_STORING, JOB_FINISHING, JOB_ENDED };
 
@@ -59,6 +61,14 @@ struct image_out {
     bool sidecar_stored;
     int err;
     char errmsg[256];
+    /* While S3 refuses them (storing section; spool.h): counted_len bytes count in the spool's
+     * memory; a spool file holds the image [0] / the sidecar [1]; an object whose memory was
+     * given back (data / sidecar NULL) is read from its file into 'loaded' for each round. */
+    bool counted;
+    size_t counted_len;
+    bool on_disk[2];
+    uint8_t *loaded[2];
+    size_t loaded_len[2];
 };
 
 /*
@@ -140,6 +150,12 @@ struct job {
     int pending; /* encodes or puts outstanding in the current state */
     int s3_tries;
     char s3_error[512];
+    uint64_t store_since; /* loop time of the first PUT round that failed; 0 before */
+    bool store_held;      /* its unstored bytes were handed to the spool */
+    uv_work_t store_work; /* spool files written or read off the loop */
+    int store_work_rc;
+    char store_work_why[400];
+    bool from_spool; /* its images were paid for by an earlier attempt and read from the spool */
 
     /* The outcome, kept so it can be re-sent if Redis was away. */
     bool outcome_complete;
@@ -215,6 +231,9 @@ static void settle_call(struct call *c, imgq_micros cost, const char *reason);
 static void job_block(struct job *j);
 static void call_key(struct call *c);
 static void store_images(struct job *j);
+static void store_release(struct job *j);
+static bool store_from_spool(struct job *j);
+static bool store_retry_from_spool(struct job *j);
 
 static void on_retry_outcome(uv_timer_t *t)
 {
@@ -288,6 +307,7 @@ static void job_free(struct job *j)
     if (!j->slot_freed)
         w->inflight--;
     free(j->asked_model);
+    store_release(j);
     for (int i = 0; i < j->nimgs; i++) {
         if (j->imgs[i].data != j->imgs[i].src)
             free(j->imgs[i].data);
@@ -835,7 +855,297 @@ static uint32_t token_tag(const struct job *j)
     return h;
 }
 
-/* An image or a sidecar PUT answered; when all have, the job is done or retries storing. */
+/*
+ * Storing a paid image.  A PUT round that fails is tried again, only the PUTs, with backoff and
+ * jitter, for as long as the job's lease holds (the worker renews it while the job is storing)
+ * and --store-timeout-ms allows: the images were paid for and are never generated again because
+ * storage failed.  After the first failed round the unstored bytes are handed to the spool
+ * (spool.h): written to the spool directory when there is one with room (a copy that outlives
+ * this worker), kept in memory while the memory cap allows, else read back from their file for
+ * each round.  With no room anywhere they stay in memory over the cap (ERROR) and the worker
+ * claims nothing new until it is under again: paid bytes are never dropped.  Giving up fails
+ * the attempt as 'storage' with its charge; what is in the spool directory stays there, and
+ * the job's next attempt on a worker with that directory stores it without calling the provider
+ * (store_from_spool).  README.md ("Storage outages") says this for users.
+ */
+
+/* Object 'which' of an image: 0 the image, 1 its sidecar. */
+static const char *object_key(const struct image_out *im, int which)
+{
+    return which == 0 ? im->key : im->sidecar_key;
+}
+
+static bool object_stored(const struct image_out *im, int which)
+{
+    return which == 0 ? im->stored : im->sidecar_stored;
+}
+
+/* The object's bytes as they are now (in memory, or read back from the spool), or NULL. */
+static const uint8_t *object_bytes(const struct image_out *im, int which, size_t *len)
+{
+    if (which == 0 && im->data) {
+        *len = im->len;
+        return im->data;
+    }
+    if (which == 1 && im->sidecar) {
+        *len = strlen(im->sidecar);
+        return (const uint8_t *)im->sidecar;
+    }
+    *len = im->loaded_len[which];
+    return im->loaded[which];
+}
+
+/* Bytes read back for a round are dropped after it: their files keep them. */
+static void store_unload(struct job *j)
+{
+    for (int i = 0; i < j->nimgs; i++)
+        for (int k = 0; k < 2; k++) {
+            free(j->imgs[i].loaded[k]);
+            j->imgs[i].loaded[k] = NULL;
+            j->imgs[i].loaded_len[k] = 0;
+        }
+}
+
+static void store_uncount(struct job *j, struct image_out *im)
+{
+    if (im->counted && j->w->spool)
+        spool_mem_give(j->w->spool, im->counted_len);
+    im->counted = false;
+}
+
+/* The job ends: what it counted in the spool's memory is given back (its files stay). */
+static void store_release(struct job *j)
+{
+    store_unload(j);
+    for (int i = 0; i < j->nimgs; i++)
+        store_uncount(j, &j->imgs[i]);
+}
+
+static long store_backoff_ms(int round)
+{
+    long d = STORE_BACKOFF_BASE_MS;
+    for (int i = 1; i < round && d < STORE_BACKOFF_MAX_MS; i++)
+        d *= 2;
+    if (d > STORE_BACKOFF_MAX_MS)
+        d = STORE_BACKOFF_MAX_MS;
+    /* Equal jitter: the jobs of one outage do not all knock at once when S3 is back. */
+    unsigned int rnd = 0;
+    if (RAND_bytes((unsigned char *)&rnd, sizeof rnd) != 1)
+        rnd = (unsigned int)now_ms();
+    return d / 2 + (long)(rnd % (unsigned int)(d / 2 + 1));
+}
+
+/* Every object not stored yet has a spool file: nothing would be lost if the job ended now. */
+static bool store_all_on_disk(const struct job *j)
+{
+    for (int i = 0; i < j->nimgs; i++)
+        for (int k = 0; k < 2; k++)
+            if (!object_stored(&j->imgs[i], k) && !j->imgs[i].on_disk[k])
+                return false;
+    return true;
+}
+
+/* The attempt gives up storing: it fails as 'storage', and what it paid stays charged. */
+static void store_give_up(struct job *j, const char *why)
+{
+    int kept = 0, lost = 0;
+    for (int i = 0; i < j->nimgs; i++)
+        for (int k = 0; k < 2; k++)
+            if (!object_stored(&j->imgs[i], k)) {
+                if (j->imgs[i].on_disk[k])
+                    kept++;
+                else
+                    lost++;
+            }
+    uint64_t since = j->store_since ? uv_now(j->w->loop) - j->store_since : 0;
+    char msg[1024];
+    snprintf(msg, sizeof msg,
+             "storing failed for %.1f s (%.400s) and gave up: %s; the charge stands; %d object(s) "
+             "stay in the spool for the next attempt, %d held only in memory are lost%s",
+             (double)since / 1000.0, j->s3_error, why, kept, lost,
+             lost ? " (the next attempt calls the provider again)" : "");
+    imgq_log(lost ? IMGQ_LOG_ERROR : IMGQ_LOG_WARN, "job", "%s: %s", j->id, msg);
+    finish_fail(j, IMGQ_CLASS_STORAGE, 0, NULL, msg, -1, j->cost);
+}
+
+/* Release an image's memory: its spool file holds it (the provider's bytes go too). */
+static void store_forget_image(struct image_out *im)
+{
+    struct call *c = im->call;
+    int k = c ? im->index - c->first : -1;
+    if (im->data != im->src)
+        free(im->data);
+    if (c && k >= 0 && k < c->pr.nimages && c->pr.images[k] == im->src) {
+        free(c->pr.images[k]);
+        c->pr.images[k] = NULL;
+    }
+    im->data = NULL;
+    im->src = NULL;
+}
+
+/* After the first failed round: count the waiting bytes in the spool's memory if they fit;
+ * else give back the memory of images a spool file holds; else keep them over the cap. */
+static void store_account(struct job *j)
+{
+    struct spool *sp = j->w->spool;
+    size_t over = 0;
+    int released = 0;
+    for (int i = 0; i < j->nimgs; i++) {
+        struct image_out *im = &j->imgs[i];
+        size_t len0 = !im->stored && im->data ? im->len : 0;
+        size_t len1 = !im->sidecar_stored && im->sidecar ? strlen(im->sidecar) : 0;
+        if (len0 + len1 == 0 || im->counted || !sp)
+            continue;
+        im->counted = true;
+        im->counted_len = len0 + len1;
+        if (spool_mem_take(sp, len0 + len1))
+            continue;
+        if (len0 && im->on_disk[0]) {
+            store_forget_image(im);
+            released++;
+            im->counted_len = len1; /* a sidecar is small: it stays in memory */
+        } else {
+            over += len0 + len1;
+        }
+        spool_mem_force(sp, im->counted_len);
+    }
+    if (released)
+        imgq_log(IMGQ_LOG_INFO, "job", "%s: %d image(s) kept only in the spool directory %s", j->id,
+                 released, spool_dir(sp));
+    if (over)
+        imgq_log(IMGQ_LOG_ERROR, "job",
+                 "%s: the spool has no room (memory %" PRIu64 " bytes used; directory %s): keeping "
+                 "%zu paid bytes in memory over the cap; claiming no new jobs until under it",
+                 j->id, spool_mem_used(sp), spool_dir(sp) ? "full or failing" : "none configured",
+                 over);
+}
+
+static void store_retry(struct job *j);
+
+static void hold_work(uv_work_t *req)
+{
+    struct job *j = req->data; /* only its images' spool flags change, from this thread */
+    const char *type;
+    output_form(j->spec.output_format, NULL, &type);
+    j->store_work_rc = 0;
+    for (int i = 0; i < j->nimgs; i++)
+        for (int k = 0; k < 2; k++) {
+            struct image_out *im = &j->imgs[i];
+            size_t len;
+            const uint8_t *b = object_bytes(im, k, &len);
+            if (object_stored(im, k) || im->on_disk[k] || !b)
+                continue;
+            char why[300];
+            int r = spool_write(j->w->spool, object_key(im, k),
+                                k ? IMGQ_SIDECAR_CONTENT_TYPE : type, b, len, why, sizeof why);
+            if (r == 0)
+                im->on_disk[k] = true;
+            else if (j->store_work_rc == 0) {
+                j->store_work_rc = r;
+                snprintf(j->store_work_why, sizeof j->store_work_why, "%s", why);
+            }
+        }
+}
+
+static void hold_done(uv_work_t *req, int status)
+{
+    (void)status;
+    struct job *j = req->data;
+    if (op_done(j))
+        return;
+    if (j->store_work_rc)
+        imgq_log(IMGQ_LOG_WARN, "job", "%s: not all of its paid bytes are in the spool: %s", j->id,
+                 j->store_work_why);
+    store_account(j);
+    store_retry(j);
+}
+
+/* The first round failed: the unstored bytes go to the spool (files off the loop). */
+static void store_hold(struct job *j)
+{
+    j->store_held = true;
+    struct spool *sp = j->w->spool;
+    if (sp && spool_dir(sp)) {
+        j->store_work.data = j;
+        if (uv_queue_work(j->w->loop, &j->store_work, hold_work, hold_done) == 0) {
+            j->ops++;
+            return;
+        }
+    }
+    store_account(j);
+    store_retry(j);
+}
+
+/* A round ended with objects not stored: wait and try again, or give up. */
+static void store_retry(struct job *j)
+{
+    struct worker *w = j->w;
+    uint64_t now = uv_now(w->loop);
+    if (!j->store_since)
+        j->store_since = now;
+    if (j->lease_lost) {
+        store_give_up(j, "the job's lease was lost");
+        return;
+    }
+    if (now - j->store_since >= (uint64_t)w->opt.store_timeout_ms) {
+        store_give_up(j, "--store-timeout-ms passed");
+        return;
+    }
+    if (w->grace_over && store_all_on_disk(j)) {
+        store_give_up(j, "the worker is stopping and the spool directory holds every byte");
+        return;
+    }
+    if (!j->store_held) {
+        store_hold(j);
+        return;
+    }
+    long ms = store_backoff_ms(++j->s3_tries);
+    imgq_log(IMGQ_LOG_WARN, "job",
+             "%s: storing failed (%s); the images are paid for: trying the PUT again in %ld ms "
+             "(round %d, %.1f s so far)",
+             j->id, j->s3_error, ms, j->s3_tries + 1, (double)(now - j->store_since) / 1000.0);
+    arm_timer(j, ms, on_store_timer);
+}
+
+/* A PUT round is over: done when everything is stored, else wait and try again. */
+static void store_round_over(struct job *j)
+{
+    struct spool *sp = j->w->spool;
+    store_unload(j);
+    bool all = true, lost = false;
+    for (int i = 0; i < j->nimgs; i++) {
+        struct image_out *im = &j->imgs[i];
+        for (int k = 0; k < 2; k++) {
+            size_t len;
+            if (object_stored(im, k)) {
+                /* In S3 now: its spool file has done its work. */
+                if (im->on_disk[k] && sp)
+                    (void)spool_remove(sp, object_key(im, k));
+                im->on_disk[k] = false;
+            } else {
+                all = false;
+                lost |= !object_bytes(im, k, &len) && !im->on_disk[k];
+            }
+        }
+        if (im->stored && im->sidecar_stored)
+            store_uncount(j, im);
+    }
+    if (all) {
+        if (j->store_since)
+            imgq_log(IMGQ_LOG_INFO, "job",
+                     "%s: stored after %.1f s of failed PUTs; no image was generated again", j->id,
+                     (double)(uv_now(j->w->loop) - j->store_since) / 1000.0);
+        finish_done(j);
+        return;
+    }
+    if (lost) {
+        store_give_up(j, "some paid bytes are no longer available");
+        return;
+    }
+    store_retry(j);
+}
+
+/* An image or a sidecar PUT answered; when all have, the round is over. */
 static void put_answered(struct job *j, const struct imgq_s3_result *res, bool *stored)
 {
     if (res->err == 0)
@@ -844,19 +1154,7 @@ static void put_answered(struct job *j, const struct imgq_s3_result *res, bool *
         snprintf(j->s3_error, sizeof j->s3_error, "%s", res->message);
     if (--j->pending > 0)
         return;
-    for (int i = 0; i < j->nimgs; i++)
-        if (!j->imgs[i].stored || !j->imgs[i].sidecar_stored) {
-            if (++j->s3_tries < S3_TRIES) {
-                imgq_log(IMGQ_LOG_WARN, "job", "%s: storing failed (%s); retrying", j->id,
-                         j->s3_error);
-                arm_timer(j, 500L << j->s3_tries, on_store_timer);
-                return;
-            }
-            /* The images were paid for; the charge stands even though storing failed. */
-            finish_fail(j, IMGQ_CLASS_STORAGE, 0, NULL, j->s3_error, -1, j->cost);
-            return;
-        }
-    finish_done(j);
+    store_round_over(j);
 }
 
 static void on_put(const struct imgq_s3_result *res, void *arg)
@@ -897,47 +1195,179 @@ static void build_sidecar(struct job *j, struct image_out *im)
     }
 }
 
+/* Objects whose bytes are only in the spool directory are read back for the next round. */
+static bool store_needs_load(const struct job *j)
+{
+    for (int i = 0; i < j->nimgs; i++)
+        for (int k = 0; k < 2; k++) {
+            size_t len;
+            const struct image_out *im = &j->imgs[i];
+            if (!object_stored(im, k) && im->on_disk[k] && !object_bytes(im, k, &len))
+                return true;
+        }
+    return false;
+}
+
+static void load_work(uv_work_t *req)
+{
+    struct job *j = req->data;
+    j->store_work_rc = 0;
+    for (int i = 0; i < j->nimgs; i++)
+        for (int k = 0; k < 2; k++) {
+            struct image_out *im = &j->imgs[i];
+            size_t len;
+            if (object_stored(im, k) || !im->on_disk[k] || object_bytes(im, k, &len))
+                continue;
+            char why[300];
+            int r = spool_read(j->w->spool, object_key(im, k), &im->loaded[k], &im->loaded_len[k],
+                               NULL, why, sizeof why);
+            if (r == 0)
+                continue;
+            im->on_disk[k] = false; /* gone, or damaged and set aside */
+            if (j->store_work_rc == 0) {
+                j->store_work_rc = r;
+                snprintf(j->store_work_why, sizeof j->store_work_why, "%s", why);
+            }
+        }
+}
+
+static void load_done(uv_work_t *req, int status)
+{
+    (void)status;
+    struct job *j = req->data;
+    if (op_done(j))
+        return;
+    for (int i = 0; i < j->nimgs; i++)
+        if (j->imgs[i].loaded[0])
+            j->imgs[i].len = j->imgs[i].loaded_len[0];
+    if (j->store_work_rc) {
+        imgq_log(IMGQ_LOG_ERROR, "job", "%s: paid bytes cannot be read back from the spool: %s",
+                 j->id, j->store_work_why);
+        store_unload(j);
+        store_give_up(j, "its spool file could not be read back");
+        return;
+    }
+    store_images(j);
+}
+
+/*
+ * The job's next attempt, on a worker whose spool directory holds every image S3 lacks: an
+ * earlier attempt paid for them, so they are stored from there, at $0 and without calling the
+ * provider (billed "spool").  false: not all there, generate as usual.  Called before any
+ * spend, with j->imgs keyed and im->stored set for the objects S3 has.
+ */
+static bool store_from_spool(struct job *j)
+{
+    struct spool *sp = j->w->spool;
+    if (!sp || !spool_dir(sp) || j->nimgs == 0)
+        return false;
+    int missing = 0;
+    for (int i = 0; i < j->nimgs; i++) {
+        if (j->imgs[i].stored)
+            continue;
+        if (!spool_has(sp, j->imgs[i].key))
+            return false;
+        missing++;
+    }
+    if (missing == 0)
+        return false;
+    for (int i = 0; i < j->nimgs; i++) {
+        struct image_out *im = &j->imgs[i];
+        im->width = j->spec.width;
+        im->height = j->spec.height;
+        if (im->stored) {
+            im->sidecar_stored = true;
+            continue;
+        }
+        im->on_disk[0] = true;
+        im->sidecar_key = imgq_sidecar_key(im->key);
+        if (im->sidecar_key && spool_has(sp, im->sidecar_key))
+            im->on_disk[1] = true;
+        else
+            im->sidecar_stored = true;
+    }
+    j->from_spool = true;
+    j->cost = 0;
+    j->billed = "spool";
+    imgq_log(IMGQ_LOG_INFO, "job",
+             "%s: %d image(s) paid for by an earlier attempt are in the spool: storing them "
+             "without calling the provider",
+             j->id, missing);
+    store_images(j);
+    return true;
+}
+
+/*
+ * A job with "dedup": false skips the dedup check, but not its own paid images: from its
+ * second attempt on, images an earlier attempt paid for and left in the spool are stored
+ * from there (as store_from_spool).  false: none there, generate.
+ */
+static bool store_retry_from_spool(struct job *j)
+{
+    struct spool *sp = j->w->spool;
+    if (j->attempt < 2 || !sp || !spool_dir(sp) || j->spec.n < 1)
+        return false;
+    j->nimgs = j->spec.n;
+    j->imgs = imgq_xcalloc((size_t)j->nimgs, sizeof *j->imgs);
+    for (int i = 0; i < j->nimgs; i++) {
+        j->imgs[i].job = j;
+        j->imgs[i].index = i;
+        j->imgs[i].key = image_key(j, i);
+    }
+    if (store_from_spool(j))
+        return true;
+    for (int i = 0; i < j->nimgs; i++)
+        free(j->imgs[i].key);
+    free(j->imgs);
+    j->imgs = NULL;
+    j->nimgs = 0;
+    return false;
+}
+
 static void store_images(struct job *j)
 {
     job_set_state(j, JOB_STORING);
+    if (j->lease_lost && j->store_since) {
+        store_give_up(j, "the job's lease was lost");
+        return;
+    }
+    if (store_needs_load(j)) {
+        j->store_work.data = j;
+        if (uv_queue_work(j->w->loop, &j->store_work, load_work, load_done) == 0) {
+            j->ops++;
+            return;
+        }
+        store_give_up(j, "its spool files cannot be read (no thread pool)");
+        return;
+    }
     j->pending = 0;
     const char *type;
     output_form(j->spec.output_format, NULL, &type);
     for (int i = 0; i < j->nimgs; i++) {
         struct image_out *im = &j->imgs[i];
-        if (!im->sidecar && !im->sidecar_stored)
+        if (!im->sidecar && !im->sidecar_stored && !im->on_disk[1])
             build_sidecar(j, im);
-        if (!im->stored) {
-            int r = imgq_s3_put(j->w->http, &j->w->s3, im->key, type, im->data, im->len, NULL,
-                                on_put, im);
+        for (int k = 0; k < 2; k++) {
+            size_t len;
+            const uint8_t *b = object_bytes(im, k, &len);
+            if (object_stored(im, k) || !b)
+                continue;
+            int r = imgq_s3_put(j->w->http, &j->w->s3, object_key(im, k),
+                                k ? IMGQ_SIDECAR_CONTENT_TYPE : type, b, len, NULL,
+                                k ? on_put_sidecar : on_put, im);
             if (r == 0) {
                 j->ops++;
                 j->pending++;
             } else {
-                snprintf(j->s3_error, sizeof j->s3_error, "S3 PUT %s: %s", im->key,
-                         imgq_strerror(r));
-            }
-        }
-        if (!im->sidecar_stored) {
-            int r = imgq_s3_put(j->w->http, &j->w->s3, im->sidecar_key, IMGQ_SIDECAR_CONTENT_TYPE,
-                                im->sidecar, strlen(im->sidecar), NULL, on_put_sidecar, im);
-            if (r == 0) {
-                j->ops++;
-                j->pending++;
-            } else {
-                snprintf(j->s3_error, sizeof j->s3_error, "S3 PUT %s: %s", im->sidecar_key,
+                snprintf(j->s3_error, sizeof j->s3_error, "S3 PUT %s: %s", object_key(im, k),
                          imgq_strerror(r));
             }
         }
     }
-    if (j->pending == 0) {
-        /* Nothing could even be sent: a configuration problem, not worth waiting for. */
-        if (++j->s3_tries < S3_TRIES) {
-            arm_timer(j, 500L << j->s3_tries, on_store_timer);
-            return;
-        }
-        finish_fail(j, IMGQ_CLASS_STORAGE, 0, NULL, j->s3_error, -1, j->cost);
-    }
+    /* Nothing could even be sent (a configuration problem, or S3's client is gone): the round
+     * is over at once, and waits like a failed one. */
+    if (j->pending == 0)
+        store_round_over(j);
 }
 
 /* Encoding (thread pool) ----------------------------------------------------------------- */
@@ -2253,6 +2683,9 @@ static void on_dedup_head(const struct imgq_s3_result *res, void *arg)
         dedup_hit(j, "S3");
         return;
     }
+    /* Paid for by an earlier attempt and still in this worker's spool: stored from there. */
+    if (!j->lease_lost && store_from_spool(j))
+        return;
     /* Not all there (or S3 did not say): generate as usual. */
     for (int i = 0; i < j->nimgs; i++)
         free(j->imgs[i].key);
@@ -2397,9 +2830,10 @@ static void begin_model(struct job *j)
     j->ep.edit_model_id = j->model->provider_edit_model;
     imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, j->attempt,
              j->spec.model, j->spec.size, j->spec.quality ? j->spec.quality : "-", j->spec.n);
-    if (j->spec.no_dedup)
-        fetch_refs(j);
-    else
+    if (j->spec.no_dedup) {
+        if (!store_retry_from_spool(j))
+            fetch_refs(j);
+    } else
         dedup_check(j);
 }
 

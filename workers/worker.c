@@ -15,6 +15,7 @@
 #include "imgq/log.h"
 #include "imgq/ssrf.h"
 #include "imgq/redis_uv.h"
+#include "spool.h"
 #include "webhooks.h"
 
 #define CLAIM_BATCH 64  /* jobs asked for in one claim call */
@@ -270,7 +271,9 @@ void worker_claim_args(struct worker *w, int want, bool replaces_one, struct cla
      * once, in 'reserved', not also as the job's.  So every job of a burst that finishes
      * together gets its successor in the same call, not only the first. */
     int room = w->opt.concurrency - w->inflight + w->handed - w->reserved + (replaces_one ? 1 : 0);
-    if (w->stopping || want < 0)
+    /* Not while the spool re-uploads an earlier run's files, nor while paid bytes waiting for
+     * S3 hold more memory than its cap (run.c): new jobs would only add to them. */
+    if (w->stopping || want < 0 || w->recovering || (w->spool && spool_mem_over(w->spool)))
         want = 0;
     if (want > room)
         want = room > 0 ? room : 0;
@@ -776,6 +779,7 @@ int worker_start(struct worker *w)
     uv_timer_start(&w->reap_timer, on_reap_timer, reap / 2, reap);
     imgq_log(IMGQ_LOG_INFO, "worker", "%s: queue '%s', concurrency %d, lease %d ms", w->id,
              w->cfg->queue, w->opt.concurrency, w->opt.lease_ms);
+    spool_recover_start(w);
     connect_redis(w);
     return 0;
 }

@@ -45,6 +45,9 @@ struct worker_options {
     struct limits_spec rate[LIMITS_MAX];
     int nrate;
     int rate_window_ms; /* 60000; tests scale it down */
+    /* Storing paid images (run.c, spool.h): how long an attempt keeps trying its PUTs after
+     * the first failure (--store-timeout-ms, 3600000). */
+    long store_timeout_ms;
 };
 
 struct worker {
@@ -89,6 +92,8 @@ struct worker {
     int exit_code;
 
     struct limits limits; /* provider account limits: queues of calls waiting for room */
+    struct spool *spool;  /* paid bytes S3 has not taken yet (spool.h; never NULL once started) */
+    bool recovering;      /* re-uploading what an earlier run left in the spool: no claims yet */
     struct webhooks *wh;  /* webhook deliveries from the outbox (webhooks.h) */
 
     /* The SSRF allowlist (cfg->ssrf_allow split at commas; strings owned). */
@@ -165,6 +170,11 @@ int worker_ssrf_check(const struct worker *w, const char *url, char *pin, size_t
 
 /* The images-per-window limit for a provider, 0 if none. */
 int worker_rate_limit(const struct worker *w, const char *provider);
+
+/* recover.c: before the first claim, store what an earlier run of a worker on this spool
+ * directory left there (files it could not PUT before it died or stopped); claiming starts when
+ * every file was tried.  No-op without a spool directory. */
+void spool_recover_start(struct worker *w);
 
 /* run.c: begin a claimed job (takes ownership of the strings). */
 void job_start(struct worker *w, const char *id, const char *token, int attempt, const char *spec,

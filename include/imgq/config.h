@@ -14,7 +14,9 @@
  *    "bfl": {"base_url": "https://api.bfl.ai/v1"},
  *    "gateways": {"treerouter-standard": {"base_url": "https://gw.example/v1"}},
  *    "s3": {"endpoint": "...", "region": "...", "bucket": "...", "key_prefix": "imgq/"},
- *    "worker": {"concurrency": 256, "lease_seconds": 30, "grace_seconds": 30},
+ *    "worker": {"concurrency": 256, "lease_seconds": 30, "grace_seconds": 30,
+ *               "spool_dir": "/var/spool/imgq", "spool_max_bytes": "10G",
+ *               "spool_memory_bytes": "256M", "store_timeout_seconds": 3600},
  *    "webhooks": {"endpoints": [{"url_prefix": "https://cms.example/",
  *                                "secret_env": "CMS_WEBHOOK_SECRET"}]}}
  * A gateway is an OpenAI-compatible endpoint that serves the OpenAI models of jobs on the route
@@ -25,9 +27,10 @@
  * OPENAI_API_KEY, GEMINI_BASE_URL, GEMINI_API_KEY (or GOOGLE_API_KEY), ARK_BASE_URL,
  * ARK_API_KEY (BytePlus Seedream), IMGQ_S3_REFERENCE_BUCKETS, IMGQ_SSRF_ALLOW, DASHSCOPE_BASE_URL,
  * DASHSCOPE_API_KEY, REPLICATE_BASE_URL, REPLICATE_API_TOKEN, FAL_BASE_URL, FAL_KEY, BFL_BASE_URL,
- * BFL_API_KEY, IMGQ_S3_BUCKET, IMGQ_S3_KEY_PREFIX, IMGQ_WEBHOOK_SECRET, and the AWS_* variables
- * (see s3.h). Secrets (API keys, S3 credentials, webhook secrets) come from the environment; a
- * config file may not hold them, so that config files can be shared and committed.
+ * BFL_API_KEY, IMGQ_S3_BUCKET, IMGQ_S3_KEY_PREFIX, IMGQ_WEBHOOK_SECRET, IMGQ_SPOOL_DIR,
+ * IMGQ_SPOOL_MAX_BYTES, IMGQ_SPOOL_MEMORY_BYTES (sizes: imgq_config_parse_bytes), and the AWS_*
+ * variables (see s3.h). Secrets (API keys, S3 credentials, webhook secrets) come from the
+ * environment; a config file may not hold them, so that config files can be shared and committed.
  *
  * Ownership: the struct owns its strings; imgq_config_clear frees them.
  */
@@ -71,6 +74,13 @@ struct imgq_config {
     int concurrency;
     int lease_ms;
     int grace_ms;
+    /* The worker's spool of paid bytes S3 has not taken (workers/spool.h): its directory (NULL:
+     * memory only) and caps in bytes (-1: the defaults, 10 GiB and 256 MiB), and how long an
+     * attempt keeps trying its PUTs (0: the default, one hour). */
+    char *spool_dir;
+    long long spool_max_bytes;
+    long long spool_memory_bytes;
+    int store_timeout_ms;
     /* Webhook signing secrets, as text ("whsec_... whsec_...", spaces or commas; the worker
      * parses them, workers/webhooks.h): IMGQ_WEBHOOK_SECRET for every URL, and per endpoint
      * (the file's "webhooks.endpoints", first matching url_prefix wins) the variable named by
@@ -109,6 +119,11 @@ int imgq_config_endpoint(const struct imgq_config *c, const char *api, const cha
  * entries: a new array of new strings (NULL when empty); free with imgq_config_split_free. */
 char **imgq_config_split(const char *list, size_t *n);
 void imgq_config_split_free(char **list, size_t n);
+/*
+ * A size in bytes: digits, optionally followed by K, M, G or T (powers of 1024; "KiB", "MB"
+ * and the like are read the same).  IMGQ_EINVAL when it is not one, IMGQ_ERANGE beyond 2^62.
+ */
+int imgq_config_parse_bytes(const char *s, long long *out) IMGQ_MUST_CHECK;
 /* Replace a string field (takes a copy of v; NULL leaves it). */
 void imgq_config_set(char **field, const char *v);
 
