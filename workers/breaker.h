@@ -56,4 +56,16 @@ int breaker_choose(struct worker *w, const char *const *models, int n, const cha
 void breaker_report(struct worker *w, const char *model, bool ok, const char *cls,
                     const char *token);
 
+/*
+ * The observed outcomes of models[0..n) (provider calls that succeeded and failed, as the
+ * router counts them), for ranking a job's fallbacks.  cb is called exactly once, later from
+ * the loop, with stats[i] for models[i] (the model strings are the caller's); with stats NULL
+ * if Redis did not answer.  Returns 0, or IMGQ_EINVAL (bad arguments) or IMGQ_EREDIS (Redis
+ * unavailable), in which case cb is never called.
+ */
+struct imgq_model_stats;
+typedef void (*breaker_rates_cb)(void *arg, const struct imgq_model_stats *stats);
+int breaker_rates(struct worker *w, const char *const *models, int n, breaker_rates_cb cb,
+                  void *arg);
+
 #endif

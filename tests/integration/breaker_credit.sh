@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Health statistics and fallbacks, through real workers, Redis and imgq-sim (issue 13 item 10):
+#   - gpt-image-1-mini fails every call: its breaker opens and its jobs move on; the routing
+#     statistics (P:{Q}:models) credit every success to the model that served it and every
+#     failure to the model that failed (the requested model's successes stay at 0);
+#   - while its breaker is open, "model": "auto" does not choose it (imgq route --explain says
+#     so, and the jobs submitted meanwhile are routed elsewhere and never reach it);
+#   - gemini-2.5-flash-image fails every call: its jobs go to the cheapest healthy fallback,
+#     seedream-4-0 at $0.03, not to the catalog's first fallback gpt-image-2 (dearer for this
+#     job), and each job records why.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/env.sh"
+imgq_env_setup
+start_redis
+start_s3 imgq-credit
+start_sim --latency-ms 20
+SIM="http://127.0.0.1:$SIM_PORT"
+THRESHOLD=3
+CONCURRENCY=4
+
+sim_fail() { # sim_fail MODEL RATE
+    curl -sf -X POST -H 'Content-Type: application/json' \
+        -d "{\"model\":\"$1\",\"status\":500,\"rate\":$2}" "$SIM/sim/fail" >/dev/null
+}
+work() { # work LOG
+    "$IMGQ_BIN/imgq-worker" --exit-when-idle --concurrency "$CONCURRENCY" --retry-base-ms 50 \
+        --retry-max-ms 200 --breaker-threshold "$THRESHOLD" --breaker-cooldown-ms 600000 \
+        2>"$IMGQ_TMP/$1.log"
+}
+served_by() { # served_by BATCH MODEL: jobs of the batch done on MODEL
+    "$IMGQ_BIN/imgq" batch results "$1" | python3 -c "
+import json, sys
+print(sum(1 for l in sys.stdin if json.loads(l).get('state') == 'done' and json.loads(l).get('model') == '$2'))"
+}
+done_count() {
+    "$IMGQ_BIN/imgq" batch status "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["counts"]["done"])'
+}
+
+# --- the asked model fails: its jobs are served elsewhere, and credited there -----------------
+sim_fail gpt-image-1-mini 1
+for i in $(seq 1 14); do
+    printf '{"prompt":"a felt hat number %d","model":"gpt-image-1-mini","quality":"low"}\n' "$i"
+done >"$IMGQ_TMP/mini.jsonl"
+"$IMGQ_BIN/imgq" submit --batch mini "$IMGQ_TMP/mini.jsonl" >/dev/null
+work mini
+assert_eq "14" "$(done_count mini)" "every job finished"
+# The routing statistics (lib.lua: P:{Q}:models, under imgq's default prefix and queue).
+key=$(redis-cli -p "$REDIS_PORT" --scan --pattern '*:models' | head -1)
+[ -n "$key" ] || fail "no routing statistics written"
+stat() { # stat ok|fail MODEL: its count in the statistics (0 when absent)
+    local v
+    v=$(redis-cli -p "$REDIS_PORT" HGET "$key" "$1:$2")
+    [[ "$v" =~ ^[0-9]+$ ]] && echo "$v" || echo 0
+}
+on2=$(served_by mini gpt-image-2)
+on15=$(served_by mini gpt-image-1.5)
+assert_eq "14" "$((on2 + on15))" "every job was served by a fallback"
+assert_eq "0" "$(stat ok gpt-image-1-mini)" "the failing model is credited with no success"
+assert_eq "$on2" "$(stat ok gpt-image-2)" "gpt-image-2 is credited with the jobs it served"
+assert_eq "$on15" "$(stat ok gpt-image-1.5)" "gpt-image-1.5 is credited with the jobs it served"
+mini_fails=$(stat fail gpt-image-1-mini)
+[ "$mini_fails" -ge 1 ] || fail "the failing model's failures were not counted"
+one=$("$IMGQ_BIN/imgq" batch results mini | head -1)
+assert_contains "$one" '"fallback":{"from":"gpt-image-1-mini"'
+assert_contains "$one" 'the cheapest healthy eligible candidate at expected $'
+
+# --- "model": "auto" leaves the open breaker out -----------------------------------------------
+printf '{"prompt":"a felt hat for auto","model":"auto","quality":"low"}\n' >"$IMGQ_TMP/auto1.json"
+explain=$("$IMGQ_BIN/imgq" route --explain "$IMGQ_TMP/auto1.json")
+assert_contains "$explain" "circuit breaker open"
+assert_not_contains "$(echo "$explain" | head -3)" "chosen: gpt-image-1-mini"
+for i in $(seq 1 6); do
+    printf '{"prompt":"an auto felt hat number %d","model":"auto","quality":"low"}\n' "$i"
+done >"$IMGQ_TMP/auto.jsonl"
+"$IMGQ_BIN/imgq" submit --batch auto "$IMGQ_TMP/auto.jsonl" >/dev/null
+fails_before=$(stat fail gpt-image-1-mini)
+work auto
+assert_eq "6" "$(done_count auto)" "every auto job finished"
+assert_eq "0" "$(served_by auto gpt-image-1-mini)" "no auto job on the open breaker's model"
+"$IMGQ_BIN/imgq" batch results auto | python3 -c "
+import json, sys
+n = 0
+for l in sys.stdin:
+    j = json.loads(l)
+    n += 1
+    assert j.get('requested_model', j['model']) != 'gpt-image-1-mini', ('routed to the open model', j)
+    assert 'fallback' not in j, ('routed to the open model, then moved', j)
+assert n == 6, n
+" || fail "an auto job was routed to the model whose breaker is open"
+assert_eq "$fails_before" "$(stat fail gpt-image-1-mini)" "no auto job called the failing model"
+assert_eq "0" "$(stat ok gpt-image-1-mini)" "still no success credited to the failing model"
+
+# --- several fallbacks: the cheapest healthy one ------------------------------------------------
+# gemini-2.5-flash-image's fallbacks are gpt-image-2 (medium, about $0.032 here) then
+# seedream-4-0 ($0.03): the second listed is the cheaper.
+sim_fail gemini-2.5-flash-image 1
+for i in $(seq 1 8); do
+    printf '{"prompt":"a clay jug number %d","model":"gemini-2.5-flash-image"}\n' "$i"
+done >"$IMGQ_TMP/gemini.jsonl"
+"$IMGQ_BIN/imgq" submit --batch gemini "$IMGQ_TMP/gemini.jsonl" >/dev/null
+work gemini
+assert_eq "8" "$(done_count gemini)" "every gemini job finished"
+assert_eq "8" "$(served_by gemini seedream-4-0)" "the cheapest healthy fallback served them all"
+assert_eq "0" "$(served_by gemini gpt-image-2)" "the dearer first-listed fallback served none"
+assert_eq "8" "$(stat ok seedream-4-0)" "credited to the model that served"
+assert_eq "0" "$(stat ok gemini-2.5-flash-image)" "nothing credited to the failing model"
+one=$("$IMGQ_BIN/imgq" batch results gemini | head -1)
+assert_contains "$one" '"fallback":{"from":"gemini-2.5-flash-image"'
+assert_contains "$one" 'seedream-4-0 is the cheapest healthy eligible candidate at expected $0.030000'
+echo "PASS breaker_credit"
