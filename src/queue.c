@@ -354,14 +354,13 @@ int imgq_queue_model_stats(imgq_queue *q, struct imgq_model_stats **out, size_t 
     }
     freeReplyObject(r);
     /* Whose breaker is open now (breaker.lua state: an open one past its cooldown is
-     * half-open, and takes a probe). */
+     * half-open, and takes a probe).  If Redis refuses the script the rates still stand: a
+     * job routed to an open breaker's model is moved by the worker. */
     const char *args[] = {"state", "", "", "", ""};
     json_t *states = NULL;
     char err[256];
-    if (imgq_queue_script(q, IMGQ_SCRIPT_BREAKER, 5, args, &states, err, sizeof err) != 0) {
-        imgq_queue_model_stats_free(s, count);
-        return IMGQ_EREDIS;
-    }
+    if (imgq_queue_script(q, IMGQ_SCRIPT_BREAKER, 5, args, &states, err, sizeof err) != 0)
+        states = NULL;
     size_t nstates = json_array_size(states);
     if (nstates > 0)
         s = imgq_xrealloc(s, (count + nstates + 1) * sizeof *s);
