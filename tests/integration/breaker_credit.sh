@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Health statistics and fallbacks, through real workers, Redis and imgq-sim (issue 13 item 10):
-#   - gpt-image-1-mini fails every call: its breaker opens and its jobs move on; the routing
-#     statistics (P:{Q}:models) credit every success to the model that served it and every
-#     failure to the model that failed (the requested model's successes stay at 0);
+#   - gpt-image-1-mini fails every call: its breaker opens and its jobs move on (those that
+#     named it to its cheapest fallback; auto jobs routed to it earlier to the cheapest model
+#     that can do them, fallback or not); the routing statistics (P:{Q}:models) credit every
+#     success to the model that served it and every failure to the model that failed (the
+#     requested model's successes stay at 0);
 #   - while its breaker is open, "model": "auto" does not choose it (imgq route --explain says
 #     so, and the jobs submitted meanwhile are routed elsewhere and never reach it);
 #   - gemini-2.5-flash-image fails every call: its jobs go to the cheapest healthy fallback,
@@ -22,6 +24,17 @@ sim_fail() { # sim_fail MODEL RATE
     curl -sf -X POST -H 'Content-Type: application/json' \
         -d "{\"model\":\"$1\",\"status\":500,\"rate\":$2}" "$SIM/sim/fail" >/dev/null
 }
+# The routing statistics (lib.lua: P:{Q}:models, under the CLI's default prefix and queue).
+MODELS='imgq:{default}:models'
+stat() { # stat ok|fail MODEL: its count in the statistics (0 when absent)
+    local v
+    v=$(redis-cli -p "$REDIS_PORT" HGET "$MODELS" "$1:$2")
+    [[ "$v" =~ ^[0-9]+$ ]] && echo "$v" || echo 0
+}
+server_errors() { # failed generation calls the simulator answered so far
+    curl -s "$SIM/sim/stats" |
+        python3 -c "import json,sys; print(json.load(sys.stdin)['requests']['generations']['server_error'])"
+}
 work() { # work LOG
     "$IMGQ_BIN/imgq-worker" --exit-when-idle --concurrency "$CONCURRENCY" --retry-base-ms 50 \
         --retry-max-ms 200 --breaker-threshold "$THRESHOLD" --breaker-cooldown-ms 600000 \
@@ -37,6 +50,14 @@ done_count() {
 }
 
 # --- the asked model fails: its jobs are served elsewhere, and credited there -----------------
+# Auto jobs routed while gpt-image-1-mini is healthy (it is the cheapest at low quality) ...
+for i in $(seq 1 6); do
+    printf '{"prompt":"an early felt cap number %d","model":"auto","quality":"low"}\n' "$i"
+done >"$IMGQ_TMP/early.jsonl"
+"$IMGQ_BIN/imgq" submit --batch early "$IMGQ_TMP/early.jsonl" >/dev/null
+"$IMGQ_BIN/imgq" batch results early | grep -c '"model":"gpt-image-1-mini"' | grep -qx 6 ||
+    fail "the early auto jobs were not routed to gpt-image-1-mini"
+# ... and jobs that ask for it by name; then it fails every call.
 sim_fail gpt-image-1-mini 1
 for i in $(seq 1 14); do
     printf '{"prompt":"a felt hat number %d","model":"gpt-image-1-mini","quality":"low"}\n' "$i"
@@ -44,22 +65,26 @@ done >"$IMGQ_TMP/mini.jsonl"
 "$IMGQ_BIN/imgq" submit --batch mini "$IMGQ_TMP/mini.jsonl" >/dev/null
 work mini
 assert_eq "14" "$(done_count mini)" "every job finished"
-# The routing statistics (lib.lua: P:{Q}:models, under imgq's default prefix and queue).
-key=$(redis-cli -p "$REDIS_PORT" --scan --pattern '*:models' | head -1)
-[ -n "$key" ] || fail "no routing statistics written"
-stat() { # stat ok|fail MODEL: its count in the statistics (0 when absent)
-    local v
-    v=$(redis-cli -p "$REDIS_PORT" HGET "$key" "$1:$2")
-    [[ "$v" =~ ^[0-9]+$ ]] && echo "$v" || echo 0
-}
+assert_eq "6" "$(done_count early)" "every early auto job finished"
+# An auto job may move to any model that can do it: the cheapest at low quality after the
+# broken one is flux-schnell ($0.003), which is no fallback of gpt-image-1-mini.
+assert_eq "6" "$(served_by early flux-schnell)" "the early auto jobs went to the cheapest eligible model"
+one=$("$IMGQ_BIN/imgq" batch results early | head -1)
+assert_contains "$one" '"fallback":{"from":"gpt-image-1-mini"'
+assert_contains "$one" 'flux-schnell is the cheapest healthy eligible candidate at expected $0.003000'
+assert_contains "$one" 'every model that can do this auto job'
+assert_eq "6" "$(stat ok flux-schnell)" "flux-schnell is credited with the auto jobs it served"
 on2=$(served_by mini gpt-image-2)
 on15=$(served_by mini gpt-image-1.5)
 assert_eq "14" "$((on2 + on15))" "every job was served by a fallback"
 assert_eq "0" "$(stat ok gpt-image-1-mini)" "the failing model is credited with no success"
 assert_eq "$on2" "$(stat ok gpt-image-2)" "gpt-image-2 is credited with the jobs it served"
 assert_eq "$on15" "$(stat ok gpt-image-1.5)" "gpt-image-1.5 is credited with the jobs it served"
-mini_fails=$(stat fail gpt-image-1-mini)
-[ "$mini_fails" -ge 1 ] || fail "the failing model's failures were not counted"
+# Every failed call was gpt-image-1-mini's (one call per attempt): each is counted against it.
+assert_eq "$(server_errors)" "$(stat fail gpt-image-1-mini)" "failures counted against the model called"
+[ "$(stat fail gpt-image-1-mini)" -ge "$THRESHOLD" ] || fail "the failing model's failures were not counted"
+assert_eq "0:0:0" "$(stat fail gpt-image-2):$(stat fail gpt-image-1.5):$(stat fail flux-schnell)" \
+    "no failure counted against the models that served"
 one=$("$IMGQ_BIN/imgq" batch results mini | head -1)
 assert_contains "$one" '"fallback":{"from":"gpt-image-1-mini"'
 assert_contains "$one" 'the cheapest healthy eligible candidate at expected $'
