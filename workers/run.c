@@ -2437,6 +2437,14 @@ static void on_fallback_rates(void *arg, const struct imgq_model_stats *stats)
     imgq_route_rank(rc, (size_t)n, stats, stats ? (size_t)n : 0);
     int usable = 0;
     for (int i = 0; i < n; i++) {
+        if (rc[i].eligible && j->spec.max_cost > 0 && rc[i].expected > j->spec.max_cost) {
+            /* An auto job's cost cap holds for any model it moves to. */
+            char a[48], b[48];
+            imgq_money_format(rc[i].expected, 6, a, sizeof a);
+            imgq_money_format(j->spec.max_cost, 6, b, sizeof b);
+            snprintf(rc[i].reason, sizeof rc[i].reason, "expected %s is over the cap %s", a, b);
+            rc[i].eligible = false;
+        }
         if (!rc[i].eligible) {
             imgq_log(IMGQ_LOG_DEBUG, "job", "%s: fallback %s left out: %s", j->id,
                      rc[i].model->name, rc[i].reason);
@@ -2491,6 +2499,16 @@ static void add_candidate(struct job *j, const char *name, const char *quality)
         for (char **s = fm->serves; s && *s && !serves; s++)
             serves = strcmp(*s, quality) == 0;
         if (!serves)
+            return;
+    }
+    /* An auto job's use case may restrict its models (as it did the router's). */
+    const struct imgq_use_case *uc =
+        j->spec.use_case ? imgq_catalog_use_case(w->catalog, j->spec.use_case) : NULL;
+    if (uc && uc->models) {
+        bool listed = false;
+        for (char **m = uc->models; *m && !listed; m++)
+            listed = strcmp(*m, name) == 0;
+        if (!listed)
             return;
     }
     struct imgq_job_spec to;

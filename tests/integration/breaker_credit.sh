@@ -133,4 +133,34 @@ assert_eq "0" "$(stat ok gemini-2.5-flash-image)" "nothing credited to the faili
 one=$("$IMGQ_BIN/imgq" batch results gemini | head -1)
 assert_contains "$one" '"fallback":{"from":"gemini-2.5-flash-image"'
 assert_contains "$one" 'seedream-4-0 is the cheapest healthy eligible candidate at expected $0.030000'
+
+# --- an auto job's cost cap holds for the model it moves to -----------------------------------
+# Two auto jobs at medium quality, routed to seedream-4-0 ($0.03), one capped at $0.03: when
+# seedream-4-0 fails, the uncapped one moves to the cheapest model that can do it
+# (gpt-image-1.5, $0.0339); every other model is over the cap, so the capped one waits for
+# seedream-4-0's breaker to let a probe through, and is served there once it is healthy again.
+printf '%s\n' \
+    '{"id":"capped","prompt":"a linen napkin","model":"auto","quality":"medium","max_cost_usd":"0.03","max_attempts":10}' \
+    '{"id":"twin","prompt":"a linen tablecloth","model":"auto","quality":"medium","max_attempts":10}' \
+    >"$IMGQ_TMP/cap.jsonl"
+"$IMGQ_BIN/imgq" submit --batch cap "$IMGQ_TMP/cap.jsonl" >/dev/null
+"$IMGQ_BIN/imgq" batch results cap | grep -c '"model":"seedream-4-0"' | grep -qx 2 ||
+    fail "the capped jobs were not routed to seedream-4-0"
+sim_fail seedream-4-0 1
+"$IMGQ_BIN/imgq-worker" --exit-when-idle --concurrency "$CONCURRENCY" --retry-base-ms 50 \
+    --retry-max-ms 200 --breaker-threshold 2 --breaker-cooldown-ms 1500 2>"$IMGQ_TMP/cap.log" &
+cap_worker=$!
+track_pid "$cap_worker"
+job_of() { "$IMGQ_BIN/imgq" batch results cap | grep "\"client_id\":\"$1\""; }
+twin_done() { job_of twin | grep -q '"state":"done"'; }
+wait_until 60 "the uncapped job served elsewhere" twin_done
+assert_eq "gpt-image-1.5 seedream-4-0" "$(python3 -c 'import json,sys; j=json.loads(sys.argv[1])
+print(j["model"], j["fallback"]["from"])' "$(job_of twin)")" "the uncapped job moved to the cheapest model"
+assert_not_contains "$(job_of capped)" '"state":"done"' "the capped job did not move over its cap"
+sim_fail seedream-4-0 0
+wait_pid "$cap_worker" 120 || fail "the worker did not finish the capped job"
+capped=$(job_of capped)
+assert_eq "done seedream-4-0 - 30000" "$(python3 -c 'import json,sys; j=json.loads(sys.argv[1])
+print(j["state"], j["model"], j.get("fallback", {}).get("from", "-"), j["cost_micros"])' "$capped")" \
+    "the capped job stayed on its model, within its cap"
 echo "PASS breaker_credit"

@@ -243,6 +243,34 @@ static void test_job_auto(void **state)
     assert_string_equal(s.model, "seedream-4-0");
     assert_null(s.quality); /* a flat model has no quality knob */
     imgq_job_spec_clear(&s);
+    /* The use case and the cap are kept on the job (a model it moves to must honour them),
+     * read back from the stored form, and left behind by a retarget. */
+    line = "{\"prompt\":\"a shirt\",\"model\":\"auto\",\"use_case\":\"thumbnail\","
+           "\"max_cost_usd\":\"0.0045\"}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0), 0);
+    assert_string_equal(s.use_case, "thumbnail");
+    assert_int_equal(s.max_cost, 4500);
+    char *stored = imgq_job_spec_to_json(&s);
+    assert_non_null(strstr(stored, "\"use_case\":\"thumbnail\""));
+    assert_non_null(strstr(stored, "\"max_cost_usd\":\"$0.004500\""));
+    struct imgq_job_spec back;
+    assert_int_equal(imgq_job_spec_from_json(stored, &back), 0);
+    assert_string_equal(back.use_case, "thumbnail");
+    assert_int_equal(back.max_cost, 4500);
+    struct imgq_job_spec moved;
+    assert_int_equal(imgq_job_retarget(cat, &back, "gpt-image-2", TODAY, &moved, &why), 0);
+    assert_null(moved.use_case);
+    assert_int_equal(moved.max_cost, 0);
+    assert_null(moved.routed);
+    imgq_job_spec_clear(&moved);
+    imgq_job_spec_clear(&back);
+    free(stored);
+    imgq_job_spec_clear(&s);
+    /* A damaged cap in a stored spec is refused. */
+    assert_int_equal(imgq_job_spec_from_json("{\"model\":\"gpt-image-2\",\"prompt\":\"a\","
+                                             "\"size\":\"1024x1024\",\"max_cost_usd\":\"lots\"}",
+                                             &back),
+                     IMGQ_EINVAL);
     line = "{\"prompt\":\"a\",\"model\":\"auto\",\"needs\":[\"telepathy\"]}";
     assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0),
                      IMGQ_EINVAL);
