@@ -2,8 +2,10 @@
  * breaker.h - per-model circuit breakers, shared by every worker through Redis
  * (src/lua/breaker.lua holds the state machine and its semantics).
  *
- * Before a provider call, ask breaker_choose() which of the job's candidate models (its own,
- * then its fallbacks) may be called now; after the call, tell breaker_report() how it ended.
+ * Before a provider call, ask breaker_choose() which of the job's candidate models may be
+ * called now (the worker asks about its own model first, then about the models it can move
+ * to, cheapest first, ranked with breaker_rates()); after the call, tell breaker_report() how
+ * it ended.
  * A model that failed --breaker-threshold times in a row (server errors, timeouts, network
  * errors, rate limits; not invalid_request, content_policy, auth) is skipped for
  * --breaker-cooldown-ms; then one caller at a time probes it: the probe's success closes the

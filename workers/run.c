@@ -165,7 +165,8 @@ struct job {
     int ncands;
     char *own_why;    /* why the own model took no call (while the fallbacks are ranked) */
     long own_wait_ms; /* and when it may */
-    bool tracked;     /* the model's breaker is kept (it has fallbacks, or is one) */
+    bool tracked;     /* the model's breaker is kept (it has fallbacks, is one, or the job
+                       * was routed automatically) */
     char *fallback_from, *fallback_why;
 
     /* Reference images (edits) fetched before the first call: nrefs + 1 for a mask. */
