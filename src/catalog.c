@@ -255,6 +255,54 @@ static int load_guidance(struct loader *ld, json_t *m, const char *ctx, struct i
 }
 
 /* "size_rule": integer limits that admit sizes beyond the 'sizes' list (catalog.h). */
+/* A calendar date written YYYY-MM-DD. */
+static bool is_date(const char *s)
+{
+    int y, mo, d;
+    char end;
+    if (strlen(s) != 10 || s[4] != '-' || s[7] != '-' ||
+        sscanf(s, "%4d-%2d-%2d%c", &y, &mo, &d, &end) != 3)
+        return false;
+    for (int i = 0; i < 10; i++)
+        if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9'))
+            return false;
+    static const int days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return mo >= 1 && mo <= 12 && d >= 1 && d <= days[mo - 1] && (mo != 2 || d < 29 || leap);
+}
+
+/*
+ * Whether the provider bills failed requests ("charges_failures", true or false; absent =
+ * false) and, as for the prices, where that fact comes from: "charges_failures_source" (a
+ * non-empty string) and "charges_failures_as_of" (YYYY-MM-DD), each optional.
+ */
+static int load_failure_billing(struct loader *ld, json_t *m, const char *ctx,
+                                struct imgq_model *out)
+{
+    json_t *cf = json_object_get(m, "charges_failures");
+    if (cf && !json_is_boolean(cf))
+        return fail(ld, IMGQ_EINVAL, "%s: field 'charges_failures' must be true or false", ctx);
+    out->charges_failures = json_is_true(cf);
+    json_t *src = json_object_get(m, "charges_failures_source");
+    if (src && (!json_is_string(src) || !*json_string_value(src)))
+        return fail(ld, IMGQ_EINVAL,
+                    "%s: field 'charges_failures_source' must be a non-empty string (where the "
+                    "failure-billing fact comes from)",
+                    ctx);
+    json_t *asof = json_object_get(m, "charges_failures_as_of");
+    if (asof && (!json_is_string(asof) || !is_date(json_string_value(asof))))
+        return fail(ld, IMGQ_EINVAL,
+                    "%s: field 'charges_failures_as_of' must be a date written YYYY-MM-DD", ctx);
+    if (asof && !src)
+        return fail(ld, IMGQ_EINVAL,
+                    "%s: field 'charges_failures_as_of' dates a 'charges_failures_source' that "
+                    "is missing",
+                    ctx);
+    out->charges_failures_source = opt_str(m, "charges_failures_source");
+    out->charges_failures_as_of = opt_str(m, "charges_failures_as_of");
+    return 0;
+}
+
 static int load_size_rule(struct loader *ld, json_t *m, const char *ctx, struct imgq_model *out)
 {
     json_t *o = json_object_get(m, "size_rule");
@@ -442,8 +490,8 @@ static int load_model(struct loader *ld, const char *name, json_t *m, struct img
     out->provider_edit_model = opt_str(m, "provider_edit_model");
     if ((r = load_strings(ld, m, ctx, "fallbacks", &out->fallbacks)))
         return r;
-    json_t *cf = json_object_get(m, "charges_failures");
-    out->charges_failures = json_is_true(cf);
+    if ((r = load_failure_billing(ld, m, ctx, out)))
+        return r;
     json_t *life = json_object_get(m, "lifecycle");
     if (life && !json_is_object(life))
         return fail(ld, IMGQ_EINVAL, "%s: field 'lifecycle' must be an object", ctx);
@@ -663,6 +711,8 @@ void imgq_catalog_free(imgq_catalog *cat)
         free(m->successor);
         free(m->source);
         free(m->as_of);
+        free(m->charges_failures_source);
+        free(m->charges_failures_as_of);
     }
     free(cat->models);
     for (size_t i = 0; i < cat->nroutes; i++) {

@@ -418,6 +418,8 @@ static int route_auto(const imgq_catalog *cat, json_t *o, const struct imgq_job_
     const struct imgq_route_candidate *c = res.chosen;
     s->model = imgq_xstrdup(c->model->name);
     s->routed = imgq_xasprintf("auto: %s (%s)", c->model->name, c->reason);
+    s->use_case = rq.use_case ? imgq_xstrdup(rq.use_case) : NULL;
+    s->max_cost = rq.max_cost;
     if (c->quality) {
         json_object_set_new(o, "quality", json_string(c->quality));
     } else {
@@ -971,6 +973,12 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
     set_str(o, "model", s->model);
     set_str(o, "alias", s->alias);
     set_str(o, "routed", s->routed);
+    set_str(o, "use_case", s->use_case);
+    if (s->max_cost > 0) {
+        char cap[48];
+        imgq_money_format(s->max_cost, 6, cap, sizeof cap);
+        json_object_set_new(o, "max_cost_usd", json_string(cap));
+    }
     set_str(o, "prompt", s->prompt);
     if (s->n != STORED_N)
         json_object_set_new(o, "n", json_integer(s->n));
@@ -1075,6 +1083,10 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
     s->model = dup_field(o, "model");
     s->alias = dup_field(o, "alias");
     s->routed = dup_field(o, "routed");
+    s->use_case = dup_field(o, "use_case");
+    const char *cap = json_string_value(json_object_get(o, "max_cost_usd"));
+    if (cap && imgq_money_parse(cap, &s->max_cost) != 0)
+        s->max_cost = -1; /* damaged: refused below */
     s->prompt = dup_field(o, "prompt");
     s->n = int_field_or(o, "n", STORED_N);
     s->size = dup_field(o, "size");
@@ -1124,7 +1136,7 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
         s->pipeline = json_incref(pl);
     json_decref(o);
     if (!refs_ok || !s->model || !s->prompt || !s->size || !s->output_format || !s->route ||
-        s->n < 1 || imgq_size_parse(s->size, &s->width, &s->height) != 0) {
+        s->max_cost < 0 || s->n < 1 || imgq_size_parse(s->size, &s->width, &s->height) != 0) {
         imgq_job_spec_clear(s);
         return IMGQ_EINVAL;
     }
@@ -1137,6 +1149,7 @@ void imgq_job_spec_clear(struct imgq_job_spec *s)
     free(s->model);
     free(s->alias);
     free(s->routed);
+    free(s->use_case);
     free(s->prompt);
     free(s->size);
     free(s->quality);
@@ -1178,6 +1191,8 @@ int imgq_job_retarget(const imgq_catalog *cat, const struct imgq_job_spec *spec,
     char *text;
     json_object_del(o, "alias");
     json_object_del(o, "routed");
+    json_object_del(o, "use_case"); /* (what routed it; the caller checks them) */
+    json_object_del(o, "max_cost_usd");
     json_object_set_new(o, "model", json_string(model));
     /* Quality: kept where the target has it; dropped on a model without the knob; else (a flat
      * job moving to a model with one, or a value it lacks) medium, the middle of the range. */

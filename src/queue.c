@@ -353,6 +353,33 @@ int imgq_queue_model_stats(imgq_queue *q, struct imgq_model_stats **out, size_t 
             s[j].failed = v;
     }
     freeReplyObject(r);
+    /* Whose breaker is open now (breaker.lua state: an open one past its cooldown is
+     * half-open, and takes a probe).  If Redis refuses the script the rates still stand: a
+     * job routed to an open breaker's model is moved by the worker. */
+    const char *args[] = {"state", "", "", "", ""};
+    json_t *states = NULL;
+    char err[256];
+    if (imgq_queue_script(q, IMGQ_SCRIPT_BREAKER, 5, args, &states, err, sizeof err) != 0)
+        states = NULL;
+    size_t nstates = json_array_size(states);
+    if (nstates > 0)
+        s = imgq_xrealloc(s, (count + nstates + 1) * sizeof *s);
+    for (size_t i = 0; i < nstates; i++) {
+        json_t *e = json_array_get(states, i);
+        const char *model = json_string_value(json_array_get(e, 0));
+        const char *state = json_string_value(json_array_get(e, 1));
+        if (!model || !state || strcmp(state, "open") != 0)
+            continue;
+        size_t j = 0;
+        while (j < count && strcmp(s[j].model, model) != 0)
+            j++;
+        if (j == count) {
+            memset(&s[count], 0, sizeof s[count]);
+            s[count++].model = imgq_xstrdup(model);
+        }
+        s[j].breaker_open = true;
+    }
+    json_decref(states);
     *out = s;
     *n = count;
     return 0;

@@ -35,6 +35,44 @@ static void money(imgq_micros v, char *buf, size_t len)
     imgq_money_format(v, 6, buf, len);
 }
 
+static const struct imgq_model_stats *stats_of(const struct imgq_model_stats *stats, size_t n,
+                                               const char *model)
+{
+    for (size_t i = 0; i < n; i++)
+        if (stats[i].model && strcmp(stats[i].model, model) == 0)
+            return &stats[i];
+    return NULL;
+}
+
+/* The observed share of calls that succeed; 1.0 with too little history to say. */
+static double success_rate(const struct imgq_model_stats *st)
+{
+    long long total = st ? st->ok + st->failed : 0;
+    return total >= MIN_CALLS_FOR_RATE ? (double)st->ok / (double)total : 1.0;
+}
+
+/*
+ * A priced candidate (cost and success_rate set): false, with the reason, if its breaker is
+ * open or it fails too often; else its expected cost is set.
+ */
+static bool healthy(const struct imgq_model_stats *st, struct imgq_route_candidate *c)
+{
+    if (st && st->breaker_open) {
+        snprintf(c->reason, sizeof c->reason, "circuit breaker open: takes no calls now");
+        return false;
+    }
+    if (c->success_rate < MIN_SUCCESS_RATE) {
+        snprintf(c->reason, sizeof c->reason, "unreliable: %.0f%% of calls succeed",
+                 c->success_rate * 100);
+        return false;
+    }
+    /* Where failed calls are billed, each success costs 1/p calls on average. */
+    c->expected = c->model->charges_failures && c->success_rate > 0
+                      ? (imgq_micros)((double)c->cost / c->success_rate + 0.5)
+                      : c->cost;
+    return true;
+}
+
 /* Price one model for the request, or say why it cannot take it. */
 static void evaluate(const imgq_catalog *cat, const struct imgq_route_request *req,
                      const char *quality, const struct imgq_use_case *uc,
@@ -42,13 +80,8 @@ static void evaluate(const imgq_catalog *cat, const struct imgq_route_request *r
                      struct imgq_route_candidate *c)
 {
     const struct imgq_model *m = c->model;
-    c->success_rate = 1.0;
-    for (size_t i = 0; i < nstats; i++)
-        if (stats[i].model && strcmp(stats[i].model, m->name) == 0) {
-            long long total = stats[i].ok + stats[i].failed;
-            if (total >= MIN_CALLS_FOR_RATE)
-                c->success_rate = (double)stats[i].ok / (double)total;
-        }
+    const struct imgq_model_stats *st = stats_of(stats, nstats, m->name);
+    c->success_rate = success_rate(st);
     if (shut_down(m, today)) {
         snprintf(c->reason, sizeof c->reason, "shut down on %s", m->shutdown);
         return;
@@ -113,15 +146,8 @@ static void evaluate(const imgq_catalog *cat, const struct imgq_route_request *r
         snprintf(c->reason, sizeof c->reason, "cannot be priced for this request");
         return;
     }
-    if (c->success_rate < MIN_SUCCESS_RATE) {
-        snprintf(c->reason, sizeof c->reason, "unreliable: %.0f%% of calls succeed",
-                 c->success_rate * 100);
+    if (!healthy(st, c))
         return;
-    }
-    /* Where failed calls are billed, each success costs 1/p calls on average. */
-    c->expected = m->charges_failures && c->success_rate > 0
-                      ? (imgq_micros)((double)c->cost / c->success_rate + 0.5)
-                      : c->cost;
     char a[48], b[48];
     money(c->expected, a, sizeof a);
     if (req->max_cost > 0 && c->expected > req->max_cost) {
@@ -194,4 +220,29 @@ void imgq_route_result_clear(struct imgq_route_result *r)
     free(r->quality);
     free(r->size);
     memset(r, 0, sizeof *r);
+}
+
+void imgq_route_rank(struct imgq_route_candidate *c, size_t n, const struct imgq_model_stats *stats,
+                     size_t nstats)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct imgq_model_stats *st = stats_of(stats, nstats, c[i].model->name);
+        c[i].success_rate = success_rate(st);
+        c[i].expected = 0;
+        if (!c[i].eligible)
+            continue;
+        c[i].eligible = healthy(st, &c[i]);
+        if (c[i].eligible) {
+            char a[48];
+            money(c[i].expected, a, sizeof a);
+            if (c[i].expected != c[i].cost)
+                snprintf(c[i].reason, sizeof c[i].reason,
+                         "expected %s (%.0f%% of calls succeed, failed calls billed)", a,
+                         c[i].success_rate * 100);
+            else
+                snprintf(c[i].reason, sizeof c[i].reason, "expected %s", a);
+        }
+    }
+    if (n > 1)
+        qsort(c, n, sizeof *c, by_expected);
 }

@@ -11,6 +11,7 @@
 
 #include "imgq/alloc.h"
 #include "imgq/log.h"
+#include "imgq/router.h"
 #include "worker.h"
 
 #define PROBE_SLACK_MS 5000L /* a probe's permit outlives its call by this much */
@@ -142,4 +143,55 @@ void breaker_report(struct worker *w, const char *model, bool ok, const char *cl
                        : "fail");
         free(m);
     }
+}
+
+/* rates ---------------------------------------------------------------------------------- */
+
+struct brates {
+    int n;
+    const char *models[BREAKER_MAX_MODELS];
+    breaker_rates_cb cb;
+    void *arg;
+};
+
+static void on_rates(struct worker *w, redisReply *r, void *arg)
+{
+    (void)w;
+    struct brates *b = arg;
+    struct imgq_model_stats stats[BREAKER_MAX_MODELS];
+    bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)(2 * b->n);
+    for (int i = 0; ok && i < b->n; i++) {
+        if (r->element[2 * i]->type != REDIS_REPLY_INTEGER ||
+            r->element[2 * i + 1]->type != REDIS_REPLY_INTEGER) {
+            ok = false;
+            break;
+        }
+        stats[i] = (struct imgq_model_stats){b->models[i], r->element[2 * i]->integer,
+                                             r->element[2 * i + 1]->integer, false};
+    }
+    b->cb(b->arg, ok ? stats : NULL);
+    free(b);
+}
+
+int breaker_rates(struct worker *w, const char *const *models, int n, breaker_rates_cb cb,
+                  void *arg)
+{
+    if (!w || !models || !cb || n < 1 || n > BREAKER_MAX_MODELS)
+        return IMGQ_EINVAL;
+    const char *args[5 + BREAKER_MAX_MODELS] = {"rates", "", "", "", ""};
+    struct brates *b = imgq_xcalloc(1, sizeof *b);
+    for (int i = 0; i < n; i++) {
+        if (!models[i] || !*models[i]) {
+            free(b);
+            return IMGQ_EINVAL;
+        }
+        args[5 + i] = b->models[i] = models[i];
+    }
+    b->n = n;
+    b->cb = cb;
+    b->arg = arg;
+    if (worker_script(w, IMGQ_SCRIPT_BREAKER, 5 + n, args, on_rates, b) == 0)
+        return 0;
+    free(b);
+    return IMGQ_EREDIS;
 }

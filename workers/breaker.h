@@ -2,8 +2,10 @@
  * breaker.h - per-model circuit breakers, shared by every worker through Redis
  * (src/lua/breaker.lua holds the state machine and its semantics).
  *
- * Before a provider call, ask breaker_choose() which of the job's candidate models (its own,
- * then its fallbacks) may be called now; after the call, tell breaker_report() how it ended.
+ * Before a provider call, ask breaker_choose() which of the job's candidate models may be
+ * called now (the worker asks about its own model first, then about the models it can move
+ * to, cheapest first, ranked with breaker_rates()); after the call, tell breaker_report() how
+ * it ended.
  * A model that failed --breaker-threshold times in a row (server errors, timeouts, network
  * errors, rate limits; not invalid_request, content_policy, auth) is skipped for
  * --breaker-cooldown-ms; then one caller at a time probes it: the probe's success closes the
@@ -55,5 +57,17 @@ int breaker_choose(struct worker *w, const char *const *models, int n, const cha
  */
 void breaker_report(struct worker *w, const char *model, bool ok, const char *cls,
                     const char *token);
+
+/*
+ * The observed outcomes of models[0..n) (provider calls that succeeded and failed, as the
+ * router counts them), for ranking a job's fallbacks.  cb is called exactly once, later from
+ * the loop, with stats[i] for models[i] (the model strings are the caller's); with stats NULL
+ * if Redis did not answer.  Returns 0, or IMGQ_EINVAL (bad arguments) or IMGQ_EREDIS (Redis
+ * unavailable), in which case cb is never called.
+ */
+struct imgq_model_stats;
+typedef void (*breaker_rates_cb)(void *arg, const struct imgq_model_stats *stats);
+int breaker_rates(struct worker *w, const char *const *models, int n, breaker_rates_cb cb,
+                  void *arg);
 
 #endif

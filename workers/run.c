@@ -24,6 +24,7 @@
 #include "imgq/image.h"
 #include "imgq/log.h"
 #include "imgq/quote.h"
+#include "imgq/router.h"
 #include "imgq/score.h"
 #include "imgq/sidecar.h"
 #include "imgq/ssrf.h"
@@ -128,7 +129,8 @@ struct job {
     bool slot_freed;   /* already uncounted from the worker's jobs in flight */
     bool handed;       /* its slot is promised to a successor (worker.h 'handed') */
     bool solo;         /* its completion goes alone: a call it shared got an error reply */
-    char *asked_model; /* the model of the stored spec (fallbacks change spec.model) */
+    char *asked_model; /* the model credited with the outcome: the stored spec's, then the one
+                        * that serves (begin_model) */
     bool lease_lost;
     uv_timer_t timer; /* S3 and Redis retry waits */
     bool timer_init;
@@ -177,8 +179,12 @@ struct job {
 
     /* Fallbacks: the candidate models (catalog strings) and, once moved, from where and why. */
     const char *cands[BREAKER_MAX_MODELS];
+    imgq_micros cand_expected[BREAKER_MAX_MODELS]; /* worst-case cost, then expected */
     int ncands;
-    bool tracked; /* the model's breaker is kept (it has fallbacks, or is one) */
+    char *own_why;    /* why the own model took no call (while the fallbacks are ranked) */
+    long own_wait_ms; /* and when it may */
+    bool tracked;     /* the model's breaker is kept (it has fallbacks, is one, or the job
+                       * was routed automatically) */
     char *fallback_from, *fallback_why;
 
     /* Reference images (edits) fetched before the first call: nrefs + 1 for a mask. */
@@ -326,6 +332,7 @@ static void job_free(struct job *j)
     free(j->attempt_json);
     free(j->fallback_from);
     free(j->fallback_why);
+    free(j->own_why);
     for (int i = 0; i < j->ndrafts; i++) {
         free(j->drafts[i].bucket);
         free(j->drafts[i].key);
@@ -2826,6 +2833,9 @@ static void begin_model(struct job *j)
         return;
     }
     j->ep.timeout_ms = w->opt.provider_timeout_ms;
+    /* The attempt's outcome (complete.lua, fail.lua) is credited to the model that serves it. */
+    free(j->asked_model);
+    j->asked_model = imgq_xstrdup(j->model->name);
     j->ep.model_id = j->model->provider_model;
     j->ep.edit_model_id = j->model->provider_edit_model;
     imgq_log(IMGQ_LOG_DEBUG, "job", "%s attempt %d: %s %s %s n=%d", j->id, j->attempt,
@@ -2844,75 +2854,230 @@ static void on_choose_timer(uv_timer_t *t)
     choose_model(t->data);
 }
 
-static void on_choose(void *arg, int pick, long wait_ms, const char *why)
+/* Whether the job can go on after a breaker answer; else it was ended (or is gone). */
+static bool choose_answer(struct job *j)
 {
-    struct job *j = arg;
     if (op_done(j))
-        return;
+        return false;
     if (j->lease_lost) {
         finish_fail(j, IMGQ_CLASS_NONE, 0, NULL, "lease lost before the provider was called", -1,
                     0);
+        return false;
+    }
+    return true;
+}
+
+/* No candidate admits a call: wait for the first to admit a probe, keeping the attempt
+ * (nothing was tried). */
+static void choose_wait(struct job *j, long wait_ms, const char *why)
+{
+    imgq_log(IMGQ_LOG_INFO, "job", "%s: no model available (%s); waiting %ld ms", j->id,
+             why ? why : "", wait_ms);
+    arm_timer(j, wait_ms > 0 ? wait_ms : 1000, on_choose_timer);
+}
+
+static void on_choose_fallback(void *arg, int pick, long wait_ms, const char *why)
+{
+    struct job *j = arg;
+    if (!choose_answer(j))
+        return;
+    if (pick < 0 || pick >= j->ncands - 1) {
+        long own = j->own_wait_ms;
+        choose_wait(j, own > 0 && own < wait_ms ? own : wait_ms, why);
         return;
     }
-    if (pick < 0 || pick >= j->ncands) {
-        /* Every candidate's breaker is open: wait for the first to admit a probe, keeping the
-         * attempt (nothing was tried). */
-        imgq_log(IMGQ_LOG_INFO, "job", "%s: no model available (%s); waiting %ld ms", j->id,
-                 why ? why : "", wait_ms);
-        arm_timer(j, wait_ms > 0 ? wait_ms : 1000, on_choose_timer);
+    int k = 1 + pick; /* j->cands[1..] are the fallbacks, cheapest expected first */
+    struct imgq_job_spec to;
+    struct imgq_job_problem why_not;
+    const char *from = j->model->name;
+    if (imgq_job_retarget(j->w->catalog, &j->spec, j->cands[k], time(NULL), &to, &why_not) != 0) {
+        /* Checked when the candidates were listed; the catalog cannot have changed. */
+        imgq_log(IMGQ_LOG_WARN, "job", "%s: cannot move to %s: %s", j->id, j->cands[k],
+                 why_not.reason);
+        begin_model(j);
         return;
     }
-    if (pick > 0) {
-        struct imgq_job_spec to;
-        struct imgq_job_problem why_not;
-        const char *from = j->model->name;
-        if (imgq_job_retarget(j->w->catalog, &j->spec, j->cands[pick], time(NULL), &to, &why_not) !=
-            0) {
-            /* Checked when the candidates were listed; the catalog cannot have changed. */
-            imgq_log(IMGQ_LOG_WARN, "job", "%s: cannot move to %s: %s", j->id, j->cands[pick],
-                     why_not.reason);
-        } else {
-            free(j->fallback_from);
-            free(j->fallback_why);
-            j->fallback_from = imgq_xstrdup(from);
-            j->fallback_why = imgq_xstrdup(why ? why : "");
-            imgq_job_spec_clear(&j->spec);
-            j->spec = to;
-            j->model = imgq_catalog_model(j->w->catalog, j->spec.model);
-            j->tracked = breaker_tracked(j->w->catalog, j->model);
-            imgq_log(IMGQ_LOG_INFO, "job", "%s: %s -> fallback %s (%s)", j->id, from,
-                     j->model->name, j->fallback_why);
+    char expected[48];
+    imgq_money_format(j->cand_expected[k], 6, expected, sizeof expected);
+    free(j->fallback_from);
+    free(j->fallback_why);
+    j->fallback_from = imgq_xstrdup(from);
+    j->fallback_why = imgq_xasprintf(
+        "%s; %s; %s is the cheapest healthy eligible candidate at expected %s (%d considered%s)",
+        j->own_why ? j->own_why : "", why ? why : "", j->cands[k], expected, j->ncands - 1,
+        j->spec.routed ? ": the catalog's fallbacks and every model that can do this auto job"
+                       : ": the catalog's fallbacks");
+    imgq_job_spec_clear(&j->spec);
+    j->spec = to;
+    j->model = imgq_catalog_model(j->w->catalog, j->spec.model);
+    j->tracked = true; /* (a fallback, or a model routed to automatically) */
+    imgq_log(IMGQ_LOG_INFO, "job", "%s: %s -> fallback %s (%s)", j->id, from, j->model->name,
+             j->fallback_why);
+    begin_model(j);
+}
+
+/* The fallbacks' observed outcomes are in: rank them by expected cost, then ask their breakers
+ * for the cheapest that takes a call now. */
+static void on_fallback_rates(void *arg, const struct imgq_model_stats *stats)
+{
+    struct job *j = arg;
+    if (!choose_answer(j))
+        return;
+    int n = j->ncands - 1;
+    struct imgq_route_candidate rc[BREAKER_MAX_MODELS];
+    for (int i = 0; i < n; i++)
+        rc[i] = (struct imgq_route_candidate){
+            .model = imgq_catalog_model(j->w->catalog, j->cands[1 + i]),
+            .cost = j->cand_expected[1 + i],
+            .eligible = true};
+    imgq_route_rank(rc, (size_t)n, stats, stats ? (size_t)n : 0);
+    int usable = 0;
+    for (int i = 0; i < n; i++) {
+        if (rc[i].eligible && j->spec.max_cost > 0 && rc[i].expected > j->spec.max_cost) {
+            /* An auto job's cost cap holds for any model it moves to. */
+            char a[48], b[48];
+            imgq_money_format(rc[i].expected, 6, a, sizeof a);
+            imgq_money_format(j->spec.max_cost, 6, b, sizeof b);
+            snprintf(rc[i].reason, sizeof rc[i].reason, "expected %s is over the cap %s", a, b);
+            rc[i].eligible = false;
         }
+        if (!rc[i].eligible) {
+            imgq_log(IMGQ_LOG_DEBUG, "job", "%s: fallback %s left out: %s", j->id,
+                     rc[i].model->name, rc[i].reason);
+            continue;
+        }
+        j->cands[1 + usable] = rc[i].model->name;
+        j->cand_expected[1 + usable] = rc[i].expected;
+        usable++;
+    }
+    j->ncands = 1 + usable;
+    if (usable == 0) {
+        choose_wait(j, j->own_wait_ms, j->own_why);
+        return;
+    }
+    if (breaker_choose(j->w, j->cands + 1, usable, j->token, on_choose_fallback, j) == 0) {
+        j->ops++;
+        return;
     }
     begin_model(j);
 }
 
+/* The quality an auto job was routed for (its own, or the best its model serves), which a
+ * model it moves to must serve too. */
+static const char *routed_quality(const struct job *j)
+{
+    static const char *const order[] = {"high", "medium", "low"};
+    for (int i = 0; i < 3; i++)
+        if (j->spec.quality && strcmp(j->spec.quality, order[i]) == 0)
+            return order[i];
+    for (int i = 0; i < 3; i++)
+        for (char **s = j->model->serves; s && *s; s++)
+            if (strcmp(*s, order[i]) == 0)
+                return order[i];
+    return "medium";
+}
+
+/* Add model 'name' to the job's candidates if the job can move to it, with its worst-case
+ * cost for the job. */
+static void add_candidate(struct job *j, const char *name, const char *quality)
+{
+    struct worker *w = j->w;
+    if (j->ncands >= BREAKER_MAX_MODELS)
+        return;
+    for (int i = 0; i < j->ncands; i++)
+        if (strcmp(j->cands[i], name) == 0)
+            return;
+    const struct imgq_model *fm = imgq_catalog_model(w->catalog, name);
+    if (!fm || !imgq_provider_ops_find(fm->api))
+        return;
+    if (quality) {
+        bool serves = false;
+        for (char **s = fm->serves; s && *s && !serves; s++)
+            serves = strcmp(*s, quality) == 0;
+        if (!serves)
+            return;
+    }
+    /* An auto job's use case may restrict its models (as it did the router's). */
+    const struct imgq_use_case *uc =
+        j->spec.use_case ? imgq_catalog_use_case(w->catalog, j->spec.use_case) : NULL;
+    if (uc && uc->models) {
+        bool listed = false;
+        for (char **m = uc->models; *m && !listed; m++)
+            listed = strcmp(*m, name) == 0;
+        if (!listed)
+            return;
+    }
+    struct imgq_job_spec to;
+    struct imgq_job_problem why;
+    if (imgq_job_retarget(w->catalog, &j->spec, name, time(NULL), &to, &why) != 0)
+        return;
+    struct imgq_request_shape shape = {to.quality,          to.width,          to.height,
+                                       to.n > 0 ? to.n : 1, strlen(to.prompt), to.nrefs};
+    imgq_micros cost;
+    int r = imgq_cost_ceiling(fm, j->route, &shape, &cost);
+    imgq_job_spec_clear(&to);
+    if (r != 0)
+        return;
+    j->cand_expected[j->ncands] = cost;
+    j->cands[j->ncands++] = fm->name;
+}
+
+static void on_choose(void *arg, int pick, long wait_ms, const char *why)
+{
+    struct job *j = arg;
+    if (!choose_answer(j))
+        return;
+    if (pick == 0) {
+        begin_model(j);
+        return;
+    }
+    /* The job's own model takes no call now.  The models it can move to: its model's
+     * fallbacks and, for a "model": "auto" job, every model that can do it (checked as at
+     * submit) and serves the quality it was routed for; ranked by what they are expected to
+     * cost (a model whose provider bills failed calls costs its price over its success rate). */
+    j->ncands = 1;
+    for (char **f = j->model->fallbacks; f && *f; f++)
+        add_candidate(j, *f, NULL);
+    if (j->spec.routed) {
+        const char *q = routed_quality(j);
+        for (size_t i = 0; imgq_catalog_model_at(j->w->catalog, i); i++)
+            add_candidate(j, imgq_catalog_model_at(j->w->catalog, i)->name, q);
+    }
+    if (j->ncands < 2) {
+        choose_wait(j, wait_ms, why);
+        return;
+    }
+    free(j->own_why);
+    j->own_why = imgq_xstrdup(why ? why : "");
+    j->own_wait_ms = wait_ms;
+    if (breaker_rates(j->w, j->cands + 1, j->ncands - 1, on_fallback_rates, j) == 0) {
+        j->ops++;
+        return;
+    }
+    j->ops++; /* (on_fallback_rates takes it back) */
+    on_fallback_rates(j, NULL);
+}
+
 /*
- * Which model serves the job: its own, unless that model's circuit breaker is open, then the
- * first of its fallbacks that can do the job (checked as at submit) and whose breaker admits
- * the call.  Models outside every fallback list skip the breakers (no round trip).
+ * Which model serves the job: its own, unless that model's circuit breaker is open; then the
+ * cheapest (by expected cost) of the models it can move to whose breaker admits the call
+ * (on_choose).  Models outside every fallback list skip the breakers (no round trip) unless
+ * the job was routed automatically.
  */
 static void choose_model(struct job *j)
 {
     struct worker *w = j->w;
-    j->tracked = breaker_tracked(w->catalog, j->model);
+    j->tracked = breaker_tracked(w->catalog, j->model) || j->spec.routed;
     if (!j->tracked) {
         begin_model(j);
         return;
     }
     j->ncands = 0;
+    j->cand_expected[0] = 0;
     j->cands[j->ncands++] = j->model->name;
-    for (char **f = j->model->fallbacks; f && *f && j->ncands < BREAKER_MAX_MODELS; f++) {
-        const struct imgq_model *fm = imgq_catalog_model(w->catalog, *f);
-        struct imgq_job_spec to;
-        struct imgq_job_problem why;
-        if (!fm || !imgq_provider_ops_find(fm->api) ||
-            imgq_job_retarget(w->catalog, &j->spec, *f, time(NULL), &to, &why) != 0)
-            continue;
-        imgq_job_spec_clear(&to);
-        j->cands[j->ncands++] = fm->name;
-    }
-    if (breaker_choose(w, j->cands, j->ncands, j->token, on_choose, j) == 0) {
+    /* First the job's own model alone: the others are listed and ranked only if it takes no
+     * call now. */
+    if (breaker_choose(w, j->cands, 1, j->token, on_choose, j) == 0) {
         j->ops++;
         return;
     }

@@ -97,6 +97,9 @@ struct imgq_model {
                                             whose price varies); 'tokens' holds micros */
     size_t nimage_prices;
     bool charges_failures; /* provider bills failed requests */
+    /* Where that billing fact comes from and its date (the provider's own billing docs), or
+     * NULL: catalog fields charges_failures_source and charges_failures_as_of (YYYY-MM-DD). */
+    char *charges_failures_source, *charges_failures_as_of;
     unsigned capabilities; /* OR of enum imgq_need */
     char **serves;         /* request qualities it is good enough for (routing); NULL-terminated */
     char *deprecated;      /* "YYYY-MM-DD" or NULL */

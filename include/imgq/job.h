@@ -40,6 +40,10 @@ struct imgq_job_spec {
     char *model;  /* catalog model name (an alias is resolved) */
     char *alias;  /* the name the job used, when it was an alias; else NULL */
     char *routed; /* "model": "auto": the router's choice and why; else NULL */
+    /* "model": "auto": the request's use case and cost cap (0 = none), kept (stored as
+     * use_case and max_cost_usd) so a model the job moves to honours them too; else NULL, 0. */
+    char *use_case;
+    imgq_micros max_cost;
     char *prompt;
     int n;
     char *size;
@@ -164,8 +168,9 @@ int imgq_job_route(const imgq_catalog *cat, const char *text, size_t len,
  * with the model swapped, validated by the same rules as a submitted job (imgq_job_parse), as
  * of 'today'.  The quality is kept when the target allows it, dropped for a model without a
  * quality knob, and set to "medium" (else the target's first quality) otherwise.  id, prompt,
- * size, n, references, knobs, route, team, priority and metadata carry over; alias and routed
- * do not, nor ref_data/mask_data (fetch again, or move them).  On success fills *out (clear it
+ * size, n, references, knobs, route, team, priority and metadata carry over; alias, routed,
+ * use_case and max_cost do not (an auto job's use case and cap are the caller's to check), nor
+ * ref_data/mask_data (fetch again, or move them).  On success fills *out (clear it
  * later); on refusal returns IMGQ_EINVAL with *why naming the field and the target's limit,
  * and leaves *out cleared.
  */

@@ -95,8 +95,9 @@ int imgq_queue_open(const char *url, const char *prefix, const char *queue, imgq
                     char *err, size_t errlen) IMGQ_MUST_CHECK;
 void imgq_queue_close(imgq_queue *q);
 const struct imgq_keys *imgq_queue_keys(const imgq_queue *q);
-/* Provider outcomes per model (for routing): a new array of *n entries whose strings are
- * owned by it; free with imgq_queue_model_stats_free. */
+/* Provider outcomes per model, credited to the model called, and whether its circuit breaker
+ * is open now (for routing): a new array of *n entries whose strings are owned by it; free
+ * with imgq_queue_model_stats_free. */
 struct imgq_model_stats;
 int imgq_queue_model_stats(imgq_queue *q, struct imgq_model_stats **out, size_t *n) IMGQ_MUST_CHECK;
 void imgq_queue_model_stats_free(struct imgq_model_stats *stats, size_t n);

@@ -33,10 +33,12 @@ struct imgq_route_request {
     const char *route;    /* price group, NULL = list */
 };
 
-/* Observed reliability of a model: calls that succeeded and failed. */
+/* Observed reliability of a model: calls that succeeded and failed, credited to the model
+ * that served them; and whether its circuit breaker is open now (it takes no calls). */
 struct imgq_model_stats {
     const char *model;
     long long ok, failed;
+    bool breaker_open;
 };
 
 struct imgq_route_candidate {
@@ -69,5 +71,16 @@ int imgq_route(const imgq_catalog *cat, const struct imgq_route_request *req,
                const struct imgq_model_stats *stats, size_t nstats, time_t today,
                struct imgq_route_result *out) IMGQ_MUST_CHECK;
 void imgq_route_result_clear(struct imgq_route_result *r);
+
+/*
+ * Rank the candidates a job may move to (a fallback): each has model and cost (its
+ * worst-case cost for the job) set by the caller, and eligible true if it can take the job.
+ * Fills success_rate and expected (as imgq_route: cost divided by the observed success rate
+ * where the provider bills failed calls), excludes (eligible false, with the reason) a model
+ * whose breaker is open or that is unreliable, and sorts the array cheapest expected first,
+ * the excluded last.  reason of an eligible candidate says its expected cost.
+ */
+void imgq_route_rank(struct imgq_route_candidate *c, size_t n, const struct imgq_model_stats *stats,
+                     size_t nstats);
 
 #endif

@@ -38,6 +38,7 @@
 --   choose  MODEL...          (the job's model first, then its fallbacks, in order)
 --   report  MODEL, ok|fail, error class
 --   state   (nothing; token, threshold and probe ttl are ignored, may be empty)
+--   rates   MODEL...          (read-only; token, threshold and probe ttl are ignored)
 -- Empty or invalid numbers take the defaults: threshold 5, cooldown 30000, probe ttl 60000.
 -- Returns:
 --   choose  {pick, wait_ms, reason, why}: pick is the 0-based index of the first model whose
@@ -46,6 +47,8 @@
 --           may admit a call (a busy probe: at most 1000, to look again soon).  why is for the
 --           record, e.g. "gpt-image-1.5 open for 12.3 s more; flux-dev closed".
 --   report  the state after the report: 'closed', 'open' or 'half_open'.
+--   rates   {ok, fail, ...}: per MODEL, its provider calls that succeeded and failed (lib.lua's
+--           P:{Q}:models), for a worker ranking a job's fallbacks by expected cost.
 --   state   {{model, state, fails, opened_at, left_ms, opens, class}, ...} sorted by model;
 --           left_ms: open: until half-open; half_open: until the probe permit lapses (0 if
 --           free); closed: 0.  opened_at is 0 and class '' when unknown.  Read-only.
@@ -171,6 +174,14 @@ elseif mode == 'report' then
   end
   redis.call('HSET', key, 'fails', b.fails, 'class', cls)
   return b.state
+elseif mode == 'rates' then
+  local out = {}
+  for i = 7, #ARGV do
+    local h = redis.call('HMGET', pfx .. 'models', 'ok:' .. ARGV[i], 'fail:' .. ARGV[i])
+    out[#out + 1] = tonumber(h[1]) or 0
+    out[#out + 1] = tonumber(h[2]) or 0
+  end
+  return out
 elseif mode == 'state' then
   local now = now_ms()
   local models = redis.call('SMEMBERS', pfx .. 'breakers')
@@ -189,4 +200,4 @@ elseif mode == 'state' then
   end
   return out
 end
-return redis.error_reply('breaker: mode must be choose, report or state')
+return redis.error_reply('breaker: mode must be choose, report, rates or state')

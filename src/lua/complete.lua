@@ -5,7 +5,7 @@
 -- ARGV: prefix, worker id, lease ms, next count, token prefix, then per job 7 values: job id,
 --       token, result JSON, cost micros of this attempt (informational: the job's and batch's
 --       cost come from the settlement of each provider call), images stored, attempt log
---       line, model asked for
+--       line, model that served (its successes are credited to it; '' = none)
 -- Returns {per job 1 recorded | 0 lease lost, then the claim result of lib.lua's claim_jobs}.
 local status = {}
 local ended_args, lease_ids = {}, {}

@@ -1,6 +1,6 @@
 -- fail: an attempt of a running job failed; schedule a retry or end the job in the dead-letter
 -- set; then lease the worker its next jobs in the same round trip.
--- ARGV: prefix, job id, token, error JSON, retry delay ms (-1 = do not retry), cost micros
+-- ARGV: prefix, job id, token, error JSON (its "model": the model called), retry delay ms (-1 = do not retry), cost micros
 --       charged for the failed attempt (informational: costs come from the settlement of each
 --       provider call), 1 if the attempt counts against max attempts,
 --       worker id, lease ms, next count, token prefix
@@ -13,10 +13,14 @@ if h[1] == 'running' and h[2] == tok then
   local now = now_ms()
   local delay = tonumber(ARGV[5])
   log_attempt(jk, ARGV[4])
-  -- A rate limit says nothing about the model; anything else that failed counts against it.
+  -- A rate limit says nothing about the model; anything else that failed counts against the
+  -- model that was called (the error's "model": a fallback's, once the job moved).
   local okd, err = pcall(cjson.decode, ARGV[4])
   local cls = okd and type(err) == 'table' and err.class or ''
-  if cls ~= 'rate_limit' and cls ~= 'none' and cls ~= 'storage' then model_outcome(jk, false) end
+  if cls ~= 'rate_limit' and cls ~= 'none' and cls ~= 'storage' then
+    model_outcome(jk, false, okd and type(err) == 'table' and type(err.model) == 'string' and
+      err.model or nil)
+  end
   redis.call('HSET', jk, 'error', ARGV[4])
   redis.call('HDEL', jk, 'token')
   coalesce_release(id, jk)

@@ -426,12 +426,17 @@ local function budget_settle(id, ck, cost, reason, model, route, attempt, call, 
   return 1
 end
 
--- Counts a provider outcome for the job's model: the router prefers models that succeed.
-local function model_outcome(jk, ok)
-  -- The spec's first "model" key is its own (imgq_job_spec_to_json puts no object before
-  -- it, and a quote inside a string value is escaped): no need to decode the whole spec.
-  local spec = job_spec(jk)
-  local model = spec and string.match(spec, '"model":"([^"\\]+)"')
+-- Counts a provider outcome for the model that served the attempt (a fallback's outcome is
+-- its own, not the asked model's): the router prefers models that succeed.  served: that
+-- model, or nil/'' for the job's stored model.
+local function model_outcome(jk, ok, served)
+  local model = served ~= '' and served or nil
+  if not model then
+    -- The spec's first "model" key is its own (imgq_job_spec_to_json puts no object before
+    -- it, and a quote inside a string value is escaped): no need to decode the whole spec.
+    local spec = job_spec(jk)
+    model = spec and string.match(spec, '"model":"([^"\\]+)"')
+  end
   if model then
     redis.call('HINCRBY', pfx .. 'models', (ok and 'ok:' or 'fail:') .. model, 1)
   end

@@ -159,7 +159,11 @@ assert_match "$state" '^m1 closed 0 0 0 1  m2 half_open [0-9]+ [0-9]+ 0 6 timeou
 note "errors"
 # (redis-cli exits 0 on an error reply: look at the text)
 assert_contains "$(cb report t m1 maybe 2>&1)" "outcome must be ok or fail" "bad outcome"
-assert_contains "$(cb frobnicate t 2>&1)" "mode must be choose, report or state" "bad mode"
+assert_contains "$(cb frobnicate t 2>&1)" "mode must be choose, report, rates or state" "bad mode"
+
+note "rates: the routing statistics of the models asked about, read-only"
+rcli HSET "${PFX}models" ok:m1 7 fail:m1 2 ok:m3 1 >/dev/null
+assert_eq "7 2 0 0 1 0" "$(cb rates "" m1 m2 m3 | paste -sd' ')" "ok and fail per model"
 
 note "imgq stats shows the breakers"
 stats=$("$IMGQ_BIN/imgq" stats)

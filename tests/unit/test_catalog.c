@@ -1005,6 +1005,27 @@ static void test_gpt_image_2_any_size(void **state)
     assert_int_equal(c, 26215);
 }
 
+/* Issue 13 item 6: the shipped catalog says, for every model, whether its provider bills
+ * failed requests and where that comes from; sd-3.5-large's does (seeds/004). */
+static void test_failure_billing_sources(void **state)
+{
+    const imgq_catalog *cat = *state;
+    int charging = 0;
+    for (size_t i = 0; imgq_catalog_model_at(cat, i); i++) {
+        const struct imgq_model *m = imgq_catalog_model_at(cat, i);
+        if (!m->charges_failures_source || !m->charges_failures_as_of)
+            fail_msg("model '%s' does not say where its failure billing comes from", m->name);
+        charging += m->charges_failures;
+    }
+    const struct imgq_model *sd = model(state, "sd-3.5-large");
+    assert_true(sd->charges_failures);
+    assert_non_null(strstr(sd->charges_failures_source, "seeds/004"));
+    assert_string_equal(sd->charges_failures_as_of, "2026-12-07");
+    assert_int_equal(charging, 1);
+    assert_false(model(state, "flux-1.1-pro")->charges_failures);
+    assert_non_null(strstr(model(state, "flux-1.1-pro")->charges_failures_source, "help.bfl.ai"));
+}
+
 static void test_new_model_fields(void **state)
 {
     const struct imgq_model *g2 = model(state, "gpt-image-2");
@@ -1072,6 +1093,8 @@ static void test_new_model_fields(void **state)
             assert_non_null(imgq_catalog_model(cat, *f));
 }
 
+#define FAILURE_MODEL(fields)                                                                      \
+    ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1}," fields "}")
 #define RULE_MODEL(rule)                                                                           \
     ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"           \
               "\"size_rule\":" rule "}")
@@ -1191,6 +1214,26 @@ static void test_load_errors_new_fields(void **state)
         {ONE_MODEL("{" FLAT_FIELDS ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
                    "\"provider_edit_model\":\"x-edit\"}"),
          {"model 'm1'", "'provider_edit_model' needs the 'edit' capability"}},
+        {FAILURE_MODEL("\"charges_failures\":\"yes\""),
+         {"model 'm1'", "'charges_failures' must be true or false"}},
+        {FAILURE_MODEL("\"charges_failures\":1"), {"model 'm1'", "'charges_failures'"}},
+        {FAILURE_MODEL("\"charges_failures\":true,\"charges_failures_source\":\"\""),
+         {"model 'm1'", "'charges_failures_source' must be a non-empty string"}},
+        {FAILURE_MODEL("\"charges_failures\":true,\"charges_failures_source\":[\"x\"]"),
+         {"model 'm1'", "'charges_failures_source'"}},
+        {FAILURE_MODEL("\"charges_failures_source\":\"docs\",\"charges_failures_as_of\":"
+                       "\"2026-13-01\""),
+         {"model 'm1'", "'charges_failures_as_of' must be a date written YYYY-MM-DD"}},
+        {FAILURE_MODEL("\"charges_failures_source\":\"docs\",\"charges_failures_as_of\":"
+                       "\"2026-02-29\""),
+         {"model 'm1'", "'charges_failures_as_of'"}},
+        {FAILURE_MODEL("\"charges_failures_source\":\"docs\",\"charges_failures_as_of\":"
+                       "\"2026-1-01x\""),
+         {"model 'm1'", "'charges_failures_as_of'"}},
+        {FAILURE_MODEL("\"charges_failures_source\":\"docs\",\"charges_failures_as_of\":20261201"),
+         {"model 'm1'", "'charges_failures_as_of'"}},
+        {FAILURE_MODEL("\"charges_failures\":false,\"charges_failures_as_of\":\"2026-12-01\""),
+         {"model 'm1'", "'charges_failures_source' that is missing"}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[512];
@@ -1201,6 +1244,16 @@ static void test_load_errors_new_fields(void **state)
             if (!strstr(err, cases[i].needles[k]))
                 fail_msg("case %zu: \"%s\" not in \"%s\"", i, cases[i].needles[k], err);
     }
+    /* Loaded fine: a failure-billing fact with its source and date (a leap day). */
+    imgq_catalog *fc =
+        load_ok(FAILURE_MODEL("\"charges_failures\":true,\"charges_failures_source\":"
+                              "\"the provider's billing page\","
+                              "\"charges_failures_as_of\":\"2028-02-29\""));
+    assert_true(imgq_catalog_model(fc, "m1")->charges_failures);
+    assert_string_equal(imgq_catalog_model(fc, "m1")->charges_failures_source,
+                        "the provider's billing page");
+    assert_string_equal(imgq_catalog_model(fc, "m1")->charges_failures_as_of, "2028-02-29");
+    imgq_catalog_free(fc);
     /* Loaded fine: a rule on a flat model; a fallback to a model defined later. */
     imgq_catalog *cat = load_ok("{\"version\":\"t\",\"models\":{\"m1\":{" FLAT_FIELDS
                                 ",\"billing\":\"per_image\",\"prices\":{\"per_image\":1},"
@@ -1288,6 +1341,7 @@ int main(void)
         cmocka_unit_test(test_size_rules),
         cmocka_unit_test(test_gpt_image_2_any_size),
         cmocka_unit_test(test_new_model_fields),
+        cmocka_unit_test(test_failure_billing_sources),
         cmocka_unit_test(test_load_errors_new_fields),
         cmocka_unit_test(test_rate_presets),
         cmocka_unit_test(test_load_file_errors),

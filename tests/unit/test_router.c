@@ -128,15 +128,102 @@ static void test_crossover_and_success_rates(void **state)
     assert_string_equal(pick(cat, rq, NULL, 0), "tok"); /* 999 tokens: $0.02997 */
     /* The flat model bills failures: at 80% success each image costs $0.0375 on average. */
     rq.quality = "medium";
-    struct imgq_model_stats st[] = {{"flat", 80, 20}, {"tok", 100, 0}};
+    struct imgq_model_stats st[] = {{"flat", 80, 20, false}, {"tok", 100, 0, false}};
     assert_string_equal(pick(cat, rq, st, 2), "tok");
     /* A model that fails most calls is left out, whatever its price. */
-    struct imgq_model_stats bad[] = {{"tok", 10, 90}};
+    struct imgq_model_stats bad[] = {{"tok", 10, 90, false}};
     rq.quality = "low";
     assert_string_equal(pick(cat, rq, bad, 1), "flat");
     /* Too little history says nothing. */
-    struct imgq_model_stats few[] = {{"tok", 1, 9}};
+    struct imgq_model_stats few[] = {{"tok", 1, 9, false}};
     assert_string_equal(pick(cat, rq, few, 1), "tok");
+    /* A model whose circuit breaker is open takes no auto job, however cheap. */
+    struct imgq_model_stats open[] = {{"tok", 0, 0, true}};
+    assert_string_equal(pick(cat, rq, open, 1), "flat");
+    struct imgq_route_result res;
+    assert_int_equal(imgq_route(cat, &rq, open, 1, TODAY, &res), 0);
+    for (size_t i = 0; i < res.ncandidates; i++)
+        if (strcmp(res.candidates[i].model->name, "tok") == 0) {
+            assert_false(res.candidates[i].eligible);
+            assert_non_null(strstr(res.candidates[i].reason, "circuit breaker open"));
+        }
+    imgq_route_result_clear(&res);
+    imgq_catalog_free(cat);
+}
+
+/* A job's fallbacks, ranked: cheapest expected cost first, where a provider that bills failed
+ * calls costs its price over its success rate; an open breaker or an unreliable model last. */
+static const char fallbacks[] =
+    "{\"version\":\"t\",\"models\":{"
+    "\"a\":{\"provider\":\"x\",\"api\":\"seedream\",\"billing\":\"per_image\","
+    "\"prices\":{\"per_image\":40000},\"sizes\":[\"1024x1024\"]},"
+    "\"b\":{\"provider\":\"x\",\"api\":\"seedream\",\"billing\":\"per_image\","
+    "\"prices\":{\"per_image\":30000},\"sizes\":[\"1024x1024\"],"
+    "\"charges_failures\":true},"
+    "\"c\":{\"provider\":\"x\",\"api\":\"seedream\",\"billing\":\"per_image\","
+    "\"prices\":{\"per_image\":35000},\"sizes\":[\"1024x1024\"]},"
+    "\"d\":{\"provider\":\"x\",\"api\":\"seedream\",\"billing\":\"per_image\","
+    "\"prices\":{\"per_image\":10000},\"sizes\":[\"1024x1024\"]}}}";
+
+static void rank_fill(const imgq_catalog *cat, struct imgq_route_candidate *c)
+{
+    static const char *const names[] = {"a", "b", "c", "d"};
+    static const imgq_micros costs[] = {40000, 30000, 35000, 10000};
+    for (int i = 0; i < 4; i++)
+        c[i] = (struct imgq_route_candidate){
+            .model = imgq_catalog_model(cat, names[i]), .cost = costs[i], .eligible = true};
+}
+
+static void test_rank_fallbacks(void **state)
+{
+    imgq_catalog *cat = NULL;
+    char err[256];
+    assert_int_equal(imgq_catalog_load_string(fallbacks, &cat, err, sizeof err), 0);
+    struct imgq_route_candidate c[4];
+    /* No history: by price. */
+    rank_fill(cat, c);
+    imgq_route_rank(c, 4, NULL, 0);
+    assert_string_equal(c[0].model->name, "d");
+    assert_string_equal(c[1].model->name, "b");
+    assert_string_equal(c[2].model->name, "c");
+    assert_string_equal(c[3].model->name, "a");
+    assert_int_equal(c[1].expected, 30000);
+    assert_string_equal(c[0].reason, "expected $0.010000");
+    /* d's breaker is open; b bills failures and succeeds 75% of the time: $0.04 expected, so
+     * c ($0.035) is the cheapest healthy one; b ties with a ($0.04) and the tie goes to the
+     * higher success rate, a. */
+    struct imgq_model_stats st[] = {
+        {"d", 0, 0, true}, {"b", 75, 25, false}, {"c", 40, 0, false}, {"a", 0, 0, false}};
+    rank_fill(cat, c);
+    imgq_route_rank(c, 4, st, 4);
+    assert_string_equal(c[0].model->name, "c");
+    assert_int_equal(c[0].expected, 35000);
+    assert_string_equal(c[1].model->name, "a");
+    assert_string_equal(c[2].model->name, "b");
+    assert_int_equal(c[2].expected, 40000);
+    assert_non_null(strstr(c[2].reason, "75% of calls succeed, failed calls billed"));
+    assert_string_equal(c[3].model->name, "d");
+    assert_false(c[3].eligible);
+    assert_non_null(strstr(c[3].reason, "circuit breaker open"));
+    /* A model that does not bill failures costs its price whatever its rate; an unreliable
+     * one (under half its calls succeed) is left out. */
+    struct imgq_model_stats st2[] = {{"c", 60, 40, false}, {"d", 10, 90, false}};
+    rank_fill(cat, c);
+    imgq_route_rank(c, 4, st2, 2);
+    assert_string_equal(c[0].model->name, "b");
+    assert_string_equal(c[1].model->name, "c");
+    assert_int_equal(c[1].expected, 35000);
+    assert_string_equal(c[3].model->name, "d");
+    assert_false(c[3].eligible);
+    assert_non_null(strstr(c[3].reason, "unreliable"));
+    /* Candidates the caller ruled out stay out, last. */
+    rank_fill(cat, c);
+    c[3].eligible = false;
+    snprintf(c[3].reason, sizeof c[3].reason, "cannot do this job");
+    imgq_route_rank(c, 4, NULL, 0);
+    assert_string_equal(c[0].model->name, "b");
+    assert_string_equal(c[3].model->name, "d");
+    assert_string_equal(c[3].reason, "cannot do this job");
     imgq_catalog_free(cat);
 }
 
@@ -156,6 +243,34 @@ static void test_job_auto(void **state)
     assert_string_equal(s.model, "seedream-4-0");
     assert_null(s.quality); /* a flat model has no quality knob */
     imgq_job_spec_clear(&s);
+    /* The use case and the cap are kept on the job (a model it moves to must honour them),
+     * read back from the stored form, and left behind by a retarget. */
+    line = "{\"prompt\":\"a shirt\",\"model\":\"auto\",\"use_case\":\"thumbnail\","
+           "\"max_cost_usd\":\"0.0045\"}";
+    assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0), 0);
+    assert_string_equal(s.use_case, "thumbnail");
+    assert_int_equal(s.max_cost, 4500);
+    char *stored = imgq_job_spec_to_json(&s);
+    assert_non_null(strstr(stored, "\"use_case\":\"thumbnail\""));
+    assert_non_null(strstr(stored, "\"max_cost_usd\":\"$0.004500\""));
+    struct imgq_job_spec back;
+    assert_int_equal(imgq_job_spec_from_json(stored, &back), 0);
+    assert_string_equal(back.use_case, "thumbnail");
+    assert_int_equal(back.max_cost, 4500);
+    struct imgq_job_spec moved;
+    assert_int_equal(imgq_job_retarget(cat, &back, "gpt-image-2", TODAY, &moved, &why), 0);
+    assert_null(moved.use_case);
+    assert_int_equal(moved.max_cost, 0);
+    assert_null(moved.routed);
+    imgq_job_spec_clear(&moved);
+    imgq_job_spec_clear(&back);
+    free(stored);
+    imgq_job_spec_clear(&s);
+    /* A damaged cap in a stored spec is refused. */
+    assert_int_equal(imgq_job_spec_from_json("{\"model\":\"gpt-image-2\",\"prompt\":\"a\","
+                                             "\"size\":\"1024x1024\",\"max_cost_usd\":\"lots\"}",
+                                             &back),
+                     IMGQ_EINVAL);
     line = "{\"prompt\":\"a\",\"model\":\"auto\",\"needs\":[\"telepathy\"]}";
     assert_int_equal(imgq_job_parse(cat, line, strlen(line), NULL, TODAY, &s, &why, NULL, 0),
                      IMGQ_EINVAL);
@@ -316,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_seed001_rule),
         cmocka_unit_test(test_use_cases),
         cmocka_unit_test(test_crossover_and_success_rates),
+        cmocka_unit_test(test_rank_fallbacks),
         cmocka_unit_test(test_job_auto),
         cmocka_unit_test(test_references_guidance_sizes),
         cmocka_unit_test(test_job_auto_references),
