@@ -7,6 +7,7 @@
 
 #include "imgq/alloc.h"
 #include "imgq/drift.h"
+#include "imgq/router.h"
 
 int imgq_quote_calls(const struct imgq_model *m, int n)
 {
@@ -85,8 +86,8 @@ static int price_on(const struct imgq_model *m, const struct imgq_route *route,
 }
 
 /* One stage (a job as the worker runs it): on its own model, and the worst case over the
- * fallbacks its model's circuit breaker may move it to (the worker's choose_model lists those
- * its job can be retargeted to). */
+ * models its model's circuit breaker may move it to (imgq_route_alternatives: the fallbacks,
+ * and for an auto job every model that can do it; those it can be retargeted to). */
 static int quote_stage(const imgq_catalog *cat, const struct imgq_job_spec *spec,
                        const struct imgq_route *route, time_t today, const struct imgq_drift *drift,
                        const char *stage, struct imgq_stage_quote *out)
@@ -105,7 +106,11 @@ static int quote_stage(const imgq_catalog *cat, const struct imgq_job_spec *spec
     if (rc)
         return rc;
     out->worst = out->own_worst;
-    for (char **f = m->fallbacks; f && *f; f++) {
+    /* Every model the worker may move the stage to (its choose_model lists the same). */
+    const char *alt[64];
+    int nalt = imgq_route_alternatives(cat, spec, m, alt, 64);
+    for (int k = 0; k < nalt; k++) {
+        const char *const *f = &alt[k];
         struct imgq_job_spec to;
         struct imgq_job_problem why;
         if (imgq_job_retarget(cat, spec, *f, today, &to, &why) != 0)

@@ -7,6 +7,7 @@
 
 #include "imgq/alloc.h"
 #include "imgq/job.h"
+#include "imgq/provider.h"
 
 #define MIN_CALLS_FOR_RATE 20 /* below this, a model's history says too little */
 #define MIN_SUCCESS_RATE 0.5  /* below this (with history), a model is left out */
@@ -245,4 +246,64 @@ void imgq_route_rank(struct imgq_route_candidate *c, size_t n, const struct imgq
     }
     if (n > 1)
         qsort(c, n, sizeof *c, by_expected);
+}
+
+/* The quality an auto job was routed for (its own, or the best its model serves), which a
+ * model it moves to must serve too. */
+static const char *routed_quality(const struct imgq_job_spec *spec, const struct imgq_model *m)
+{
+    static const char *const order[] = {"high", "medium", "low"};
+    for (int i = 0; i < 3; i++)
+        if (spec->quality && strcmp(spec->quality, order[i]) == 0)
+            return order[i];
+    for (int i = 0; i < 3; i++)
+        for (char **s = m->serves; s && *s; s++)
+            if (strcmp(*s, order[i]) == 0)
+                return order[i];
+    return "medium";
+}
+
+static bool listed(char *const *names, const char *name)
+{
+    for (char *const *p = names; p && *p; p++)
+        if (strcmp(*p, name) == 0)
+            return true;
+    return false;
+}
+
+static int add_alternative(const imgq_catalog *cat, const struct imgq_job_spec *spec,
+                           const struct imgq_model *m, const char *name, const char *quality,
+                           const char **out, int n, int max)
+{
+    if (n >= max || strcmp(name, m->name) == 0)
+        return n;
+    for (int i = 0; i < n; i++)
+        if (strcmp(out[i], name) == 0)
+            return n;
+    const struct imgq_model *fm = imgq_catalog_model(cat, name);
+    if (!fm || !imgq_provider_ops_find(fm->api))
+        return n;
+    if (quality && !listed(fm->serves, quality))
+        return n;
+    /* An auto job's use case may restrict its models (as it did the router's). */
+    const struct imgq_use_case *uc =
+        spec->use_case ? imgq_catalog_use_case(cat, spec->use_case) : NULL;
+    if (uc && uc->models && !listed(uc->models, name))
+        return n;
+    out[n++] = fm->name;
+    return n;
+}
+
+int imgq_route_alternatives(const imgq_catalog *cat, const struct imgq_job_spec *spec,
+                            const struct imgq_model *m, const char **out, int max)
+{
+    int n = 0;
+    for (char **f = m->fallbacks; f && *f; f++)
+        n = add_alternative(cat, spec, m, *f, NULL, out, n, max);
+    if (spec->routed) {
+        const char *q = routed_quality(spec, m);
+        for (size_t i = 0; imgq_catalog_model_at(cat, i); i++)
+            n = add_alternative(cat, spec, m, imgq_catalog_model_at(cat, i)->name, q, out, n, max);
+    }
+    return n;
 }

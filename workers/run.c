@@ -2962,51 +2962,16 @@ static void on_fallback_rates(void *arg, const struct imgq_model_stats *stats)
     begin_model(j);
 }
 
-/* The quality an auto job was routed for (its own, or the best its model serves), which a
- * model it moves to must serve too. */
-static const char *routed_quality(const struct job *j)
-{
-    static const char *const order[] = {"high", "medium", "low"};
-    for (int i = 0; i < 3; i++)
-        if (j->spec.quality && strcmp(j->spec.quality, order[i]) == 0)
-            return order[i];
-    for (int i = 0; i < 3; i++)
-        for (char **s = j->model->serves; s && *s; s++)
-            if (strcmp(*s, order[i]) == 0)
-                return order[i];
-    return "medium";
-}
-
-/* Add model 'name' to the job's candidates if the job can move to it, with its worst-case
- * cost for the job. */
-static void add_candidate(struct job *j, const char *name, const char *quality)
+/* Add model 'name' (imgq_route_alternatives) to the job's candidates if the job can move to
+ * it, with its worst-case cost for the job. */
+static void add_candidate(struct job *j, const char *name)
 {
     struct worker *w = j->w;
     if (j->ncands >= BREAKER_MAX_MODELS)
         return;
-    for (int i = 0; i < j->ncands; i++)
-        if (strcmp(j->cands[i], name) == 0)
-            return;
     const struct imgq_model *fm = imgq_catalog_model(w->catalog, name);
-    if (!fm || !imgq_provider_ops_find(fm->api))
+    if (!fm)
         return;
-    if (quality) {
-        bool serves = false;
-        for (char **s = fm->serves; s && *s && !serves; s++)
-            serves = strcmp(*s, quality) == 0;
-        if (!serves)
-            return;
-    }
-    /* An auto job's use case may restrict its models (as it did the router's). */
-    const struct imgq_use_case *uc =
-        j->spec.use_case ? imgq_catalog_use_case(w->catalog, j->spec.use_case) : NULL;
-    if (uc && uc->models) {
-        bool listed = false;
-        for (char **m = uc->models; *m && !listed; m++)
-            listed = strcmp(*m, name) == 0;
-        if (!listed)
-            return;
-    }
     struct imgq_job_spec to;
     struct imgq_job_problem why;
     if (imgq_job_retarget(w->catalog, &j->spec, name, time(NULL), &to, &why) != 0)
@@ -3036,13 +3001,10 @@ static void on_choose(void *arg, int pick, long wait_ms, const char *why)
      * submit) and serves the quality it was routed for; ranked by what they are expected to
      * cost (a model whose provider bills failed calls costs its price over its success rate). */
     j->ncands = 1;
-    for (char **f = j->model->fallbacks; f && *f; f++)
-        add_candidate(j, *f, NULL);
-    if (j->spec.routed) {
-        const char *q = routed_quality(j);
-        for (size_t i = 0; imgq_catalog_model_at(j->w->catalog, i); i++)
-            add_candidate(j, imgq_catalog_model_at(j->w->catalog, i)->name, q);
-    }
+    const char *alt[BREAKER_MAX_MODELS];
+    int nalt = imgq_route_alternatives(j->w->catalog, &j->spec, j->model, alt, BREAKER_MAX_MODELS);
+    for (int i = 0; i < nalt; i++)
+        add_candidate(j, alt[i]);
     if (j->ncands < 2) {
         choose_wait(j, wait_ms, why);
         return;

@@ -19,6 +19,8 @@
 #include "imgq/catalog.h"
 #include "imgq/error.h"
 
+struct imgq_job_spec;
+
 struct imgq_route_request {
     const char *quality;  /* low | medium | high, or NULL (use case or "medium") */
     const char *use_case; /* a key of the catalog's routing.use_cases, or NULL */
@@ -82,5 +84,17 @@ void imgq_route_result_clear(struct imgq_route_result *r);
  */
 void imgq_route_rank(struct imgq_route_candidate *c, size_t n, const struct imgq_model_stats *stats,
                      size_t nstats);
+
+/*
+ * The models a job on model m may be moved to when m takes no call (its circuit breaker is
+ * open): m's catalog fallbacks, in order, then, for a "model": "auto" job (spec->routed),
+ * every catalog model that serves the quality the job was routed for and that its use case
+ * admits.  Models this build cannot call and m itself are left out; each name once.  Names are
+ * borrowed from the catalog, at most max of them into out; returns how many.  Whether the job
+ * can really move there is imgq_job_retarget's to say.  The worker (choose_model) and
+ * imgq quote (the worst case over every model a stage may be served by) both use this list.
+ */
+int imgq_route_alternatives(const imgq_catalog *cat, const struct imgq_job_spec *spec,
+                            const struct imgq_model *m, const char **out, int max);
 
 #endif

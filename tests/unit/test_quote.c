@@ -18,6 +18,7 @@
 
 #include "imgq/job.h"
 #include "imgq/quote.h"
+#include "imgq/router.h"
 
 static void source_path(const char *rel, char *buf, size_t len)
 {
@@ -449,6 +450,36 @@ static void test_fallback_worst_case(void **state)
     imgq_job_spec_clear(&s);
 }
 
+/* An auto job may be moved to any model that can do it (imgq_route_alternatives, as the
+ * worker's choose_model): its worst case is the dearest of them, not only of its model's
+ * fallbacks. */
+static void test_auto_alternatives_worst_case(void **state)
+{
+    const imgq_catalog *cat = *state;
+    struct imgq_job_spec s = parsed(
+        cat,
+        "{\"prompt\":\"a mug\",\"model\":\"auto\",\"quality\":\"low\",\"size\":\"1024x1024\"}");
+    assert_non_null(s.routed);
+    const char *alt[64];
+    int n = imgq_route_alternatives(cat, &s, imgq_catalog_model(cat, s.model), alt, 64);
+    assert_true(n > 1);
+    struct imgq_job_quote q;
+    assert_int_equal(imgq_quote_job_at(cat, &s, NULL, TODAY, NULL, &q), 0);
+    for (int i = 0; i < n; i++) {
+        struct imgq_job_spec to;
+        struct imgq_job_problem why;
+        if (imgq_job_retarget(cat, &s, alt[i], TODAY, &to, &why) != 0)
+            continue;
+        struct imgq_job_quote tq;
+        assert_int_equal(imgq_quote_job_at(cat, &to, NULL, TODAY, NULL, &tq), 0);
+        if (tq.own_worst > q.worst)
+            fail_msg("%s costs %lld, above the auto job's worst case %lld", alt[i],
+                     (long long)tq.own_worst, (long long)q.worst);
+        imgq_job_spec_clear(&to);
+    }
+    imgq_job_spec_clear(&s);
+}
+
 static void test_money_text(void **state)
 {
     (void)state;
@@ -482,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_pipeline_stages),
         cmocka_unit_test(test_reference_worst_case),
         cmocka_unit_test(test_fallback_worst_case),
+        cmocka_unit_test(test_auto_alternatives_worst_case),
         cmocka_unit_test(test_money_text),
     };
     return cmocka_run_group_tests(tests, load_shipped, free_shipped);
