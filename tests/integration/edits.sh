@@ -29,28 +29,6 @@ PROMPT="a linen shirt, dyed indigo"
 
 # ---- helpers ------------------------------------------------------------------------------
 
-# mkpng OUT W H [rgba]: a real PNG (zlib + struct only).
-mkpng() {
-    python3 - "$@" <<'PY'
-import struct, sys, zlib
-out, w, h = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rgba = len(sys.argv) > 4
-bpp, ct = (4, 6) if rgba else (3, 2)
-def chunk(t, d):
-    return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)
-raw = b''.join(b'\0' + bytes((x * 7 + y) & 255 for x in range(w * bpp)) for y in range(h))
-open(out, 'wb').write(b'\x89PNG\r\n\x1a\n'
-                      + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, ct, 0, 0, 0))
-                      + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
-PY
-}
-upload() { # upload FILE KEY: PUT into s3rver, SigV4-signed by curl
-    local code
-    code=$(curl -sS -o "$IMGQ_TMP/put.out" -w '%{http_code}' -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-        --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-        -T "$1" "$AWS_ENDPOINT_URL_S3/$BUCKET/$2")
-    [[ "$code" == 200 ]] || fail "upload of $2: HTTP $code: $(cat "$IMGQ_TMP/put.out")"
-}
 stat_of() { # stat_of ENDPOINT FIELD: a /sim/stats counter
     curl -s "$SIM/sim/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['requests']['$1']['$2'])"
 }

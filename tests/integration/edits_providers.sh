@@ -32,25 +32,6 @@ PFX='imgq:{default}:'
 
 # ---- helpers ------------------------------------------------------------------------------
 
-mkpng() { # mkpng OUT W H: a real PNG (zlib + struct only)
-    python3 - "$@" <<'PY'
-import struct, sys, zlib
-out, w, h = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def chunk(t, d):
-    return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)
-raw = b''.join(b'\0' + bytes((x * 5 + y * 3) & 255 for x in range(w * 3)) for y in range(h))
-open(out, 'wb').write(b'\x89PNG\r\n\x1a\n'
-                      + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
-                      + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
-PY
-}
-upload() { # upload FILE KEY: PUT into s3rver, SigV4-signed by curl
-    local code
-    code=$(curl -sS -o "$IMGQ_TMP/put.out" -w '%{http_code}' -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-        --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-        -T "$1" "$AWS_ENDPOINT_URL_S3/$BUCKET/$2")
-    [[ "$code" == 200 ]] || fail "upload of $2: HTTP $code: $(cat "$IMGQ_TMP/put.out")"
-}
 stat_of() { # stat_of ENDPOINT FIELD: a /sim/stats counter
     curl -s "$SIM/sim/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['requests']['$1']['$2'])"
 }

@@ -28,19 +28,8 @@ simj() { curl -s "$SIM/sim/stats" | python3 -c "import json,sys; s=json.load(sys
 s3_up() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$S3_PORT/$BUCKET"; }
 
 # A reference image in the bucket (a small PNG made here).
-python3 - "$IMGQ_TMP/ref.png" <<'PY'
-import struct, sys, zlib
-w, h = 64, 48
-def chunk(t, d):
-    return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)
-raw = b''.join(b'\0' + bytes((x * 5 + y * 3) & 255 for x in range(w * 3)) for y in range(h))
-open(sys.argv[1], 'wb').write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
-                              + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
-PY
-code=$(curl -sS -o /dev/null -w '%{http_code}' -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-    --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-    -T "$IMGQ_TMP/ref.png" "$AWS_ENDPOINT_URL_S3/$BUCKET/refs/ref.png")
-assert_eq 200 "$code" "reference image uploaded"
+mkpng "$IMGQ_TMP/ref.png" 64 48
+upload "$IMGQ_TMP/ref.png" refs/ref.png
 REF="\"s3://$BUCKET/refs/ref.png\""
 PIPE='{"draft":{"model":"gpt-image-1-mini","n":2,"quality":"low"},"select":{"mode":"auto"},"refine":{"model":"gpt-image-1.5","quality":"low","use_draft_as_reference":true}}'
 cat >"$IMGQ_TMP/mix.jsonl" <<EOF2
