@@ -176,12 +176,27 @@ local function outbox_put(kind, url, data, job, batch)
   return id
 end
 
--- Events that reach webhooks, and the fields of theirs that are numbers in the payload.
+-- Events that reach webhooks.
 local WEBHOOK_EVENTS = {['job.completed'] = true, ['job.failed'] = true,
   ['job.review'] = true, ['batch.completed'] = true, ['selection.required'] = true}
-local NUMERIC_FIELDS = {cost_micros = true, total = true, done = true, failed = true,
-  canceled = true, expired = true, review = true, images = true, used_micros = true,
-  soft_micros = true, limit_micros = true, generations = true, drafts = true}
+
+-- The type of field k of event kind (EVENT_FIELDS, from event_fields.def): 'string', 'int' or
+-- 'json'.
+local function event_field_type(kind, k)
+  return EVENT_FIELDS[kind .. ' ' .. k] or EVENT_FIELDS['* ' .. k] or 'string'
+end
+
+-- The JSON text of an int field's value: its digits (not a Lua number through cjson, which
+-- writes 1e+12 for a trillion micros), or null when the value is not an integer.
+local function json_int(v)
+  if type(v) == 'number' then
+    if v == math.floor(v) and v > -1e15 and v < 1e15 then return string.format('%d', v) end
+    return 'null'
+  end
+  v = tostring(v)
+  if string.match(v, '^%-?%d+$') then return v end
+  return 'null'
+end
 
 -- The raw text of the JSON value that starts at position s of 'text' (an object, an array, a
 -- string or a scalar), or nil if it does not end.  Strings are skipped with their escapes.
@@ -218,8 +233,8 @@ local function raw_json(text)
 end
 
 -- The webhook of an event: a job's event goes to the job's URL, else its batch's; a batch's
--- to the batch's; budget.threshold to the URL given (budget_soft_check).
-local RAW_FIELDS = {error = true, drafts = true}
+-- to the batch's; budget.threshold to the URL given (budget_soft_check).  Each field of the
+-- payload has its type of event_fields.def.
 -- Webhook URLs already read in this script call: JOB_HOOK[id] (seeded by complete.lua, which
 -- reads the job's fields at once), BATCH_HOOK[batch]; false = none.
 local JOB_HOOK, BATCH_HOOK = {}, {}
@@ -248,12 +263,18 @@ local function notify(kind, fields, url)
     end
   end
   if not url or url == '' then return end
-  local data, raw = {}, {}
-  for i = 1, #fields - 1, 2 do
-    local k, v = fields[i], fields[i + 1]
-    if NUMERIC_FIELDS[k] and tonumber(v) then v = tonumber(v) end
-    if RAW_FIELDS[k] then raw[k] = raw_json(v) else data[k] = v end
+  -- data: the string fields (cjson encodes them); raw: the JSON text of the others, in order.
+  local data, raw, order = {}, {}, {}
+  local function put(k, v)
+    local t = event_field_type(kind, k)
+    if t == 'string' then
+      data[k] = tostring(v)
+      return
+    end
+    if not raw[k] then order[#order + 1] = k end
+    raw[k] = t == 'int' and json_int(v) or raw_json(v)
   end
+  for i = 1, #fields - 1, 2 do put(fields[i], fields[i + 1]) end
   if jk then
     local h = redis.call('HMGET', jk, 'result', 'result', 'cost', 'state', 'draft_cost')
     h[1] = job_spec(jk)
@@ -261,17 +282,18 @@ local function notify(kind, fields, url)
     -- it, so the first "metadata": is its own key.
     local at = h[1] and string.find(h[1], '"metadata":', 1, true)
     local md = at and json_value_at(h[1], at + 11)
-    if md then raw.metadata = md end
-    if kind == 'job.completed' and h[2] then raw.result = raw_json(h[2]) end
+    if md then
+      if not raw.metadata then order[#order + 1] = 'metadata' end
+      raw.metadata = md
+    end
+    if kind == 'job.completed' and h[2] then put('result', h[2]) end
     -- A pipeline job's cost includes its drafts'.
-    data.cost_micros = (tonumber(h[3]) or 0) + (tonumber(h[5]) or 0)
-    data.state = h[4]
+    put('cost_micros', (tonumber(h[3]) or 0) + (tonumber(h[5]) or 0))
+    if h[4] then put('state', h[4]) end
   end
   local text = cjson.encode(data)
   local parts = {}
-  for _, k in ipairs({'metadata', 'result', 'error', 'drafts'}) do
-    if raw[k] then parts[#parts + 1] = '"' .. k .. '":' .. raw[k] end
-  end
+  for _, k in ipairs(order) do parts[#parts + 1] = cjson.encode(k) .. ':' .. raw[k] end
   if #parts > 0 then
     text = (text == '{}' and '{' or string.sub(text, 1, -2) .. ',') .. table.concat(parts, ',') ..
       '}'
