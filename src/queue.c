@@ -503,6 +503,8 @@ int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_batch_
                 argv_add(&a, items[i].spec);
                 argv_addf(&a, items[i].max_attempts);
             }
+            argv_add(&a, "silent"); /* one batch.submitted per submission: imgq_queue_submitted */
+            argv_add(&a, "1");
             int ar = redisAppendCommandArgv(q->rc, (int)a.n, a.v, a.len);
             argv_free(&a);
             if (ar != REDIS_OK)
@@ -524,6 +526,15 @@ int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_batch_
         received++;
     }
     return 0;
+}
+
+int imgq_queue_submitted(imgq_queue *q, const char *batch, size_t created, size_t existing,
+                         char *err, size_t errlen)
+{
+    char totals[48];
+    snprintf(totals, sizeof totals, "%zu,%zu", created, existing);
+    const char *args[7] = {batch, "0", "0", "0", "", "submitted", totals};
+    return imgq_queue_script(q, IMGQ_SCRIPT_SUBMIT, 7, args, NULL, err, errlen);
 }
 
 static json_t *hash_to_json(redisReply *r)
