@@ -581,8 +581,12 @@ static json_t *hash_to_json(redisReply *r)
                                               "draft_images",
                                               "draft_cost",
                                               NULL};
+        /* (batch completion: see batch_completed in src/lua/lib.lua) */
+        static const char *const completion[] = {"open_calls", "completing", "completions", NULL};
         bool is_num = false;
         for (const char *const *n = numeric; *n && !is_num; n++)
+            is_num = strcmp(k, *n) == 0;
+        for (const char *const *n = completion; *n && !is_num; n++)
             is_num = strcmp(k, *n) == 0;
         char *e;
         long long x = strtoll(v, &e, 10);

@@ -309,8 +309,28 @@ local function emit(kind, ...)
   if WEBHOOK_EVENTS[kind] then notify(kind, {...}) end
 end
 
+-- batch.completed: a batch is complete when every job has ended AND every budget reservation
+-- of its provider calls is settled (P:{Q}:b:ID open_calls = 0), so the event's cost_micros is
+-- final: a job cancelled while its call is in flight is charged when that call ends, and only
+-- then does the batch complete.  Until then the batch is finished (its jobs ended) but
+-- 'completing'.  A batch revived after it completed (dlq retry, a new submission into it)
+-- completes again: 'completion' numbers the events of a batch (1, 2, ...), so each event is
+-- emitted exactly once and (batch, completion) identifies it.
+local function batch_completed(batch)
+  local bk = pfx .. 'b:' .. batch
+  redis.call('HDEL', bk, 'completing')
+  local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired', 'review',
+    'cost', 'images', 'draft_jobs')
+  local completion = redis.call('HINCRBY', bk, 'completions', 1)
+  -- (counts include the draft jobs of pipelines, 'drafts' of them; images do not)
+  emit('batch.completed', 'batch', batch, 'completion', completion, 'total', c[1] or 0,
+    'done', c[2] or 0, 'failed', c[3] or 0, 'canceled', c[4] or 0, 'expired', c[5] or 0,
+    'review', c[6] or 0, 'cost_micros', c[7] or 0, 'images', c[8] or 0, 'drafts', c[9] or 0)
+end
+
 -- Moves n jobs of a batch from one state counter to another (batch and queue counters), and
--- stamps the batch finished, with one batch.completed event, when every job has ended.
+-- stamps the batch finished when every job has ended; batch.completed follows once its open
+-- reservations are settled (batch_completed).
 local function batch_move(batch, from, to, n)
   local bk = pfx .. 'b:' .. batch
   -- (arguments as strings: Redis formats a Lua number with %.17g, which costs more than the
@@ -326,17 +346,17 @@ local function batch_move(batch, from, to, n)
     redis.call('HINCRBY', STATS, to, up)
   end
   if to == 'done' or to == 'failed' or to == 'canceled' or to == 'expired' or to == 'review' then
-    local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired', 'review')
+    local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired', 'review',
+      'open_calls')
     local over = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0) +
       (tonumber(c[5]) or 0) + (tonumber(c[6]) or 0)
     if over >= (tonumber(c[1]) or 0) and redis.call('HSETNX', bk, 'finished', now_ms()) == 1 then
       redis.call('ZADD', pfx .. 'finished', now_ms(), batch)
-      local s = redis.call('HMGET', bk, 'cost', 'images', 'draft_jobs')
-      -- (counts include the draft jobs of pipelines, 'drafts' of them; images do not)
-      emit('batch.completed', 'batch', batch, 'total', c[1], 'done', c[2] or 0,
-        'failed', c[3] or 0, 'canceled', c[4] or 0, 'expired', c[5] or 0,
-        'review', c[6] or 0, 'cost_micros', s[1] or 0, 'images', s[2] or 0,
-        'drafts', s[3] or 0)
+      if (tonumber(c[7]) or 0) > 0 then
+        redis.call('HSET', bk, 'completing', 1)
+      else
+        batch_completed(batch)
+      end
       redis.call('ZREM', pfx .. 'deadlines', batch)
       redis.call('ZREM', pfx .. 'gates', batch)
       redis.call('HDEL', bk, 'gated')
@@ -423,6 +443,7 @@ local function budget_settle(id, ck, cost, reason, model, route, attempt, call, 
     end
     redis.call('HDEL', jk, 'resv:' .. ck)
   end
+  local batch = resv and redis.call('HGET', jk, 'batch')
   if cost ~= 0 or reason ~= 'free' then
     local h = redis.call('HMGET', jk, 'batch', 'team')
     redis.call('XADD', pfx .. 'ledger', '*', 'job', id, 'batch', h[1] or '', 'team', h[2] or '',
@@ -443,6 +464,21 @@ local function budget_settle(id, ck, cost, reason, model, route, attempt, call, 
     if existed and cost ~= 0 then
       redis.call('HINCRBY', jk, 'cost', cost)
       if h[1] and h[1] ~= '' then redis.call('HINCRBY', pfx .. 'b:' .. h[1], 'cost', cost) end
+    end
+  end
+  -- One reservation of the batch fewer open (budget.lua reserve counts them): the last one of a
+  -- finished batch completes it, its cost now final.
+  if batch and batch ~= '' then
+    local bk = pfx .. 'b:' .. batch
+    if redis.call('HINCRBY', bk, 'open_calls', -1) <= 0 then
+      redis.call('HDEL', bk, 'open_calls')
+      if redis.call('HEXISTS', bk, 'completing') == 1 then
+        if redis.call('HEXISTS', bk, 'finished') == 1 then
+          batch_completed(batch)
+        else
+          redis.call('HDEL', bk, 'completing')
+        end
+      end
     end
   end
   return 1

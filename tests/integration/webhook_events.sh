@@ -76,7 +76,7 @@ failed = by[("/batch", "job.failed")][0]
 assert failed["error"]["class"] == "invalid_request" and failed["state"] == "failed", failed
 batch = by[("/batch", "batch.completed")][0]
 assert batch["batch"] == "ev" and batch["total"] == 3 and batch["done"] == 2 and batch["failed"] == 1, batch
-assert type(batch["drafts"]) is int and batch["drafts"] == 0, batch
+assert batch["completion"] == 1 and type(batch["drafts"]) is int and batch["drafts"] == 0, batch
 assert batch["cost_micros"] == own["cost_micros"] + by[("/batch", "job.completed")][0]["cost_micros"], batch
 b = by[("/budget", "budget.threshold")][0]
 assert b["budget"] == "batch:ev" and b["used_micros"] >= b["soft_micros"] == 3000, b
