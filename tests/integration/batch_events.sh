@@ -79,12 +79,18 @@ slow_id=$(imgq batch results slow | grep -o '"id":"j[0-9a-z]*"' | cut -d'"' -f4)
 reserved() { redis-cli -p "$REDIS_PORT" hkeys "imgq:{default}:j:$slow_id" | grep -q '^resv:'; }
 wait_until 30 "the slow job's provider call to be reserved" reserved
 assert_contains "$(imgq cancel --batch slow)" "1 job(s) cancelled"
-# Its call is still in flight (4 s): nothing is final yet.
-assert_eq "" "$(events_json slow batch.completed)" "no batch.completed while a call is open"
+# Its call is still in flight (4 s): nothing is final yet.  (Checked only if the call was
+# still open after the look, so that a slow machine cannot make it wrong.)
+ev=$(events_json slow batch.completed)
 st=$(imgq batch status slow --json)
 assert_eq 1 "$(field "$st" canceled)" "the job is cancelled"
-assert_contains "$st" '"completing":true'
-assert_eq 1 "$(field "$st" open_calls)" "batch status counts the open call"
+if reserved; then
+    assert_eq "" "$ev" "no batch.completed while a call is open"
+    assert_contains "$st" '"completing":true'
+    assert_eq 1 "$(field "$st" open_calls)" "batch status counts the open call"
+else
+    note "the slow call ended before the test looked: the open state was not checked"
+fi
 completed() { [ -n "$(events_json slow batch.completed)" ]; }
 wait_until 60 "batch.completed of the cancelled batch" completed
 wait_pid $w 60 || fail "the worker did not finish after the cancel"
