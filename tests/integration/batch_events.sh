@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Batch events as a consumer counts on them: one batch.submitted per submit (not one per
-# 256-line chunk), with its totals; batch.completed once per completion of a batch, numbered
+# 256-line chunk, or one per 16,384-line part of a file), with its totals; batch.completed once per completion of a batch, numbered
 # (a batch revived by `dlq retry --batch` completes again with completion 2), and only when
 # every provider call of the batch is settled, so its cost is final (a batch cancelled while a
 # slow call is in flight completes when that call is charged); every field of every event of
@@ -48,6 +48,15 @@ ev=$(events_json big batch.completed)
 assert_eq 1 "$(grep -c . <<<"$ev")" "one batch.completed for big"
 assert_contains "$ev" '"completion":1'
 assert_contains "$ev" '"done":610'
+
+# 17,000 lines: more than one of the CLI's 16,384-job chunks too.
+gen huge 1 17000 >"$IMGQ_TMP/huge.jsonl"
+imgq submit --batch huge "$IMGQ_TMP/huge.jsonl" >/dev/null 2>&1
+ev=$(events_json huge batch.submitted)
+assert_eq 1 "$(grep -c . <<<"$ev")" "one batch.submitted for one 17,000-line submit"
+assert_contains "$ev" '"jobs":17000'
+assert_contains "$ev" '"total":17000'
+imgq cancel --batch huge >/dev/null
 
 # --- Revival: a batch whose failed job is replayed (dlq retry --batch) completes again, and
 # the second batch.completed says so.
