@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Batch events as a consumer counts on them: one batch.submitted per submit (not one per
 # 256-line chunk, nor one per 16,384-line part of a file), with its totals; batch.completed
-# once per completion of a batch, numbered (a batch revived by `dlq retry --batch` completes again with completion 2), and only when
-# every provider call of the batch is settled, so its cost is final (a batch cancelled while a
-# slow call is in flight completes when that call is charged); every field of every event of
-# `imgq events --json` of the type src/lua/event_fields.def gives it (counts are integers).
+# once per completion of a batch, numbered (a batch revived by `dlq retry --batch` completes
+# again with completion 2), and only when every provider call of the batch is settled, so its
+# cost is final (a batch cancelled while a slow call is in flight completes when that call is
+# charged); every field of every event of `imgq events --json` of the type
+# src/lua/event_fields.def gives it (counts are integers).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/env.sh"
 imgq_env_setup
