@@ -21,4 +21,8 @@ extern const char imgq__lua_pipeline[];
 extern const char imgq__lua_coalesce[];
 extern const char imgq__lua_webhook[];
 
+/* The events' field types, from src/lua/event_fields.def: (event, field, type) triples, then
+ * NULL; event "*" is every event, type is "string", "int" or "json". */
+extern const char *const imgq__event_fields[];
+
 #endif

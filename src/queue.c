@@ -530,6 +530,8 @@ int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_batch_
                 argv_add(&a, items[i].spec);
                 argv_addf(&a, items[i].max_attempts);
             }
+            argv_add(&a, "silent"); /* one batch.submitted per submission: imgq_queue_submitted */
+            argv_add(&a, "1");
             int ar = redisAppendCommandArgv(q->rc, (int)a.n, a.v, a.len);
             argv_free(&a);
             if (ar != REDIS_OK)
@@ -551,6 +553,15 @@ int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_batch_
         received++;
     }
     return 0;
+}
+
+int imgq_queue_submitted(imgq_queue *q, const char *batch, size_t created, size_t existing,
+                         char *err, size_t errlen)
+{
+    char totals[48];
+    snprintf(totals, sizeof totals, "%zu,%zu", created, existing);
+    const char *args[7] = {batch, "0", "0", "0", "", "submitted", totals};
+    return imgq_queue_script(q, IMGQ_SCRIPT_SUBMIT, 7, args, NULL, err, errlen);
 }
 
 static json_t *hash_to_json(redisReply *r)
@@ -597,8 +608,12 @@ static json_t *hash_to_json(redisReply *r)
                                               "draft_images",
                                               "draft_cost",
                                               NULL};
+        /* (batch completion: see batch_completed in src/lua/lib.lua) */
+        static const char *const completion[] = {"open_calls", "completing", "completions", NULL};
         bool is_num = false;
         for (const char *const *n = numeric; *n && !is_num; n++)
+            is_num = strcmp(k, *n) == 0;
+        for (const char *const *n = completion; *n && !is_num; n++)
             is_num = strcmp(k, *n) == 0;
         char *e;
         long long x = strtoll(v, &e, 10);

@@ -135,10 +135,16 @@ struct imgq_batch_schedule {
  * per line).  created[i] (may be NULL) becomes 1 if item i was enqueued, 0 if its idempotency
  * key was already known.  Each chunk is atomic; if the connection fails mid-way, what was
  * written stays and resubmitting the same items completes the rest without duplicates.
+ * Emits no event: a submission made of several calls ends with imgq_queue_submitted.
  */
 int imgq_queue_submit(imgq_queue *q, const char *batch, const struct imgq_batch_schedule *sched,
                       const struct imgq_submit_item *items, size_t n, unsigned char *created,
                       char *err, size_t errlen) IMGQ_MUST_CHECK;
+
+/* A submission into batch is over: its one batch.submitted event, with the jobs it created, those
+ * already present and the batch's total (none if it created nothing). */
+int imgq_queue_submitted(imgq_queue *q, const char *batch, size_t created, size_t existing,
+                         char *err, size_t errlen) IMGQ_MUST_CHECK;
 
 /* The batch's counters as a new JSON object; IMGQ_ENOTFOUND if no such batch. */
 int imgq_queue_batch_info(imgq_queue *q, const char *batch, json_t **out) IMGQ_MUST_CHECK;

@@ -76,6 +76,10 @@ static int batch_status(const char *id, int json)
         json_object_set(o, "created_ms", json_object_get(info, "created"));
         if (json_object_get(info, "finished"))
             json_object_set(o, "finished_ms", json_object_get(info, "finished"));
+        /* batch.completed: how many so far, and whether one waits for open provider calls. */
+        json_object_set_new(o, "completions", json_integer(field_int(info, "completions")));
+        json_object_set_new(o, "completing", json_boolean(json_object_get(info, "completing")));
+        json_object_set_new(o, "open_calls", json_integer(field_int(info, "open_calls")));
         char *text = json_dumps(o, JSON_COMPACT);
         printf("%s\n", text);
         free(text);
@@ -93,6 +97,9 @@ static int batch_status(const char *id, int json)
         printf("  %-14s %lld\n", "images", (long long)field_int(info, "images"));
         print_money(stdout, "  cost           ", cost);
         printf("\n");
+        if (json_object_get(info, "completing"))
+            printf("  completing: %lld provider call(s) not yet charged; batch.completed follows\n",
+                   (long long)field_int(info, "open_calls"));
     }
     json_decref(info);
     return IMGQ_EXIT_OK;

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "imgq/alloc.h"
 #include "imgq/drift.h"
+#include "imgq/events.h"
 
 /* stats --------------------------------------------------------------------------------- */
 
@@ -200,11 +202,12 @@ static int print_event(const redisReply *e, const char *batch, int json)
         e->element[1]->type != REDIS_REPLY_ARRAY)
         return 0;
     const redisReply *f = e->element[1];
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_string(e->element[0]->str));
-    json_object_set_new(o, "time_ms", json_integer(atoll(e->element[0]->str)));
-    for (size_t i = 0; i + 1 < f->elements; i += 2)
-        json_object_set_new(o, f->element[i]->str, json_string(f->element[i + 1]->str));
+    /* Each field of its type (events.h: counts are integers, documents JSON). */
+    const char **kv = imgq_xcalloc(f->elements + 1, sizeof *kv);
+    for (size_t i = 0; i < f->elements; i++)
+        kv[i] = f->element[i]->str;
+    json_t *o = imgq_event_to_json(e->element[0]->str, kv, f->elements);
+    free(kv);
     const char *b = json_string_value(json_object_get(o, "batch"));
     if (batch && (!b || strcmp(b, batch) != 0)) {
         json_decref(o);
@@ -225,8 +228,15 @@ static int print_event(const redisReply *e, const char *batch, int json)
         json_t *v;
         json_object_foreach(o, key, v)
         {
-            if (strcmp(key, "id") && strcmp(key, "time_ms") && strcmp(key, "type"))
+            if (!strcmp(key, "id") || !strcmp(key, "time_ms") || !strcmp(key, "type"))
+                continue;
+            if (json_is_string(v)) {
                 printf(" %s=%s", key, json_string_value(v));
+            } else {
+                char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                printf(" %s=%s", key, text ? text : "");
+                free(text);
+            }
         }
         printf("\n");
     }

@@ -611,6 +611,13 @@ int imgq_cmd_submit(int argc, char **argv)
         rc = IMGQ_EXIT_FAIL;
     pending_clear(&bufs[0]);
     pending_clear(&bufs[1]);
+    if (s.total_created > 0) {
+        /* One batch.submitted for the whole submission, with its totals. */
+        char eerr[512];
+        if (imgq_queue_submitted(q, batch, s.total_created, s.total_existing, eerr, sizeof eerr) !=
+            0)
+            fprintf(stderr, "imgq submit: batch %s: the batch.submitted event: %s\n", batch, eerr);
+    }
     if (rc == IMGQ_EXIT_OK) {
         if (json)
             printf("{\"batch\":\"%s\",\"created\":%zu,\"existing\":%zu}\n", batch, s.total_created,

@@ -188,6 +188,8 @@ if mode == 'reserve' then
   end
   redis.call('HSET', jk, 'resv:' .. ck, string.format('%d|%s|%s|%s|%s|%d', amount,
     table.concat(wkeys, ','), model, route, cell, base))
+  -- The batch counts its open reservations: it completes when none is left (batch_move).
+  if h[4] and h[4] ~= '' then redis.call('HINCRBY', pfx .. 'b:' .. h[4], 'open_calls', 1) end
   return {0, amount}
 elseif mode == 'settle' then
   return budget_settle(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],

@@ -176,12 +176,27 @@ local function outbox_put(kind, url, data, job, batch)
   return id
 end
 
--- Events that reach webhooks, and the fields of theirs that are numbers in the payload.
+-- Events that reach webhooks.
 local WEBHOOK_EVENTS = {['job.completed'] = true, ['job.failed'] = true,
   ['job.review'] = true, ['batch.completed'] = true, ['selection.required'] = true}
-local NUMERIC_FIELDS = {cost_micros = true, total = true, done = true, failed = true,
-  canceled = true, expired = true, review = true, images = true, used_micros = true,
-  soft_micros = true, limit_micros = true, generations = true, drafts = true}
+
+-- The type of field k of event kind (EVENT_FIELDS, from event_fields.def): 'string', 'int' or
+-- 'json'.
+local function event_field_type(kind, k)
+  return EVENT_FIELDS[kind .. ' ' .. k] or EVENT_FIELDS['* ' .. k] or 'string'
+end
+
+-- The JSON text of an int field's value: its digits (not a Lua number through cjson, which
+-- writes 1e+12 for a trillion micros), or null when the value is not an integer.
+local function json_int(v)
+  if type(v) == 'number' then
+    if v == math.floor(v) and v > -1e15 and v < 1e15 then return string.format('%d', v) end
+    return 'null'
+  end
+  v = tostring(v)
+  if string.match(v, '^%-?%d+$') then return v end
+  return 'null'
+end
 
 -- The raw text of the JSON value that starts at position s of 'text' (an object, an array, a
 -- string or a scalar), or nil if it does not end.  Strings are skipped with their escapes.
@@ -218,8 +233,8 @@ local function raw_json(text)
 end
 
 -- The webhook of an event: a job's event goes to the job's URL, else its batch's; a batch's
--- to the batch's; budget.threshold to the URL given (budget_soft_check).
-local RAW_FIELDS = {error = true, drafts = true}
+-- to the batch's; budget.threshold to the URL given (budget_soft_check).  Each field of the
+-- payload has its type of event_fields.def.
 -- Webhook URLs already read in this script call: JOB_HOOK[id] (seeded by complete.lua, which
 -- reads the job's fields at once), BATCH_HOOK[batch]; false = none.
 local JOB_HOOK, BATCH_HOOK = {}, {}
@@ -248,12 +263,18 @@ local function notify(kind, fields, url)
     end
   end
   if not url or url == '' then return end
-  local data, raw = {}, {}
-  for i = 1, #fields - 1, 2 do
-    local k, v = fields[i], fields[i + 1]
-    if NUMERIC_FIELDS[k] and tonumber(v) then v = tonumber(v) end
-    if RAW_FIELDS[k] then raw[k] = raw_json(v) else data[k] = v end
+  -- data: the string fields (cjson encodes them); raw: the JSON text of the others, in order.
+  local data, raw, order = {}, {}, {}
+  local function put(k, v)
+    local t = event_field_type(kind, k)
+    if t == 'string' then
+      data[k] = tostring(v)
+      return
+    end
+    if not raw[k] then order[#order + 1] = k end
+    raw[k] = t == 'int' and json_int(v) or raw_json(v)
   end
+  for i = 1, #fields - 1, 2 do put(fields[i], fields[i + 1]) end
   if jk then
     local h = redis.call('HMGET', jk, 'result', 'result', 'cost', 'state', 'draft_cost')
     h[1] = job_spec(jk)
@@ -261,17 +282,18 @@ local function notify(kind, fields, url)
     -- it, so the first "metadata": is its own key.
     local at = h[1] and string.find(h[1], '"metadata":', 1, true)
     local md = at and json_value_at(h[1], at + 11)
-    if md then raw.metadata = md end
-    if kind == 'job.completed' and h[2] then raw.result = raw_json(h[2]) end
+    if md then
+      if not raw.metadata then order[#order + 1] = 'metadata' end
+      raw.metadata = md
+    end
+    if kind == 'job.completed' and h[2] then put('result', h[2]) end
     -- A pipeline job's cost includes its drafts'.
-    data.cost_micros = (tonumber(h[3]) or 0) + (tonumber(h[5]) or 0)
-    data.state = h[4]
+    put('cost_micros', (tonumber(h[3]) or 0) + (tonumber(h[5]) or 0))
+    if h[4] then put('state', h[4]) end
   end
   local text = cjson.encode(data)
   local parts = {}
-  for _, k in ipairs({'metadata', 'result', 'error', 'drafts'}) do
-    if raw[k] then parts[#parts + 1] = '"' .. k .. '":' .. raw[k] end
-  end
+  for _, k in ipairs(order) do parts[#parts + 1] = cjson.encode(k) .. ':' .. raw[k] end
   if #parts > 0 then
     text = (text == '{}' and '{' or string.sub(text, 1, -2) .. ',') .. table.concat(parts, ',') ..
       '}'
@@ -287,8 +309,28 @@ local function emit(kind, ...)
   if WEBHOOK_EVENTS[kind] then notify(kind, {...}) end
 end
 
+-- batch.completed: a batch is complete when every job has ended AND every budget reservation
+-- of its provider calls is settled (P:{Q}:b:ID open_calls = 0), so the event's cost_micros is
+-- final: a job cancelled while its call is in flight is charged when that call ends, and only
+-- then does the batch complete.  Until then the batch is finished (its jobs ended) but
+-- 'completing'.  A batch revived after it completed (dlq retry, a new submission into it)
+-- completes again: 'completion' numbers the events of a batch (1, 2, ...), so each event is
+-- emitted exactly once and (batch, completion) identifies it.
+local function batch_completed(batch)
+  local bk = pfx .. 'b:' .. batch
+  redis.call('HDEL', bk, 'completing')
+  local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired', 'review',
+    'cost', 'images', 'draft_jobs')
+  local completion = redis.call('HINCRBY', bk, 'completions', 1)
+  -- (counts include the draft jobs of pipelines, 'drafts' of them; images do not)
+  emit('batch.completed', 'batch', batch, 'completion', completion, 'total', c[1] or 0,
+    'done', c[2] or 0, 'failed', c[3] or 0, 'canceled', c[4] or 0, 'expired', c[5] or 0,
+    'review', c[6] or 0, 'cost_micros', c[7] or 0, 'images', c[8] or 0, 'drafts', c[9] or 0)
+end
+
 -- Moves n jobs of a batch from one state counter to another (batch and queue counters), and
--- stamps the batch finished, with one batch.completed event, when every job has ended.
+-- stamps the batch finished when every job has ended; batch.completed follows once its open
+-- reservations are settled (batch_completed).
 local function batch_move(batch, from, to, n)
   local bk = pfx .. 'b:' .. batch
   -- (arguments as strings: Redis formats a Lua number with %.17g, which costs more than the
@@ -304,17 +346,17 @@ local function batch_move(batch, from, to, n)
     redis.call('HINCRBY', STATS, to, up)
   end
   if to == 'done' or to == 'failed' or to == 'canceled' or to == 'expired' or to == 'review' then
-    local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired', 'review')
+    local c = redis.call('HMGET', bk, 'total', 'done', 'failed', 'canceled', 'expired', 'review',
+      'open_calls')
     local over = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0) +
       (tonumber(c[5]) or 0) + (tonumber(c[6]) or 0)
     if over >= (tonumber(c[1]) or 0) and redis.call('HSETNX', bk, 'finished', now_ms()) == 1 then
       redis.call('ZADD', pfx .. 'finished', now_ms(), batch)
-      local s = redis.call('HMGET', bk, 'cost', 'images', 'draft_jobs')
-      -- (counts include the draft jobs of pipelines, 'drafts' of them; images do not)
-      emit('batch.completed', 'batch', batch, 'total', c[1], 'done', c[2] or 0,
-        'failed', c[3] or 0, 'canceled', c[4] or 0, 'expired', c[5] or 0,
-        'review', c[6] or 0, 'cost_micros', s[1] or 0, 'images', s[2] or 0,
-        'drafts', s[3] or 0)
+      if (tonumber(c[7]) or 0) > 0 then
+        redis.call('HSET', bk, 'completing', 1)
+      else
+        batch_completed(batch)
+      end
       redis.call('ZREM', pfx .. 'deadlines', batch)
       redis.call('ZREM', pfx .. 'gates', batch)
       redis.call('HDEL', bk, 'gated')
@@ -401,6 +443,7 @@ local function budget_settle(id, ck, cost, reason, model, route, attempt, call, 
     end
     redis.call('HDEL', jk, 'resv:' .. ck)
   end
+  local batch = resv and redis.call('HGET', jk, 'batch')
   if cost ~= 0 or reason ~= 'free' then
     local h = redis.call('HMGET', jk, 'batch', 'team')
     redis.call('XADD', pfx .. 'ledger', '*', 'job', id, 'batch', h[1] or '', 'team', h[2] or '',
@@ -421,6 +464,21 @@ local function budget_settle(id, ck, cost, reason, model, route, attempt, call, 
     if existed and cost ~= 0 then
       redis.call('HINCRBY', jk, 'cost', cost)
       if h[1] and h[1] ~= '' then redis.call('HINCRBY', pfx .. 'b:' .. h[1], 'cost', cost) end
+    end
+  end
+  -- One reservation of the batch fewer open (budget.lua reserve counts them): the last one of a
+  -- finished batch completes it, its cost now final.
+  if batch and batch ~= '' then
+    local bk = pfx .. 'b:' .. batch
+    if redis.call('HINCRBY', bk, 'open_calls', -1) <= 0 then
+      redis.call('HDEL', bk, 'open_calls')
+      if redis.call('HEXISTS', bk, 'completing') == 1 then
+        if redis.call('HEXISTS', bk, 'finished') == 1 then
+          batch_completed(batch)
+        else
+          redis.call('HDEL', bk, 'completing')
+        end
+      end
     end
   end
   return 1

@@ -4,7 +4,10 @@
 --       key: imgq_job_id_for), idempotency key, priority, team, spec, max attempts
 --       After the jobs, optional batch options as name, value pairs: on_budget_exhausted
 --       (wait | fail: what a job does when a hard budget cap stops it; default wait),
---       webhook (URL that gets the batch's events and those of its jobs without their own).
+--       webhook (URL that gets the batch's events and those of its jobs without their own),
+--       silent (1: no batch.submitted for this call: one submission sent in several calls),
+--       submitted ("CREATED,EXISTING": the submission sent in silent calls is over; its one
+--       batch.submitted event, with its totals, unless it created nothing).
 -- Returns per job: the job id (new or existing) and 1 if it was created, 0 if it existed.
 local now = now_ms()
 local batch = ARGV[2]
@@ -17,8 +20,13 @@ if deadline > 0 then
   redis.call('ZADD', pfx .. 'deadlines', deadline, batch)
 end
 if windows ~= '' then redis.call('HSET', bk, 'windows', windows) end
+local silent, submitted = false, nil
 for i = 7 + n * 6, #ARGV - 1, 2 do
-  if ARGV[i] == 'on_budget_exhausted' and (ARGV[i + 1] == 'wait' or ARGV[i + 1] == 'fail') then
+  if ARGV[i] == 'silent' and ARGV[i + 1] == '1' then
+    silent = true
+  elseif ARGV[i] == 'submitted' and string.match(ARGV[i + 1], '^%d+,%d+$') then
+    submitted = ARGV[i + 1]
+  elseif ARGV[i] == 'on_budget_exhausted' and (ARGV[i + 1] == 'wait' or ARGV[i + 1] == 'fail') then
     redis.call('HSET', bk, 'on_budget_exhausted', ARGV[i + 1])
   elseif ARGV[i] == 'webhook' and string.match(ARGV[i + 1], '^https?://') then
     redis.call('HSET', bk, 'webhook', ARGV[i + 1])
@@ -66,7 +74,18 @@ if created > 0 then
   redis.call('HINCRBY', bk, 'total', created)
   batch_move(batch, nil, later and 'scheduled' or 'queued', created)
   redis.call('ZADD', pfx .. 'batches', 'NX', now, batch)
-  emit('batch.submitted', 'batch', batch, 'jobs', created)
+  if not silent then
+    emit('batch.submitted', 'batch', batch, 'jobs', created, 'existing', n - created, 'total',
+      redis.call('HGET', bk, 'total'))
+  end
   redis.call('PUBLISH', pfx .. 'wake', created)
+end
+-- One submission, sent in silent calls, is over: one event for it, with its totals.
+if submitted then
+  local c, e = string.match(submitted, '^(%d+),(%d+)$')
+  if tonumber(c) > 0 then
+    emit('batch.submitted', 'batch', batch, 'jobs', c, 'existing', e, 'total',
+      redis.call('HGET', bk, 'total') or '0')
+  end
 end
 return out

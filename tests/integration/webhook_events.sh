@@ -3,6 +3,7 @@
 # signature itself (Python's hmac): job.completed (with the job's metadata and its images) to
 # the job's own URL, job.failed (with the classified error) and batch.completed to the batch's
 # URL, budget.threshold to the URL the budget was set with; nothing for a batch without one.
+# Each field of each payload has the type src/lua/event_fields.def gives it.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/env.sh"
 imgq_env_setup
@@ -48,10 +49,14 @@ printf '{"id":"quiet","prompt":"a cedar stool","model":"gpt-image-1-mini","quali
 "$IMGQ_BIN/imgq-worker" --exit-when-idle --retry-base-ms 50 2>"$IMGQ_TMP/worker.log" || fail "the worker failed"
 five() { [ "$(wc -l <"$IMGQ_TMP/got.jsonl")" -ge 5 ]; }
 wait_until 20 "five deliveries" five
-python3 - "$IMGQ_TMP/got.jsonl" <<'PY' || fail "the events are not where they belong"
+PYTHONPATH="$(dirname "${BASH_SOURCE[0]}")/../lib" python3 - "$IMGQ_TMP/got.jsonl" <<'PY' || fail "the events are not where they belong"
 import json, sys
+from event_types import check
 got = [json.loads(l) for l in open(sys.argv[1])]
 assert all(g["ok"] for g in got), "a signature did not verify"
+# Every field of every payload has its one type (src/lua/event_fields.def)
+for g in got:
+    check(g["body"]["type"], g["body"]["data"])
 by = {}
 for g in got:
     by.setdefault((g["path"], g["body"]["type"]), []).append(g["body"]["data"])
@@ -71,6 +76,7 @@ failed = by[("/batch", "job.failed")][0]
 assert failed["error"]["class"] == "invalid_request" and failed["state"] == "failed", failed
 batch = by[("/batch", "batch.completed")][0]
 assert batch["batch"] == "ev" and batch["total"] == 3 and batch["done"] == 2 and batch["failed"] == 1, batch
+assert batch["completion"] == 1 and type(batch["drafts"]) is int and batch["drafts"] == 0, batch
 assert batch["cost_micros"] == own["cost_micros"] + by[("/batch", "job.completed")][0]["cost_micros"], batch
 b = by[("/budget", "budget.threshold")][0]
 assert b["budget"] == "batch:ev" and b["used_micros"] >= b["soft_micros"] == 3000, b
