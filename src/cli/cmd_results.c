@@ -16,7 +16,7 @@
  * Jobs that are not done are listed on stderr with their state (and error message), then a
  * count by state; with --all they are listed on stdout instead, as "JOB CLIENT_ID - STATE
  * [MESSAGE]" or {"job", "client_id", "state", "error"}.  Exit status: 0 when every line was
- * written (whether or not every job is done), 1 when the batch does not exist, Redis or S3
+ * written (whether or not every job is done), 3 when the batch does not exist, 1 when Redis or S3
  * settings fail, or a URL could not be signed; 2 for bad usage.
  */
 #include <ctype.h>

@@ -17,8 +17,8 @@
  *   imgq webhooks disabled [--json]
  *       the disabled endpoints, since when.
  *
- * Times are the queue's clock (imgq clock), printed in UTC.  Exit status: 0, 1 when a message
- * or endpoint does not exist or Redis fails, 2 for bad usage.
+ * Times are the queue's clock (imgq clock), printed in UTC.  Exit status: 0, 3 when a message
+ * does not exist, 1 when an endpoint is not disabled or Redis fails, 2 for bad usage.
  */
 #include <stdarg.h>
 #include <stdbool.h>

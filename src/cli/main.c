@@ -149,7 +149,7 @@ static void usage(FILE *f)
         "  cancel JOB_ID | cancel --batch B          end jobs that have not finished\n"
         "  select JOB [INDEX]            a pipeline's drafts awaiting selection; choose one\n"
         "  pause|resume --batch B | --queue-wide    stop/restart dispatch, all workers\n"
-        "  dlq list [--batch B] [--json] | dlq retry (IDS|--batch B|--all) | dlq purge\n"
+        "  dlq list [--batch B] [--json] | dlq retry|purge (IDS|--batch B|--all)\n"
         "  stats [--json]                depths, in flight, retrying, dead, oldest wait\n"
         "  events [--follow] [--batch B] [--json]   job and batch transitions\n"
         "  job show ID                   everything about one job\n"
