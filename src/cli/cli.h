@@ -85,8 +85,8 @@ __attribute__((format(printf, 4, 5))) int
 imgq__cli_usage_error(const char *name, const char *sub, const char *usage, const char *fmt, ...);
 
 /*
- * Exit statuses (README "Exit codes").  A write to a closed stdout (imgq ... | head) ends the
- * process quietly with the status of SIGPIPE, 141 in a shell (main.c).
+ * Exit statuses (README "Command line conventions").  A write to a closed stdout
+ * (imgq ... | head) ends the process at once, quietly, with status 0 (main.c).
  */
 #define IMGQ_EXIT_OK 0
 #define IMGQ_EXIT_FAIL 1

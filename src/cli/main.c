@@ -97,8 +97,9 @@ imgq_queue *imgq__cli_queue(void)
 /*
  * stdout, writing to fd 1.  SIGPIPE is ignored (a Redis or HTTP peer hanging up must not kill
  * the process), so a reader that went away (imgq batch results B | head -1) shows up as EPIPE
- * here: the process then ends at once and quietly, as if by SIGPIPE (status 141 in a shell),
- * instead of computing the rest of its output for nobody and printing "Broken pipe".
+ * here: the process then ends at once, quietly and with status 0 (the reader took what it
+ * wanted; a script under "set -o pipefail" goes on), instead of computing the rest of its
+ * output for nobody and printing "Broken pipe".  Nothing is left to flush: stdout is gone.
  */
 static ssize_t stdout_write(void *cookie, const char *buf, size_t len)
 {
@@ -108,11 +109,8 @@ static ssize_t stdout_write(void *cookie, const char *buf, size_t len)
         ssize_t n = write(STDOUT_FILENO, buf + done, len - done);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && errno == EPIPE) {
-            signal(SIGPIPE, SIG_DFL);
-            raise(SIGPIPE);
-            _exit(128 + SIGPIPE); /* not reached */
-        }
+        if (n < 0 && errno == EPIPE)
+            _exit(IMGQ_EXIT_OK);
         if (n < 0)
             return done ? (ssize_t)done : -1;
         done += (size_t)n;
@@ -179,7 +177,8 @@ static void usage(FILE *f)
         "environment: IMGQ_CONFIG, IMGQ_REDIS_URL, IMGQ_QUEUE, IMGQ_PREFIX, IMGQ_CATALOG,\n"
         "  IMGQ_S3_BUCKET, AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...\n"
         "exit status: 0 ok, 1 the operation failed, 2 bad usage, 3 the job, batch, budget or\n"
-        "  webhook message named does not exist; 141 (SIGPIPE) when stdout's reader went away\n",
+        "  webhook message named does not exist; a reader of stdout that goes away (| head)\n"
+        "  ends imgq quietly with 0\n",
         f);
 }
 
