@@ -156,12 +156,19 @@ int imgq_cmd_select(int argc, char **argv)
         return IMGQ_EXIT_FAIL;
     }
     int ok = json_integer_value(json_array_get(reply, 0)) == 1;
-    if (!ok)
-        fprintf(stderr, "imgq select: %s\n", json_string_value(json_array_get(reply, 1)));
-    else
+    st = ok ? IMGQ_EXIT_OK : IMGQ_EXIT_FAIL;
+    if (!ok) {
+        const char *why = json_string_value(json_array_get(reply, 1));
+        fprintf(stderr, "imgq select: %s\n", why ? why : "refused");
+        json_t *info = NULL;
+        if (imgq_queue_job_info(q, argv[1], &info) == IMGQ_ENOTFOUND)
+            st = IMGQ_EXIT_NOTFOUND;
+        json_decref(info);
+    } else {
         printf("job %s: draft %ld chosen; it is queued to refine\n", argv[1], idx);
+    }
     json_decref(reply);
-    return ok ? IMGQ_EXIT_OK : IMGQ_EXIT_FAIL;
+    return st;
 }
 
 static int pause_resume(int argc, char **argv, const char *action)

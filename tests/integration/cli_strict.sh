@@ -87,7 +87,7 @@ assert_status 2 imgq cancel --batch B --batch C
 for c in "job show nosuch" "batch status nosuch" "batch results nosuch" "batch watch nosuch" \
     "cancel nosuch" "cancel --batch nosuch" "results nosuch" "budget show team:nosuch" \
     "budget delete team:nosuch" "webhooks show nosuch" "webhooks replay nosuch" \
-    "pause --batch nosuch" "select nosuch"; do
+    "pause --batch nosuch" "select nosuch" "select nosuch 0"; do
     read -ra cmd <<<"$c"
     run "$IMGQ_TMP/out" "$IMGQ_TMP/err" imgq "${cmd[@]}"
     [ "$rc" -eq 3 ] || fail "imgq $c: exit $rc, not 3 (not found): $(cat "$IMGQ_TMP/err")"
