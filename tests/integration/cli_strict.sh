@@ -137,6 +137,10 @@ for i in range(3000):
     print("{\"id\":\"p-%d\",\"prompt\":\"a mug number %d\",\"model\":\"gpt-image-1-mini\",\"quality\":\"low\"}" % (i, i))
 ' >"$IMGQ_TMP/big.jsonl"
 imgq submit --batch big "$IMGQ_TMP/big.jsonl" >/dev/null 2>&1
+# A flag batch results does not have filters nothing: it is refused, not ignored.
+run "$IMGQ_TMP/out" "$IMGQ_TMP/err" imgq batch results big --state canceled
+[ "$rc" -eq 2 ] || fail "batch results big --state canceled: exit $rc, not 2 ($(wc -l <"$IMGQ_TMP/out") lines)"
+assert_eq 0 "$(wc -c <"$IMGQ_TMP/out")" "batch results big --state canceled: nothing listed"
 # Each prints far more than a pipe holds (64 KiB), so it is still writing when head exits.
 for c in "results big --all" "batch results big" "batch results big --table"; do
     read -ra cmd <<<"$c"
