@@ -10,6 +10,7 @@
 #include "imgq/alloc.h"
 #include "imgq/log.h"
 #include "imgq/ssrf.h"
+#include "imgq/version.h"
 #include "spool.h"
 #include "webhooks.h"
 #include "worker.h"
@@ -26,6 +27,7 @@ static void usage(FILE *f)
           "                   [--spool-dir DIR] [--spool-max-bytes SIZE]\n"
           "                   [--spool-memory-bytes SIZE] [--store-timeout-ms MS]\n"
           "                   [--log-level error|warn|info|debug]\n"
+          "       imgq-worker --version | --help\n"
           "Claims jobs from Redis, calls the provider, stores images in S3.\n"
           "SIGTERM/SIGINT: stop claiming, let running jobs finish for the grace period,\n"
           "then hand the rest back to the queue.\n"
@@ -53,7 +55,8 @@ static void usage(FILE *f)
           "\"store_timeout_seconds\"} in the config file and IMGQ_SPOOL_DIR,\n"
           "IMGQ_SPOOL_MAX_BYTES, IMGQ_SPOOL_MEMORY_BYTES.\n"
           "Webhooks of the outbox are signed with IMGQ_WEBHOOK_SECRET (whsec_..., several\n"
-          "separated by spaces or commas); a worker without a secret delivers none.\n",
+          "separated by spaces or commas); a worker without a secret delivers none.\n"
+          "Exit status: 0 stopped cleanly, 1 a runtime failure, 2 bad usage or configuration.\n",
           f);
 }
 
@@ -132,11 +135,13 @@ int main(int argc, char **argv)
                                          {"spool-memory-bytes", required_argument, NULL, 0x104},
                                          {"store-timeout-ms", required_argument, NULL, 0x105},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
     /* libcurl leaves signals alone; a peer hanging up must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
     int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    opterr = 0; /* the messages below name the flag */
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
         case 'c':
@@ -231,15 +236,21 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'V':
+            imgq_version_print(stdout, "imgq-worker");
+            return 0;
+        case ':':
+            fprintf(stderr, "imgq-worker: %s needs a value (see --help)\n", argv[optind - 1]);
+            return 2;
         default:
-            usage(stderr);
+            fprintf(stderr, "imgq-worker: unknown option '%s' (see --help)\n", argv[optind - 1]);
             return 2;
         }
         if (bad)
             return 2;
     }
     if (optind != argc) {
-        usage(stderr);
+        fprintf(stderr, "imgq-worker: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
 

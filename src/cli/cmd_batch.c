@@ -22,15 +22,6 @@ static json_int_t field_int(json_t *o, const char *k)
     return json_integer_value(json_object_get(o, k));
 }
 
-/* The first argument that is not a flag, after 'skip' leading words. */
-static const char *positional(int argc, char **argv, int skip)
-{
-    for (int i = skip; i < argc; i++)
-        if (argv[i][0] != '-')
-            return argv[i];
-    return NULL;
-}
-
 static void print_money(FILE *f, const char *label, imgq_micros v)
 {
     char buf[64];
@@ -48,7 +39,7 @@ static int batch_status(const char *id, int json)
     if (r == IMGQ_ENOTFOUND) {
         fprintf(stderr, "imgq batch status: no batch '%s' in queue '%s'\n", id,
                 imgq__cli_config()->queue);
-        return IMGQ_EXIT_FAIL;
+        return IMGQ_EXIT_NOTFOUND;
     }
     if (r) {
         fprintf(stderr, "imgq batch status: %s\n", imgq_strerror(r));
@@ -195,7 +186,7 @@ static int batch_results(const char *id, int table)
     if (r) {
         fprintf(stderr, "imgq batch results: %s\n",
                 r == IMGQ_ENOTFOUND ? "no such batch" : imgq_strerror(r));
-        return IMGQ_EXIT_FAIL;
+        return r == IMGQ_ENOTFOUND ? IMGQ_EXIT_NOTFOUND : IMGQ_EXIT_FAIL;
     }
     imgq_micros counter = json_integer_value(json_object_get(info, "cost"));
     json_decref(info);
@@ -250,31 +241,58 @@ static int batch_results(const char *id, int table)
     return rc;
 }
 
-int imgq_cmd_batch(int argc, char **argv)
+static int cmd_status(int argc, char **argv)
 {
-    const char *sub = argc > 1 ? argv[1] : NULL;
-    const char *id = positional(argc, argv, 2);
-    if (!sub || !id) {
-        fprintf(stderr, "usage: imgq batch status ID [--json] | imgq batch results ID [--table]\n");
-        return IMGQ_EXIT_USAGE;
-    }
-    if (strcmp(sub, "status") == 0)
-        return batch_status(id, imgq__cli_has_flag(argc, argv, "--json"));
-    if (strcmp(sub, "results") == 0)
-        return batch_results(id, imgq__cli_has_flag(argc, argv, "--table"));
-    if (strcmp(sub, "watch") == 0)
-        return imgq__cmd_batch_watch(id, argc, argv);
-    fprintf(stderr, "imgq batch: unknown subcommand '%s' (status, results, watch)\n", sub);
-    return IMGQ_EXIT_USAGE;
+    static const char *const flags[] = {"json", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq batch status",
+        "usage: imgq batch status ID [--json]\n  counts by state and cost so far\n",
+        flags,
+        1,
+        1,
+        "ID"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    return st >= 0 ? st : batch_status(a.args[0], imgq__cli_set(&a, "json"));
 }
 
-int imgq_cmd_job(int argc, char **argv)
+static int cmd_results(int argc, char **argv)
 {
-    const char *id = positional(argc, argv, 2);
-    if (argc < 3 || strcmp(argv[1], "show") != 0 || !id) {
-        fprintf(stderr, "usage: imgq job show ID\n");
-        return IMGQ_EXIT_USAGE;
-    }
+    static const char *const flags[] = {"table", NULL};
+    static const struct imgq_cli_cmd cmd = {"imgq batch results",
+                                            "usage: imgq batch results ID [--table]\n"
+                                            "  one JSON line per job, or a table with totals\n",
+                                            flags,
+                                            1,
+                                            1,
+                                            "ID"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    return st >= 0 ? st : batch_results(a.args[0], imgq__cli_set(&a, "table"));
+}
+
+int imgq_cmd_batch(int argc, char **argv)
+{
+    static const struct imgq_cli_sub subs[] = {{"status", cmd_status},
+                                               {"results", cmd_results},
+                                               {"watch", imgq__cmd_batch_watch},
+                                               {NULL, NULL}};
+    return imgq__cli_dispatch("imgq batch",
+                              "usage: imgq batch status ID [--json]\n"
+                              "       imgq batch results ID [--table]\n"
+                              "       imgq batch watch ID [--json] [--interval S]\n",
+                              subs, argc, argv);
+}
+
+static int cmd_show(int argc, char **argv)
+{
+    static const struct imgq_cli_cmd cmd = {
+        "imgq job show", "usage: imgq job show ID\n  everything about one job\n", NULL, 1, 1, "ID"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *id = a.args[0];
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -283,7 +301,7 @@ int imgq_cmd_job(int argc, char **argv)
     if (r) {
         fprintf(stderr, "imgq job show: %s: %s\n", id,
                 r == IMGQ_ENOTFOUND ? "no such job" : imgq_strerror(r));
-        return IMGQ_EXIT_FAIL;
+        return r == IMGQ_ENOTFOUND ? IMGQ_EXIT_NOTFOUND : IMGQ_EXIT_FAIL;
     }
     /* The attempt log is stored as JSON lines; show it as an array. */
     const char *log = json_string_value(json_object_get(job, "log"));
@@ -307,4 +325,10 @@ int imgq_cmd_job(int argc, char **argv)
     free(text);
     json_decref(job);
     return IMGQ_EXIT_OK;
+}
+
+int imgq_cmd_job(int argc, char **argv)
+{
+    static const struct imgq_cli_sub subs[] = {{"show", cmd_show}, {NULL, NULL}};
+    return imgq__cli_dispatch("imgq job", "usage: imgq job show ID\n", subs, argc, argv);
 }

@@ -19,20 +19,16 @@
 
 #define DAY_MS 86400000LL
 
-static int usage_budget(void)
-{
-    fprintf(stderr,
-            "usage: imgq budget set NAME --limit USD [--soft USD] [--window hour|day|month|total]"
-            " [--tz ZONE]\n"
-            "                       [--webhook URL]\n"
-            "       imgq budget show NAME [--json]\n"
-            "       imgq budget list [--json]\n"
-            "       imgq budget delete NAME\n"
-            "NAME: global, team:T, batch:B, model:M or route:R; the window defaults to month,\n"
-            "the zone to UTC; --webhook gets budget.threshold when the soft threshold is reached\n"
-            "(a batch budget without one notifies its batch's webhook)\n");
-    return IMGQ_EXIT_USAGE;
-}
+#define USAGE                                                                                      \
+    "usage: imgq budget set NAME --limit USD [--soft USD] [--window hour|day|month|total]"         \
+    " [--tz ZONE]\n"                                                                               \
+    "                       [--webhook URL]\n"                                                     \
+    "       imgq budget show NAME [--json]\n"                                                      \
+    "       imgq budget list [--json]\n"                                                           \
+    "       imgq budget delete NAME\n"                                                             \
+    "NAME: global, team:T, batch:B, model:M or route:R; the window defaults to month,\n"           \
+    "the zone to UTC; --webhook gets budget.threshold when the soft threshold is reached\n"        \
+    "(a batch budget without one notifies its batch's webhook)\n"
 
 static long long jint(json_t *a, size_t i)
 {
@@ -132,25 +128,17 @@ static int run(imgq_queue *q, int n, const char **args, json_t **reply)
 
 static int cmd_set(int argc, char **argv)
 {
-    const char *name = argv[1], *limit_s = NULL, *soft_s = NULL, *window = "month", *tz = NULL,
-               *webhook = NULL;
-    for (int i = 2; i < argc; i++) {
-        const char **dst = strcmp(argv[i], "--limit") == 0     ? &limit_s
-                           : strcmp(argv[i], "--soft") == 0    ? &soft_s
-                           : strcmp(argv[i], "--window") == 0  ? &window
-                           : strcmp(argv[i], "--tz") == 0      ? &tz
-                           : strcmp(argv[i], "--webhook") == 0 ? &webhook
-                                                               : NULL;
-        if (!dst) {
-            fprintf(stderr, "imgq budget set: unknown option '%s'\n", argv[i]);
-            return usage_budget();
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "imgq budget set: %s needs a value\n", argv[i]);
-            return IMGQ_EXIT_USAGE;
-        }
-        *dst = argv[++i];
-    }
+    static const char *const flags[] = {"limit=", "soft=", "window=", "tz=", "webhook=", NULL};
+    static const struct imgq_cli_cmd cmd = {"imgq budget set", USAGE, flags, 1, 1, "NAME"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *name = a.args[0], *limit_s = imgq__cli_opt(&a, "limit"),
+               *soft_s = imgq__cli_opt(&a, "soft"), *window = imgq__cli_opt(&a, "window"),
+               *tz = imgq__cli_opt(&a, "tz"), *webhook = imgq__cli_opt(&a, "webhook");
+    if (!window)
+        window = "month";
     if (imgq_budget_name_check(name) != 0) {
         fprintf(stderr,
                 "imgq budget set: '%s': a budget is global, team:T, batch:B, model:M or route:R "
@@ -232,42 +220,44 @@ static int cmd_set(int argc, char **argv)
     return IMGQ_EXIT_OK;
 }
 
-int imgq_cmd_budget(int argc, char **argv)
+static int cmd_delete(int argc, char **argv)
 {
-    if (argc < 2)
-        return usage_budget();
-    const char *sub = argv[1];
-    int json = imgq__cli_has_flag(argc, argv, "--json");
-    if (strcmp(sub, "set") == 0) {
-        if (argc < 3)
-            return usage_budget();
-        return cmd_set(argc - 1, argv + 1);
+    static const struct imgq_cli_cmd cmd = {"imgq budget delete", USAGE, NULL, 1, 1, "NAME"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *name = a.args[0];
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    const char *args[] = {"del", name};
+    json_t *reply = NULL;
+    int rc = run(q, 2, args, &reply);
+    if (rc)
+        return rc;
+    long long n = jint(reply, 0);
+    json_decref(reply);
+    if (!n) {
+        fprintf(stderr, "imgq budget delete: no budget '%s'\n", name);
+        return IMGQ_EXIT_NOTFOUND;
     }
-    if (strcmp(sub, "delete") == 0) {
-        if (argc != 3)
-            return usage_budget();
-        imgq_queue *q = imgq__cli_queue();
-        if (!q)
-            return IMGQ_EXIT_FAIL;
-        const char *args[] = {"del", argv[2]};
-        json_t *reply = NULL;
-        int rc = run(q, 2, args, &reply);
-        if (rc)
-            return rc;
-        long long n = jint(reply, 0);
-        json_decref(reply);
-        if (!n) {
-            fprintf(stderr, "imgq budget delete: no budget '%s'\n", argv[2]);
-            return IMGQ_EXIT_FAIL;
-        }
-        printf("budget %s deleted\n", argv[2]);
-        return IMGQ_EXIT_OK;
-    }
-    int show = strcmp(sub, "show") == 0;
-    if (!show && strcmp(sub, "list") != 0)
-        return usage_budget();
-    if (show && (argc < 3 || argv[2][0] == '-'))
-        return usage_budget();
+    printf("budget %s deleted\n", name);
+    return IMGQ_EXIT_OK;
+}
+
+static int cmd_show_list(int argc, char **argv)
+{
+    static const char *const flags[] = {"json", NULL};
+    static const struct imgq_cli_cmd show_cmd = {"imgq budget show", USAGE, flags, 1, 1, "NAME"};
+    static const struct imgq_cli_cmd list_cmd = {"imgq budget list", USAGE, flags, 0, 0, NULL};
+    int show = strcmp(argv[0], "show") == 0;
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(show ? &show_cmd : &list_cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    int json = imgq__cli_set(&a, "json");
+    const char *name = show ? a.args[0] : "";
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -276,15 +266,15 @@ int imgq_cmd_budget(int argc, char **argv)
         fprintf(stderr, "imgq budget: cannot read the queue's clock\n");
         return IMGQ_EXIT_FAIL;
     }
-    const char *args[] = {show ? "get" : "list", show ? argv[2] : ""};
+    const char *args[] = {show ? "get" : "list", name};
     json_t *reply = NULL;
     int rc = run(q, show ? 2 : 1, args, &reply);
     if (rc)
         return rc;
     if (show && !json_is_array(reply)) {
         json_decref(reply);
-        fprintf(stderr, "imgq budget show: no budget '%s'\n", argv[2]);
-        return IMGQ_EXIT_FAIL;
+        fprintf(stderr, "imgq budget show: no budget '%s'\n", name);
+        return IMGQ_EXIT_NOTFOUND;
     }
     json_t *rows = json_array();
     if (show) {
@@ -312,4 +302,14 @@ int imgq_cmd_budget(int argc, char **argv)
     }
     json_decref(rows);
     return IMGQ_EXIT_OK;
+}
+
+int imgq_cmd_budget(int argc, char **argv)
+{
+    static const struct imgq_cli_sub subs[] = {{"set", cmd_set},
+                                               {"delete", cmd_delete},
+                                               {"show", cmd_show_list},
+                                               {"list", cmd_show_list},
+                                               {NULL, NULL}};
+    return imgq__cli_dispatch("imgq budget", USAGE, subs, argc, argv);
 }

@@ -17,6 +17,26 @@
 
 int imgq_cmd_clock(int argc, char **argv)
 {
+    static const char *const flags[] = {"advance=", "offset-ms=", "reset", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq clock",
+        "usage: imgq clock [--advance SECONDS | --offset-ms MS | --reset]\n"
+        "  the queue's clock (rehearsals); no flag: show it\n",
+        flags,
+        0,
+        0,
+        NULL};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    if (a.nseen > 1)
+        return imgq__cli_error(&a, "give one of --advance, --offset-ms, --reset");
+    const char *flag = NULL, *val = NULL;
+    if (a.nseen == 1) {
+        flag = a.cmd->flags[a.seen[0].flag];
+        val = a.seen[0].value;
+    }
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -25,22 +45,21 @@ int imgq_cmd_clock(int argc, char **argv)
     char key[256];
     snprintf(key, sizeof key, "%sclock_offset", k->base);
     redisReply *r = NULL;
-    if (argc == 3 && (strcmp(argv[1], "--offset-ms") == 0 || strcmp(argv[1], "--advance") == 0)) {
+    int advance = imgq__cli_set(&a, "advance");
+    if (val) {
         char *end;
-        long long v = strtoll(argv[2], &end, 10);
-        if (*end && !(strcmp(argv[1], "--advance") == 0 && end[0] == 's' && !end[1])) {
-            fprintf(stderr, "imgq clock: %s '%s' is not a number\n", argv[1], argv[2]);
+        long long v = strtoll(val, &end, 10);
+        if (end == val || (*end && !(advance && end[0] == 's' && !end[1]))) {
+            fprintf(stderr, "imgq clock: --%.*s '%s' is not a number\n", (int)strcspn(flag, "="),
+                    flag, val);
             return IMGQ_EXIT_USAGE;
         }
-        r = strcmp(argv[1], "--advance") == 0 ? redisCommand(rc, "INCRBY %s %lld", key, v * 1000)
-                                              : redisCommand(rc, "SET %s %lld", key, v);
-    } else if (argc == 2 && strcmp(argv[1], "--reset") == 0) {
+        r = advance ? redisCommand(rc, "INCRBY %s %lld", key, v * 1000)
+                    : redisCommand(rc, "SET %s %lld", key, v);
+    } else if (flag) {
         r = redisCommand(rc, "DEL %s", key);
-    } else if (argc != 1) {
-        fprintf(stderr, "usage: imgq clock [--advance SECONDS | --offset-ms MS | --reset]\n");
-        return IMGQ_EXIT_USAGE;
     }
-    if (argc > 1) {
+    if (flag) {
         if (!r || r->type == REDIS_REPLY_ERROR) {
             fprintf(stderr, "imgq clock: %s\n", r ? r->str : rc->errstr);
             if (r)

@@ -32,12 +32,23 @@ static int run(const char *what, enum imgq_script_id id, int nargs, const char *
 
 int imgq_cmd_cancel(int argc, char **argv)
 {
-    const char *batch = imgq__cli_flag_value(argc, argv, "--batch");
-    const char *job = argc == 2 && argv[1][0] != '-' ? argv[1] : NULL;
-    if (!!batch == !!job) {
-        fprintf(stderr, "usage: imgq cancel JOB_ID | imgq cancel --batch BATCH\n");
-        return IMGQ_EXIT_USAGE;
-    }
+    static const char *const flags[] = {"batch=", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq cancel",
+        "usage: imgq cancel JOB_ID | imgq cancel --batch BATCH\n"
+        "  end jobs that have not finished\n",
+        flags,
+        0,
+        1,
+        NULL};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *batch = imgq__cli_opt(&a, "batch");
+    const char *job = a.nargs == 1 ? a.args[0] : NULL;
+    if (!!batch == !!job)
+        return imgq__cli_error(&a, "give one JOB_ID or --batch BATCH");
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -50,10 +61,17 @@ int imgq_cmd_cancel(int argc, char **argv)
     }
     if (batch && n < 0) {
         fprintf(stderr, "imgq cancel: no batch '%s'\n", batch);
-        return IMGQ_EXIT_FAIL;
+        return IMGQ_EXIT_NOTFOUND;
     }
     if (job && n == 0) {
-        fprintf(stderr, "imgq cancel: job '%s' does not exist or has already ended\n", job);
+        json_t *info = NULL;
+        int r = imgq_queue_job_info(q, job, &info);
+        json_decref(info);
+        if (r == IMGQ_ENOTFOUND) {
+            fprintf(stderr, "imgq cancel: no job '%s'\n", job);
+            return IMGQ_EXIT_NOTFOUND;
+        }
+        fprintf(stderr, "imgq cancel: job '%s' has already ended\n", job);
         return IMGQ_EXIT_FAIL;
     }
     printf("%lld job(s) cancelled\n", n);
@@ -64,10 +82,20 @@ int imgq_cmd_cancel(int argc, char **argv)
  * imgq select JOB INDEX: choose one, and the job goes on to refine it. */
 int imgq_cmd_select(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: imgq select JOB [INDEX]\n");
-        return IMGQ_EXIT_USAGE;
-    }
+    static const struct imgq_cli_cmd cmd = {
+        "imgq select",
+        "usage: imgq select JOB [INDEX]\n"
+        "  a pipeline's drafts awaiting selection; with INDEX, choose one\n",
+        NULL,
+        1,
+        2,
+        "JOB"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    argc = a.nargs + 1;
+    argv = a.args - 1; /* argv[1] JOB, argv[2] INDEX, as below */
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -84,7 +112,7 @@ int imgq_cmd_select(int argc, char **argv)
         int rc = IMGQ_EXIT_OK;
         if (!state || !*state) {
             fprintf(stderr, "imgq select: no job '%s'\n", argv[1]);
-            rc = IMGQ_EXIT_FAIL;
+            rc = IMGQ_EXIT_NOTFOUND;
         } else if (strcmp(state, "awaiting_selection") != 0 || !json_is_array(drafts)) {
             fprintf(stderr, "imgq select: job '%s' is %s, not awaiting_selection\n", argv[1],
                     state);
@@ -128,22 +156,48 @@ int imgq_cmd_select(int argc, char **argv)
         return IMGQ_EXIT_FAIL;
     }
     int ok = json_integer_value(json_array_get(reply, 0)) == 1;
-    if (!ok)
-        fprintf(stderr, "imgq select: %s\n", json_string_value(json_array_get(reply, 1)));
-    else
+    st = ok ? IMGQ_EXIT_OK : IMGQ_EXIT_FAIL;
+    if (!ok) {
+        const char *why = json_string_value(json_array_get(reply, 1));
+        fprintf(stderr, "imgq select: %s\n", why ? why : "refused");
+        json_t *info = NULL;
+        if (imgq_queue_job_info(q, argv[1], &info) == IMGQ_ENOTFOUND)
+            st = IMGQ_EXIT_NOTFOUND;
+        json_decref(info);
+    } else {
         printf("job %s: draft %ld chosen; it is queued to refine\n", argv[1], idx);
+    }
     json_decref(reply);
-    return ok ? IMGQ_EXIT_OK : IMGQ_EXIT_FAIL;
+    return st;
 }
 
 static int pause_resume(int argc, char **argv, const char *action)
 {
-    const char *batch = imgq__cli_flag_value(argc, argv, "--batch");
-    int queue = imgq__cli_has_flag(argc, argv, "--queue-wide");
-    if (!batch && !queue) {
-        fprintf(stderr, "usage: imgq %s --batch BATCH | imgq %s --queue-wide\n", action, action);
-        return IMGQ_EXIT_USAGE;
-    }
+    static const char *const flags[] = {"batch=", "queue-wide", NULL};
+    static const struct imgq_cli_cmd pause = {
+        "imgq pause",
+        "usage: imgq pause --batch BATCH | imgq pause --queue-wide\n"
+        "  stop dispatching (all workers); running jobs finish\n",
+        flags,
+        0,
+        0,
+        NULL};
+    static const struct imgq_cli_cmd resume = {
+        "imgq resume",
+        "usage: imgq resume --batch BATCH | imgq resume --queue-wide\n"
+        "  start dispatching again\n",
+        flags,
+        0,
+        0,
+        NULL};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(strcmp(action, "pause") == 0 ? &pause : &resume, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *batch = imgq__cli_opt(&a, "batch");
+    int queue = imgq__cli_set(&a, "queue-wide");
+    if (!batch == !queue)
+        return imgq__cli_error(&a, "give --batch BATCH or --queue-wide");
     const char *args[3] = {batch ? "batch" : "queue", action, batch ? batch : ""};
     json_int_t n;
     int rc = run(action, IMGQ_SCRIPT_PAUSE, 3, args, &n);
@@ -151,7 +205,7 @@ static int pause_resume(int argc, char **argv, const char *action)
         return rc;
     if (n == 0) {
         fprintf(stderr, "imgq %s: no batch '%s'\n", action, batch);
-        return IMGQ_EXIT_FAIL;
+        return IMGQ_EXIT_NOTFOUND;
     }
     const char *done = strcmp(action, "pause") == 0 ? "paused" : "resumed";
     if (batch)
@@ -173,18 +227,34 @@ int imgq_cmd_resume(int argc, char **argv)
 
 static int dlq_list(int argc, char **argv)
 {
+    static const char *const flags[] = {"batch=", "limit=", "json", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq dlq list",
+        "usage: imgq dlq list [--batch B] [--limit N] [--json]\n"
+        "  the dead-lettered jobs, newest first (--limit: at most N, default 1000)\n",
+        flags,
+        0,
+        0,
+        NULL};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *batch = imgq__cli_opt(&a, "batch");
+    const char *lim = imgq__cli_opt(&a, "limit");
+    char *end = NULL;
+    size_t limit = lim ? strtoul(lim, &end, 10) : 1000;
+    if (lim && (end == lim || *end || lim[0] == '-' || limit == 0))
+        return imgq__cli_error(&a, "--limit '%s': a whole number from 1", lim);
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
-    const char *batch = imgq__cli_flag_value(argc, argv, "--batch");
-    const char *lim = imgq__cli_flag_value(argc, argv, "--limit");
-    size_t limit = lim ? strtoul(lim, NULL, 10) : 1000;
     json_t *dead;
     if (imgq_queue_dead(q, batch, limit, &dead) != 0) {
         fprintf(stderr, "imgq dlq list: redis error\n");
         return IMGQ_EXIT_FAIL;
     }
-    int json = imgq__cli_has_flag(argc, argv, "--json");
+    int json = imgq__cli_set(&a, "json");
     size_t i;
     json_t *job;
     json_array_foreach(dead, i, job)
@@ -219,28 +289,34 @@ static int dlq_list(int argc, char **argv)
     return IMGQ_EXIT_OK;
 }
 
-int imgq_cmd_dlq(int argc, char **argv)
+static int dlq_change(int argc, char **argv)
 {
-    const char *sub = argc > 1 ? argv[1] : "";
-    if (strcmp(sub, "list") == 0)
-        return dlq_list(argc - 1, argv + 1);
-    if (strcmp(sub, "retry") != 0 && strcmp(sub, "purge") != 0) {
-        fprintf(stderr, "usage: imgq dlq list [--batch B] [--limit N] [--json]\n"
-                        "       imgq dlq retry (JOB_ID...|--batch B|--all)\n"
-                        "       imgq dlq purge [--batch B|--all]\n");
-        return IMGQ_EXIT_USAGE;
-    }
-    const char *batch = imgq__cli_flag_value(argc, argv, "--batch");
-    int all = imgq__cli_has_flag(argc, argv, "--all");
-    int nids = 0;
-    for (int i = 2; i < argc; i++)
-        if (argv[i][0] != '-' && !(i > 2 && strcmp(argv[i - 1], "--batch") == 0))
-            nids++;
-    if ((batch != NULL) + all + (nids > 0) != 1) {
-        fprintf(stderr, "imgq dlq %s: give job ids, or --batch B, or --all\n", sub);
-        return IMGQ_EXIT_USAGE;
-    }
-    const char **args = calloc((size_t)(argc + 3), sizeof *args);
+    static const char *const flags[] = {"batch=", "all", NULL};
+    static const struct imgq_cli_cmd retry = {"imgq dlq retry",
+                                              "usage: imgq dlq retry (JOB_ID...|--batch B|--all)\n"
+                                              "  put dead-lettered jobs back in the queue\n",
+                                              flags,
+                                              0,
+                                              -1,
+                                              NULL};
+    static const struct imgq_cli_cmd purge = {"imgq dlq purge",
+                                              "usage: imgq dlq purge (JOB_ID...|--batch B|--all)\n"
+                                              "  delete dead-lettered jobs for good\n",
+                                              flags,
+                                              0,
+                                              -1,
+                                              NULL};
+    const char *sub = argv[0];
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(strcmp(sub, "retry") == 0 ? &retry : &purge, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *batch = imgq__cli_opt(&a, "batch");
+    int all = imgq__cli_set(&a, "all");
+    int nids = a.nargs;
+    if ((batch != NULL) + all + (nids > 0) != 1)
+        return imgq__cli_error(&a, "give job ids, or --batch B, or --all");
+    const char **args = calloc((size_t)(nids + 4), sizeof *args);
     if (!args)
         abort();
     int n = 0;
@@ -248,9 +324,8 @@ int imgq_cmd_dlq(int argc, char **argv)
     args[n++] = batch ? "batch" : all ? "all" : "ids";
     if (batch)
         args[n++] = batch;
-    for (int i = 2; i < argc && !batch && !all; i++)
-        if (argv[i][0] != '-')
-            args[n++] = argv[i];
+    for (int i = 0; i < nids; i++)
+        args[n++] = a.args[i];
     json_int_t count;
     int rc = run(strcmp(sub, "retry") == 0 ? "dlq retry" : "dlq purge", IMGQ_SCRIPT_DLQ, n, args,
                  &count);
@@ -262,9 +337,34 @@ int imgq_cmd_dlq(int argc, char **argv)
     return IMGQ_EXIT_OK;
 }
 
+int imgq_cmd_dlq(int argc, char **argv)
+{
+    static const struct imgq_cli_sub subs[] = {
+        {"list", dlq_list}, {"retry", dlq_change}, {"purge", dlq_change}, {NULL, NULL}};
+    return imgq__cli_dispatch("imgq dlq",
+                              "usage: imgq dlq list [--batch B] [--limit N] [--json]\n"
+                              "       imgq dlq retry (JOB_ID...|--batch B|--all)\n"
+                              "       imgq dlq purge (JOB_ID...|--batch B|--all)\n",
+                              subs, argc, argv);
+}
+
 /* imgq retention [--set DURATION]: how long ended jobs and finished batches are kept. */
 int imgq_cmd_retention(int argc, char **argv)
 {
+    static const char *const flags[] = {"set=", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq retention",
+        "usage: imgq retention [--set DURATION]\n"
+        "  how long ended jobs and finished batches are kept (DURATION: 7d, 36h, 90m)\n",
+        flags,
+        0,
+        0,
+        NULL};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *set = imgq__cli_opt(&a, "set");
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -272,15 +372,15 @@ int imgq_cmd_retention(int argc, char **argv)
     char key[256];
     snprintf(key, sizeof key, "%sretention_ms", imgq_queue_keys(q)->base);
     redisReply *r;
-    if (argc == 3 && strcmp(argv[1], "--set") == 0) {
+    if (set) {
         char rel[64], why[256];
         int64_t ms;
-        snprintf(rel, sizeof rel, "+%s", argv[2]);
+        snprintf(rel, sizeof rel, "+%s", set);
         if (imgq_time_parse(rel, NULL, 0, &ms, why, sizeof why) != 0 || ms < 60000) {
             fprintf(stderr,
                     "imgq retention: --set '%s': a duration of at least 60s, e.g. 7d, "
                     "36h, 90m\n",
-                    argv[2]);
+                    set);
             return IMGQ_EXIT_USAGE;
         }
         r = redisCommand(rc, "SET %s %lld", key, (long long)ms);
@@ -291,9 +391,6 @@ int imgq_cmd_retention(int argc, char **argv)
             return IMGQ_EXIT_FAIL;
         }
         freeReplyObject(r);
-    } else if (argc != 1) {
-        fprintf(stderr, "usage: imgq retention [--set DURATION]\n");
-        return IMGQ_EXIT_USAGE;
     }
     r = redisCommand(rc, "GET %s", key);
     if (!r) {

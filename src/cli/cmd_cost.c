@@ -5,7 +5,6 @@
  * output tokens for the cell times the output price (prompt and reference images not
  * included, as in the providers' own per-image tables); flat models, the price of the image.
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,60 +178,43 @@ int imgq_cmd_cost(int argc, char **argv)
     const char *model = NULL, *route = NULL;
     struct imgq_usage u = {0};
     int json = 0, amounts = 0;
-    static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
-                                         {"text-in", required_argument, NULL, 't'},
-                                         {"image-in", required_argument, NULL, 'i'},
-                                         {"image-out", required_argument, NULL, 'o'},
-                                         {"text-out", required_argument, NULL, 'x'},
-                                         {"images", required_argument, NULL, 'n'},
-                                         {"route", required_argument, NULL, 'r'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int64_t *dst = NULL;
-        const char *flag = NULL;
-        switch (c) {
-        case 'm':
-            model = optarg;
+    static const char *const flags[] = {
+        "model=",  "text-in=", "image-in=", "image-out=", "text-out=",
+        "images=", "route=",   "json",      NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq cost",
+        "usage: imgq cost --model M [--text-in N] [--image-in N] [--image-out N] [--text-out N]\n"
+        "                 [--images N] [--route R] [--json]\n"
+        "  cost of a token workload (N takes k, M, B); with only --model: the per-image\n"
+        "  table, quality x size\n",
+        flags,
+        0,
+        0,
+        NULL};
+    struct imgq_cli_args opt;
+    int st = imgq__cli_parse(&cmd, argc, argv, &opt);
+    if (st >= 0)
+        return st;
+    model = imgq__cli_opt(&opt, "model");
+    route = imgq__cli_opt(&opt, "route");
+    json = imgq__cli_set(&opt, "json");
+    int64_t *const dsts[] = {NULL,        &u.text_in, &u.image_in, &u.image_out,
+                             &u.text_out, &u.images,  NULL,        NULL};
+    for (int i = 0; i < opt.nseen; i++) {
+        int64_t *dst = dsts[opt.seen[i].flag];
+        if (!dst)
             continue;
-        case 'r':
-            route = optarg;
-            continue;
-        case 'j':
-            json = 1;
-            continue;
-        case 't':
-            dst = &u.text_in, flag = "--text-in";
-            break;
-        case 'i':
-            dst = &u.image_in, flag = "--image-in";
-            break;
-        case 'o':
-            dst = &u.image_out, flag = "--image-out";
-            break;
-        case 'x':
-            dst = &u.text_out, flag = "--text-out";
-            break;
-        case 'n':
-            dst = &u.images, flag = "--images";
-            break;
-        default:
-            return IMGQ_EXIT_USAGE;
-        }
         amounts = 1;
-        *dst = parse_count(optarg);
+        *dst = parse_count(opt.seen[i].value);
         if (*dst < 0) {
-            fprintf(stderr, "imgq cost: %s '%s' is not a token count (e.g. 20000000, 20M)\n", flag,
-                    optarg);
+            fprintf(stderr, "imgq cost: --%.*s '%s' is not a token count (e.g. 20000000, 20M)\n",
+                    (int)strcspn(flags[opt.seen[i].flag], "="), flags[opt.seen[i].flag],
+                    opt.seen[i].value);
             return IMGQ_EXIT_USAGE;
         }
     }
-    if (!model || optind != argc) {
-        fprintf(stderr, "usage: imgq cost --model M [--text-in N] [--image-in N] "
-                        "[--image-out N] [--text-out N] [--images N] [--route R] [--json]\n");
-        return IMGQ_EXIT_USAGE;
-    }
+    if (!model)
+        return imgq__cli_error(&opt, "missing --model M");
     const imgq_catalog *cat = imgq__cli_catalog();
     if (!cat)
         return IMGQ_EXIT_FAIL;

@@ -65,26 +65,6 @@ static bool parse_long(const char *s, long *out)
     return true;
 }
 
-/* Value of "--name VALUE" or "--name=VALUE" at argv[*i], advancing *i; NULL if missing. */
-static const char *option_value(int argc, char **argv, int *i, const char *name, bool *matched)
-{
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-    *matched = false;
-    if (strncmp(a, name, n) != 0)
-        return NULL;
-    if (a[n] == '=') {
-        *matched = true;
-        return a + n + 1;
-    }
-    if (a[n] != '\0')
-        return NULL;
-    *matched = true;
-    if (*i + 1 >= argc)
-        return NULL;
-    return argv[++*i];
-}
-
 /* The config file's S3 endpoint and region, where the environment names none. */
 static void apply_config_file(struct imgq_s3_config *cfg)
 {
@@ -125,35 +105,17 @@ int imgq_cmd_presign(int argc, char **argv)
     long expires;
     time_t at = time(NULL);
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        bool m;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(USAGE, stdout);
-            return IMGQ_EXIT_OK;
-        }
-        if ((v = option_value(argc, argv, &i, "--expires", &m)) || m) {
-            if (!v)
-                return usage_error("--expires needs a value (seconds)");
-            expires_s = v;
-        } else if ((v = option_value(argc, argv, &i, "--at", &m)) || m) {
-            if (!v)
-                return usage_error("--at needs a value (YYYYMMDDTHHMMSSZ)");
-            at_s = v;
-        } else if ((v = option_value(argc, argv, &i, "--method", &m)) || m) {
-            if (!v)
-                return usage_error("--method needs a value");
-            method_s = v;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            return usage_error("unknown option '%s'", a);
-        } else if (target) {
-            return usage_error("unexpected argument '%s' (one s3://BUCKET/KEY only)", a);
-        } else {
-            target = a;
-        }
-    }
-    if (!target)
-        return usage_error("missing s3://BUCKET/KEY");
+    static const char *const flags[] = {"expires=", "at=", "method=", NULL};
+    static const struct imgq_cli_cmd cmd = {"imgq presign", USAGE, flags, 1, 1, "s3://BUCKET/KEY"};
+    struct imgq_cli_args args;
+    int st = imgq__cli_parse(&cmd, argc, argv, &args);
+    if (st >= 0)
+        return st;
+    target = args.args[0];
+    expires_s = imgq__cli_opt(&args, "expires");
+    at_s = imgq__cli_opt(&args, "at");
+    if (imgq__cli_opt(&args, "method"))
+        method_s = imgq__cli_opt(&args, "method");
     if (strncmp(target, "s3://", 5) != 0)
         return usage_error("'%s' is not an s3://BUCKET/KEY URL", target);
     const char *slash = strchr(target + 5, '/');

@@ -11,7 +11,6 @@
  * current window and whether the file's worst case there fits.  The file is read once, line by
  * line, so a large file quotes in flat memory.
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,38 +186,25 @@ int imgq_cmd_quote(int argc, char **argv)
     int json = 0, budgets = 0;
     /* The same defaults and routing inputs as imgq submit with the same flags. */
     struct imgq_job_defaults d = {.priority = IMGQ_PRIO_NORMAL, .max_attempts = 5};
-    static const struct option opts[] = {
-        {"route", required_argument, NULL, 'r'}, {"json", no_argument, NULL, 'j'},
-        {"budgets", no_argument, NULL, 'b'},     {"team", required_argument, NULL, 't'},
-        {"batch", required_argument, NULL, 'B'}, {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'r':
-            route_name = optarg;
-            break;
-        case 'j':
-            json = 1;
-            break;
-        case 'b':
-            budgets = 1;
-            break;
-        case 't':
-            d.team = optarg;
-            break;
-        case 'B':
-            batch = optarg;
-            break;
-        default:
-            return IMGQ_EXIT_USAGE;
-        }
-    }
-    if (optind + 1 != argc) {
-        fprintf(stderr, "usage: imgq quote FILE.jsonl|- [--route R] [--json] [--budgets] "
-                        "[--team T] [--batch B]\n");
-        return IMGQ_EXIT_USAGE;
-    }
-    const char *path = argv[optind];
+    static const char *const flags[] = {"route=", "json", "budgets", "team=", "batch=", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq quote",
+        "usage: imgq quote FILE.jsonl|- [--route R] [--json] [--budgets] [--team T] [--batch B]\n"
+        "  expected and worst-case cost per model and stage\n",
+        flags,
+        1,
+        1,
+        "FILE.jsonl (or - for stdin)"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    route_name = imgq__cli_opt(&a, "route");
+    json = imgq__cli_set(&a, "json");
+    budgets = imgq__cli_set(&a, "budgets");
+    d.team = imgq__cli_opt(&a, "team");
+    batch = imgq__cli_opt(&a, "batch");
+    const char *path = a.args[0];
     const imgq_catalog *cat = imgq__cli_catalog();
     if (!cat)
         return IMGQ_EXIT_FAIL;
@@ -257,7 +243,8 @@ int imgq_cmd_quote(int argc, char **argv)
     while ((len = getline(&line, &cap, f)) != -1) {
         lineno++;
         struct imgq_job_spec spec;
-        int pr = imgq__cli_parse_line(cat, line, (size_t)len, &d, today, shown, lineno, &spec);
+        int pr =
+            imgq__cli_parse_line(cat, line, (size_t)len, &d, today, shown, lineno, &spec, NULL);
         if (pr != 0) {
             bad += pr < 0;
             continue;

@@ -27,7 +27,6 @@
  * the entries are never all in memory; what the report keeps is one small record per group
  * and per distinct job (its id and group, to count its images once).
  */
-#include <getopt.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -466,48 +465,37 @@ int imgq_cmd_report(int argc, char **argv)
 {
     const char *by = "model", *since_s = NULL, *until_s = NULL, *tz = "UTC";
     int json = 0, csv = 0;
-    static const struct option opts[] = {{"by", required_argument, NULL, 'b'},
-                                         {"since", required_argument, NULL, 's'},
-                                         {"until", required_argument, NULL, 'u'},
-                                         {"tz", required_argument, NULL, 'z'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"csv", no_argument, NULL, 'c'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'b':
-            by = optarg;
-            break;
-        case 's':
-            since_s = optarg;
-            break;
-        case 'u':
-            until_s = optarg;
-            break;
-        case 'z':
-            tz = optarg;
-            break;
-        case 'j':
-            json = 1;
-            break;
-        case 'c':
-            csv = 1;
-            break;
-        default:
-            return IMGQ_EXIT_USAGE;
-        }
-    }
+    static const char *const flags[] = {"by=", "since=", "until=", "tz=", "json", "csv", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq report",
+        "usage: imgq report [--by model|team|batch|day|route] [--since T] [--until T] "
+        "[--tz ZONE] [--json|--csv]\n"
+        "  spend from the ledger, checked against the total\n"
+        "T: 2026-06-01, 2026-06-01T12:00:00Z, or local 2026-06-01T12:00 (--tz)\n",
+        flags,
+        0,
+        0,
+        NULL};
+    struct imgq_cli_args opt;
+    int st = imgq__cli_parse(&cmd, argc, argv, &opt);
+    if (st >= 0)
+        return st;
+    if (imgq__cli_opt(&opt, "by"))
+        by = imgq__cli_opt(&opt, "by");
+    since_s = imgq__cli_opt(&opt, "since");
+    until_s = imgq__cli_opt(&opt, "until");
+    if (imgq__cli_opt(&opt, "tz"))
+        tz = imgq__cli_opt(&opt, "tz");
+    json = imgq__cli_set(&opt, "json");
+    csv = imgq__cli_set(&opt, "csv");
     static const char *dims[] = {"model", "team", "batch", "day", "route"};
     int dim_ok = 0;
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
         dim_ok |= strcmp(by, dims[i]) == 0;
-    if (optind != argc || !dim_ok || (json && csv)) {
-        fprintf(stderr, "usage: imgq report [--by model|team|batch|day|route] [--since T] "
-                        "[--until T] [--tz ZONE] [--json|--csv]\n"
-                        "T: 2026-06-01, 2026-06-01T12:00:00Z, or local 2026-06-01T12:00 (--tz)\n");
-        return IMGQ_EXIT_USAGE;
-    }
+    if (!dim_ok)
+        return imgq__cli_error(&opt, "--by '%s': model, team, batch, day or route", by);
+    if (json && csv)
+        return imgq__cli_error(&opt, "--json and --csv together");
     if (imgq_tz_check(tz) != 0) {
         fprintf(stderr, "imgq report: --tz '%s' is not a time zone of this system\n", tz);
         return IMGQ_EXIT_USAGE;

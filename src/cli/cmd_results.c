@@ -16,7 +16,7 @@
  * Jobs that are not done are listed on stderr with their state (and error message), then a
  * count by state; with --all they are listed on stdout instead, as "JOB CLIENT_ID - STATE
  * [MESSAGE]" or {"job", "client_id", "state", "error"}.  Exit status: 0 when every line was
- * written (whether or not every job is done), 1 when the batch does not exist, Redis or S3
+ * written (whether or not every job is done), 3 when the batch does not exist, 1 when Redis or S3
  * settings fail, or a URL could not be signed; 2 for bad usage.
  */
 #include <ctype.h>
@@ -220,29 +220,17 @@ int imgq_cmd_results(int argc, char **argv)
     const char *batch = NULL, *presign_s = NULL;
     struct results r = {.status = IMGQ_EXIT_OK};
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(USAGE, stdout);
-            return IMGQ_EXIT_OK;
-        } else if (!strcmp(a, "--json")) {
-            r.json = true;
-        } else if (!strcmp(a, "--all")) {
-            r.all = true;
-        } else if (!strcmp(a, "--presign")) {
-            if (i + 1 >= argc)
-                return usage_error("--presign needs a value (seconds the links stay valid)");
-            presign_s = argv[++i];
-        } else if (!strncmp(a, "--presign=", 10)) {
-            presign_s = a + 10;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            return usage_error("unknown option '%s'", a);
-        } else if (batch) {
-            return usage_error("unexpected argument '%s' (one BATCH only)", a);
-        } else {
-            batch = a;
-        }
-    }
+    static const char *const flags[] = {"json", "all", "presign=", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq results", USAGE, flags, 1, 1, "BATCH (the id 'imgq submit' printed)"};
+    struct imgq_cli_args args;
+    int st = imgq__cli_parse(&cmd, argc, argv, &args);
+    if (st >= 0)
+        return st;
+    batch = args.args[0];
+    r.json = imgq__cli_set(&args, "json");
+    r.all = imgq__cli_set(&args, "all");
+    presign_s = imgq__cli_opt(&args, "presign");
     if (!batch || !*batch)
         return usage_error("missing BATCH (the id 'imgq submit' printed)");
     if (presign_s && (!parse_seconds(presign_s, &r.presign) || r.presign < 1 ||
@@ -277,7 +265,7 @@ int imgq_cmd_results(int argc, char **argv)
         fprintf(stderr, "imgq results: %s: %s\n", batch,
                 rc == IMGQ_ENOTFOUND ? "no such batch" : imgq_strerror(rc));
         imgq_s3_config_clear(&r.s3);
-        return IMGQ_EXIT_FAIL;
+        return rc == IMGQ_ENOTFOUND ? IMGQ_EXIT_NOTFOUND : IMGQ_EXIT_FAIL;
     }
     json_decref(info);
     char **ids;

@@ -49,22 +49,22 @@ static json_t *candidate_json(const struct imgq_route_candidate *c, const char *
 
 int imgq_cmd_route(int argc, char **argv)
 {
-    const char *path = NULL;
-    int json = 0, explain = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json = 1;
-        else if (strcmp(argv[i], "--explain") == 0)
-            explain = 1;
-        else if (!path)
-            path = argv[i];
-        else
-            path = NULL, i = argc;
-    }
-    if (!path || !explain) {
-        fprintf(stderr, "usage: imgq route --explain JOB.json|- [--json]\n");
-        return IMGQ_EXIT_USAGE;
-    }
+    static const char *const flags[] = {"explain", "json", NULL};
+    static const struct imgq_cli_cmd cmd = {"imgq route",
+                                            "usage: imgq route --explain JOB.json|- [--json]\n"
+                                            "  why \"model\": \"auto\" picks what it picks\n",
+                                            flags,
+                                            1,
+                                            1,
+                                            "JOB.json (or - for stdin)"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    if (!imgq__cli_set(&a, "explain"))
+        return imgq__cli_error(&a, "missing --explain");
+    const char *path = a.args[0];
+    int json = imgq__cli_set(&a, "json");
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "imgq route: %s: cannot read: %m\n", path);

@@ -117,6 +117,19 @@ static void drift_print(const json_t *drift)
 
 int imgq_cmd_stats(int argc, char **argv)
 {
+    static const char *const flags[] = {"json", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq stats",
+        "usage: imgq stats [--json]\n"
+        "  depths, in flight, retrying, dead, oldest wait, breakers\n",
+        flags,
+        0,
+        0,
+        NULL};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -146,7 +159,7 @@ int imgq_cmd_stats(int argc, char **argv)
             json_object_set_new(o, always[i], json_integer(0));
     json_t *breakers = breakers_get(q);
     json_t *drift = drift_get(q);
-    if (imgq__cli_has_flag(argc, argv, "--json")) {
+    if (imgq__cli_set(&a, "json")) {
         json_object_set_new(o, "queue", json_string(imgq__cli_config()->queue));
         json_object_set(o, "breakers", breakers);
         if (drift)
@@ -247,12 +260,24 @@ static int print_event(const redisReply *e, const char *batch, int json)
 
 int imgq_cmd_events(int argc, char **argv)
 {
+    static const char *const flags[] = {"follow", "batch=", "json", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq events",
+        "usage: imgq events [--follow] [--batch B] [--json]\n"
+        "  job and batch transitions; --follow: then wait for new ones\n",
+        flags,
+        0,
+        0,
+        NULL};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
-    const char *batch = imgq__cli_flag_value(argc, argv, "--batch");
-    int follow = imgq__cli_has_flag(argc, argv, "--follow"),
-        json = imgq__cli_has_flag(argc, argv, "--json");
+    const char *batch = imgq__cli_opt(&a, "batch");
+    int follow = imgq__cli_set(&a, "follow"), json = imgq__cli_set(&a, "json");
     redisContext *rc = imgq_queue_redis(q);
     const char *key = imgq_queue_keys(q)->events;
     char last[64] = "-";
@@ -317,14 +342,27 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int imgq__cmd_batch_watch(const char *id, int argc, char **argv)
+int imgq__cmd_batch_watch(int argc, char **argv)
 {
+    static const char *const flags[] = {"json", "interval=", NULL};
+    static const struct imgq_cli_cmd cmd = {"imgq batch watch",
+                                            "usage: imgq batch watch ID [--json] [--interval S]\n"
+                                            "  progress, rate and ETA until the batch is done\n",
+                                            flags,
+                                            1,
+                                            1,
+                                            "ID"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *id = a.args[0];
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
-    int json = imgq__cli_has_flag(argc, argv, "--json");
+    int json = imgq__cli_set(&a, "json");
     int tty = !json && isatty(STDOUT_FILENO);
-    const char *iv = imgq__cli_flag_value(argc, argv, "--interval");
+    const char *iv = imgq__cli_opt(&a, "interval");
     double interval = iv ? atof(iv) : tty ? 1.0 : 10.0;
     if (interval < 0.1)
         interval = 0.1;
@@ -338,7 +376,7 @@ int imgq__cmd_batch_watch(const char *id, int argc, char **argv)
         if (r) {
             fprintf(stderr, "\nimgq batch watch: %s\n",
                     r == IMGQ_ENOTFOUND ? "no such batch" : imgq_strerror(r));
-            return IMGQ_EXIT_FAIL;
+            return r == IMGQ_ENOTFOUND ? IMGQ_EXIT_NOTFOUND : IMGQ_EXIT_FAIL;
         }
 #define F(k) ((long long)json_integer_value(json_object_get(info, k)))
         long long total = F("total"), done = F("done"), failed = F("failed"),

@@ -11,9 +11,9 @@
  * batch name, its line number and its content, so resubmitting the same file under the same
  * --batch enqueues nothing twice.
  */
-#include <getopt.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -252,123 +252,137 @@ static char *line_key(const struct imgq_job_spec *spec, const char *batch, size_
     return imgq_xasprintf("%s\x1f@%s:%zu:%.32s", spec->team, batch, lineno, hash);
 }
 
+/* With --json, every error also goes here, printed as {"ok": false, "errors": [...]}. */
+static json_t *submit_errors;
+static const char *submit_file = ""; /* the FILE of "FILE:LINE:" */
+
+/*
+ * An error of the submission: "imgq submit: MESSAGE" (line 0) or "FILE:LINE: FIELD: MESSAGE" on
+ * stderr, and an entry {"line", "field", "reason"} of the --json document; IMGQ_EXIT_USAGE for
+ * a flag's error (field "--..." and line 0), else IMGQ_EXIT_FAIL.
+ */
+__attribute__((format(printf, 3, 4))) static int submit_error(size_t line, const char *field,
+                                                              const char *fmt, ...);
+static int submit_error(size_t line, const char *field, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (line)
+        fprintf(stderr, "%s:%zu: %s: %s\n", submit_file, line, field ? field : "", msg);
+    else
+        fprintf(stderr, "imgq submit: %s\n", msg);
+    if (submit_errors)
+        json_array_append_new(
+            submit_errors, json_pack("{s:o, s:o, s:s}", "line",
+                                     line ? json_integer((json_int_t)line) : json_null(), "field",
+                                     field ? json_string(field) : json_null(), "reason", msg));
+    return field && field[0] == '-' && !line ? IMGQ_EXIT_USAGE : IMGQ_EXIT_FAIL;
+}
+
+static int submit(const struct imgq_cli_args *a, int json);
+
 int imgq_cmd_submit(int argc, char **argv)
 {
-    const char *batch = NULL;
+    int json = 0;
+    static const char *const flags[] = {"batch=",
+                                        "not-before=",
+                                        "deadline=",
+                                        "window=",
+                                        "tz=",
+                                        "priority=",
+                                        "team=",
+                                        "route=",
+                                        "max-attempts=",
+                                        "max-generations=",
+                                        "json",
+                                        "dry-run",
+                                        "on-budget-exhausted=",
+                                        "max-cost=",
+                                        "webhook=",
+                                        NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq submit",
+        "usage: imgq submit FILE.jsonl|- [--batch NAME] [--priority low|normal|high] [--team T]\n"
+        "         [--route R] [--max-attempts N] [--max-generations N] [--not-before TIME]\n"
+        "         [--deadline TIME] [--window HH:MM-HH:MM [--tz ZONE]] [--max-cost USD]\n"
+        "         [--on-budget-exhausted wait|fail] [--webhook URL] [--dry-run] [--json]\n"
+        "  validate every line, then enqueue them all as one batch (or nothing)\n"
+        "  --json: one JSON document on stdout, {\"ok\": true, ...} or\n"
+        "          {\"ok\": false, \"errors\": [{\"line\", \"field\", \"reason\"}, ...]}\n"
+        "TIME: +30m, +2h, +1d, 2026-11-23T01:00:00Z, or local 2026-11-23T01:00 (--tz)\n",
+        flags,
+        1,
+        1,
+        "FILE.jsonl (or - for stdin)"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    json = imgq__cli_set(&a, "json");
+    submit_errors = json ? json_array() : NULL;
+    int rc = submit(&a, json);
+    if (json && rc != IMGQ_EXIT_OK) {
+        if (json_array_size(submit_errors) == 0)
+            json_array_append_new(submit_errors,
+                                  json_pack("{s:n, s:n, s:s}", "line", "field", "reason",
+                                            "the submission failed (see stderr)"));
+        json_t *doc = json_pack("{s:b, s:O}", "ok", 0, "errors", submit_errors);
+        char *text = json_dumps(doc, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+        json_decref(doc);
+    }
+    json_decref(submit_errors);
+    submit_errors = NULL;
+    return rc;
+}
+
+static int submit(const struct imgq_cli_args *a, int json)
+{
+    const char *batch = imgq__cli_opt(a, "batch");
     struct imgq_job_defaults d = {.priority = IMGQ_PRIO_NORMAL, .max_attempts = 5};
-    int json = 0, dry_run = 0;
-    const char *not_before = NULL, *deadline = NULL, *window = NULL, *tz = NULL;
-    const char *on_budget = NULL; /* --on-budget-exhausted wait|fail */
-    const char *webhook = NULL;   /* --webhook: the batch's URL */
-    imgq_micros max_cost = -1;    /* --max-cost: refuse a file whose worst case is over it */
-    static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
-                                         {"not-before", required_argument, NULL, 'B'},
-                                         {"deadline", required_argument, NULL, 'D'},
-                                         {"window", required_argument, NULL, 'W'},
-                                         {"tz", required_argument, NULL, 'Z'},
-                                         {"priority", required_argument, NULL, 'p'},
-                                         {"team", required_argument, NULL, 't'},
-                                         {"route", required_argument, NULL, 'r'},
-                                         {"max-attempts", required_argument, NULL, 'm'},
-                                         {"max-generations", required_argument, NULL, 'G'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"dry-run", no_argument, NULL, 'n'},
-                                         {"on-budget-exhausted", required_argument, NULL, 'O'},
-                                         {"max-cost", required_argument, NULL, 'C'},
-                                         {"webhook", required_argument, NULL, 'H'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'b':
-            batch = optarg;
-            break;
-        case 'p': {
-            enum imgq_priority pr;
-            if (imgq_priority_parse(optarg, &pr) != 0) {
-                fprintf(stderr, "imgq submit: --priority '%s': use low, normal or high\n", optarg);
-                return IMGQ_EXIT_USAGE;
-            }
-            d.priority = pr;
-            break;
-        }
-        case 't':
-            d.team = optarg;
-            break;
-        case 'r':
-            d.route = optarg;
-            break;
-        case 'm':
-            d.max_attempts = atoi(optarg);
-            if (d.max_attempts < 1 || d.max_attempts > 100) {
-                fprintf(stderr, "imgq submit: --max-attempts '%s': use 1 to 100\n", optarg);
-                return IMGQ_EXIT_USAGE;
-            }
-            break;
-        case 'G':
-            d.max_generations = atoi(optarg);
-            if (d.max_generations < 1 || d.max_generations > 100) {
-                fprintf(stderr, "imgq submit: --max-generations '%s': use 1 to 100\n", optarg);
-                return IMGQ_EXIT_USAGE;
-            }
-            break;
-        case 'j':
-            json = 1;
-            break;
-        case 'B':
-            not_before = optarg;
-            break;
-        case 'D':
-            deadline = optarg;
-            break;
-        case 'W':
-            window = optarg;
-            break;
-        case 'Z':
-            tz = optarg;
-            break;
-        case 'n':
-            dry_run = 1;
-            break;
-        case 'O':
-            if (strcmp(optarg, "wait") != 0 && strcmp(optarg, "fail") != 0) {
-                fprintf(stderr, "imgq submit: --on-budget-exhausted '%s': use wait or fail\n",
-                        optarg);
-                return IMGQ_EXIT_USAGE;
-            }
-            on_budget = optarg;
-            break;
-        case 'H':
-            if (imgq__cli_check_url("imgq submit: --webhook", optarg) != 0)
-                return IMGQ_EXIT_USAGE;
-            webhook = optarg;
-            break;
-        case 'C':
-            if (imgq_money_parse(optarg, &max_cost) != 0 || max_cost < 0) {
-                fprintf(stderr, "imgq submit: --max-cost '%s': use dollars, e.g. 250 or 12.50\n",
-                        optarg);
-                return IMGQ_EXIT_USAGE;
-            }
-            break;
-        default:
-            return IMGQ_EXIT_USAGE;
-        }
+    int dry_run = imgq__cli_set(a, "dry-run");
+    const char *not_before = imgq__cli_opt(a, "not-before"),
+               *deadline = imgq__cli_opt(a, "deadline"), *window = imgq__cli_opt(a, "window"),
+               *tz = imgq__cli_opt(a, "tz");
+    /* --on-budget-exhausted wait|fail */
+    const char *on_budget = imgq__cli_opt(a, "on-budget-exhausted");
+    const char *webhook = imgq__cli_opt(a, "webhook"); /* the batch's URL */
+    imgq_micros max_cost = -1; /* --max-cost: refuse a file whose worst case is over it */
+    const char *v;
+    if ((v = imgq__cli_opt(a, "priority"))) {
+        enum imgq_priority pr;
+        if (imgq_priority_parse(v, &pr) != 0)
+            return submit_error(0, "--priority", "--priority '%s': use low, normal or high", v);
+        d.priority = pr;
     }
-    if (optind + 1 != argc) {
-        fprintf(stderr, "usage: imgq submit FILE.jsonl|- [--batch NAME] [--priority P] "
-                        "[--team T] [--route R] [--max-attempts N] [--max-generations N]\n"
-                        "       [--not-before TIME] [--window HH:MM-HH:MM [--tz ZONE]] "
-                        "[--deadline TIME] "
-                        "[--max-cost USD] [--webhook URL] [--dry-run] [--json]\n");
-        return IMGQ_EXIT_USAGE;
+    d.team = imgq__cli_opt(a, "team");
+    d.route = imgq__cli_opt(a, "route");
+    if ((v = imgq__cli_opt(a, "max-attempts"))) {
+        d.max_attempts = atoi(v);
+        if (d.max_attempts < 1 || d.max_attempts > 100)
+            return submit_error(0, "--max-attempts", "--max-attempts '%s': use 1 to 100", v);
     }
-    const char *path = argv[optind];
+    if ((v = imgq__cli_opt(a, "max-generations"))) {
+        d.max_generations = atoi(v);
+        if (d.max_generations < 1 || d.max_generations > 100)
+            return submit_error(0, "--max-generations", "--max-generations '%s': use 1 to 100", v);
+    }
+    if (on_budget && strcmp(on_budget, "wait") != 0 && strcmp(on_budget, "fail") != 0)
+        return submit_error(0, "--on-budget-exhausted",
+                            "--on-budget-exhausted '%s': use wait or fail", on_budget);
+    if (webhook && imgq__cli_check_url("imgq submit: --webhook", webhook) != 0)
+        return submit_error(0, "--webhook", "--webhook '%s': refused (see above)", webhook);
+    if ((v = imgq__cli_opt(a, "max-cost")) && (imgq_money_parse(v, &max_cost) != 0 || max_cost < 0))
+        return submit_error(0, "--max-cost", "--max-cost '%s': use dollars, e.g. 250 or 12.50", v);
+    const char *path = a->args[0];
     char batch_buf[80];
-    if (batch && !valid_batch_name(batch)) {
-        fprintf(stderr, "imgq submit: --batch '%s': use 1-64 letters, digits, '-', '_', '.'\n",
-                batch);
-        return IMGQ_EXIT_USAGE;
-    }
+    if (batch && !valid_batch_name(batch))
+        return submit_error(0, "--batch", "--batch '%s': use 1-64 letters, digits, '-', '_', '.'",
+                            batch);
     if (!batch) {
         char rnd[16];
         random_id('b', rnd, 9);
@@ -388,55 +402,45 @@ int imgq_cmd_submit(int argc, char **argv)
     int64_t now_ms = (int64_t)time(NULL) * 1000;
     if (not_before || deadline || window) {
         imgq_queue *q0 = imgq__cli_queue();
-        if (!q0 || imgq_queue_now_ms(q0, &now_ms) != 0) {
-            fprintf(stderr, "imgq submit: cannot read the queue's clock\n");
-            return IMGQ_EXIT_FAIL;
-        }
+        if (!q0 || imgq_queue_now_ms(q0, &now_ms) != 0)
+            return submit_error(0, NULL, "cannot read the queue's clock");
     }
-    if (tz && imgq_tz_check(tz) != 0) {
-        fprintf(stderr, "imgq submit: --tz '%s' is not a time zone of this system\n", tz);
-        return IMGQ_EXIT_USAGE;
-    }
+    if (tz && imgq_tz_check(tz) != 0)
+        return submit_error(0, "--tz", "--tz '%s' is not a time zone of this system", tz);
     if ((not_before && imgq_time_parse(not_before, tz, now_ms, &sched.not_before_ms, problem,
                                        sizeof problem) != 0) ||
         (deadline &&
          imgq_time_parse(deadline, tz, now_ms, &sched.deadline_ms, problem, sizeof problem) != 0) ||
         (window && imgq_window_plan(window, tz, now_ms, IMGQ_WINDOW_PLAN_DAYS, &plan, problem,
-                                    sizeof problem) != 0)) {
-        fprintf(stderr, "imgq submit: %s\n", problem);
-        return IMGQ_EXIT_USAGE;
-    }
+                                    sizeof problem) != 0))
+        return submit_error(0, "--not-before/--deadline/--window", "%s", problem);
     if (sched.deadline_ms && sched.deadline_ms <= now_ms) {
-        fprintf(stderr, "imgq submit: --deadline '%s' has already passed\n", deadline);
         free(plan);
-        return IMGQ_EXIT_USAGE;
+        return submit_error(0, "--deadline", "--deadline '%s' has already passed", deadline);
     }
     if (sched.deadline_ms && sched.not_before_ms && sched.deadline_ms <= sched.not_before_ms) {
-        fprintf(stderr, "imgq submit: --deadline is not after --not-before\n");
         free(plan);
-        return IMGQ_EXIT_USAGE;
+        return submit_error(0, "--deadline", "--deadline is not after --not-before");
     }
     sched.windows = plan;
     const imgq_catalog *cat = imgq__cli_catalog();
     if (!cat) {
         free(plan);
-        return IMGQ_EXIT_FAIL;
+        return submit_error(0, NULL, "cannot load the catalog %s", imgq__cli_config()->catalog);
     }
     if (d.route && !imgq_catalog_route(cat, d.route)) {
-        fprintf(stderr, "imgq submit: --route '%s' is not a route of the catalog\n", d.route);
         free(plan);
-        return IMGQ_EXIT_USAGE;
+        return submit_error(0, "--route", "--route '%s' is not a route of the catalog", d.route);
     }
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "imgq submit: %s: cannot read: %m\n", path);
+        submit_error(0, NULL, "%s: cannot read: %m", path);
         free(plan);
         return IMGQ_EXIT_FAIL;
     }
     FILE *spool = dry_run ? NULL : spool_open();
     if (!dry_run && !spool) {
-        fprintf(stderr, "imgq submit: cannot create a temporary file in %s (TMPDIR): %m\n",
-                spool_dir());
+        submit_error(0, NULL, "cannot create a temporary file in %s (TMPDIR): %m", spool_dir());
         if (f != stdin)
             fclose(f);
         free(plan);
@@ -457,6 +461,7 @@ int imgq_cmd_submit(int argc, char **argv)
         imgq_drift_load(imgq_queue_redis(sq), imgq_queue_keys(sq), &drift, derr, sizeof derr) != 0)
         fprintf(stderr, "imgq submit: --max-cost: catalog drift not applied: %s\n", derr);
     const char *shown = strcmp(path, "-") == 0 ? "<stdin>" : path;
+    submit_file = shown;
     time_t today = time(NULL);
     char *line = NULL;
     size_t cap = 0;
@@ -470,7 +475,8 @@ int imgq_cmd_submit(int argc, char **argv)
     while ((len = getline(&line, &cap, f)) != -1) {
         lineno++;
         struct imgq_job_spec spec;
-        int pr = imgq__cli_parse_line(cat, line, (size_t)len, &d, today, shown, lineno, &spec);
+        int pr = imgq__cli_parse_line(cat, line, (size_t)len, &d, today, shown, lineno, &spec,
+                                      submit_errors);
         if (pr != 0) {
             bad += pr < 0;
             continue;
@@ -481,7 +487,7 @@ int imgq_cmd_submit(int argc, char **argv)
         const char *url_field = spec.webhook ? "webhook" : "pipeline.select.url";
         if ((spec.webhook && imgq__cli_check_url("webhook", spec.webhook) != 0) ||
             (scorer && imgq__cli_check_url("pipeline.select.url", scorer) != 0)) {
-            fprintf(stderr, "%s:%zu: %s: refused (above)\n", shown, lineno, url_field);
+            submit_error(lineno, url_field, "refused (above)");
             imgq_job_spec_clear(&spec);
             bad++;
             continue;
@@ -493,8 +499,8 @@ int imgq_cmd_submit(int argc, char **argv)
         if (qr) {
             imgq_job_spec_clear(&spec);
             bad++;
-            fprintf(stderr, "%s:%zu: (cost): cannot be priced with the catalog: %s\n", shown,
-                    lineno, imgq_strerror(qr));
+            submit_error(lineno, "(cost)", "cannot be priced with the catalog: %s",
+                         imgq_strerror(qr));
             continue;
         }
         /* As the second pass will send it (once a line is bad, nothing will be sent). */
@@ -504,9 +510,8 @@ int imgq_cmd_submit(int argc, char **argv)
             free(idem);
             if (wr != 0) {
                 imgq_job_spec_clear(&spec);
-                fprintf(stderr, "imgq submit: cannot write a temporary file in %s (TMPDIR): %m\n",
-                        spool_dir());
-                rc = IMGQ_EXIT_FAIL;
+                rc = submit_error(0, NULL, "cannot write a temporary file in %s (TMPDIR): %m",
+                                  spool_dir());
                 goto out;
             }
         }
@@ -514,14 +519,11 @@ int imgq_cmd_submit(int argc, char **argv)
         jobs++;
     }
     if (ferror(f)) {
-        fprintf(stderr, "imgq submit: %s: read error\n", shown);
-        rc = IMGQ_EXIT_FAIL;
+        rc = submit_error(0, NULL, "%s: read error", shown);
         goto out;
     }
     if (spool && (fflush(spool) != 0 || ferror(spool))) {
-        fprintf(stderr, "imgq submit: cannot write a temporary file in %s (TMPDIR): %m\n",
-                spool_dir());
-        rc = IMGQ_EXIT_FAIL;
+        rc = submit_error(0, NULL, "cannot write a temporary file in %s (TMPDIR): %m", spool_dir());
         goto out;
     }
     if (bad) {
@@ -531,24 +533,23 @@ int imgq_cmd_submit(int argc, char **argv)
         goto out;
     }
     if (jobs == 0) {
-        fprintf(stderr, "imgq submit: %s has no jobs; nothing was enqueued\n", shown);
-        rc = IMGQ_EXIT_FAIL;
+        rc = submit_error(0, NULL, "%s has no jobs; nothing was enqueued", shown);
         goto out;
     }
     if (max_cost >= 0 && worst.total.worst > max_cost) {
         char w[48], m[48];
         imgq_quote_money(worst.total.worst, w, sizeof w);
         imgq_quote_money(max_cost, m, sizeof m);
-        fprintf(stderr,
-                "imgq submit: worst case %s for %zu jobs is over --max-cost %s; nothing was "
-                "enqueued (imgq quote shows it per model)\n",
-                w, jobs, m);
+        rc = submit_error(0, "--max-cost",
+                          "worst case %s for %zu jobs is over --max-cost %s; nothing was "
+                          "enqueued (imgq quote shows it per model)",
+                          w, jobs, m);
         rc = IMGQ_EXIT_FAIL;
         goto out;
     }
     if (dry_run) {
         if (json)
-            printf("{\"valid\":%zu,\"enqueued\":0}\n", jobs);
+            printf("{\"ok\":true,\"valid\":%zu,\"enqueued\":0}\n", jobs);
         else
             fprintf(stderr, "imgq submit: %zu jobs valid (dry run, nothing enqueued)\n", jobs);
         goto out;
@@ -574,8 +575,7 @@ int imgq_cmd_submit(int argc, char **argv)
             oargs[na++] = webhook;
         }
         if (imgq_queue_script(q, IMGQ_SCRIPT_SUBMIT, na, oargs, NULL, oerr, sizeof oerr) != 0) {
-            fprintf(stderr, "imgq submit: %s\n", oerr);
-            rc = IMGQ_EXIT_FAIL;
+            rc = submit_error(0, NULL, "%s", oerr);
             goto out;
         }
     }
@@ -590,9 +590,7 @@ int imgq_cmd_submit(int argc, char **argv)
     for (;;) {
         int got = record_get(spool, p);
         if (got < 0) {
-            fprintf(stderr, "imgq submit: cannot read the temporary file in %s back\n",
-                    spool_dir());
-            rc = IMGQ_EXIT_FAIL;
+            rc = submit_error(0, NULL, "cannot read the temporary file in %s back", spool_dir());
             break;
         }
         if (got == 0)
@@ -620,18 +618,18 @@ int imgq_cmd_submit(int argc, char **argv)
     }
     if (rc == IMGQ_EXIT_OK) {
         if (json)
-            printf("{\"batch\":\"%s\",\"created\":%zu,\"existing\":%zu}\n", batch, s.total_created,
-                   s.total_existing);
+            printf("{\"ok\":true,\"batch\":\"%s\",\"created\":%zu,\"existing\":%zu}\n", batch,
+                   s.total_created, s.total_existing);
         else {
             printf("%s\n", batch);
             fprintf(stderr, "imgq submit: batch %s: %zu jobs enqueued, %zu already present\n",
                     batch, s.total_created, s.total_existing);
         }
     } else {
-        fprintf(stderr,
-                "imgq submit: batch %s: %zu jobs were enqueued before the failure; submit the "
-                "same file with --batch %s again to enqueue the rest without duplicates\n",
-                batch, s.total_created, batch);
+        submit_error(0, NULL,
+                     "batch %s: %zu jobs were enqueued before the failure; submit the same file "
+                     "with --batch %s again to enqueue the rest without duplicates",
+                     batch, s.total_created, batch);
     }
     free(bufs);
 out:

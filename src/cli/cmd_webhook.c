@@ -96,53 +96,25 @@ struct opts {
 static int parse_opts(const char *cmd, int argc, char **argv, bool verify, struct opts *o)
 {
     memset(o, 0, sizeof *o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(USAGE, stdout);
-            return IMGQ_EXIT_OK;
-        }
-        static const char *const names[] = {"--secret",    "--id",  "--timestamp",
-                                            "--signature", "--now", "--tolerance"};
-        size_t k, nk = verify ? 6 : 3;
-        const char *v = NULL;
-        for (k = 0; k < nk; k++) {
-            size_t len = strlen(names[k]);
-            if (strncmp(a, names[k], len) == 0 && a[len] == '=') {
-                v = a + len + 1;
-                break;
-            }
-            if (strcmp(a, names[k]) == 0) {
-                if (i + 1 >= argc)
-                    return usage_error(cmd, "%s needs a value", names[k]);
-                v = argv[++i];
-                break;
-            }
-        }
-        if (k == nk)
-            return usage_error(cmd, "unknown argument '%s'", a);
-        switch (k) {
-        case 0:
-            if (o->nsecrets == MAX_SECRETS)
-                return usage_error(cmd, "at most %d secrets", MAX_SECRETS);
-            o->secrets[o->nsecrets++] = v;
-            break;
-        case 1:
-            o->id = v;
-            break;
-        case 2:
-            o->timestamp = v;
-            break;
-        case 3:
-            o->signature = v;
-            break;
-        case 4:
-            o->now = v;
-            break;
-        default:
-            o->tolerance = v;
-            break;
-        }
+    static const char *const sign_flags[] = {"secret=*", "id=", "timestamp=", NULL};
+    static const char *const verify_flags[] = {
+        "secret=*", "id=", "timestamp=", "signature=", "now=", "tolerance=", NULL};
+    static const struct imgq_cli_cmd sign = {"imgq webhook sign", USAGE, sign_flags, 0, 0, NULL};
+    static const struct imgq_cli_cmd ver = {"imgq webhook verify", USAGE, verify_flags, 0, 0, NULL};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(verify ? &ver : &sign, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    size_t ns = imgq__cli_all(&a, "secret", o->secrets, MAX_SECRETS);
+    if (ns > MAX_SECRETS)
+        return usage_error(cmd, "at most %d secrets", MAX_SECRETS);
+    o->nsecrets = ns;
+    o->id = imgq__cli_opt(&a, "id");
+    o->timestamp = imgq__cli_opt(&a, "timestamp");
+    if (verify) {
+        o->signature = imgq__cli_opt(&a, "signature");
+        o->now = imgq__cli_opt(&a, "now");
+        o->tolerance = imgq__cli_opt(&a, "tolerance");
     }
     if (o->nsecrets == 0) {
         const char *env = getenv("IMGQ_WEBHOOK_SECRET");
@@ -256,15 +228,7 @@ out:
 
 int imgq_cmd_webhook(int argc, char **argv)
 {
-    if (argc < 2)
-        return usage_error(NULL, "missing sign or verify");
-    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
-        fputs(USAGE, stdout);
-        return IMGQ_EXIT_OK;
-    }
-    if (!strcmp(argv[1], "sign"))
-        return cmd_sign(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "verify"))
-        return cmd_verify(argc - 1, argv + 1);
-    return usage_error(NULL, "unknown subcommand '%s' (sign or verify)", argv[1]);
+    static const struct imgq_cli_sub subs[] = {
+        {"sign", cmd_sign}, {"verify", cmd_verify}, {NULL, NULL}};
+    return imgq__cli_dispatch("imgq webhook", USAGE, subs, argc, argv);
 }

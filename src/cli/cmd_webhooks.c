@@ -17,8 +17,8 @@
  *   imgq webhooks disabled [--json]
  *       the disabled endpoints, since when.
  *
- * Times are the queue's clock (imgq clock), printed in UTC.  Exit status: 0, 1 when a message
- * or endpoint does not exist or Redis fails, 2 for bad usage.
+ * Times are the queue's clock (imgq clock), printed in UTC.  Exit status: 0, 3 when a message
+ * does not exist, 1 when an endpoint is not disabled or Redis fails, 2 for bad usage.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -168,31 +168,24 @@ static bool matches(const struct list_opts *o, redisReply *h)
 static int cmd_list(int argc, char **argv)
 {
     struct list_opts o = {.limit = 50};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--json")) {
-            o.json = true;
-            continue;
-        }
-        if (i + 1 >= argc || (strcmp(a, "--state") && strcmp(a, "--batch") && strcmp(a, "--job") &&
-                              strcmp(a, "--limit")))
-            return usage_error("list", "unknown argument '%s'", a);
-        const char *v = argv[++i];
-        if (!strcmp(a, "--state")) {
-            if (!valid_state(v))
-                return usage_error("list", "--state '%s': pending, delivered, failed or disabled",
-                                   v);
-            o.state = v;
-        } else if (!strcmp(a, "--batch")) {
-            o.batch = v;
-        } else if (!strcmp(a, "--job")) {
-            o.job = v;
-        } else {
-            char *end;
-            o.limit = strtol(v, &end, 10);
-            if (*end || end == v || o.limit < 1 || o.limit > 1000000)
-                return usage_error("list", "--limit '%s': a number from 1 to 1000000", v);
-        }
+    static const char *const flags[] = {"json", "state=", "batch=", "job=", "limit=", NULL};
+    static const struct imgq_cli_cmd cmd = {"imgq webhooks list", USAGE, flags, 0, 0, NULL};
+    struct imgq_cli_args a;
+    int pst = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (pst >= 0)
+        return pst;
+    o.json = imgq__cli_set(&a, "json");
+    o.state = imgq__cli_opt(&a, "state");
+    if (o.state && !valid_state(o.state))
+        return usage_error("list", "--state '%s': pending, delivered, failed or disabled", o.state);
+    o.batch = imgq__cli_opt(&a, "batch");
+    o.job = imgq__cli_opt(&a, "job");
+    const char *v = imgq__cli_opt(&a, "limit");
+    if (v) {
+        char *end;
+        o.limit = strtol(v, &end, 10);
+        if (*end || end == v || o.limit < 1 || o.limit > 1000000)
+            return usage_error("list", "--limit '%s': a number from 1 to 1000000", v);
     }
     imgq_queue *q = imgq__cli_queue();
     if (!q)
@@ -249,18 +242,20 @@ static int cmd_list(int argc, char **argv)
 
 static int cmd_show(int argc, char **argv)
 {
-    const char *id = NULL;
-    bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            json = true;
-        else if (argv[i][0] == '-' || id)
-            return usage_error("show", "unexpected argument '%s'", argv[i]);
-        else
-            id = argv[i];
-    }
-    if (!id)
-        return usage_error("show", "which message? (imgq webhooks list shows their ids)");
+    static const char *const flags[] = {"json", NULL};
+    static const struct imgq_cli_cmd cmd = {
+        "imgq webhooks show",
+        USAGE,
+        flags,
+        1,
+        1,
+        "MSGID: which message? (imgq webhooks list shows their ids)"};
+    struct imgq_cli_args a;
+    int pst = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (pst >= 0)
+        return pst;
+    const char *id = a.args[0];
+    bool json = imgq__cli_set(&a, "json");
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -272,7 +267,7 @@ static int cmd_show(int argc, char **argv)
     if (r->elements == 0) {
         freeReplyObject(r);
         fprintf(stderr, "imgq webhooks show: no message %s\n", id);
-        return IMGQ_EXIT_FAIL;
+        return IMGQ_EXIT_NOTFOUND;
     }
     json_t *m = json_pack("{s:s}", "id", id);
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
@@ -386,7 +381,7 @@ static int replay_ids(imgq_queue *q, char **ids, size_t n)
         if (missing_n) {
             if (done)
                 printf("replayed %zu messages\n", done);
-            return IMGQ_EXIT_FAIL;
+            return IMGQ_EXIT_NOTFOUND;
         }
     }
     printf("replayed %zu messages\n", done);
@@ -395,21 +390,17 @@ static int replay_ids(imgq_queue *q, char **ids, size_t n)
 
 static int cmd_replay(int argc, char **argv)
 {
-    const char *state = NULL, *since = NULL;
-    char **ids = imgq_xcalloc((size_t)argc, sizeof *ids);
+    static const char *const flags[] = {"state=", "since=", NULL};
+    static const struct imgq_cli_cmd cmd = {"imgq webhooks replay", USAGE, flags, 0, -1, NULL};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *state = imgq__cli_opt(&a, "state"), *since = imgq__cli_opt(&a, "since");
+    char **ids = imgq_xcalloc((size_t)a.nargs + 1, sizeof *ids);
     size_t n = 0;
-    int st;
-    for (int i = 1; i < argc; i++) {
-        if ((!strcmp(argv[i], "--state") || !strcmp(argv[i], "--since")) && i + 1 < argc) {
-            *(!strcmp(argv[i], "--state") ? &state : &since) = argv[i + 1];
-            i++;
-        } else if (argv[i][0] == '-') {
-            st = usage_error("replay", "unknown argument '%s'", argv[i]);
-            goto out;
-        } else {
-            ids[n++] = argv[i];
-        }
-    }
+    for (int i = 0; i < a.nargs; i++)
+        ids[n++] = a.args[i];
     if ((n > 0) == (state != NULL) || (since && !state)) {
         st = usage_error("replay", "give message ids, or --state STATE [--since TIME]");
         goto out;
@@ -471,8 +462,18 @@ out:
 
 static int cmd_enable(int argc, char **argv)
 {
-    if (argc != 2 || argv[1][0] == '-')
-        return usage_error("enable", "give the endpoint URL (imgq webhooks disabled lists them)");
+    static const struct imgq_cli_cmd cmd = {
+        "imgq webhooks enable",
+        USAGE,
+        NULL,
+        1,
+        1,
+        "URL: give the endpoint URL (imgq webhooks disabled lists them)"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    argv = a.args - 1; /* argv[1]: the URL, as below */
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -497,9 +498,13 @@ static int cmd_enable(int argc, char **argv)
 
 static int cmd_disabled(int argc, char **argv)
 {
-    bool json = argc == 2 && !strcmp(argv[1], "--json");
-    if (argc > 1 && !json)
-        return usage_error("disabled", "unexpected argument '%s'", argv[1]);
+    static const char *const flags[] = {"json", NULL};
+    static const struct imgq_cli_cmd cmd = {"imgq webhooks disabled", USAGE, flags, 0, 0, NULL};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    bool json = imgq__cli_set(&a, "json");
     imgq_queue *q = imgq__cli_queue();
     if (!q)
         return IMGQ_EXIT_FAIL;
@@ -528,23 +533,8 @@ static int cmd_disabled(int argc, char **argv)
 
 int imgq_cmd_webhooks(int argc, char **argv)
 {
-    if (argc < 2)
-        return usage_error(NULL, "missing list, show, replay, enable or disabled");
-    const char *sub = argv[1];
-    if (!strcmp(sub, "-h") || !strcmp(sub, "--help") || !strcmp(sub, "help")) {
-        fputs(USAGE, stdout);
-        return IMGQ_EXIT_OK;
-    }
-    static const struct {
-        const char *name;
-        int (*fn)(int, char **);
-    } subs[] = {{"list", cmd_list},
-                {"show", cmd_show},
-                {"replay", cmd_replay},
-                {"enable", cmd_enable},
-                {"disabled", cmd_disabled}};
-    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
-        if (!strcmp(sub, subs[i].name))
-            return subs[i].fn(argc - 1, argv + 1);
-    return usage_error(NULL, "unknown subcommand '%s' (list, show, replay, enable, disabled)", sub);
+    static const struct imgq_cli_sub subs[] = {{"list", cmd_list},         {"show", cmd_show},
+                                               {"replay", cmd_replay},     {"enable", cmd_enable},
+                                               {"disabled", cmd_disabled}, {NULL, NULL}};
+    return imgq__cli_dispatch("imgq webhooks", USAGE, subs, argc, argv);
 }

@@ -7,7 +7,7 @@
 
 int imgq__cli_parse_line(const imgq_catalog *cat, const char *line, size_t len,
                          const struct imgq_job_defaults *d, time_t today, const char *file,
-                         size_t lineno, struct imgq_job_spec *spec)
+                         size_t lineno, struct imgq_job_spec *spec, json_t *errors)
 {
     size_t i = 0;
     while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n'))
@@ -18,6 +18,9 @@ int imgq__cli_parse_line(const imgq_catalog *cat, const char *line, size_t len,
     char warn[256];
     if (imgq_job_parse(cat, line, len, d, today, spec, &why, warn, sizeof warn) != 0) {
         fprintf(stderr, "%s:%zu: %s: %s\n", file, lineno, why.field, why.reason);
+        if (errors)
+            json_array_append_new(errors, json_pack("{s:I, s:s, s:s}", "line", (json_int_t)lineno,
+                                                    "field", why.field, "reason", why.reason));
         return -1;
     }
     if (warn[0])

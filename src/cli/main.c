@@ -1,14 +1,17 @@
 /* main.c - the imgq command: global flags, configuration, and dispatch to subcommands. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "imgq/alloc.h"
 #include "imgq/ssrf.h"
+#include "imgq/version.h"
 
 static struct imgq_config config;
 static imgq_catalog *catalog;
@@ -67,22 +70,6 @@ const imgq_catalog *imgq__cli_catalog(void)
     return catalog;
 }
 
-int imgq__cli_has_flag(int argc, char **argv, const char *flag)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return 1;
-    return 0;
-}
-
-const char *imgq__cli_flag_value(int argc, char **argv, const char *flag)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return argv[i + 1];
-    return NULL;
-}
-
 imgq_queue *imgq__cli_queue_quiet(void)
 {
     if (!queue) {
@@ -107,11 +94,46 @@ imgq_queue *imgq__cli_queue(void)
     return queue;
 }
 
+/*
+ * stdout, writing to fd 1.  SIGPIPE is ignored (a Redis or HTTP peer hanging up must not kill
+ * the process), so a reader that went away (imgq batch results B | head -1) shows up as EPIPE
+ * here: the process then ends at once, quietly and with status 0 (the reader took what it
+ * wanted; a script under "set -o pipefail" goes on), instead of computing the rest of its
+ * output for nobody and printing "Broken pipe".  Nothing is left to flush: stdout is gone.
+ */
+static ssize_t stdout_write(void *cookie, const char *buf, size_t len)
+{
+    (void)cookie;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(STDOUT_FILENO, buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EPIPE)
+            _exit(IMGQ_EXIT_OK);
+        if (n < 0)
+            return done ? (ssize_t)done : -1;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+static void stdout_quiet_on_epipe(void)
+{
+    FILE *f = fopencookie(NULL, "w", (cookie_io_functions_t){.write = stdout_write});
+    if (!f)
+        return; /* keep the plain stdout */
+    setvbuf(f, NULL, isatty(STDOUT_FILENO) ? _IOLBF : _IOFBF, BUFSIZ);
+    fflush(stdout);
+    stdout = f;
+}
+
 static void usage(FILE *f)
 {
     fputs(
         "usage: imgq [--config FILE] [--redis URL] [--queue NAME] [--prefix P] "
         "[--catalog FILE] COMMAND ...\n"
+        "       imgq --version | --help | COMMAND --help\n"
         "\n"
         "commands:\n"
         "  submit FILE.jsonl|- [--batch NAME] [--priority low|normal|high] [--team T]\n"
@@ -125,7 +147,7 @@ static void usage(FILE *f)
         "  cancel JOB_ID | cancel --batch B          end jobs that have not finished\n"
         "  select JOB [INDEX]            a pipeline's drafts awaiting selection; choose one\n"
         "  pause|resume --batch B | --queue-wide    stop/restart dispatch, all workers\n"
-        "  dlq list [--batch B] [--json] | dlq retry (IDS|--batch B|--all) | dlq purge\n"
+        "  dlq list [--batch B] [--json] | dlq retry|purge (IDS|--batch B|--all)\n"
         "  stats [--json]                depths, in flight, retrying, dead, oldest wait\n"
         "  events [--follow] [--batch B] [--json]   job and batch transitions\n"
         "  job show ID                   everything about one job\n"
@@ -153,25 +175,28 @@ static void usage(FILE *f)
         "TIME: +30m, +2h, +1d, 2026-11-23T01:00:00Z, or local 2026-11-23T01:00 (--tz)\n"
         "\n"
         "environment: IMGQ_CONFIG, IMGQ_REDIS_URL, IMGQ_QUEUE, IMGQ_PREFIX, IMGQ_CATALOG,\n"
-        "  IMGQ_S3_BUCKET, AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...\n",
+        "  IMGQ_S3_BUCKET, AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...\n"
+        "exit status: 0 ok, 1 the operation failed, 2 bad usage, 3 the job, batch, budget or\n"
+        "  webhook message named does not exist; a reader of stdout that goes away (| head)\n"
+        "  ends imgq quietly with 0\n",
         f);
 }
 
 int main(int argc, char **argv)
 {
     const char *config_file = NULL, *redis = NULL, *qname = NULL, *prefix = NULL, *cat = NULL;
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"redis", required_argument, NULL, 'r'},
-                                         {"queue", required_argument, NULL, 'q'},
-                                         {"prefix", required_argument, NULL, 'p'},
-                                         {"catalog", required_argument, NULL, 'C'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},  {"redis", required_argument, NULL, 'r'},
+        {"queue", required_argument, NULL, 'q'},   {"prefix", required_argument, NULL, 'p'},
+        {"catalog", required_argument, NULL, 'C'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
     /* libcurl leaves signals alone; a peer hanging up must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    stdout_quiet_on_epipe();
     int c;
+    opterr = 0;
     /* '+' stops at the subcommand, whose own flags follow it. */
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config_file = optarg;
@@ -191,12 +216,21 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return IMGQ_EXIT_OK;
+        case 'V':
+            imgq_version_print(stdout, "imgq");
+            return IMGQ_EXIT_OK;
+        case ':':
+            fprintf(stderr, "imgq: %s needs a value\n", argv[optind - 1]);
+            usage(stderr);
+            return IMGQ_EXIT_USAGE;
         default:
+            fprintf(stderr, "imgq: unknown option '%s'\n", argv[optind - 1]);
             usage(stderr);
             return IMGQ_EXIT_USAGE;
         }
     }
     if (optind >= argc) {
+        fprintf(stderr, "imgq: missing COMMAND\n");
         usage(stderr);
         return IMGQ_EXIT_USAGE;
     }
@@ -230,8 +264,7 @@ int main(int argc, char **argv)
         if (strcmp(cmds[i].name, name) == 0) {
             int sub_argc = argc - optind;
             char **sub_argv = argv + optind;
-            optind = 0; /* glibc: 0 re-initialises getopt for the subcommand */
-            rc = cmds[i].fn(sub_argc, sub_argv);
+            rc = cmds[i].fn(sub_argc, sub_argv); /* flags: imgq__cli_parse (args.c) */
             break;
         }
     if (rc == -1) {

@@ -8,6 +8,7 @@
 #include "imgq/alloc.h"
 #include "imgq/config.h"
 #include "imgq/error.h"
+#include "imgq/version.h"
 #include "sim.h"
 
 void sim_config_init(struct sim_config *c)
@@ -76,7 +77,7 @@ void sim_usage(FILE *f)
           "  --config FILE.json       the same knobs as JSON keys (latency_ms, fail_429, ...);\n"
           "                           flags given on the command line win\n"
           "  --verbose                log one line per request to stderr\n"
-          "  --help\n"
+          "  --help, --version\n"
           "\n"
           "Prompt triggers force an outcome whatever the rates: [sim:429] [sim:500]\n"
           "[sim:moderation] [sim:prompt-blocked] (moderation of the prompt: Gemini's\n"
@@ -253,6 +254,19 @@ out:
     return rc;
 }
 
+/* Whether --NAME is one of the simulator's options (set_knob knows it). */
+static bool known_option(const char *name)
+{
+    if (strcmp(name, "config") == 0)
+        return true;
+    struct sim_config scratch;
+    char why[256] = "";
+    sim_config_init(&scratch);
+    set_knob(&scratch, name, "", why, sizeof why);
+    sim_config_release(&scratch);
+    return strncmp(why, "unknown option", 14) != 0;
+}
+
 int sim_config_from_args(struct sim_config *c, int argc, char **argv, char *err, size_t errlen)
 {
     /* The file first, so that flags override it wherever they appear. */
@@ -261,6 +275,10 @@ int sim_config_from_args(struct sim_config *c, int argc, char **argv, char *err,
             const char *a = argv[i];
             if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
                 sim_usage(stdout);
+                return 1;
+            }
+            if (strcmp(a, "--version") == 0) {
+                imgq_version_print(stdout, "imgq-sim");
                 return 1;
             }
             if (strncmp(a, "--", 2) != 0) {
@@ -284,7 +302,10 @@ int sim_config_from_args(struct sim_config *c, int argc, char **argv, char *err,
             } else if (i + 1 < argc) {
                 value = argv[++i];
             } else {
-                snprintf(err, errlen, "option --%s needs a value", name);
+                snprintf(err, errlen,
+                         known_option(name) ? "option --%s needs a value"
+                                            : "unknown option '--%s' (see --help)",
+                         name);
                 return IMGQ_EINVAL;
             }
             bool is_config = strcmp(name, "config") == 0;
@@ -294,6 +315,8 @@ int sim_config_from_args(struct sim_config *c, int argc, char **argv, char *err,
                     return rc;
             } else if (pass == 1 && !is_config) {
                 int rc = set_knob(c, name, value, err, errlen);
+                if (rc && !known_option(name))
+                    snprintf(err, errlen, "unknown option '--%s' (see --help)", name);
                 if (rc)
                     return rc;
             }

@@ -96,7 +96,7 @@ assert_contains "$("${imgq[@]}" budget set team:x --limit 1 --window week 2>&1 |
 assert_contains "$("${imgq[@]}" budget set team:x --limit abc 2>&1 || true)" "--limit 'abc'"
 assert_contains "$("${imgq[@]}" budget set team:x --limit 1 --soft 2 2>&1 || true)" "above --limit"
 assert_contains "$("${imgq[@]}" budget show team:nope 2>&1 || true)" "no budget 'team:nope'"
-assert_status 1 "${imgq[@]}" budget show team:nope
+assert_status 3 "${imgq[@]}" budget show team:nope
 
 note "reserve up to the exact micro-dollar, then one micro more is refused"
 submit shop shop 1

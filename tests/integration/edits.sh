@@ -204,7 +204,7 @@ refuse() { # refuse BATCH JSONL-TEXT EXPECTED-TEXT...: imgq submit refuses, noth
     for want in "$@"; do
         assert_contains "$out" "$want" "$batch: the refusal"
     done
-    assert_status 1 "$IMGQ_BIN/imgq" batch status "$batch" # no such batch: nothing enqueued
+    assert_status 3 "$IMGQ_BIN/imgq" batch status "$batch" # no such batch (3): nothing enqueued
 }
 many=$(python3 -c "import json; print(json.dumps(['$S3REF/ref%d.png' % i for i in range($MAX_REFS + 1)]))")
 good="{\"id\":\"fine\",\"prompt\":\"$PROMPT\",\"model\":\"$MODEL\",\"quality\":\"low\",\"images\":[\"$S3REF/ref1.png\"]}"

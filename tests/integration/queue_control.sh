@@ -81,7 +81,7 @@ set +e
 "${imgq[@]}" cancel --batch nope 2>"$IMGQ_TMP/err"
 rc=$?
 set -e
-assert_eq "1" "$rc" "cancel of a missing batch fails"
+assert_eq "3" "$rc" "cancel of a missing batch: 3, not found"
 assert_contains "$(cat "$IMGQ_TMP/err")" "no batch 'nope'"
 
 # --- Jobs that have not run yet are one entry of their ready list each (packed jobs): listed,

@@ -122,7 +122,7 @@ expect 2 "from 1 to 604800" res --presign 10s
 expect 2 "from 1 to 604800" res --presign=-5
 expect 2 "unknown option '--bogus'" res --bogus
 expect 2 "unexpected argument 'other'" res other
-expect 1 "no such batch" nope
+expect 3 "no such batch" nope
 (
     unset AWS_ACCESS_KEY_ID
     expect 1 "cannot presign" res --presign 60

@@ -125,6 +125,6 @@ set +e
 "$IMGQ_BIN/imgq" batch status nope 2>"$IMGQ_TMP/err"
 rc=$?
 set -e
-[ "$rc" -eq 1 ] || fail "status of a missing batch returned $rc"
+[ "$rc" -eq 3 ] || fail "status of a missing batch returned $rc (3: not found)"
 assert_contains "$(cat "$IMGQ_TMP/err")" "no batch 'nope'"
 echo "PASS submit_validation"

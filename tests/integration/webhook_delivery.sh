@@ -391,8 +391,8 @@ note "retention: ended messages are deleted with the jobs, pending ones kept"
 imgq retention --set 1d >/dev/null
 imgq clock --advance 172800 >/dev/null
 "$IMGQ_BIN/imgq-worker" --exit-when-idle 2>>"$T/retention.log" || fail "the worker failed"
-assert_status 1 "$IMGQ_BIN/imgq" webhooks show "$first"
-assert_status 1 "$IMGQ_BIN/imgq" webhooks show "$abort"
+assert_status 3 "$IMGQ_BIN/imgq" webhooks show "$first"
+assert_status 3 "$IMGQ_BIN/imgq" webhooks show "$abort"
 assert_eq pending "$(field "$moved" "m['state']")" "a pending message is kept"
 assert_eq "${pending% }" "$(msgs | ids_of)" "only the pending messages are left"
 
