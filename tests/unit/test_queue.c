@@ -335,14 +335,19 @@ static void test_scripts(void **state)
         assert_string_equal(s->name, names[i]);
         assert_hex(s->sha, 40);
 
-        /* The body is lib.lua followed by the script's own file, byte for byte... */
+        /* The body is the events' field types (one line, generated from event_fields.def),
+         * then lib.lua, then the script's own file, byte for byte... */
         char rel[64];
         snprintf(rel, sizeof rel, "src/lua/%s.lua", names[i]);
         char *own = read_source(rel);
         size_t nlib = strlen(lib);
-        assert_int_equal(strlen(s->body), nlib + strlen(own));
-        assert_memory_equal(s->body, lib, nlib);
-        assert_string_equal(s->body + nlib, own);
+        const char *types_end = strchr(s->body, '\n');
+        assert_non_null(types_end);
+        assert_memory_equal(s->body, "local EVENT_FIELDS = {", 22);
+        size_t ntypes = (size_t)(types_end + 1 - s->body);
+        assert_int_equal(strlen(s->body), ntypes + nlib + strlen(own));
+        assert_memory_equal(s->body + ntypes, lib, nlib);
+        assert_string_equal(s->body + ntypes + nlib, own);
         free(own);
 
         /* ...and the SHA-1 is the one Redis computes for SCRIPT LOAD / EVALSHA. */
