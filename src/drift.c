@@ -83,17 +83,52 @@ int64_t imgq_drift_ppm(const struct imgq_drift *d, const char *cell)
     return IMGQ_DRIFT_PPM_ONE;
 }
 
-int imgq_drift_scale(imgq_micros amount, int64_t ppm, imgq_micros *out)
+int imgq_drift_scale(imgq_micros amount, imgq_micros part, int64_t ppm, imgq_micros *out)
 {
-    if (ppm <= IMGQ_DRIFT_PPM_ONE || amount <= 0) {
+    if (ppm <= IMGQ_DRIFT_PPM_ONE || part <= 0) {
         *out = amount;
         return 0;
     }
-    __int128 v = ((__int128)amount * ppm + IMGQ_DRIFT_PPM_ONE - 1) / IMGQ_DRIFT_PPM_ONE;
+    if (part > amount)
+        part = amount;
+    __int128 v = amount + ((__int128)part * (ppm - IMGQ_DRIFT_PPM_ONE) + IMGQ_DRIFT_PPM_ONE - 1) /
+                              IMGQ_DRIFT_PPM_ONE;
     if (v > INT64_MAX)
         return IMGQ_ERANGE;
     *out = (imgq_micros)v;
     return 0;
+}
+
+int imgq_drift_output_part(const struct imgq_model *m, const struct imgq_route *route,
+                           const struct imgq_request_shape *s, imgq_micros *out)
+{
+    *out = 0;
+    if (m->billing != IMGQ_BILL_TOKENS)
+        return 0;
+    int64_t per_image;
+    int rc = imgq_model_output_tokens(m, s->quality, s->width, s->height, &per_image);
+    if (rc)
+        return rc;
+    struct imgq_usage u = {0};
+    u.quality = s->quality;
+    u.width = s->width;
+    u.height = s->height;
+    u.images = s->n;
+    if (__builtin_mul_overflow(per_image, (int64_t)s->n, &u.image_out))
+        return IMGQ_ERANGE;
+    return imgq_cost_from_usage(m, route, &u, out);
+}
+
+int64_t imgq_drift_observed_ppm(const struct imgq_model *m, const char *quality, int width,
+                                int height, int64_t images, int64_t image_out)
+{
+    int64_t per_image;
+    if (m->billing != IMGQ_BILL_TOKENS || images <= 0 || image_out <= 0 ||
+        imgq_model_output_tokens(m, quality, width, height, &per_image) != 0 || per_image <= 0)
+        return 0;
+    __int128 table = (__int128)per_image * images;
+    __int128 v = ((__int128)image_out * IMGQ_DRIFT_PPM_ONE + table - 1) / table;
+    return v > INT64_MAX ? INT64_MAX : (int64_t)v;
 }
 
 void imgq_drift_clear(struct imgq_drift *d)

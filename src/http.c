@@ -537,6 +537,9 @@ static void collector_complete(struct collector *c, CURL *easy, CURLcode code, b
 
     if (easy && curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK)
         r->status = status;
+    long request_size = 0;
+    if (easy && curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &request_size) == CURLE_OK)
+        r->request_sent = request_size > 0;
     if (cancel) {
         r->err = IMGQ_ECANCELED;
         c->error = imgq_xstrdup("transfer cancelled: HTTP client closed");

@@ -71,9 +71,12 @@ static int price_on(const struct imgq_model *m, const struct imgq_route *route,
         struct imgq_request_shape s =
             imgq_quote_call_shape(spec, imgq_quote_call_images(m, spec->n, i));
         imgq_micros worst, expected = 0;
+        imgq_micros part = 0;
         int rc = imgq_cost_ceiling(m, route, &s, &worst);
+        if (rc == 0 && ppm > IMGQ_DRIFT_PPM_ONE)
+            rc = imgq_drift_output_part(m, route, &s, &part);
         if (rc == 0)
-            rc = imgq_drift_scale(worst, ppm, &worst);
+            rc = imgq_drift_scale(worst, part, ppm, &worst);
         if (rc == 0 && expected_sum)
             rc = expected_call(m, route, &s, &expected);
         if (rc)

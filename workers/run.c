@@ -104,6 +104,9 @@ struct call {
     imgq_micros reserved;
     bool reserve_held; /* reserved and not yet settled */
     bool sent;         /* this send reached the provider (it may bill it): until settled */
+    bool unanswered;   /* its request went out and the transfer failed without an answer */
+    bool charge_lost;  /* its charge is a reservation no answer priced (ledger reason lost) */
+    int64_t drift_ppm; /* its output tokens over the catalog's table (drift.h), 0: unknown */
 };
 
 /* One download of an image a provider returned as a URL. */
@@ -271,7 +274,14 @@ bool job_lease_held(const struct job *j)
 
 bool job_waiting_for_provider(const struct job *j)
 {
-    return j->state == JOB_CALLING;
+    if (j->state != JOB_CALLING)
+        return false;
+    /* A fan-out with an image already paid for finishes, as a job past its provider does:
+     * handing it back would pay for that image again. */
+    for (int i = 0; i < j->ncalls; i++)
+        if (j->calls[i].done)
+            return false;
+    return true;
 }
 
 struct job *job_next(const struct job *j)
@@ -1471,18 +1481,25 @@ static int price_call(struct call *c)
             u.images = c->n;
         c->ceiling = false;
         int rc = imgq_cost_from_usage(j->model, j->route, &u, &c->cost);
-        if (rc == 0)
+        if (rc == 0) {
+            c->drift_ppm = imgq_drift_observed_ppm(j->model, j->spec.quality, j->spec.width,
+                                                   j->spec.height, u.images, u.image_out);
             return 0;
+        }
         snprintf(c->pr.usage_unusable, sizeof c->pr.usage_unusable,
                  "usage cannot be priced with the catalog: %s", imgq_strerror(rc));
     }
     if (c->pr.usage_unusable[0])
         imgq_log(IMGQ_LOG_WARN, "job", "%s call %d/%d: billed at the ceiling: %s", j->id,
                  c->index + 1, j->ncalls, c->pr.usage_unusable);
-    /* No usage: bill the worst case this request could have cost, never $0. */
+    /* No usage: bill the worst case this request could have cost, never $0: the catalog's
+     * ceiling, or what was reserved for it when the cell's drift scaled that up. */
     c->ceiling = true;
     struct imgq_request_shape shape = call_shape(j, c->n);
-    return imgq_cost_ceiling(j->model, j->route, &shape, &c->cost);
+    int rc = imgq_cost_ceiling(j->model, j->route, &shape, &c->cost);
+    if (rc == 0 && c->reserved > c->cost)
+        c->cost = c->reserved;
+    return rc;
 }
 
 static void send_call(struct call *c);
@@ -1596,6 +1613,7 @@ static void call_failed(struct call *c, imgq_micros charged)
     /* A charge is the catalog's failure rule, or an unusable 2xx billed at the ceiling. */
     settle_call(c, charged,
                 charged <= 0                 ? "free"
+                : c->charge_lost             ? "lost"
                 : j->model->charges_failures ? "failure"
                                              : "ceiling");
     /* A failed call the provider billed (an unusable 2xx, or a provider that charges
@@ -1642,10 +1660,13 @@ static void settle_call(struct call *c, imgq_micros cost, const char *reason)
     snprintf(attempt, sizeof attempt, "%d", j->attempt);
     snprintf(idx, sizeof idx, "%d", c->index);
     char *usage = c->pr.usage_json ? json_dumps(c->pr.usage_json, JSON_COMPACT) : NULL;
-    const char *args[11] = {"settle",        j->id,          c->key,  costs, reason,
-                            j->model->name,  j->route->name, attempt, idx,   usage ? usage : "",
-                            c->pr.request_id};
-    worker_script_reliable(j->w, IMGQ_SCRIPT_BUDGET, 11, args);
+    char drift[32] = "";
+    if (strcmp(reason, "usage") == 0 && c->drift_ppm > 0)
+        snprintf(drift, sizeof drift, "%" PRId64, c->drift_ppm);
+    const char *args[12] = {"settle",         j->id,          c->key,  costs, reason,
+                            j->model->name,   j->route->name, attempt, idx,   usage ? usage : "",
+                            c->pr.request_id, drift};
+    worker_script_reliable(j->w, IMGQ_SCRIPT_BUDGET, 12, args);
     free(usage);
 }
 
@@ -1735,16 +1756,21 @@ static void reserve_call(struct call *c, reserved_fn then)
         amount = 0; /* a shape the catalog cannot price was refused at submit */
     c->reserved = amount;
     call_key(c);
-    char amt[32], cell[IMGQ_DRIFT_CELL_MAX];
+    char amt[32], part[32], cell[IMGQ_DRIFT_CELL_MAX];
     snprintf(amt, sizeof amt, "%" PRId64, amount);
+    /* Only the output tokens drift: the script scales that part by the cell's drift. */
+    imgq_micros out_part = 0;
+    if (imgq_drift_output_part(j->model, j->route, &shape, &out_part) != 0)
+        out_part = amount;
+    snprintf(part, sizeof part, "%" PRId64, out_part);
     imgq_drift_cell(j->model->name, j->spec.quality, j->spec.width, j->spec.height, cell,
                     sizeof cell);
-    const char *args[8] = {"reserve", j->id,          j->token,       c->key,
-                           amt,       j->model->name, j->route->name, cell};
+    const char *args[9] = {"reserve",      j->id,          j->token, c->key, amt,
+                           j->model->name, j->route->name, cell,     part};
     struct reserve_ctx *rc = imgq_xmalloc(sizeof *rc);
     rc->c = c;
     rc->then = then;
-    if (worker_script(j->w, IMGQ_SCRIPT_BUDGET, 8, args, on_reserve, rc) == 0) {
+    if (worker_script(j->w, IMGQ_SCRIPT_BUDGET, 9, args, on_reserve, rc) == 0) {
         j->ops++;
         return;
     }
@@ -1852,6 +1878,25 @@ static void call_accepted(struct call *c);
 static void fetch_images(struct call *c);
 static void report_call(struct call *c);
 
+/*
+ * Whether a failed call is one a provider that bills failed requests (the catalog's
+ * charges_failures) bills: one it worked on.  Never a request it refused (rate limit, auth,
+ * invalid request) or never answered (no status); on an asynchronous API, only a task it
+ * created (a handle, or a 2xx answer) that then failed.
+ */
+static bool failure_billable(const struct call *c, long status)
+{
+    const struct job *j = c->j;
+    if (!j->model->charges_failures || status == 0)
+        return false;
+    if (c->pr.cls == IMGQ_CLASS_RATE_LIMIT || c->pr.cls == IMGQ_CLASS_AUTH ||
+        c->pr.cls == IMGQ_CLASS_INVALID_REQUEST)
+        return false;
+    /* (A task created and failed within one answer, as Replicate's Prefer: wait gives it,
+     * comes with a 2xx and no handle yet.) */
+    return !j->ops_api->build_poll || c->handle != NULL || (status >= 200 && status < 300);
+}
+
 /* A call's answer is in c->pr (from its submit, a poll, or its downloads): go on polling,
  * download the images, or settle the call. */
 static void call_answered(struct call *c, long status)
@@ -1879,10 +1924,13 @@ static void call_answered(struct call *c, long status)
     }
     if (c->pr.cls == IMGQ_CLASS_NONE) {
         if (price_call(c) != 0) {
+            /* Answered, so charged: at what was reserved for it, the most it was thought to
+             * cost. */
             c->pr.cls = IMGQ_CLASS_BAD_RESPONSE;
             snprintf(c->pr.message, sizeof c->pr.message,
                      "the call cannot be priced with the catalog, not even at its ceiling");
-            call_failed(c, 0);
+            c->charge_lost = c->reserved > 0;
+            call_failed(c, c->reserved);
         } else {
             c->done = true;
             if (!c->ceiling && c->cost > c->reserved && c->reserved > 0)
@@ -1897,12 +1945,19 @@ static void call_answered(struct call *c, long status)
     } else {
         imgq_micros charged = 0;
         struct imgq_request_shape shape = call_shape(j, c->n);
-        /* An unusable 2xx is still billed, at the ceiling; so is any failure at a provider
-         * the catalog marks as charging failures. */
+        /* An unusable 2xx is still billed, at the ceiling; so is a failure the provider
+         * worked on at a provider the catalog marks as charging failures. */
         if ((c->pr.cls == IMGQ_CLASS_BAD_RESPONSE && status >= 200 && status < 300) ||
-            (j->model->charges_failures && status != 0))
+            failure_billable(c, status))
             if (imgq_cost_ceiling(j->model, j->route, &shape, &charged) != 0)
                 charged = 0;
+        if (charged == 0 && status == 0 && c->unanswered && c->reserved > 0) {
+            /* Sent, and no answer came (a timeout, a connection lost after the request went
+             * out): the provider may have done the work and billed it, like a call lost with
+             * its worker. */
+            charged = c->reserved;
+            c->charge_lost = true;
+        }
         bool again = imgq_error_class_retryable(c->pr.cls) && c->tries < CALL_TRIES &&
                      j->ncalls > 1 && charged == 0 && j->fail.cls == IMGQ_CLASS_NONE;
         if (again) {
@@ -1940,6 +1995,8 @@ static void on_call(const imgq_http_response *res, void *arg)
         return;
     imgq_provider_result_clear(&c->pr);
     j->ops_api->parse(res, c->n, &c->pr);
+    c->unanswered = res->err == IMGQ_EHTTP && res->status == 0 && res->request_sent;
+    c->charge_lost = false;
     if (c->pr.request_id[0] && !j->request_id[0])
         snprintf(j->request_id, sizeof j->request_id, "%s", c->pr.request_id);
     j->last_status = res->status;

@@ -57,10 +57,24 @@ int imgq_drift_load(struct redisContext *rc, const struct imgq_keys *keys, struc
 int64_t imgq_drift_ppm(const struct imgq_drift *d, const char *cell);
 
 /*
- * amount scaled by ppm/1,000,000 and rounded up to the micro-dollar, as budget.lua scales a
- * reservation; ppm <= 1,000,000 leaves it as it is.  IMGQ_ERANGE on overflow.
+ * A ceiling 'amount' whose output-token part is 'part', with that part scaled by ppm/1,000,000
+ * (rounded up to the micro-dollar), as budget.lua scales a reservation: the prompt and the
+ * reference images are bounded by the request itself, only the output tokens drift.  ppm <=
+ * 1,000,000 leaves amount as it is.  IMGQ_ERANGE on overflow.
  */
-int imgq_drift_scale(imgq_micros amount, int64_t ppm, imgq_micros *out) IMGQ_MUST_CHECK;
+int imgq_drift_scale(imgq_micros amount, imgq_micros part, int64_t ppm,
+                     imgq_micros *out) IMGQ_MUST_CHECK;
+
+/* The output-token part of the ceiling of a call of shape s on m (the table's output tokens
+ * for its images, priced on route); 0 for a model billed per image. */
+int imgq_drift_output_part(const struct imgq_model *m, const struct imgq_route *route,
+                           const struct imgq_request_shape *s, imgq_micros *out) IMGQ_MUST_CHECK;
+
+/* What a call's usage says of the cell's drift: its output tokens over the catalog's table for
+ * its images, in millionths rounded up; 0 when that cannot be said (a model billed per image,
+ * no table row, no images). */
+int64_t imgq_drift_observed_ppm(const struct imgq_model *m, const char *quality, int width,
+                                int height, int64_t images, int64_t image_out);
 
 void imgq_drift_clear(struct imgq_drift *d);
 

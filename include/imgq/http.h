@@ -73,6 +73,7 @@ typedef struct imgq_http_response {
      */
     int err;
     bool timed_out;    /* err == IMGQ_EHTTP because a timeout expired */
+    bool request_sent; /* the request (its first bytes) went out on a connection */
     long status;       /* HTTP status, 0 if none was received */
     const char *error; /* never NULL; "" when err == 0 */
     /* The body, NUL-terminated for convenience (it may also contain NULs); never NULL. */

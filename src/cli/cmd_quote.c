@@ -73,7 +73,8 @@ static json_t *row_json(const struct imgq_quote_row *r)
 /*
  * --budgets: the worst case of the file summed per budget its calls are reserved against
  * (imgq_budget_scopes, as budget.lua names them).  A stage counts against its model's budget
- * and, since a circuit breaker may move it, against each of its fallbacks' too.
+ * and, since a circuit breaker may move it, against those of every model it may move to
+ * (imgq_route_alternatives).
  */
 static int budget_add(json_t *sums, const char *name, imgq_micros v)
 {
@@ -84,8 +85,9 @@ static int budget_add(json_t *sums, const char *name, imgq_micros v)
     return 0;
 }
 
-static int budget_sums(json_t *sums, const struct imgq_job_spec *spec, const char *batch,
-                       const struct imgq_route *route, const struct imgq_job_quote *jq)
+static int budget_sums(const imgq_catalog *cat, json_t *sums, const struct imgq_job_spec *spec,
+                       const char *batch, const struct imgq_route *route,
+                       const struct imgq_job_quote *jq)
 {
     const char *route_name = route ? route->name : spec->route;
     char *names[IMGQ_BUDGET_SCOPES];
@@ -101,8 +103,10 @@ static int budget_sums(json_t *sums, const struct imgq_job_spec *spec, const cha
         char *name = imgq_xasprintf("model:%s", m->name);
         rc = budget_add(sums, name, jq->stages[k].worst);
         free(name);
-        for (char **f = m->fallbacks; f && *f && rc == 0; f++) {
-            name = imgq_xasprintf("model:%s", *f);
+        const char *alt[64];
+        int nalt = imgq_route_alternatives(cat, spec, m, alt, 64);
+        for (int a = 0; a < nalt && rc == 0; a++) {
+            name = imgq_xasprintf("model:%s", alt[a]);
             rc = budget_add(sums, name, jq->stages[k].worst);
             free(name);
         }
@@ -254,7 +258,7 @@ int imgq_cmd_quote(int argc, char **argv)
         if (r == 0)
             r = imgq_quote_add(&q, &jq);
         if (r == 0 && sums)
-            r = budget_sums(sums, &spec, batch, route, &jq);
+            r = budget_sums(cat, sums, &spec, batch, route, &jq);
         imgq_job_spec_clear(&spec);
         if (r) {
             bad++;

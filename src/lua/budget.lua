@@ -10,12 +10,14 @@
 --
 -- ARGV: prefix, mode, then
 --   reserve: job id, token, call key, amount micros (the catalog's ceiling), model, route,
---            drift cell "MODEL|QUALITY|WxH" or "" (the amount is scaled by the cell's observed
---            catalog drift, P:{Q}:drift ppm:CELL, before it is reserved)
+--            drift cell "MODEL|QUALITY|WxH" or "", the part of the amount that is output
+--            tokens or "" (all of it): that part is scaled by the cell's observed catalog
+--            drift, P:{Q}:drift ppm:CELL, before the amount is reserved
 --     -> {0, micros reserved} reserved | {-1} lease lost
 --        | {1, wait ms (-1: until raised), budget, message}
 --   settle:  job id, call key, cost micros, reason (usage|ceiling|failure|free|lost), model,
---            route, attempt, call index, usage JSON or "", provider request id or ""
+--            route, attempt, call index, usage JSON or "", provider request id or "",
+--            observed output tokens / the catalog's table in millionths or "" (drift)
 --     -> 1 settled | 0 already settled
 --   block:   job id, token, wait ms (-1: until raised), budget, message
 --     -> 1 blocked | 2 failed (the batch says on_budget_exhausted: fail) | 0 lease lost
@@ -146,7 +148,11 @@ if mode == 'reserve' then
   -- Catalog drift seen in this cell: the ceiling is what the provider was seen to charge.
   local base = amount
   local ppm = cell ~= '' and tonumber(redis.call('HGET', pfx .. 'drift', 'ppm:' .. cell)) or 0
-  if ppm > 1000000 then amount = math.ceil(amount * ppm / 1000000) end
+  if ppm > 1000000 then
+    local part = tonumber(ARGV[10]) or amount
+    if part < 0 or part > amount then part = amount end
+    amount = amount + math.ceil(part * (ppm - 1000000) / 1000000)
+  end
   -- A job taken over after its worker died runs the same attempt again, so a call key can come
   -- back after its first call was settled (as lost): a new reservation is a new call to settle.
   redis.call('HDEL', jk, 'settled:' .. ck)
@@ -193,7 +199,7 @@ if mode == 'reserve' then
   return {0, amount}
 elseif mode == 'settle' then
   return budget_settle(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10],
-    ARGV[11], ARGV[12])
+    ARGV[11], ARGV[12], ARGV[13])
 elseif mode == 'block' then
   local id, tok, wait, name, msg = ARGV[3], ARGV[4], tonumber(ARGV[5]) or -1, ARGV[6], ARGV[7]
   local jk = pfx .. 'j:' .. id

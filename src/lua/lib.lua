@@ -367,8 +367,8 @@ end
 -- Budgets.  A reservation of a provider call is kept on the job as resv:CALLKEY =
 -- "AMOUNT|WINDOWKEY,WINDOWKEY,...|MODEL|ROUTE|CELL|CEILING" (window keys relative to the
 -- prefix: "bw:..."), so that its settlement goes to the windows it was reserved in, even after
--- they rolled over.  CELL and CEILING (the catalog's ceiling before any drift scaling) let the
--- settlement see catalog drift; reservations written before them have neither.
+-- they rolled over.  CELL and CEILING (the catalog's ceiling before any drift scaling; CELL
+-- itself holds '|') let the settlement see catalog drift; older reservations have neither.
 -- Fires budget.threshold once per window when spent + reserved reaches the soft threshold.
 local function budget_soft_check(wkey, now)
   local name = string.match(wkey, '^bw:(.*):[^:]*$')
@@ -395,13 +395,14 @@ local function budget_soft_check(wkey, now)
 end
 
 -- Catalog drift: a call priced from its usage above what was reserved for it.  The cell's
--- ceiling adapts to the highest ratio observed (cost / catalog ceiling, rounded up to the
--- millionth), which every later reservation of the cell is scaled by (budget.lua reserve), and
--- the overshoot is reported as a catalog.drift event.
-local function drift_check(id, cell, base, reserved, cost, model)
+-- ceiling adapts to the highest ratio observed: the call's output tokens over the catalog's
+-- table for its images (observed, in millionths, from the worker), else its cost over the
+-- catalog's ceiling; budget.lua reserve scales the cell's later reservations by it, and the
+-- overshoot is reported as a catalog.drift event.
+local function drift_check(id, cell, base, reserved, cost, model, observed)
   if cell == '' or base <= 0 or cost <= reserved then return end
   local dk = pfx .. 'drift'
-  local ppm = math.ceil(cost * 1000000 / base)
+  local ppm = (observed and observed > 1000000) and observed or math.ceil(cost * 1000000 / base)
   local was = tonumber(redis.call('HGET', dk, 'ppm:' .. cell)) or 1000000
   if ppm > was then redis.call('HSET', dk, 'ppm:' .. cell, ppm) else ppm = was end
   redis.call('HINCRBY', dk, 'count:' .. cell, 1)
@@ -420,7 +421,8 @@ end
 -- charged twice): its reservation, if any, becomes 'cost' spent in the windows it was
 -- reserved in; one ledger entry records the call (unless it was free and cost nothing).
 -- reason: usage | ceiling | failure | free | lost.  Returns 1, or 0 if already settled.
-local function budget_settle(id, ck, cost, reason, model, route, attempt, call, usage, reqid)
+local function budget_settle(id, ck, cost, reason, model, route, attempt, call, usage, reqid,
+  drift_ppm)
   local jk = pfx .. 'j:' .. id
   cost = tonumber(cost) or 0
   local existed = redis.call('EXISTS', jk) == 1
@@ -434,7 +436,7 @@ local function budget_settle(id, ck, cost, reason, model, route, attempt, call, 
     amount = tonumber(amount) or 0
     local cell, base = string.match(resv, '^%d+|[^|]*|[^|]*|[^|]*|(.*)|(%d+)$')
     if reason == 'usage' and cell then
-      drift_check(id, cell, tonumber(base) or 0, amount, cost, model)
+      drift_check(id, cell, tonumber(base) or 0, amount, cost, model, tonumber(drift_ppm))
     end
     for wkey in string.gmatch(wkeys or '', '[^,]+') do
       redis.call('HINCRBY', pfx .. wkey, 'reserved', -amount)

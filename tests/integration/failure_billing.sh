@@ -33,10 +33,10 @@ work() { # work LOG: breakers out of the way (no fallback), one attempt per job
     "$IMGQ_BIN/imgq-worker" --exit-when-idle --concurrency 4 --breaker-threshold 1000 \
         2>"$IMGQ_TMP/$1.log"
 }
-jobs() { # jobs BATCH FROM TO
+jobs() { # jobs BATCH FROM TO [PROMPT-SUFFIX]
     for i in $(seq "$2" "$3"); do
-        printf '{"id":"%s-%d","prompt":"a stoneware jug number %d","model":"sd-3.5-large","max_attempts":1}\n' \
-            "$1" "$i" "$i"
+        printf '{"id":"%s-%d","prompt":"a stoneware jug number %d%s","model":"sd-3.5-large","max_attempts":1}\n' \
+            "$1" "$i" "$i" "${4:-}"
     done >"$IMGQ_TMP/$1.jsonl"
     "${imgq[@]}" submit --batch "$1" "$IMGQ_TMP/$1.jsonl" >/dev/null
 }
@@ -55,13 +55,24 @@ stat() { # stat ok|fail MODEL
 # The worst case of one sd-3.5-large call, as `imgq quote` prices it.
 printf '{"prompt":"a stoneware jug number 1","model":"sd-3.5-large"}\n' >"$IMGQ_TMP/one.jsonl"
 ceiling=$("${imgq[@]}" quote "$IMGQ_TMP/one.jsonl" --json |
-    python3 -c 'import json,sys; t=json.load(sys.stdin)["total"]; print(t["worst_micros"] // t["calls"])')
+    python3 -c 'import json,sys; t=json.load(sys.stdin)["total"]; print(t["own_worst_micros"] // t["calls"])')
 [ "$ceiling" -gt 0 ] || fail "a ceiling of 0"
 note "sd-3.5-large ceiling per call: $ceiling"
 
-# --- a failed call is booked at the ceiling, reason failure ----------------------------------
+# --- a request the provider refused is not billed -------------------------------------------
+# (Replicate bills a prediction that started and then failed, not a create it answered 500.)
 sim_fail stability-ai/stable-diffusion-3.5-large 1
-jobs down 1 5
+jobs refused 1 3
+work refused
+"${imgq[@]}" batch results refused >"$IMGQ_TMP/refused.jsonl"
+assert_eq "3" "$(grep -c '"state":"failed"' "$IMGQ_TMP/refused.jsonl")" "every refused job failed"
+assert_eq "0" "$(ledger | grep -c . || true)" "a refused request leaves no ledger entry"
+sim_fail stability-ai/stable-diffusion-3.5-large 0
+rcli HDEL "${PFX}models" fail:sd-3.5-large >/dev/null # (the rates below count from here)
+
+# --- a failed call is booked at the ceiling, reason failure ----------------------------------
+# The predictions start, then fail while polled ([sim:task-fail]): billed.
+jobs down 1 5 " [sim:task-fail]"
 work down
 "${imgq[@]}" batch results down >"$IMGQ_TMP/down.jsonl"
 assert_eq "5" "$(grep -c '"state":"failed"' "$IMGQ_TMP/down.jsonl")" "every job of a failing model failed"
@@ -74,7 +85,6 @@ costs=$(grep -o '"cost_micros":[0-9]*' "$IMGQ_TMP/down.jsonl" | cut -d: -f2 | so
 assert_eq "$ceiling" "$costs" "each failed job costs its failed call"
 
 # --- auto routing divides its price by the observed success rate -----------------------------
-sim_fail stability-ai/stable-diffusion-3.5-large 0
 jobs up 1 20
 work up
 ok=$(stat ok sd-3.5-large)
