@@ -24,11 +24,12 @@ declare -A RUN=([hiredis]=libhiredis0.14 [libuv]=libuv1 [libcurl]=libcurl4
     [libjpeg]=libjpeg62-turbo [libcrypto]=libssl3)
 # The compiler and libc headers, CMake, and find_package(PkgConfig REQUIRED).
 TOOLS=(build-essential cmake pkg-config)
-# The worker talks HTTPS to the providers and S3.
-RUNTIME_EXTRA=(ca-certificates)
+# Not libraries: the CA certificates (HTTPS to the providers and S3) and the time zone
+# database (/usr/share/zoneinfo: --tz of windows, budgets and reports; src/schedule.c).
+RUNTIME_EXTRA=(ca-certificates tzdata)
 # What the integration tests run besides imgq (README's "for the tests also" list): servers,
-# curl, python3 and jq to read JSON, cwebp/dwebp.
-TEST_PKGS=(redis-server curl python3 jq webp)
+# curl, python3 and jq to read JSON, cwebp/dwebp, the time zones of the schedule tests.
+TEST_PKGS=(redis-server curl python3 jq webp tzdata)
 # Libraries every Debian image has (the C library and the compiler's runtime).
 BASE_PKGS=(libc6 libgcc-s1)
 
@@ -127,7 +128,7 @@ for line in "${MODS[@]}"; do
     has "$dev" "${DOCKER_RUN[@]}" && problem "Dockerfile runtime stage installs the build-time package $dev (want ${RUN[$mod]:-its runtime package})"
 done
 for p in "${RUNTIME_EXTRA[@]}"; do
-    need "$p" "HTTPS to providers and S3" "Dockerfile runtime stage" "${DOCKER_RUN[@]}"
+    need "$p" "not a library, but needed at run time" "Dockerfile runtime stage" "${DOCKER_RUN[@]}"
 done
 # README's runtime list is the Dockerfile's runtime stage.
 for p in "${DOCKER_RUN[@]}"; do
