@@ -44,6 +44,7 @@ submitted() {
     local -n code_=$1
     shift
     T0=$(now_ms)
+    # shellcheck disable=SC2034 # code_ is a nameref: this sets the caller's variable
     code_=$("$@")
     T1=$(now_ms)
 }
