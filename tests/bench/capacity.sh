@@ -54,8 +54,10 @@ i=0
 while kill -0 "$WPID" 2>/dev/null; do
     t=$(now_ns)
     tk=$(cpu_ticks "$WPID" 2>/dev/null) || break
-    rss=$(status_kb "$WPID" VmRSS) hwm=$(status_kb "$WPID" VmHWM)
-    fds=$(ls "/proc/$WPID/fd" 2>/dev/null | wc -l)
+    # The worker may exit between two reads: its /proc entry is then gone (set -e and pipefail
+    # would stop the script on the failed read), and the sampling is over.
+    rss=$(status_kb "$WPID" VmRSS) && hwm=$(status_kb "$WPID" VmHWM) || break
+    fds=$(ls "/proc/$WPID/fd" 2>/dev/null | wc -l) || break
     # the done count costs a process: every 5th sample only
     if ((i % 5 == 0)); then done_n=$(batch_field cap done 2>/dev/null || echo "$done_n"); fi
     echo "$t $tk $rss $hwm $fds ${done_n:-0}" >>"$SAMPLES"

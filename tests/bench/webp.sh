@@ -33,10 +33,15 @@ command -v cwebp >/dev/null || fail "cwebp not found (apt-get install -y webp)"
 P=$(nproc)
 
 BIN=$IMGQ_TMP/webpbench
-# shellcheck disable=SC2046
+# libimgq.a links against every library CMakeLists.txt requires: take the list from there, so
+# that a library added to the build cannot be missing here (zlib was: "undefined reference to
+# crc32_z").
+source "$BENCH_ROOT/tests/lib/cmake_deps.sh"
+mapfile -t MODS < <(cmake_pkg_modules "$BENCH_ROOT/CMakeLists.txt" | awk '{ print $2 }')
+LIBS=$(pkg-config --libs "${MODS[@]}") || fail "pkg-config does not know all of: ${MODS[*]}"
+# shellcheck disable=SC2086
 cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -I"$BENCH_ROOT/include" -o "$BIN" "$BENCH_HERE/webpbench.c" \
-    "$BUILD_DIR/libimgq.a" $(pkg-config --libs libwebp spng libjpeg hiredis libuv libcurl jansson libcrypto) \
-    -lm -lpthread || fail "cannot build webpbench.c"
+    "$BUILD_DIR/libimgq.a" $LIBS -lm -lpthread || fail "cannot build webpbench.c"
 
 "$BIN" genpng "$IMGQ_TMP/photo.png"
 start_sim --latency-ms 0 --seed 1

@@ -134,14 +134,25 @@ submit kill "$(
 {"id":"k5","prompt":"a cotton apron","model":"flux-1.1-pro","size":"1024x1024","n":2}
 EOF
 )"
+handles() { # the poll handles recorded on all jobs
+    local k n=0
+    for k in $(redis-cli -p "$REDIS_PORT" --scan --pattern 'imgq:{default}:j:*'); do
+        n=$((n + $(redis-cli -p "$REDIS_PORT" hkeys "$k" 2>/dev/null | grep -c '^poll:' || true)))
+    done
+    echo "$n"
+}
+handles0=$(handles)
 "$IMGQ_BIN/imgq-worker" --poll-ms 100 --lease-ms 1500 --log-level debug 2>"$IMGQ_TMP/killed.log" &
 victim=$!
 track_pid "$victim"
 submits() { echo $(($(stat_of dashscope submits) + $(stat_of replicate submits) + $(stat_of fal submits) + $(stat_of bfl submits))); }
 all_submitted() { [ "$(submits)" -eq 6 ]; } # k5: BFL makes one image per task, so two
 wait_until 20 "the first worker's six submissions" all_submitted
-sleep 1.5 # answered (Replicate holds its answer up to 1 s), and the handles recorded
-[ "$(stat_of dashscope polls)" -ge 1 ] || fail "the first worker was not polling yet"
+# Answered (Replicate holds its answer up to 1 s) and the six handles recorded on the jobs
+# (HSET poll:<call> by the poll script; the earlier batches' jobs keep theirs), and polling:
+# conditions, not a fixed sleep, which a loaded machine could outlast.
+recorded_and_polling() { [ "$(handles)" -eq $((handles0 + 6)) ] && [ "$(stat_of dashscope polls)" -ge 1 ]; }
+wait_until 30 "the first worker's six task handles recorded, and polling" recorded_and_polling
 kill_pid KILL "$victim"
 done_at_kill=$("$IMGQ_BIN/imgq" batch status kill --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["counts"].get("done", 0))')
 [ "$done_at_kill" -lt 5 ] || fail "every job finished before the kill: nothing was left mid-poll"
