@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+#include <time.h>
+
 #include "cli.h"
 #include "imgq/alloc.h"
 
@@ -261,6 +264,38 @@ int imgq_cmd_batch(int argc, char **argv)
     return IMGQ_EXIT_USAGE;
 }
 
+/*
+ * A job waiting in the delayed set (a retry waiting out its backoff or a provider's rate
+ * limit): when it is due, in queue time, as due_ms, due (UTC) and due_in_s; and, for a rate
+ * limit, waiting_on "rate_limit" with its waits so far (rl_waits, rl_wait_ms: fail.lua).
+ */
+static void add_due(imgq_queue *q, const char *id, json_t *job)
+{
+    const char *state = json_string_value(json_object_get(job, "state"));
+    if (!state || strcmp(state, "retrying") != 0)
+        return;
+    redisReply *r =
+        redisCommand(imgq_queue_redis(q), "ZSCORE %s %s", imgq_queue_keys(q)->delayed, id);
+    int64_t now;
+    if (r && r->type == REDIS_REPLY_STRING && imgq_queue_now_ms(q, &now) == 0) {
+        int64_t due = (int64_t)atoll(r->str);
+        time_t secs = (time_t)(due / 1000);
+        struct tm tm;
+        char stamp[40];
+        gmtime_r(&secs, &tm);
+        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_set_new(job, "due_ms", json_integer(due));
+        json_object_set_new(job, "due", json_string(stamp));
+        json_object_set_new(job, "due_in_s",
+                            json_integer(due > now ? (json_int_t)((due - now + 999) / 1000) : 0));
+        const char *cls = json_string_value(json_object_get(json_object_get(job, "error"), "class"));
+        if (cls && strcmp(cls, "rate_limit") == 0)
+            json_object_set_new(job, "waiting_on", json_string("rate_limit"));
+    }
+    if (r)
+        freeReplyObject(r);
+}
+
 int imgq_cmd_job(int argc, char **argv)
 {
     const char *id = positional(argc, argv, 2);
@@ -295,6 +330,7 @@ int imgq_cmd_job(int argc, char **argv)
         json_object_del(job, "log");
     }
     json_object_del(job, "token");
+    add_due(q, id, job);
     char *text = json_dumps(job, JSON_INDENT(2) | JSON_SORT_KEYS);
     printf("%s\n", text);
     free(text);
