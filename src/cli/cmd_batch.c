@@ -288,7 +288,8 @@ static void add_due(imgq_queue *q, const char *id, json_t *job)
         json_object_set_new(job, "due", json_string(stamp));
         json_object_set_new(job, "due_in_s",
                             json_integer(due > now ? (json_int_t)((due - now + 999) / 1000) : 0));
-        const char *cls = json_string_value(json_object_get(json_object_get(job, "error"), "class"));
+        const char *cls =
+            json_string_value(json_object_get(json_object_get(job, "error"), "class"));
         if (cls && strcmp(cls, "rate_limit") == 0)
             json_object_set_new(job, "waiting_on", json_string("rate_limit"));
     }
