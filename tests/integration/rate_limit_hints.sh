@@ -83,6 +83,15 @@ assert_contains "$last" '"retry": true'
 # The hint holds the provider's calls under its limits, for every worker.
 ttl=$(rcli PTTL "${PFX}rlh:openai")
 [[ $ttl -gt 0 && $ttl -le $((MAX_HINT_S * 1000)) ]] || fail "no hold on openai's limits (PTTL $ttl)"
+# ... and a take for room under them waits it out (rate.lua, as the binaries load it).
+RATE=$(cat "$IMGQ_ROOT/src/lua/lib.lua" "$IMGQ_ROOT/src/lua/rate.lua")
+rcli SET "${PFX}rlh:acme" $(($(rcli TIME | head -1) * 1000 + 600000)) PX 600000 >/dev/null
+wait_ms=$(rcli EVAL "$RATE" 1 "${PFX}stats" "$PFX" take acme 60000 1000 1 0 0 0 1000 probe)
+[[ $wait_ms -gt 590000 && $wait_ms -le 600000 ]] || fail "a take under a hold answered $wait_ms"
+held=$(rcli EVAL "$RATE" 1 "${PFX}stats" "$PFX" hold acme2 5000)
+[[ $held -gt 4000 && $held -le 5000 ]] || fail "hold answered $held"
+[[ $(rcli EVAL "$RATE" 1 "${PFX}stats" "$PFX" take acme2 60000 1000 1 0 0 0 1000 p2) -gt 0 ]] ||
+    fail "a take right after a hold was not told to wait"
 
 # An unrelated job on the same model meanwhile: served by it, not moved by a breaker.
 "$IMGQ_BIN/imgq" submit --batch other "$IMGQ_TMP/other.jsonl" >/dev/null
