@@ -691,7 +691,9 @@ static void send_outcome(struct job *j)
     snprintf(delay, sizeof delay, "%ld", j->retry_delay_ms);
     snprintf(cost, sizeof cost, "%" PRId64, j->cost);
     if (j->rate_wait) {
-        snprintf(rl_max, sizeof rl_max, "%d", w->opt.max_rate_limit_waits);
+        snprintf(rl_max, sizeof rl_max, "%d",
+                 j->spec.max_rate_limit_waits > 0 ? j->spec.max_rate_limit_waits
+                                                  : w->opt.max_rate_limit_waits);
         snprintf(rl_max_ms, sizeof rl_max_ms, "%ld", w->opt.max_rate_limit_wait_ms);
         if (j->backoff_grows)
             snprintf(grow, sizeof grow, "%d", w->opt.retry_max_ms);

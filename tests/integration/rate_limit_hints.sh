@@ -3,8 +3,9 @@
 #   - a 429 whose retry-after is huge (99999999999999999999, beyond 64 bits) is clamped to the
 #     worker's --max-retry-after-s, not taken for "no hint" (it was retried every second,
 #     forever); the waiting job shows its due time in `imgq job show`;
-#   - the job stops after --max-rate-limit-waits and lands in the dead letters as class
-#     rate_limit, "retry": false;
+#   - the job stops after --max-rate-limit-waits (or its own max_rate_limit_waits) and lands
+#     in the dead letters as class rate_limit, "retry": false; --max-rate-limit-wait-s ends a
+#     job whose waits would total more;
 #   - its hinted 429s do not count against the model's circuit breaker (they opened it), and
 #     an unrelated job on the same model is served by that model meanwhile;
 #   - a 429 with a hint holds the provider's sends under its rate limits (rate.lua 'hold');
@@ -40,12 +41,14 @@ py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 cat >"$IMGQ_TMP/hint.jsonl" <<'EOF'
 {"id":"limited","prompt":"a copper kettle [sim:429]","model":"gpt-image-1.5","quality":"low"}
+{"id":"own-cap","prompt":"a brass kettle [sim:429]","model":"gpt-image-1.5","quality":"low","max_rate_limit_waits":1}
 EOF
 cat >"$IMGQ_TMP/other.jsonl" <<'EOF'
 {"id":"bystander","prompt":"a birch stool on white","model":"gpt-image-1.5","quality":"low"}
 EOF
 "$IMGQ_BIN/imgq" submit --batch hint "$IMGQ_TMP/hint.jsonl" >/dev/null
 LIMITED=$(jobid hint limited)
+OWN=$(jobid hint own-cap)
 
 # Breaker threshold 2: two counted failures in a row would open gpt-image-1.5's breaker.
 MAX_HINT_S=3
@@ -73,7 +76,7 @@ assert_match "$(py 'd["due"]' <"$IMGQ_TMP/show.json")" '^20[0-9][0-9]-[0-9][0-9]
 # batch status: the retry's due time, and that it waits on a rate limit.
 batch_waiting() {
     "$IMGQ_BIN/imgq" batch status hint >"$IMGQ_TMP/status.txt" &&
-        grep -q "1 waiting on rate limits" "$IMGQ_TMP/status.txt"
+        grep -q "[12] waiting on rate limits" "$IMGQ_TMP/status.txt"
 }
 wait_until 30 "batch status showing the rate-limited retry" batch_waiting
 assert_match "$(cat "$IMGQ_TMP/status.txt")" "next due 20[0-9-]*T[0-9:]*Z \(in [0-$MAX_HINT_S] s\)"
@@ -110,8 +113,13 @@ assert_eq "rate_limit" "$(py 'd["error"]["class"]' <"$IMGQ_TMP/show.json")" "cla
 assert_eq "False" "$(py 'd["error"]["retry"]' <"$IMGQ_TMP/show.json")" "error.retry after the cap"
 assert_contains "$(py 'd["error"]["giving_up"]' <"$IMGQ_TMP/show.json")" "at most $WAITS rate-limit waits"
 assert_eq "0" "$(py 'd["attempts"]' <"$IMGQ_TMP/show.json")" "429s use no attempt"
+assert_eq "$((WAITS + 1))" "$(py 'len(d["attempt_log"])' <"$IMGQ_TMP/show.json")" "attempt log entries: its waits, then the last"
+# The job with its own cap: one wait, then the end.
+"$IMGQ_BIN/imgq" job show "$OWN" >"$IMGQ_TMP/own.json"
+assert_eq "failed 2" "$(py 'd["state"] + " " + str(len(d["attempt_log"]))' <"$IMGQ_TMP/own.json")" "the job's own max_rate_limit_waits"
+assert_contains "$(py 'd["error"]["giving_up"]' <"$IMGQ_TMP/own.json")" "at most 1 rate-limit waits"
 calls=$(curl -s "http://127.0.0.1:$SIM_PORT/sim/stats" | py 'd["requests"]["generations"]["rate_limited"]')
-assert_eq "$((WAITS + 1))" "$calls" "provider calls of the rate-limited job (its waits, then the last)"
+assert_eq "$((WAITS + 1 + 2))" "$calls" "provider calls of the rate-limited jobs (their waits, then the last)"
 assert_eq "rate_limit False" "$(dead_letter hint "$LIMITED")" "the dead letter"
 # The breaker never counted the hinted 429s.
 events=$("$IMGQ_BIN/imgq" events)
@@ -137,5 +145,22 @@ wait_until 60 "the dated job retrying" dated_waits
 due_in=$(py 'd["due_in_s"]' <"$IMGQ_TMP/dated.json")
 [[ $due_in -ge 540 && $due_in -le 600 ]] || fail "an HTTP-date 600 s ahead gave a due time in $due_in s"
 kill_pid TERM "$WORKER"
+
+# --- a cap on the time spent waiting ----------------------------------------------------------
+printf '{"id":"patient","prompt":"a tin jug [sim:429]","model":"gpt-image-1-mini","quality":"low"}\n' >"$IMGQ_TMP/patient.jsonl"
+"$IMGQ_BIN/imgq" submit --batch patient "$IMGQ_TMP/patient.jsonl" >/dev/null
+PATIENT=$(jobid patient patient)
+"$IMGQ_BIN/imgq-worker" --concurrency 2 --breaker-threshold 1000 --max-rate-limit-wait-s 300 \
+    >"$IMGQ_TMP/worker3.log" 2>&1 &
+WORKER=$!
+track_pid "$WORKER"
+patient_failed() {
+    "$IMGQ_BIN/imgq" job show "$PATIENT" >"$IMGQ_TMP/patient.json" &&
+        grep -q '"state": "failed"' "$IMGQ_TMP/patient.json"
+}
+wait_until 60 "the job told to wait 600 s under a 300 s cap failed" patient_failed
+kill_pid TERM "$WORKER"
+assert_contains "$(py 'd["error"]["giving_up"]' <"$IMGQ_TMP/patient.json")" "at most 300 s in all"
+assert_eq "rate_limit False" "$(dead_letter patient "$PATIENT")" "the patient job's dead letter"
 
 echo "rate_limit_hints: ok"
