@@ -41,6 +41,7 @@ static const char *const known_fields[] = {"id",
                                            "max_cost_usd",
                                            "max_attempts",
                                            "max_generations",
+                                           "max_rate_limit_waits",
                                            "dedup",
                                            "seed",
                                            "negative_prompt",
@@ -671,6 +672,14 @@ static int validate(const imgq_catalog *cat, json_t *o, const struct imgq_job_de
             return problem(why, "max_generations", "must be an integer from 1 to 100");
         s->max_generations = (int)json_integer_value(mg);
     }
+    /* How many times a provider's 429 may send the job back to wait (the worker's
+     * --max-rate-limit-waits when absent). */
+    json_t *rw = json_object_get(o, "max_rate_limit_waits");
+    if (rw && !json_is_null(rw)) {
+        if (!json_is_integer(rw) || json_integer_value(rw) < 1 || json_integer_value(rw) > 10000)
+            return problem(why, "max_rate_limit_waits", "must be an integer from 1 to 10000");
+        s->max_rate_limit_waits = (int)json_integer_value(rw);
+    }
     if ((r = opt_string(o, "webhook", &s->webhook, why)))
         return r;
     if (s->webhook &&
@@ -1013,6 +1022,8 @@ char *imgq_job_spec_to_json(const struct imgq_job_spec *s)
         json_object_set_new(o, "dedup", json_false());
     if (s->max_generations > 0)
         json_object_set_new(o, "max_generations", json_integer(s->max_generations));
+    if (s->max_rate_limit_waits > 0)
+        json_object_set_new(o, "max_rate_limit_waits", json_integer(s->max_rate_limit_waits));
     if (s->metadata)
         json_object_set(o, "metadata", s->metadata);
     if (s->pipeline)
@@ -1127,6 +1138,7 @@ int imgq_job_spec_from_json(const char *text, struct imgq_job_spec *s)
         s->priority = pr;
     s->max_attempts = int_field_or(o, "max_attempts", STORED_MAX_ATTEMPTS);
     s->max_generations = (int)json_integer_value(json_object_get(o, "max_generations"));
+    s->max_rate_limit_waits = (int)json_integer_value(json_object_get(o, "max_rate_limit_waits"));
     s->no_dedup = json_is_false(json_object_get(o, "dedup"));
     json_t *md = json_object_get(o, "metadata");
     if (json_is_object(md))

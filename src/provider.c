@@ -150,26 +150,6 @@ void imgq__provider_error_text(struct imgq_provider_result *out, const char *mes
     snprintf(out->code, sizeof out->code, "%s", code ? code : "");
 }
 
-long imgq_retry_after_ms(const char *value, long now_s)
-{
-    if (!value || !*value)
-        return -1;
-    char *end;
-    double secs = strtod(value, &end);
-    if (end != value && *end == '\0') {
-        if (!(secs >= 0 && secs <= 86400)) /* also refuses NaN */
-            return -1;
-        return (long)(secs * 1000);
-    }
-    struct tm tm = {0};
-    const char *p = strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (!p || *p)
-        return -1;
-    long at = (long)timegm(&tm);
-    long d = at - now_s;
-    return d < 0 ? 0 : (d > 86400 ? -1 : d * 1000);
-}
-
 /* Usage ----------------------------------------------------------------------------------- */
 
 void imgq__usage_begin(struct imgq__usage_reader *r, json_t *usage, const char *name,

@@ -261,7 +261,7 @@ void imgq__async_done(struct imgq_provider_result *out, int64_t images, json_t *
 
 void imgq__async_retry_after(const imgq_http_response *res, struct imgq_provider_result *out)
 {
-    long v = imgq_retry_after_ms(imgq_http_response_header(res, "retry-after"), (long)time(NULL));
+    long v = imgq_http_retry_hint_ms(res, imgq_retry_hint_now_ms(), IMGQ_RETRY_HINT_CEILING_MS);
     if (v >= 0)
         out->retry_after_ms = v;
 }

@@ -117,15 +117,10 @@ static void usage(json_t *u, struct imgq_provider_result *out)
 }
 
 /* "47s" or "1.5s" -> ms; -1 if not that. */
+/* RetryInfo.retryDelay, a protobuf Duration in JSON ("47s", "0.5s"). */
 static long duration_ms(const char *s)
 {
-    if (!s)
-        return -1;
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || strcmp(end, "s") != 0 || !(v >= 0 && v <= 86400))
-        return -1;
-    return (long)(v * 1000);
+    return imgq_retry_hint_ms(IMGQ_HINT_DURATION, s, (size_t)-1, 0, IMGQ_RETRY_HINT_CEILING_MS);
 }
 
 void imgq_gemini_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out)

@@ -161,14 +161,9 @@ void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provide
                              strcmp(out->code, "content_policy_violation") == 0 ||
                              strstr(out->message, "safety system") != NULL);
         if (out->cls == IMGQ_CLASS_RATE_LIMIT) {
-            const char *ms = imgq_http_response_header(res, "retry-after-ms");
-            const char *ra = imgq_http_response_header(res, "retry-after");
-            char *end = NULL;
-            long v = ms ? strtol(ms, &end, 10) : -1;
-            if (ms && end != ms && *end == '\0' && v > 0 && v <= 86400000)
-                out->retry_after_ms = v;
-            else
-                out->retry_after_ms = imgq_retry_after_ms(ra, (long)time(NULL));
+            /* retry-after-ms > retry-after (as OpenAI's SDK), else x-ratelimit-reset-*. */
+            out->retry_after_ms =
+                imgq_http_retry_hint_ms(res, imgq_retry_hint_now_ms(), IMGQ_RETRY_HINT_CEILING_MS);
         }
         json_decref(root);
         return;

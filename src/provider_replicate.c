@@ -96,15 +96,17 @@ static bool contains_ci(const char *s, const char *what)
     return s && strcasestr(s, what);
 }
 
-/* "Request was throttled. Your rate limit resets in ~30s." -> 30000 */
+/* "Request was throttled. Your rate limit resets in ~30s." -> 30000: the duration after the
+ * '~', up to the sentence's end. */
 static long throttle_hint_ms(const char *detail)
 {
     const char *p = detail ? strstr(detail, "~") : NULL;
     if (!p || !isdigit((unsigned char)p[1]))
         return -1;
-    char *end;
-    long v = strtol(p + 1, &end, 10);
-    return *end == 's' && v >= 0 && v <= 86400 ? v * 1000 : -1;
+    size_t n = strspn(p + 1, "0123456789.hmsun");
+    while (n > 0 && p[n] == '.') /* the full stop after "30s" */
+        n--;
+    return imgq_retry_hint_ms(IMGQ_HINT_DURATION, p + 1, n, 0, IMGQ_RETRY_HINT_CEILING_MS);
 }
 
 static void http_error(const imgq_http_response *res, json_t *root,

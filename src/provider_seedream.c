@@ -64,7 +64,7 @@ void imgq_seedream_parse(const imgq_http_response *res, int n, struct imgq_provi
                                                               strstr(code, "RiskDetection")));
         if (out->cls == IMGQ_CLASS_RATE_LIMIT)
             out->retry_after_ms =
-                imgq_retry_after_ms(imgq_http_response_header(res, "retry-after"), time(NULL));
+                imgq_http_retry_hint_ms(res, imgq_retry_hint_now_ms(), IMGQ_RETRY_HINT_CEILING_MS);
         json_decref(root);
         return;
     }

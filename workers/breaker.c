@@ -125,15 +125,16 @@ static void on_report(struct worker *w, redisReply *r, void *arg)
     free(model);
 }
 
-void breaker_report(struct worker *w, const char *model, bool ok, const char *cls,
+void breaker_report(struct worker *w, const char *model, bool ok, const char *cls, bool hinted,
                     const char *token)
 {
     if (!w || !model || !*model)
         return;
     struct bparams p;
     params(w, &p);
-    const char *args[] = {"report", token ? token : "", p.threshold,   p.cooldown, p.probe_ttl,
-                          model,    ok ? "ok" : "fail", cls ? cls : ""};
+    const char *args[] = {"report",           token ? token : "", p.threshold,
+                          p.cooldown,         p.probe_ttl,        model,
+                          ok ? "ok" : "fail", cls ? cls : "",     hinted ? "hinted" : ""};
     char *m = imgq_xstrdup(model);
     if (worker_script(w, IMGQ_SCRIPT_BREAKER, (int)(sizeof args / sizeof args[0]), args, on_report,
                       m) != 0) {

@@ -7,7 +7,8 @@
  * to, cheapest first, ranked with breaker_rates()); after the call, tell breaker_report() how
  * it ended.
  * A model that failed --breaker-threshold times in a row (server errors, timeouts, network
- * errors, rate limits; not invalid_request, content_policy, auth) is skipped for
+ * errors, rate limits without a hint; not invalid_request, content_policy, auth, nor a 429
+ * that says when to come back: that is the account's limit, not the model) is skipped for
  * --breaker-cooldown-ms; then one caller at a time probes it: the probe's success closes the
  * breaker, its failure reopens it with the cooldown doubled (up to 8 x).
  *
@@ -52,10 +53,12 @@ int breaker_choose(struct worker *w, const char *const *models, int n, const cha
 
 /*
  * A provider call of 'model' ended: ok, or failed with this class (imgq_error_class_name;
- * NULL or "" counts as a failure of the model).  Fire and forget: nothing is reported back,
- * and a report that cannot be sent (Redis away) is dropped.  The strings are copied.
+ * NULL or "" counts as a failure of the model).  hinted: a rate_limit failure that came with
+ * a retry hint (retry-after and the like), which is neutral.  Fire and forget: nothing is
+ * reported back, and a report that cannot be sent (Redis away) is dropped.  The strings are
+ * copied.
  */
-void breaker_report(struct worker *w, const char *model, bool ok, const char *cls,
+void breaker_report(struct worker *w, const char *model, bool ok, const char *cls, bool hinted,
                     const char *token);
 
 /*

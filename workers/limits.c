@@ -493,6 +493,20 @@ void limits_release(struct worker *w, struct limits_wait *lw, bool sent)
         arm(lp, 0);
 }
 
+void limits_hold(struct worker *w, const char *provider, long ms)
+{
+    struct limits_provider *lp = find(w, provider);
+    if (!lp || ms <= 0 || w->limits.closing)
+        return;
+    char b[24];
+    snprintf(b, sizeof b, "%ld", ms);
+    const char *args[3] = {"hold", lp->spec->provider, b};
+    imgq_log(IMGQ_LOG_DEBUG, "limits", "%s: the provider said to wait %ld ms: holding its calls",
+             provider, ms);
+    if (worker_script(w, IMGQ_SCRIPT_RATE, 3, args, on_release_reply, NULL) != 0)
+        imgq_log(IMGQ_LOG_DEBUG, "limits", "%s: hold not recorded (Redis away)", provider);
+}
+
 static void on_closed(uv_handle_t *h)
 {
     (void)h;

@@ -153,6 +153,13 @@ int limits_acquire(struct worker *w, const char *provider, struct limits_wait *l
  * its concurrency slot.  A no-op unless held. */
 void limits_release(struct worker *w, struct limits_wait *lw, bool sent);
 
+/*
+ * The provider answered a call 429 with a hint (retry-after and the like): no call of its
+ * account is sent, by any worker, for ms (the latest hold wins; rate.lua 'hold').  Only for
+ * a provider with limits (calls to others are not queued): a no-op otherwise.
+ */
+void limits_hold(struct worker *w, const char *provider, long ms);
+
 /* Shutdown: cancel every queued call (their callbacks run now) and close the timers. */
 void limits_close(struct worker *w);
 

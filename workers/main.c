@@ -9,6 +9,7 @@
 
 #include "imgq/alloc.h"
 #include "imgq/log.h"
+#include "imgq/retry_hint.h"
 #include "imgq/ssrf.h"
 #include "imgq/version.h"
 #include "spool.h"
@@ -20,6 +21,8 @@ static void usage(FILE *f)
     fputs("usage: imgq-worker [--config FILE] [--redis URL] [--queue NAME] [--prefix P]\n"
           "                   [--catalog FILE] [--concurrency N] [--lease-ms MS]\n"
           "                   [--grace-ms MS] [--retry-base-ms MS] [--retry-max-ms MS]\n"
+          "                   [--max-retry-after-s S] [--max-rate-limit-waits N]\n"
+          "                   [--max-rate-limit-wait-s S]\n"
           "                   [--breaker-threshold N] [--breaker-cooldown-ms MS]\n"
           "                   [--provider-timeout-ms MS] [--exit-when-idle] [--noop]\n"
           "                   [--rate-limit PROVIDER=SPEC]... [--rate-window-ms MS]\n"
@@ -33,6 +36,10 @@ static void usage(FILE *f)
           "then hand the rest back to the queue.\n"
           "--breaker-threshold (5) consecutive failures of a model open its circuit breaker:\n"
           "its jobs go to their fallbacks for --breaker-cooldown-ms (30000), then one probes.\n"
+          "A provider's 429 waits for its hint (retry-after and the like), clamped to\n"
+          "--max-retry-after-s (3600, at most 86400), without using an attempt; a job\n"
+          "rate-limited more than --max-rate-limit-waits (50) times, or whose waits would\n"
+          "total more than --max-rate-limit-wait-s (21600), fails as rate_limit.\n"
           "--exit-when-idle: exit once nothing is ready, retrying or running in the queue\n"
           "(paused work does not count).  --noop completes every claimed job at once\n"
           "(queue benchmarks only).\n"
@@ -110,6 +117,7 @@ int main(int argc, char **argv)
     const char *spool_flag = NULL;
     long long spool_max = -1, spool_mem = -1;
     int store_timeout = 0;
+    int max_hint_s = (int)(IMGQ_RETRY_HINT_MAX_MS / 1000), max_rl_waits = 50, max_rl_wait_s = 21600;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"redis", required_argument, NULL, 'r'},
                                          {"queue", required_argument, NULL, 'q'},
@@ -134,6 +142,9 @@ int main(int argc, char **argv)
                                          {"spool-max-bytes", required_argument, NULL, 0x103},
                                          {"spool-memory-bytes", required_argument, NULL, 0x104},
                                          {"store-timeout-ms", required_argument, NULL, 0x105},
+                                         {"max-retry-after-s", required_argument, NULL, 0x106},
+                                         {"max-rate-limit-waits", required_argument, NULL, 0x107},
+                                         {"max-rate-limit-wait-s", required_argument, NULL, 0x108},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
@@ -200,6 +211,17 @@ int main(int argc, char **argv)
             break;
         case 0x105:
             bad = positive("--store-timeout-ms", optarg, &store_timeout);
+            break;
+        case 0x106:
+            bad = breaker_option("--max-retry-after-s", optarg,
+                                 (int)(IMGQ_RETRY_HINT_CEILING_MS / 1000), "seconds", &max_hint_s);
+            break;
+        case 0x107:
+            bad = breaker_option("--max-rate-limit-waits", optarg, 1000000, "waits", &max_rl_waits);
+            break;
+        case 0x108:
+            bad = breaker_option("--max-rate-limit-wait-s", optarg, 100000000, "seconds",
+                                 &max_rl_wait_s);
             break;
         case 'x':
             idle = true;
@@ -274,6 +296,9 @@ int main(int argc, char **argv)
     w.opt.retry_base_ms = rbase;
     w.opt.retry_max_ms = rmax < rbase ? rbase : rmax;
     w.opt.provider_timeout_ms = ptimeout;
+    w.opt.max_retry_after_ms = (long)max_hint_s * 1000;
+    w.opt.max_rate_limit_waits = max_rl_waits;
+    w.opt.max_rate_limit_wait_ms = (long)max_rl_wait_s * 1000;
     w.opt.poll_ms = poll_ms;
     w.opt.poll_timeout_ms = poll_timeout;
     w.opt.breaker_threshold = breaker_threshold;

@@ -166,6 +166,13 @@ struct job {
     bool outcome_complete;
     char *outcome_json;
     char *attempt_json; /* the attempt log line of a completion */
+    /* A failure: the attempt log entry if the job ends with it ("retry": false), besides
+     * outcome_json, the entry if it is retried (fail.lua decides which), and what the worker's
+     * log line says once that is known. */
+    char *final_json;
+    char fail_line[768];
+    bool rate_wait;     /* a provider's rate limit: counted against the rate-limit caps */
+    bool backoff_grows; /* ... without a hint: the delay is a backoff, doubled per wait */
     int outcome_sends;  /* complete/fail calls sent for this attempt */
     struct claim_args ca;
     long retry_delay_ms;
@@ -340,6 +347,7 @@ static void job_free(struct job *j)
     free(j->spec_json);
     free(j->outcome_json);
     free(j->attempt_json);
+    free(j->final_json);
     free(j->fallback_from);
     free(j->fallback_why);
     free(j->own_why);
@@ -485,8 +493,20 @@ static void outcome_recorded(struct worker *w, struct job *j, long long status)
                      j->spec.model, j->nimgs, j->cost, j->billed);
     } else if (status == 1) {
         w->retried++;
+        /* What Redis decided is what the log says (fail.lua). */
+        if (j->rate_wait && j->backoff_grows)
+            imgq_log(IMGQ_LOG_INFO, "job", "%s; will retry (rate limited, no hint: backing off)",
+                     j->fail_line);
+        else
+            imgq_log(IMGQ_LOG_INFO, "job", "%s; will retry in %ld ms", j->fail_line,
+                     j->retry_delay_ms);
     } else {
         w->failed++;
+        if (j->retry_delay_ms >= 0)
+            imgq_log(IMGQ_LOG_WARN, "job", "%s; giving up (%s)", j->fail_line,
+                     j->rate_wait                    ? "rate-limit cap reached, see the attempt log"
+                     : j->attempt >= j->max_attempts ? "its last attempt"
+                                                     : "see the attempt log");
     }
     job_set_state(j, JOB_ENDED);
     /* The job's slot is free now: a successor that ends at once (--noop) then counts it free
@@ -684,19 +704,44 @@ static void send_outcome(struct job *j)
         queue_completion(j);
         return;
     }
-    char delay[32], cost[32];
+    char delay[32], cost[32], rl_max[32] = "", rl_max_ms[32] = "", grow[32] = "";
     snprintf(delay, sizeof delay, "%ld", j->retry_delay_ms);
     snprintf(cost, sizeof cost, "%" PRId64, j->cost);
-    const char *args[10] = {
-        j->id, j->token,      j->outcome_json, delay,      cost, j->consume_attempt ? "1" : "0",
-        w->id, j->ca.lease_s, j->ca.count_s,   j->ca.token};
-    if (worker_script(w, IMGQ_SCRIPT_FAIL, 10, args, on_outcome, j) == 0) {
+    if (j->rate_wait) {
+        snprintf(rl_max, sizeof rl_max, "%d",
+                 j->spec.max_rate_limit_waits > 0 ? j->spec.max_rate_limit_waits
+                                                  : w->opt.max_rate_limit_waits);
+        snprintf(rl_max_ms, sizeof rl_max_ms, "%ld", w->opt.max_rate_limit_wait_ms);
+        if (j->backoff_grows)
+            snprintf(grow, sizeof grow, "%d", w->opt.retry_max_ms);
+    }
+    const char *args[14] = {j->id,
+                            j->token,
+                            j->outcome_json,
+                            delay,
+                            cost,
+                            j->consume_attempt ? "1" : "0",
+                            w->id,
+                            j->ca.lease_s,
+                            j->ca.count_s,
+                            j->ca.token,
+                            j->final_json ? j->final_json : "",
+                            rl_max,
+                            rl_max_ms,
+                            grow};
+    if (worker_script(w, IMGQ_SCRIPT_FAIL, 14, args, on_outcome, j) == 0) {
         j->ops++;
         return;
     }
     unhand(j);
     worker_take_claims(w, NULL, 1, &j->ca);
     arm_timer(j, REDIS_RETRY_MS, on_retry_outcome);
+}
+
+/* A provider's hint, clamped to the worker's maximum (--max-retry-after-s). */
+static long clamp_hint(const struct worker *w, long hint_ms)
+{
+    return hint_ms > w->opt.max_retry_after_ms ? w->opt.max_retry_after_ms : hint_ms;
 }
 
 static long backoff_ms(const struct worker *w, int attempt)
@@ -720,11 +765,21 @@ static void finish_fail(struct job *j, enum imgq_error_class cls, long status, c
     bool retry = imgq_error_class_retryable(cls);
     j->consume_attempt = true;
     j->retry_delay_ms = -1;
+    j->rate_wait = j->backoff_grows = false;
+    /* A hint over the worker's maximum (--max-retry-after-s) is the maximum. */
+    long hint = retry_after_ms;
+    bool clamped = hint > w->opt.max_retry_after_ms;
+    if (clamped)
+        hint = w->opt.max_retry_after_ms;
     if (retry) {
         if (cls == IMGQ_CLASS_RATE_LIMIT) {
-            /* The provider said "not now", not "this failed": wait as told, keep the try. */
+            /* The provider said "not now", not "this failed": wait as told, keep the try.  A
+             * provider's 429 (not a budget's wait) counts against the rate-limit caps, which
+             * end a job that is told "not now" for too long (fail.lua). */
             j->consume_attempt = false;
-            j->retry_delay_ms = retry_after_ms >= 0 ? retry_after_ms : backoff_ms(w, j->attempt);
+            j->rate_wait = !(code && strcmp(code, "budget") == 0);
+            j->backoff_grows = j->rate_wait && hint < 0;
+            j->retry_delay_ms = hint >= 0 ? hint : backoff_ms(w, 1);
         } else {
             j->retry_delay_ms = backoff_ms(w, j->attempt);
         }
@@ -743,20 +798,36 @@ static void finish_fail(struct job *j, enum imgq_error_class cls, long status, c
     if (code && *code)
         json_object_set_new(e, "code", json_string(code));
     json_object_set_new(e, "message", json_string(msg ? msg : ""));
-    json_object_set_new(e, "retry", json_boolean(retry));
-    if (retry)
-        json_object_set_new(e, "retry_in_ms", json_integer(j->retry_delay_ms));
+    if (retry_after_ms >= 0)
+        json_object_set_new(e, "retry_after_ms", json_integer(retry_after_ms));
+    if (clamped)
+        json_object_set_new(e, "retry_after_clamped_to_ms", json_integer(hint));
     if (charged)
         json_object_set_new(e, "charged_micros", json_integer(charged));
     if (j->request_id[0])
         json_object_set_new(e, "provider_request_id", json_string(j->request_id));
+    /* Two entries: fail.lua records the one that comes true.  Retried: "retry": true and
+     * when; ended here (not retryable, its last attempt, a cap): "retry": false. */
+    json_t *last = json_deep_copy(e);
+    json_object_set_new(last, "retry", json_false());
+    json_object_set_new(e, "retry", json_boolean(retry));
+    if (retry)
+        json_object_set_new(e, "retry_in_ms", json_integer(j->retry_delay_ms));
     free(j->outcome_json);
     j->outcome_json = json_dumps(e, JSON_COMPACT);
+    free(j->final_json);
+    j->final_json = json_dumps(last, JSON_COMPACT);
     json_decref(e);
+    json_decref(last);
     j->outcome_complete = false;
-    imgq_log(retry ? IMGQ_LOG_INFO : IMGQ_LOG_WARN, "job", "%s attempt %d: %s (%ld) %s%s", j->id,
-             j->attempt, imgq_error_class_name(cls), status, msg ? msg : "",
-             retry ? "; will retry" : "; not retryable");
+    char clamp_note[96] = "";
+    if (clamped)
+        snprintf(clamp_note, sizeof clamp_note, " (retry-after %ld ms clamped to %ld ms)",
+                 retry_after_ms, hint);
+    snprintf(j->fail_line, sizeof j->fail_line, "%s attempt %d: %s (%ld) %.400s%s", j->id,
+             j->attempt, imgq_error_class_name(cls), status, msg ? msg : "", clamp_note);
+    if (!retry)
+        imgq_log(IMGQ_LOG_WARN, "job", "%s; not retryable", j->fail_line);
     job_set_state(j, JOB_FINISHING);
     send_outcome(j);
 }
@@ -1962,7 +2033,7 @@ static void call_answered(struct call *c, long status)
                      j->ncalls > 1 && charged == 0 && j->fail.cls == IMGQ_CLASS_NONE;
         if (again) {
             /* A sibling's images are in hand: retry this call alone, not the whole job. */
-            long wait = c->pr.retry_after_ms >= 0 ? c->pr.retry_after_ms
+            long wait = c->pr.retry_after_ms >= 0 ? clamp_hint(j->w, c->pr.retry_after_ms)
                                                   : 250L << (c->tries < 6 ? c->tries : 6);
             free(c->handle); /* an asynchronous task that failed is submitted anew */
             c->handle = NULL;
@@ -2862,9 +2933,15 @@ static bool breaker_tracked(const imgq_catalog *cat, const struct imgq_model *m)
 static void report_call(struct call *c)
 {
     struct job *j = c->j;
+    /* A 429 with a hint is the account's limit speaking, not the model failing: it holds the
+     * provider's sends under its rate limits until the hint passes, and the breaker takes it
+     * as neutral. */
+    bool hinted = c->pr.cls == IMGQ_CLASS_RATE_LIMIT && c->pr.retry_after_ms >= 0;
+    if (hinted && c->pr.retry_after_ms > 0)
+        limits_hold(j->w, j->model->provider, clamp_hint(j->w, c->pr.retry_after_ms));
     if (j->tracked) /* decided once per model the job runs on, not per call */
         breaker_report(j->w, j->model->name, c->pr.cls == IMGQ_CLASS_NONE,
-                       imgq_error_class_name(c->pr.cls), j->token);
+                       imgq_error_class_name(c->pr.cls), hinted, j->token);
 }
 
 /* The model is settled: reach its API (a gateway serves its own route), fetch the references,

@@ -16,15 +16,15 @@
 
 #include "imgq/alloc.h"
 #include "imgq/log.h"
+#include "imgq/retry_hint.h"
 #include "imgq/ssrf.h"
 #include "imgq/webhook.h"
 #include "worker.h"
 
-#define POLL_MS 1000               /* look at the outbox at least this often */
-#define CONNECT_TIMEOUT_MS 10000   /* within WEBHOOKS_TIMEOUT_MS */
-#define MAX_RESPONSE (64 * 1024)   /* a receiver's answer is read for its status, not kept */
-#define DETAIL_MAX 160             /* what of a refusal's body goes into the attempt log */
-#define RETRY_AFTER_MAX_S 864000LL /* bigger values are capped (webhook.lua caps at 24 h) */
+#define POLL_MS 1000             /* look at the outbox at least this often */
+#define CONNECT_TIMEOUT_MS 10000 /* within WEBHOOKS_TIMEOUT_MS */
+#define MAX_RESPONSE (64 * 1024) /* a receiver's answer is read for its status, not kept */
+#define DETAIL_MAX 160           /* what of a refusal's body goes into the attempt log */
 
 /* Secrets for one set of URLs: whsec_ strings, each checked by webhooks_configure(). */
 struct secrets {
@@ -401,24 +401,13 @@ static void record(struct delivery *d, const char *outcome, long status, uint64_
     delivery_end(d);
 }
 
-/* retry-after as delay-seconds or an HTTP date, in ms from now; 0 if absent or unreadable. */
+/* retry-after as delay-seconds or an HTTP date, in ms from now, up to 24 h (retry_hint.h;
+ * webhook.lua caps it there too); 0 if absent or unreadable. */
 static long long retry_after_ms(const imgq_http_response *res)
 {
-    const char *v = imgq_http_response_header(res, "retry-after");
-    if (!v || !*v)
-        return 0;
-    long long s;
-    if (strspn(v, "0123456789") == strlen(v)) {
-        s = strlen(v) > 9 ? RETRY_AFTER_MAX_S : atoll(v);
-    } else {
-        time_t t = curl_getdate(v, NULL);
-        if (t == (time_t)-1)
-            return 0;
-        s = (long long)(t - time(NULL));
-    }
-    if (s > RETRY_AFTER_MAX_S)
-        s = RETRY_AFTER_MAX_S;
-    return s > 0 ? s * 1000 : 0;
+    long v = imgq_retry_after_ms(imgq_http_response_header(res, "retry-after"),
+                                 imgq_retry_hint_now_ms(), IMGQ_RETRY_HINT_CEILING_MS);
+    return v > 0 ? v : 0;
 }
 
 /* A short, printable excerpt of a refusal's body for the attempt log. */

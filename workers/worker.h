@@ -31,6 +31,13 @@ struct worker_options {
     int grace_ms;      /* SIGTERM: time given to in-flight jobs before handing them back */
     int retry_base_ms; /* first retry backoff; doubles per attempt */
     int retry_max_ms;  /* backoff cap */
+    /* Rate limits (429s): a provider's hint is clamped to max_retry_after_ms
+     * (--max-retry-after-s, 3600 s); a job ends, class rate_limit, after max_rate_limit_waits
+     * waits (--max-rate-limit-waits, 50) or when its waits would total more than
+     * max_rate_limit_wait_ms (--max-rate-limit-wait-s, 21600 s); see fail.lua. */
+    long max_retry_after_ms;
+    int max_rate_limit_waits;
+    long max_rate_limit_wait_ms;
     long provider_timeout_ms;
     int poll_ms;         /* asynchronous providers: poll interval when they give no hint */
     int poll_timeout_ms; /* asynchronous providers: longest wait for a task */

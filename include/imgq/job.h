@@ -79,6 +79,9 @@ struct imgq_job_spec {
     int max_generations; /* 0: no cap; else after this many paid generations, review */
     bool no_dedup;       /* "dedup": false: generate even if the same image is stored */
     json_t *metadata;    /* NULL or a JSON object (owned reference) */
+    /* 0: the worker's --max-rate-limit-waits; else how many times a 429 may send the job back
+     * to wait (fail.lua) */
+    int max_rate_limit_waits;
     /*
      * NULL, or a draft->refine pipeline (owned reference), normalised:
      *   {"draft": {"model", "n", "quality"?, "size"?},

@@ -21,6 +21,7 @@
 #include "imgq/catalog.h"
 #include "imgq/http.h"
 #include "imgq/job.h"
+#include "imgq/retry_hint.h"
 
 enum imgq_error_class {
     IMGQ_CLASS_NONE = 0,
@@ -98,8 +99,8 @@ imgq_http_request *imgq_openai_build(const struct imgq_provider_endpoint *ep,
  */
 void imgq_openai_parse(const imgq_http_response *res, int n, struct imgq_provider_result *out);
 
-/* Parse a Retry-After value (seconds or an HTTP date) relative to now; -1 if unusable. */
-long imgq_retry_after_ms(const char *value, long now_s);
+/* Retry hints (Retry-After and the like) are read by imgq/retry_hint.h: adapters keep them up
+ * to IMGQ_RETRY_HINT_CEILING_MS in retry_after_ms; the worker clamps them to its maximum. */
 
 /*
  * Google Gemini image output: POST BASE/models/MODEL:generateContent, one image per call

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+#include <time.h>
+
 #include "cli.h"
 #include "imgq/alloc.h"
 
@@ -29,6 +32,61 @@ static void print_money(FILE *f, const char *label, imgq_micros v)
     fprintf(f, "%s%s", label, buf);
 }
 
+#define DUE_SCAN_MAX 10000 /* delayed entries batch status reads at most */
+#define DUE_PAGE 500
+
+/*
+ * The batch's retrying jobs: when the first is due (*next, -1 if none found) and how many of
+ * them wait on a provider's rate limit (their last error's class), from the queue's delayed
+ * set in due order, read until all 'retrying' are found or DUE_SCAN_MAX entries were read.
+ */
+static void retry_due(imgq_queue *q, const char *batch, json_int_t retrying, int64_t *next,
+                      json_int_t *limited)
+{
+    redisContext *rc = imgq_queue_redis(q);
+    const struct imgq_keys *k = imgq_queue_keys(q);
+    json_int_t found = 0;
+    *next = -1;
+    *limited = 0;
+    for (long from = 0; found < retrying && from < DUE_SCAN_MAX; from += DUE_PAGE) {
+        redisReply *z =
+            redisCommand(rc, "ZRANGE %s %ld %ld WITHSCORES", k->delayed, from, from + DUE_PAGE - 1);
+        if (!z || z->type != REDIS_REPLY_ARRAY || z->elements == 0) {
+            if (z)
+                freeReplyObject(z);
+            return;
+        }
+        size_t n = z->elements / 2;
+        char jk[256];
+        for (size_t i = 0; i < n; i++)
+            redisAppendCommand(rc, "HMGET %s batch state error",
+                               imgq_keys_job(k, z->element[2 * i]->str, jk, sizeof jk));
+        for (size_t i = 0; i < n; i++) {
+            redisReply *h = NULL;
+            if (redisGetReply(rc, (void **)&h) != REDIS_OK) {
+                freeReplyObject(z);
+                return;
+            }
+            if (h->type == REDIS_REPLY_ARRAY && h->elements == 3 &&
+                h->element[0]->type == REDIS_REPLY_STRING &&
+                strcmp(h->element[0]->str, batch) == 0 &&
+                h->element[1]->type == REDIS_REPLY_STRING &&
+                strcmp(h->element[1]->str, "retrying") == 0) {
+                if (found++ == 0)
+                    *next = (int64_t)atoll(z->element[2 * i + 1]->str);
+                if (h->element[2]->type == REDIS_REPLY_STRING &&
+                    strstr(h->element[2]->str, "\"class\":\"rate_limit\""))
+                    (*limited)++;
+            }
+            freeReplyObject(h);
+        }
+        bool last = n < DUE_PAGE;
+        freeReplyObject(z);
+        if (last)
+            return;
+    }
+}
+
 static int batch_status(const char *id, int json)
 {
     imgq_queue *q = imgq__cli_queue();
@@ -49,6 +107,10 @@ static int batch_status(const char *id, int json)
     json_int_t ended = field_int(info, "done") + field_int(info, "failed") +
                        field_int(info, "canceled") + field_int(info, "expired") +
                        field_int(info, "review");
+    int64_t next_due = -1, now = 0;
+    json_int_t limited = 0;
+    if (field_int(info, "retrying") > 0 && imgq_queue_now_ms(q, &now) == 0)
+        retry_due(q, id, field_int(info, "retrying"), &next_due, &limited);
     if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "batch", json_string(id));
@@ -64,6 +126,10 @@ static int batch_status(const char *id, int json)
                  (int64_t)cost % 1000000);
         json_object_set_new(o, "cost_usd", json_string(usd));
         json_object_set_new(o, "finished", json_boolean(json_object_get(info, "finished")));
+        if (next_due >= 0) {
+            json_object_set_new(o, "next_retry_due_ms", json_integer(next_due));
+            json_object_set_new(o, "retrying_on_rate_limit", json_integer(limited));
+        }
         json_object_set(o, "created_ms", json_object_get(info, "created"));
         if (json_object_get(info, "finished"))
             json_object_set(o, "finished_ms", json_object_get(info, "finished"));
@@ -84,6 +150,16 @@ static int batch_status(const char *id, int json)
                         strcmp(*s, "awaiting_selection") == 0;
             if (!rare || field_int(info, *s) != 0)
                 printf("  %-14s %lld\n", *s, (long long)field_int(info, *s));
+            if (strcmp(*s, "retrying") == 0 && next_due >= 0) {
+                time_t secs = (time_t)(next_due / 1000);
+                struct tm tm;
+                char stamp[40];
+                gmtime_r(&secs, &tm);
+                strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+                printf("    next due %s (in %lld s); %lld waiting on rate limits\n", stamp,
+                       (long long)(next_due > now ? (next_due - now + 999) / 1000 : 0),
+                       (long long)limited);
+            }
         }
         printf("  %-14s %lld\n", "images", (long long)field_int(info, "images"));
         print_money(stdout, "  cost           ", cost);
@@ -256,6 +332,39 @@ static int cmd_status(int argc, char **argv)
     return st >= 0 ? st : batch_status(a.args[0], imgq__cli_set(&a, "json"));
 }
 
+/*
+ * A job waiting in the delayed set (a retry waiting out its backoff or a provider's rate
+ * limit): when it is due, in queue time, as due_ms, due (UTC) and due_in_s; and, for a rate
+ * limit, waiting_on "rate_limit" with its waits so far (rl_waits, rl_wait_ms: fail.lua).
+ */
+static void add_due(imgq_queue *q, const char *id, json_t *job)
+{
+    const char *state = json_string_value(json_object_get(job, "state"));
+    if (!state || strcmp(state, "retrying") != 0)
+        return;
+    redisReply *r =
+        redisCommand(imgq_queue_redis(q), "ZSCORE %s %s", imgq_queue_keys(q)->delayed, id);
+    int64_t now;
+    if (r && r->type == REDIS_REPLY_STRING && imgq_queue_now_ms(q, &now) == 0) {
+        int64_t due = (int64_t)atoll(r->str);
+        time_t secs = (time_t)(due / 1000);
+        struct tm tm;
+        char stamp[40];
+        gmtime_r(&secs, &tm);
+        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_set_new(job, "due_ms", json_integer(due));
+        json_object_set_new(job, "due", json_string(stamp));
+        json_object_set_new(job, "due_in_s",
+                            json_integer(due > now ? (json_int_t)((due - now + 999) / 1000) : 0));
+        const char *cls =
+            json_string_value(json_object_get(json_object_get(job, "error"), "class"));
+        if (cls && strcmp(cls, "rate_limit") == 0)
+            json_object_set_new(job, "waiting_on", json_string("rate_limit"));
+    }
+    if (r)
+        freeReplyObject(r);
+}
+
 static int cmd_results(int argc, char **argv)
 {
     static const char *const flags[] = {"table", NULL};
@@ -320,6 +429,7 @@ static int cmd_show(int argc, char **argv)
         json_object_del(job, "log");
     }
     json_object_del(job, "token");
+    add_due(q, id, job);
     char *text = json_dumps(job, JSON_INDENT(2) | JSON_SORT_KEYS);
     printf("%s\n", text);
     free(text);

@@ -12,8 +12,10 @@
 --   closed     Calls pass.  A counted failure adds one to 'fails', a success resets it.
 --              Counted: every failure class except invalid_request, content_policy, auth
 --              (the job's or the configuration's fault, not the model's) and storage (ours);
---              so server, timeout, network, rate_limit (persistent 429s), bad_response and any
---              class this script does not know count.  The uncounted classes are neutral:
+--              so server, timeout, network, rate_limit (persistent 429s without a hint),
+--              bad_response and any class this script does not know count.  A rate_limit
+--              reported 'hinted' (the 429 said when to come back: the account's limit, which
+--              the worker's rate limiter waits out) is neutral.  The uncounted classes are neutral:
 --              they neither count nor reset.  At THRESHOLD consecutive counted failures the
 --              breaker opens with opened_at = now and cooldown = COOLDOWN (breaker.opened).
 --   open       Calls are refused until opened_at + cooldown; from then on the breaker is
@@ -36,7 +38,7 @@
 --
 -- ARGV: prefix, mode, token, threshold, cooldown ms, probe ttl ms, then by mode:
 --   choose  MODEL...          (the job's model first, then its fallbacks, in order)
---   report  MODEL, ok|fail, error class
+--   report  MODEL, ok|fail, error class[, 'hinted' (a rate_limit with a retry hint)]
 --   state   (nothing; token, threshold and probe ttl are ignored, may be empty)
 --   rates   MODEL...          (read-only; token, threshold and probe ttl are ignored)
 -- Empty or invalid numbers take the defaults: threshold 5, cooldown 30000, probe ttl 60000.
@@ -134,6 +136,7 @@ if mode == 'choose' then
   return {-1, wait, 'open', table.concat(skipped, '; ')}
 elseif mode == 'report' then
   local model, outcome, cls = ARGV[7], ARGV[8], ARGV[9] or ''
+  local hinted = cls == 'rate_limit' and ARGV[10] == 'hinted'
   if not model or model == '' then return redis.error_reply('breaker report: no model') end
   if outcome ~= 'ok' and outcome ~= 'fail' then
     return redis.error_reply('breaker report: outcome must be ok or fail')
@@ -153,7 +156,7 @@ elseif mode == 'report' then
     end
     return b.state
   end
-  if NEUTRAL[cls] then
+  if NEUTRAL[cls] or hinted then
     if prober then
       redis.call('HDEL', key, 'probe', 'probe_until')
     end

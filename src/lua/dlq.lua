@@ -21,7 +21,7 @@ for _, id in ipairs(ids) do
       redis.call('ZREM', pfx .. 'dead', id)
       if action == 'retry' and h[1] == 'failed' then
         redis.call('HSET', jk, 'state', 'queued', 'attempts', 0, 'stalls', 0)
-        redis.call('HDEL', jk, 'finished', 'error')
+        redis.call('HDEL', jk, 'finished', 'error', 'rl_waits', 'rl_wait_ms') -- (fail.lua)
         redis.call('HDEL', pfx .. 'b:' .. h[3], 'finished')
         redis.call('ZREM', pfx .. 'ended', id)
         redis.call('ZREM', pfx .. 'finished', h[3])

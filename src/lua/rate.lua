@@ -7,6 +7,8 @@
 --   concurrent requests P:{Q}:rlc:PROVIDER  ZSET  one entry per call in flight ("ENTRY"), scored
 --                                                 by its expiry: a slot whose worker died (and so
 --                                                 never released it) frees itself then
+--   a provider's hold   P:{Q}:rlh:PROVIDER  STRING until when (ms) the provider said to wait:
+--                                                 no take succeeds before
 -- (sliding window logs; a limit of 0 is not enforced).
 --
 -- ARGV[2] = 'take': ARGV = prefix, 'take', provider, window ms, images limit, images of the call,
@@ -19,7 +21,11 @@
 --   Frees the call's concurrency slot.  Images and tokens are 0 for a call that was sent (what
 --   was asked of the provider stays counted); a call that was never sent passes what it took
 --   so that its room is given back.  Returns 1 if a slot was freed, else 0.
+-- ARGV[2] = 'hold': ARGV = prefix, 'hold', provider, ms
+--   A 429 with a retry hint: no call of the provider's account is sent for ms (the latest
+--   hold wins).  Returns the ms the hold lasts from now.
 local mode, provider = ARGV[2], ARGV[3]
+local hkey = pfx .. 'rlh:' .. provider
 local ikey, tkey, ckey = pfx .. 'rl:' .. provider, pfx .. 'rlt:' .. provider, pfx .. 'rlc:' .. provider
 local tsum = pfx .. 'rlts:' .. provider
 
@@ -35,6 +41,14 @@ if mode == 'release' then
   end
   return redis.call('ZREM', ckey, entry)
 end
+if mode == 'hold' then
+  local ms = math.floor(tonumber(ARGV[4]) or 0)
+  if ms <= 0 then return 0 end
+  local now = now_ms()
+  local till = math.max(tonumber(redis.call('GET', hkey) or '0') or 0, now + ms)
+  redis.call('SET', hkey, till, 'PX', till - now)
+  return till - now
+end
 if mode ~= 'take' then return redis.error_reply('rate: unknown mode ' .. tostring(mode)) end
 
 local window = tonumber(ARGV[4])
@@ -46,6 +60,8 @@ if ilimit > 0 and n > ilimit then return -1 end
 if tlimit > 0 and tokens > tlimit then return -2 end
 local now = now_ms()
 local wait = 0
+local held = tonumber(redis.call('GET', hkey) or '0') or 0
+if held > now then wait = held - now end
 
 if ilimit > 0 and n > 0 then
   redis.call('ZREMRANGEBYSCORE', ikey, '-inf', now - window)

@@ -49,8 +49,8 @@ static const struct cost {
 static void reply_bfl(struct sim *s, imgq_httpd_request *req, int status, uint64_t start,
                       json_t *root)
 {
-    char retry[24];
-    snprintf(retry, sizeof(retry), "%u", s->cfg.retry_after_s);
+    char retry[64];
+    sim_retry_after(s, retry, sizeof(retry));
     struct imgq_httpd_header h[] = {{"Retry-After", retry}};
     size_t len;
     char *body = sim_json_dumps(root, &len);

@@ -27,6 +27,7 @@ void sim_config_release(struct sim_config *c)
     free(c->host);
     free(c->catalog_path);
     free(c->auto_quality);
+    free(c->retry_after_header);
     memset(c, 0, sizeof(*c));
 }
 
@@ -58,6 +59,10 @@ void sim_usage(FILE *f)
           "  --fail-429 R             fraction 0..1 of generations answered 429\n"
           "  --retry-after S          retry-after seconds on 429 (default 1; Gemini: the\n"
           "                           body's RetryInfo.retryDelay)\n"
+          "  --retry-after-header TEXT  send TEXT as the retry-after header of 429s\n"
+          "                           instead, verbatim (99999999999999999999, an\n"
+          "                           HTTP-date...; OpenAI: no retry-after-ms; Gemini:\n"
+          "                           retryDelay TEXTs)\n"
           "  --fail-500 R             fraction answered 500\n"
           "  --fail-moderation R      fraction blocked by moderation (OpenAI: 400\n"
           "                           moderation_blocked; Gemini: 200 IMAGE_SAFETY;\n"
@@ -178,6 +183,9 @@ static int set_knob(struct sim_config *c, const char *name, const char *v, char 
     } else if (strcmp(key, "retry_after") == 0) {
         rc = parse_u64(v, 86400, &n);
         c->retry_after_s = (unsigned)n;
+    } else if (strcmp(key, "retry_after_header") == 0) {
+        free(c->retry_after_header);
+        c->retry_after_header = *v ? imgq_xstrdup(v) : NULL;
     } else if (strcmp(key, "seed") == 0) {
         rc = parse_u64(v, UINT64_MAX, &c->seed);
         c->seed_set = true;
@@ -327,4 +335,12 @@ int sim_config_from_args(struct sim_config *c, int argc, char **argv, char *err,
         return IMGQ_EINVAL;
     }
     return 0;
+}
+
+void sim_retry_after(const struct sim *s, char *buf, size_t len)
+{
+    if (s->cfg.retry_after_header)
+        snprintf(buf, len, "%s", s->cfg.retry_after_header);
+    else
+        snprintf(buf, len, "%u", s->cfg.retry_after_s);
 }

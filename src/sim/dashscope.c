@@ -75,8 +75,8 @@ static void reply_ds_error(struct sim *s, imgq_httpd_request *req, int status, u
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     request_id(s, rid, sizeof(rid));
-    char retry[24];
-    snprintf(retry, sizeof(retry), "%u", s->cfg.retry_after_s);
+    char retry[64];
+    sim_retry_after(s, retry, sizeof(retry));
     struct imgq_httpd_header h[] = {{"Retry-After", retry}};
     size_t len;
     char *body = sim_json_dumps(

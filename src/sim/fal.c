@@ -60,8 +60,8 @@ static void reply_fal(struct sim *s, imgq_httpd_request *req, int status, uint64
 static void reply_detail(struct sim *s, imgq_httpd_request *req, int status, uint64_t start,
                          const char *detail)
 {
-    char retry[24];
-    snprintf(retry, sizeof(retry), "%u", s->cfg.retry_after_s);
+    char retry[64];
+    sim_retry_after(s, retry, sizeof(retry));
     struct imgq_httpd_header h[] = {{"Retry-After", retry}};
     reply_fal(s, req, status, start, h, status == 429 || status == 503 ? 1 : 0,
               json_pack("{s:s}", "detail", detail));

@@ -716,9 +716,10 @@ static void reply_rate_limited(struct sim *s, imgq_httpd_request *req, uint64_t 
                                const struct imgq_model *m)
 {
     uint64_t limit = s->cfg.rpm ? (uint64_t)s->cfg.rpm : (uint64_t)5000;
-    char limit_text[24], delay[24];
+    char limit_text[24], delay[80];
     snprintf(limit_text, sizeof(limit_text), "%" PRIu64, limit);
-    snprintf(delay, sizeof(delay), "%us", s->cfg.retry_after_s);
+    sim_retry_after(s, delay, sizeof(delay) - 1);
+    strcat(delay, "s");
     const char *metric = "generativelanguage.googleapis.com/generate_content_paid_tier_requests";
     json_t *details =
         json_pack("[{s:s, s:[{s:s, s:s, s:{s:s, s:s}, s:s}]}, {s:s, s:[{s:s, s:s}]}, {s:s, s:s}]",

@@ -69,7 +69,7 @@ static enum sim_endpoint answering = SIM_EP_GENERATIONS;
 
 struct ratelimit {
     char limit[24], remaining[24], reset[24], tlimit[24], tremaining[24], treset[24];
-    char retry[24], retry_ms[24];
+    char retry[64], retry_ms[24];
     struct imgq_httpd_header h[8];
     size_t n;
 };
@@ -97,11 +97,12 @@ static void ratelimit_headers(struct sim *s, struct ratelimit *r, bool limited,
     r->h[r->n++] = (struct imgq_httpd_header){"x-ratelimit-remaining-tokens", r->tremaining};
     r->h[r->n++] = (struct imgq_httpd_header){"x-ratelimit-reset-tokens", r->treset};
     if (limited) {
-        snprintf(r->retry, sizeof(r->retry), "%u", s->cfg.retry_after_s);
+        sim_retry_after(s, r->retry, sizeof(r->retry));
         snprintf(r->retry_ms, sizeof(r->retry_ms), "%" PRIu64,
                  (uint64_t)s->cfg.retry_after_s * 1000);
         r->h[r->n++] = (struct imgq_httpd_header){"retry-after", r->retry};
-        r->h[r->n++] = (struct imgq_httpd_header){"retry-after-ms", r->retry_ms};
+        if (!s->cfg.retry_after_header)
+            r->h[r->n++] = (struct imgq_httpd_header){"retry-after-ms", r->retry_ms};
     }
 }
 

@@ -45,8 +45,8 @@ static const struct ratio {
 static void reply_problem(struct sim *s, imgq_httpd_request *req, int status, uint64_t start,
                           const char *title, const char *detail, json_t *extra)
 {
-    char retry[24];
-    snprintf(retry, sizeof(retry), "%u", s->cfg.retry_after_s);
+    char retry[64];
+    sim_retry_after(s, retry, sizeof(retry));
     struct imgq_httpd_header h[] = {{"Retry-After", retry}};
     json_t *root = json_pack("{s:s, s:s, s:i}", "title", title, "detail", detail, "status", status);
     if (extra)

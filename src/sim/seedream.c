@@ -381,8 +381,8 @@ static void call_destroy(struct sim_call *base)
 static void reply_rate_limited(struct sim *s, imgq_httpd_request *req, uint64_t start,
                                const struct imgq_model *m)
 {
-    char retry[24];
-    snprintf(retry, sizeof(retry), "%u", s->cfg.retry_after_s);
+    char retry[64];
+    sim_retry_after(s, retry, sizeof(retry));
     struct imgq_httpd_header h[] = {{"retry-after", retry}};
     reply_ark(s, req, SIM_RATE_LIMITED, 429, start, h, 1, "RateLimitExceeded.EndpointRPMExceeded",
               NULL, "TooManyRequests",

@@ -275,8 +275,8 @@ static bool sync_fail_hook(struct sim *s, imgq_httpd_request *req, enum sim_endp
         return false;
 
     enum sim_outcome outcome = sim_outcome_of_status(status);
-    char retry[24];
-    snprintf(retry, sizeof(retry), "%u", s->cfg.retry_after_s);
+    char retry[64];
+    sim_retry_after(s, retry, sizeof(retry));
     struct imgq_httpd_header h[] = {{"retry-after", retry}};
     size_t nh = status == 429 || status == 503 ? 1 : 0;
     char *msg = imgq_xasprintf("imgq-sim: requests for %s fail with %d (/sim/fail)", model, status);

@@ -49,6 +49,7 @@ struct sim_config {
     double no_usage;
     int bad_usage; /* enum sim_bad_usage: --bad-usage, every success's usage spoilt so */
     unsigned retry_after_s;
+    char *retry_after_header; /* sent verbatim as retry-after instead, if set */
     uint64_t seed;
     bool seed_set;
     bool verbose;
@@ -64,6 +65,9 @@ void sim_config_release(struct sim_config *c);
  * error (message in err). */
 int sim_config_from_args(struct sim_config *c, int argc, char **argv, char *err, size_t errlen);
 void sim_usage(FILE *f);
+/* The retry-after header value of a 429 or 503: --retry-after-header, else --retry-after. */
+struct sim;
+void sim_retry_after(const struct sim *s, char *buf, size_t len);
 
 enum sim_endpoint {
     SIM_EP_HEALTHZ,

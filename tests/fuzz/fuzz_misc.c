@@ -5,7 +5,9 @@
  *   0  imgq_redis_url_parse   (IMGQ_REDIS_URL, --redis): fields in range; the password never
  *                             appears in the error message
  *   1  imgq_base64_decode     (provider b64_json): strict RFC 4648; decode(encode(x)) == x
- *   2  imgq_retry_after_ms    (Retry-After header): -1 or 0..24 h
+ *   2  imgq_retry_hint_ms     (Retry-After, retry-after-ms, durations such as "6m0s"):
+ *                             -1 or 0..max, for every form and maximum; the same text and
+ *                             its first bytes by length agree
  *   3  imgq_money_parse       (budgets, CLI): parse(format(v)) == v
  */
 #include <stdbool.h>
@@ -15,6 +17,7 @@
 #include "imgq/catalog.h"
 #include "imgq/provider.h"
 #include "imgq/queue.h"
+#include "imgq/retry_hint.h"
 
 #define SECRET "Zq7SecretPw"
 
@@ -92,11 +95,18 @@ static void base64(const char *s, size_t n)
 
 static void retry_after(const char *s)
 {
-    static const long nows[] = {0, 1782864000L, 4102444800L}; /* 1970, 2026, 2100 */
-    for (size_t i = 0; i < sizeof nows / sizeof nows[0]; i++) {
-        long ms = imgq_retry_after_ms(s, nows[i]);
-        FUZZ_CHECK(ms == -1 || (ms >= 0 && ms <= 86400000L));
-    }
+    static const int64_t nows[] = {0, 1782864000000LL, 4102444800000LL}; /* 1970, 2026, 2100 */
+    static const long maxes[] = {0, 1000, IMGQ_RETRY_HINT_MAX_MS, IMGQ_RETRY_HINT_CEILING_MS};
+    static const enum imgq_retry_hint_form forms[] = {IMGQ_HINT_RETRY_AFTER, IMGQ_HINT_MILLIS,
+                                                      IMGQ_HINT_DURATION};
+    size_t n = strlen(s);
+    for (size_t f = 0; f < 3; f++)
+        for (size_t i = 0; i < sizeof nows / sizeof nows[0]; i++)
+            for (size_t m = 0; m < sizeof maxes / sizeof maxes[0]; m++) {
+                long ms = imgq_retry_hint_ms(forms[f], s, (size_t)-1, nows[i], maxes[m]);
+                FUZZ_CHECK(ms == -1 || (ms >= 0 && ms <= maxes[m]));
+                FUZZ_CHECK(imgq_retry_hint_ms(forms[f], s, n, nows[i], maxes[m]) == ms);
+            }
 }
 
 static void money(const char *s)

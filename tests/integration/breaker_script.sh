@@ -21,7 +21,7 @@ cb() {
     rcli EVAL "$SCRIPT" 1 "${PFX}stats" "$PFX" "$mode" "$tok" "$THRESHOLD" "$COOLDOWN" \
         "$PROBE_TTL" "$@"
 }
-report() { cb report "$1" "$2" "$3" "${4:-}"; } # report TOKEN MODEL ok|fail [CLASS]
+report() { cb report "$1" "$2" "$3" "${4:-}" "${5:-}"; } # report TOKEN MODEL ok|fail [CLASS [hinted]]
 # choose TOKEN MODEL... - sets PICK, WAIT, REASON, WHY.
 choose() {
     local out
@@ -44,6 +44,18 @@ assert_eq closed "$(report t1 m1 fail timeout)" "2nd failure"
 assert_eq 2 "$(field m1 fails)" "two counted failures"
 assert_eq closed "$(report t1 m1 ok)" "success"
 assert_eq 0 "$(field m1 fails)" "a success resets the count"
+
+note "closed: 429s with a retry hint are the account's limit, not the model's failure"
+for i in $(seq 1 $((THRESHOLD + 2))); do
+    assert_eq closed "$(report t1 m9 fail rate_limit hinted)" "hinted 429 #$i"
+done
+assert_eq "" "$(field m9 fails)" "hinted 429s are not counted"
+assert_eq closed "$(report t1 m9 fail rate_limit)" "a 429 without a hint counts"
+assert_eq 1 "$(field m9 fails)" "a 429 without a hint is counted"
+assert_eq closed "$(report t1 m9 fail server hinted)" "'hinted' is only for rate_limit"
+assert_eq 2 "$(field m9 fails)" "a hinted server error still counts"
+rcli DEL "${PFX}cb:m9" >/dev/null
+rcli SREM "${PFX}breakers" m9 >/dev/null
 
 note "closed: 4 counted failures stay closed, uncounted classes do not count, the 5th opens"
 for cls in server timeout network rate_limit; do

@@ -522,6 +522,28 @@ static void test_max_generations(void **state)
             IMGQ_EINVAL, "max_generations", "integer");
 }
 
+/* max_rate_limit_waits: 1..10000, stored on the spec (fail.lua reads it) and read back. */
+static void test_max_rate_limit_waits(void **state)
+{
+    const imgq_catalog *c = cat(state);
+    struct imgq_job_spec s;
+    parse_ok(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1-mini\",\"max_rate_limit_waits\":7}",
+             TODAY, &s, NULL, 0);
+    assert_int_equal(s.max_rate_limit_waits, 7);
+    char *json = imgq_job_spec_to_json(&s);
+    assert_non_null(strstr(json, "\"max_rate_limit_waits\":7"));
+    struct imgq_job_spec back;
+    assert_int_equal(imgq_job_spec_from_json(json, &back), 0);
+    assert_int_equal(back.max_rate_limit_waits, 7);
+    imgq_job_spec_clear(&back);
+    free(json);
+    imgq_job_spec_clear(&s);
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1-mini\",\"max_rate_limit_waits\":0}",
+            TODAY, IMGQ_EINVAL, "max_rate_limit_waits", "from 1 to 10000");
+    refused(c, "{\"prompt\":\"a\",\"model\":\"gpt-image-1-mini\",\"max_rate_limit_waits\":1.5}",
+            TODAY, IMGQ_EINVAL, "max_rate_limit_waits", "integer");
+}
+
 static void test_knob_gates(void **state)
 {
     const imgq_catalog *c = cat(state);
@@ -1425,6 +1447,7 @@ int main(void)
         cmocka_unit_test(test_unknown_field),
         cmocka_unit_test(test_knob_gates),
         cmocka_unit_test(test_max_generations),
+        cmocka_unit_test(test_max_rate_limit_waits),
         cmocka_unit_test(test_webhook_refusals),
         cmocka_unit_test(test_pipeline),
         cmocka_unit_test(test_pipeline_refusals),

@@ -514,54 +514,6 @@ static void test_class_names(void **state)
     assert_string_equal(imgq_error_class_name((enum imgq_error_class)99), "unknown");
 }
 
-/* ---- Retry-After -------------------------------------------------------------------------- */
-
-static void test_retry_after(void **state)
-{
-    struct tm tm = {.tm_year = 126, .tm_mon = 10, .tm_mday = 22, .tm_hour = 10};
-    long now = (long)timegm(&tm); /* Sun, 22 Nov 2026 10:00:00 GMT */
-
-    assert_int_equal(imgq_retry_after_ms("120", now), 120000);
-    assert_int_equal(imgq_retry_after_ms("0", now), 0);
-    assert_int_equal(imgq_retry_after_ms("1", now), 1000);
-    assert_int_equal(imgq_retry_after_ms("86400", now), 86400000);
-    assert_int_equal(imgq_retry_after_ms("86401", now), -1); /* more than a day: ignored */
-    assert_int_equal(imgq_retry_after_ms("-1", now), -1);
-
-    assert_int_equal(imgq_retry_after_ms("Sun, 22 Nov 2026 10:00:30 GMT", now), 30000);
-    assert_int_equal(imgq_retry_after_ms("Sun, 22 Nov 2026 11:00:00 GMT", now), 3600000);
-    assert_int_equal(imgq_retry_after_ms("Sun, 22 Nov 2026 10:00:00 GMT", now), 0);
-    assert_int_equal(imgq_retry_after_ms("Sun, 22 Nov 2026 09:00:00 GMT", now), 0);
-    assert_int_equal(imgq_retry_after_ms("Tue, 24 Nov 2026 10:00:00 GMT", now), -1);
-
-    static const char *const garbage[] = {NULL,
-                                          "",
-                                          "soon",
-                                          "12abc",
-                                          "Sun, 22 Nov 2026 10:00:30",
-                                          "Sun, 22 Nov 2026 10:00:30 GMT junk",
-                                          "22/11/2026",
-                                          "Sun, 32 Nov 2026 10:00:30 GMT",
-                                          "inf",
-                                          "1e400"};
-    for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++) {
-        long v = imgq_retry_after_ms(garbage[i], now);
-        if (v != -1)
-            fail_msg("retry_after(\"%s\") = %ld, want -1", garbage[i] ? garbage[i] : "(null)", v);
-    }
-}
-
-/* Regression (was a bug): src/provider_openai.c imgq_retry_after_ms: strtod accepts "nan", which
- * passes both range checks (every comparison with NaN is false) and is converted to long: undefined
- * behaviour, LONG_MIN on x86-64, so a hostile Retry-After: nan yields a negative wait instead of
- * -1. */
-static void test_retry_after_nan(void **state)
-{
-    assert_int_equal(imgq_retry_after_ms("nan", 0), -1);
-    assert_int_equal(imgq_retry_after_ms("NaN", 0), -1);
-    assert_int_equal(imgq_retry_after_ms("-nan", 0), -1);
-}
-
 /* ---- the request ------------------------------------------------------------------------- */
 
 /* A one-shot HTTP server on a loopback port: reads one request, keeps its bytes, answers 200. */
@@ -1352,8 +1304,6 @@ int main(void)
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_transport_errors),
         cmocka_unit_test(test_class_names),
-        cmocka_unit_test(test_retry_after),
-        cmocka_unit_test(test_retry_after_nan),
         cmocka_unit_test(test_build_request),
         cmocka_unit_test(test_build_edits),
         cmocka_unit_test(test_edits_usage),
