@@ -5,13 +5,16 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "imgq/alloc.h"
+#include "imgq/log.h"
 
 void imgq_config_set(char **field, const char *v)
 {
@@ -57,35 +60,6 @@ char *imgq_config_default_catalog(void)
     return imgq_xstrdup("deploy/catalog.json");
 }
 
-static int file_str(json_t *o, const char *key, char **field, const char *path, char *err,
-                    size_t errlen)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v)
-        return 0;
-    if (!json_is_string(v)) {
-        snprintf(err, errlen, "%s: '%s' must be a string", path, key);
-        return IMGQ_EINVAL;
-    }
-    imgq_config_set(field, json_string_value(v));
-    return 0;
-}
-
-static int file_int(json_t *o, const char *key, int scale, int *field, const char *path, char *err,
-                    size_t errlen)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v)
-        return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-        json_integer_value(v) > 10000000 / scale) {
-        snprintf(err, errlen, "%s: '%s' must be a positive integer", path, key);
-        return IMGQ_EINVAL;
-    }
-    *field = (int)json_integer_value(v) * scale;
-    return 0;
-}
-
 int imgq_config_parse_bytes(const char *s, long long *out)
 {
     const char *p = s;
@@ -128,41 +102,6 @@ int imgq_config_parse_bytes(const char *s, long long *out)
     if (v > (1LL << 62) >> shift)
         return IMGQ_ERANGE;
     *out = v << shift;
-    return 0;
-}
-
-/* A size from the file: a number of bytes, or a string imgq_config_parse_bytes reads. */
-static int file_bytes(json_t *o, const char *key, long long *field, const char *path, char *err,
-                      size_t errlen)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v)
-        return 0;
-    long long n = -1;
-    if (json_is_integer(v) && json_integer_value(v) >= 0)
-        n = (long long)json_integer_value(v);
-    else if (json_is_string(v) && imgq_config_parse_bytes(json_string_value(v), &n) != 0)
-        n = -1;
-    if (n < 0) {
-        snprintf(err, errlen, "%s: 'worker.%s' must be a size in bytes (a number, or \"10G\")",
-                 path, key);
-        return IMGQ_EINVAL;
-    }
-    *field = n;
-    return 0;
-}
-
-/* A size from the environment. */
-static int env_bytes(const char *name, long long *field, char *err, size_t errlen)
-{
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return 0;
-    if (imgq_config_parse_bytes(v, field) != 0) {
-        snprintf(err, errlen, "%s '%s': expected a size in bytes (a number, or 10G, 512M)", name,
-                 v);
-        return IMGQ_EINVAL;
-    }
     return 0;
 }
 
@@ -218,13 +157,6 @@ static int load_webhooks(struct imgq_config *c, json_t *wh, const char *path, ch
                  path);
         return IMGQ_EINVAL;
     }
-    if (json_object_get(wh, "secret")) {
-        snprintf(err, errlen,
-                 "%s: webhooks.secret: secrets do not belong in a config file; set "
-                 "IMGQ_WEBHOOK_SECRET in the environment",
-                 path);
-        return IMGQ_EINVAL;
-    }
     size_t i;
     json_t *ep;
     json_array_foreach(eps, i, ep)
@@ -232,13 +164,6 @@ static int load_webhooks(struct imgq_config *c, json_t *wh, const char *path, ch
         const char *prefix = json_string_value(json_object_get(ep, "url_prefix"));
         const char *env = json_string_value(json_object_get(ep, "secret_env"));
         size_t envlen = env ? strlen(env) : 0;
-        if (json_object_get(ep, "secret")) {
-            snprintf(err, errlen,
-                     "%s: webhooks.endpoints[%zu].secret: secrets do not belong in a config file; "
-                     "name the environment variable that holds them (\"secret_env\")",
-                     path, i);
-            return IMGQ_EINVAL;
-        }
         if (!prefix ||
             (strncmp(prefix, "https://", 8) != 0 && strncmp(prefix, "http://", 7) != 0)) {
             snprintf(err, errlen, "%s: webhooks.endpoints[%zu].url_prefix must be an http(s) URL",
@@ -262,7 +187,298 @@ static int load_webhooks(struct imgq_config *c, json_t *wh, const char *path, ch
     return 0;
 }
 
-static int load_file(struct imgq_config *c, const char *path, char *err, size_t errlen)
+/*
+ * Every setting with a key in the file: where it is in the file, what it is, where it lives in
+ * struct imgq_config, and the environment variables that beat the file (the first one set
+ * wins).  resolve() is the one place a setting gets its value: the default already in *c, then
+ * the file, then the environment; the programs' flags come last (imgq_config_set).
+ */
+enum kind { STR, INT, SECONDS_MS, BYTES };
+struct setting {
+    const char *section, *key; /* section NULL: a top-level key */
+    enum kind kind;
+    size_t off;
+    const char *env[2];
+};
+#define AT(f) offsetof(struct imgq_config, f)
+static const struct setting settings[] = {
+    {NULL, "redis_url", STR, AT(redis_url), {"IMGQ_REDIS_URL"}},
+    {NULL, "prefix", STR, AT(prefix), {"IMGQ_PREFIX"}},
+    {NULL, "queue", STR, AT(queue), {"IMGQ_QUEUE"}},
+    {NULL, "catalog", STR, AT(catalog), {"IMGQ_CATALOG"}},
+    {NULL, "ssrf_allow", STR, AT(ssrf_allow), {"IMGQ_SSRF_ALLOW"}},
+    /* the endpoint's variables are ignored under AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true */
+    {"s3", "endpoint", STR, AT(s3_endpoint), {"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"}},
+    {"s3", "region", STR, AT(s3_region), {"AWS_REGION", "AWS_DEFAULT_REGION"}},
+    {"s3", "bucket", STR, AT(s3_bucket), {"IMGQ_S3_BUCKET"}},
+    {"s3", "key_prefix", STR, AT(s3_key_prefix), {"IMGQ_S3_KEY_PREFIX"}},
+    {"s3", "reference_buckets", STR, AT(s3_reference_buckets), {"IMGQ_S3_REFERENCE_BUCKETS"}},
+    {"worker", "concurrency", INT, AT(concurrency), {NULL}},
+    {"worker", "lease_seconds", SECONDS_MS, AT(lease_ms), {NULL}},
+    {"worker", "grace_seconds", SECONDS_MS, AT(grace_ms), {NULL}},
+    {"worker", "spool_dir", STR, AT(spool_dir), {"IMGQ_SPOOL_DIR"}},
+    {"worker", "spool_max_bytes", BYTES, AT(spool_max_bytes), {"IMGQ_SPOOL_MAX_BYTES"}},
+    {"worker", "spool_memory_bytes", BYTES, AT(spool_memory_bytes), {"IMGQ_SPOOL_MEMORY_BYTES"}},
+    {"worker", "store_timeout_seconds", SECONDS_MS, AT(store_timeout_ms), {NULL}},
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+/* Top-level objects besides the providers' sections: read here or by the worker (rate_limits,
+ * workers/limits.c). */
+static const char *const sections[] = {"s3", "worker", "gateways", "webhooks", "rate_limits"};
+
+/* The setting's value from the file (o: its section, or the root), then the environment. */
+static int resolve(const struct setting *s, void *field, json_t *o, const char *path, char *err,
+                   size_t errlen)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s%s%s", s->section ? s->section : "", s->section ? "." : "",
+             s->key);
+    json_t *v = json_object_get(o, s->key);
+    if (v) {
+        json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
+        long long bytes = -1;
+        switch (s->kind) {
+        case STR:
+            if (!json_is_string(v)) {
+                snprintf(err, errlen, "%s: '%s' must be a string", path, name);
+                return IMGQ_EINVAL;
+            }
+            imgq_config_set(field, json_string_value(v));
+            break;
+        case INT:
+        case SECONDS_MS: {
+            int scale = s->kind == SECONDS_MS ? 1000 : 1;
+            if (n < 1 || n > 10000000 / scale) {
+                snprintf(err, errlen, "%s: '%s' must be a positive integer", path, name);
+                return IMGQ_EINVAL;
+            }
+            *(int *)field = (int)n * scale;
+            break;
+        }
+        case BYTES:
+            if (n >= 0)
+                bytes = (long long)n;
+            else if (json_is_string(v) &&
+                     imgq_config_parse_bytes(json_string_value(v), &bytes) != 0)
+                bytes = -1;
+            if (bytes < 0) {
+                snprintf(err, errlen, "%s: '%s' must be a size in bytes (a number, or \"10G\")",
+                         path, name);
+                return IMGQ_EINVAL;
+            }
+            *(long long *)field = bytes;
+            break;
+        }
+    }
+    const char *ignore = getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS");
+    if (s->off == AT(s3_endpoint) && ignore && strcasecmp(ignore, "true") == 0)
+        return 0;
+    for (int i = 0; i < 2 && s->env[i]; i++) {
+        const char *e = getenv(s->env[i]);
+        if (!e || !*e)
+            continue;
+        if (s->kind == STR) {
+            imgq_config_set(field, e);
+        } else if (s->kind == BYTES) {
+            if (imgq_config_parse_bytes(e, field) != 0) {
+                snprintf(err, errlen, "%s '%s': expected a size in bytes (a number, or 10G, 512M)",
+                         s->env[i], e);
+                return IMGQ_EINVAL;
+            }
+        }
+        break;
+    }
+    return 0;
+}
+
+/* Edit distance, for "did you mean". */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[128];
+    if (lb >= 128)
+        return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* Whether a key names a secret (API keys, passwords, tokens, S3 credentials). */
+static bool looks_secret(const char *key)
+{
+    static const char *const words[] = {"secret",     "password",    "passwd",
+                                        "api_key",    "apikey",      "token",
+                                        "access_key", "private_key", "credential"};
+    char low[128];
+    size_t n = 0;
+    for (; key[n] && n < sizeof low - 1; n++)
+        low[n] = (char)tolower((unsigned char)key[n]);
+    low[n] = '\0';
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strstr(low, words[i]))
+            return true;
+    return false;
+}
+
+/*
+ * Check the keys of object o (at 'where': "" for the root, else "s3." and the like) against
+ * 'known': a secret is refused, pointing at 'env' (the variable that holds it instead), any
+ * other unknown key is an error naming the nearest known one.
+ */
+static int check_keys(json_t *o, const char *where, const char *const *known, size_t nknown,
+                      const char *env, const char *path, char *err, size_t errlen)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        size_t j = 0;
+        while (j < nknown && strcmp(k, known[j]) != 0)
+            j++;
+        if (j < nknown)
+            continue;
+        if (looks_secret(k)) {
+            snprintf(err, errlen,
+                     "%s: '%s' does not belong in a config file (%s%s: secrets come only from "
+                     "the environment, so that config files can be shared): set %s instead",
+                     path, k, where, k, env);
+            return IMGQ_EINVAL;
+        }
+        size_t best = 0, bestd = (size_t)-1;
+        for (j = 0; j < nknown; j++) {
+            size_t same = 0; /* a beginning of a known key is near it; ties: the longer beginning */
+            while (k[same] && k[same] == known[j][same])
+                same++;
+            size_t d = !k[same] || !known[j][same] ? 1 : distance(k, known[j]);
+            d = d * 128 - (same < 128 ? same : 127);
+            if (d < bestd) {
+                bestd = d;
+                best = j;
+            }
+        }
+        if (nknown)
+            snprintf(err, errlen, "unknown key '%s%s' in %s (did you mean '%s%s'?)", where, k, path,
+                     where, known[best]);
+        else
+            snprintf(err, errlen, "unknown key '%s%s' in %s", where, k, path);
+        return IMGQ_EINVAL;
+    }
+    return 0;
+}
+
+/* The keys of the file's section 'section' (NULL: the root) that settings[] knows. */
+static size_t section_keys(const char *section, const char **out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (section ? settings[i].section && strcmp(settings[i].section, section) == 0
+                    : !settings[i].section)
+            out[n++] = settings[i].key;
+    return n;
+}
+
+/* Every key of the file known, every section an object, no secret anywhere. */
+static int check_file(const struct imgq_config *c, json_t *root, const char *path, char *err,
+                      size_t errlen)
+{
+    const char *known[NSETTINGS + IMGQ_CONFIG_APIS + 8];
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "%s: expected a JSON object", path);
+        return IMGQ_EINVAL;
+    }
+    size_t n = section_keys(NULL, known);
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+        known[n++] = sections[i];
+    for (int i = 0; i < IMGQ_CONFIG_APIS; i++)
+        known[n++] = c->apis[i].section;
+    int r = check_keys(root, "", known, n,
+                       "IMGQ_REDIS_URL (redis://user:password@host:port/db) or the variable "
+                       "of the service it is for",
+                       path, err, errlen);
+    /* A password inside the Redis URL is a secret too. */
+    const char *url = json_string_value(json_object_get(root, "redis_url"));
+    const char *at = url ? strchr(url, '@') : NULL, *scheme = url ? strstr(url, "://") : NULL;
+    if (!r && at && scheme && memchr(scheme + 3, ':', (size_t)(at - scheme - 3))) {
+        snprintf(err, errlen,
+                 "%s: 'redis_url' holds a password, which does not belong in a config file: "
+                 "set IMGQ_REDIS_URL instead",
+                 path);
+        r = IMGQ_EINVAL;
+    }
+    for (size_t i = 0; !r && i < sizeof sections / sizeof sections[0] + IMGQ_CONFIG_APIS; i++) {
+        bool api = i >= sizeof sections / sizeof sections[0];
+        int ai = api ? (int)(i - sizeof sections / sizeof sections[0]) : 0;
+        const char *name = api ? c->apis[ai].section : sections[i];
+        json_t *o = json_object_get(root, name);
+        if (!o)
+            continue;
+        if (!json_is_object(o)) {
+            snprintf(err, errlen, "%s: '%s' must be an object", path, name);
+            return IMGQ_EINVAL;
+        }
+        char where[64];
+        snprintf(where, sizeof where, "%s.", name);
+        if (api) {
+            const char *base[] = {"base_url"};
+            r = check_keys(o, where, base, 1, api_defaults[ai].key_env, path, err, errlen);
+        } else if (strcmp(name, "s3") == 0) {
+            size_t k = section_keys(name, known);
+            r = check_keys(o, where, known, k,
+                           "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)", path,
+                           err, errlen);
+        } else if (strcmp(name, "worker") == 0) {
+            size_t k = section_keys(name, known);
+            r = check_keys(o, where, known, k, "an environment variable", path, err, errlen);
+        } else if (strcmp(name, "gateways") == 0) {
+            const char *route, *base[] = {"base_url"};
+            json_t *g;
+            json_object_foreach(o, route, g)
+            {
+                char w[192], env[192];
+                snprintf(w, sizeof w, "gateways.%s.", route);
+                int k = snprintf(env, sizeof env, "IMGQ_GATEWAY_");
+                for (const char *p = route; *p && k < (int)sizeof env - 9; p++)
+                    env[k++] = isalnum((unsigned char)*p) ? (char)toupper((unsigned char)*p) : '_';
+                snprintf(env + k, sizeof env - (size_t)k, "_API_KEY");
+                if (json_is_object(g) &&
+                    (r = check_keys(g, w, base, 1, env, path, err, errlen)) != 0)
+                    break;
+            }
+        } else if (strcmp(name, "webhooks") == 0) {
+            const char *eps[] = {"endpoints"}, *ep_keys[] = {"url_prefix", "secret_env"};
+            r = check_keys(o, where, eps, 1, "IMGQ_WEBHOOK_SECRET", path, err, errlen);
+            size_t j;
+            json_t *ep;
+            json_array_foreach(json_object_get(o, "endpoints"), j, ep)
+            {
+                char w[64];
+                snprintf(w, sizeof w, "webhooks.endpoints[%zu].", j);
+                if (!r && json_is_object(ep))
+                    r = check_keys(ep, w, ep_keys, 2, "the variable that \"secret_env\" names",
+                                   path, err, errlen);
+            }
+        }
+        /* rate_limits: provider names, checked by the worker (workers/limits.c) */
+    }
+    return r;
+}
+
+/* The file checked, its gateways and webhook endpoints read; *rootp: the document. */
+static int load_file(struct imgq_config *c, const char *path, json_t **rootp, char *err,
+                     size_t errlen)
 {
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -274,36 +490,10 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
         snprintf(err, errlen, "%s: line %d: %s", path, je.line, je.text);
         return IMGQ_EPARSE;
     }
-    int r = 0;
-    const char *secrets[] = {"api_key", "secret_key", "access_key", "password", NULL};
-    json_t *s3 = json_object_get(root, "s3"), *worker = json_object_get(root, "worker");
-    json_t *gateways = json_object_get(root, "gateways");
-    for (const char **s = secrets; *s; s++) {
-        bool found = json_object_get(s3, *s) != NULL;
-        for (int i = 0; i < IMGQ_CONFIG_APIS; i++)
-            found |= json_object_get(json_object_get(root, c->apis[i].section), *s) != NULL;
-        const char *route;
-        json_t *g;
-        json_object_foreach(gateways, route, g) found |= json_object_get(g, *s) != NULL;
-        if (found) {
-            snprintf(err, errlen,
-                     "%s: '%s' does not belong in a config file; set it in the environment "
-                     "(OPENAI_API_KEY, IMGQ_GATEWAY_<ROUTE>_API_KEY, AWS_SECRET_ACCESS_KEY...)",
-                     path, *s);
-            r = IMGQ_EINVAL;
-            goto out;
-        }
-    }
-    for (int i = 0; i < IMGQ_CONFIG_APIS; i++)
-        if ((r = file_str(json_object_get(root, c->apis[i].section), "base_url",
-                          &c->apis[i].base_url, path, err, errlen)))
-            goto out;
-    if (gateways && !json_is_object(gateways)) {
-        snprintf(err, errlen, "%s: 'gateways' must be an object of route: {\"base_url\": URL}",
-                 path);
-        r = IMGQ_EINVAL;
+    int r = check_file(c, root, path, err, errlen);
+    if (r)
         goto out;
-    }
+    json_t *gateways = json_object_get(root, "gateways");
     const char *route;
     json_t *g;
     json_object_foreach(gateways, route, g)
@@ -320,28 +510,12 @@ static int load_file(struct imgq_config *c, const char *path, char *err, size_t 
         gw->base_url = imgq_xstrdup(json_string_value(url));
         gw->api_key = NULL;
     }
-    if ((r = file_str(root, "redis_url", &c->redis_url, path, err, errlen)) ||
-        (r = file_str(root, "prefix", &c->prefix, path, err, errlen)) ||
-        (r = file_str(root, "queue", &c->queue, path, err, errlen)) ||
-        (r = file_str(root, "catalog", &c->catalog, path, err, errlen)) ||
-        (r = file_str(root, "ssrf_allow", &c->ssrf_allow, path, err, errlen)) ||
-        (r = file_str(s3, "endpoint", &c->s3_endpoint, path, err, errlen)) ||
-        (r = file_str(s3, "region", &c->s3_region, path, err, errlen)) ||
-        (r = file_str(s3, "bucket", &c->s3_bucket, path, err, errlen)) ||
-        (r = file_str(s3, "key_prefix", &c->s3_key_prefix, path, err, errlen)) ||
-        (r = file_str(s3, "reference_buckets", &c->s3_reference_buckets, path, err, errlen)) ||
-        (r = file_int(worker, "concurrency", 1, &c->concurrency, path, err, errlen)) ||
-        (r = file_int(worker, "lease_seconds", 1000, &c->lease_ms, path, err, errlen)) ||
-        (r = file_int(worker, "grace_seconds", 1000, &c->grace_ms, path, err, errlen)) ||
-        (r = file_str(worker, "spool_dir", &c->spool_dir, path, err, errlen)) ||
-        (r = file_bytes(worker, "spool_max_bytes", &c->spool_max_bytes, path, err, errlen)) ||
-        (r = file_bytes(worker, "spool_memory_bytes", &c->spool_memory_bytes, path, err, errlen)) ||
-        (r = file_int(worker, "store_timeout_seconds", 1000, &c->store_timeout_ms, path, err,
-                      errlen)) ||
-        (r = load_webhooks(c, json_object_get(root, "webhooks"), path, err, errlen)))
-        goto out;
+    r = load_webhooks(c, json_object_get(root, "webhooks"), path, err, errlen);
 out:
-    json_decref(root);
+    if (r)
+        json_decref(root);
+    else
+        *rootp = root;
     return r;
 }
 
@@ -364,19 +538,32 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
     c->spool_memory_bytes = -1;
     if (!file)
         file = getenv("IMGQ_CONFIG");
-    if (file && *file) {
-        int r = load_file(c, file, err, errlen);
-        if (r) {
-            imgq_config_clear(c);
-            return r;
-        }
+    json_t *root = NULL;
+    int r = 0;
+    if (file && *file)
+        r = load_file(c, file, &root, err, errlen);
+    /* Every setting: the file, then the environment (resolve). */
+    for (size_t i = 0; !r && i < NSETTINGS; i++)
+        r = resolve(&settings[i], (char *)c + settings[i].off,
+                    settings[i].section ? json_object_get(root, settings[i].section) : root, file,
+                    err, errlen);
+    for (int i = 0; !r && i < IMGQ_CONFIG_APIS; i++) {
+        const struct setting s = {
+            api_defaults[i].section, "base_url", STR, 0, {api_defaults[i].url_env}};
+        r = resolve(&s, &c->apis[i].base_url, json_object_get(root, s.section), file, err, errlen);
     }
-    from_env(&c->redis_url, "IMGQ_REDIS_URL");
-    from_env(&c->prefix, "IMGQ_PREFIX");
-    from_env(&c->queue, "IMGQ_QUEUE");
-    from_env(&c->catalog, "IMGQ_CATALOG");
+    json_decref(root);
+    const char *level = getenv("IMGQ_LOG_LEVEL");
+    if (!r && level && *level && imgq_log_level_parse(level) < 0) {
+        snprintf(err, errlen, "IMGQ_LOG_LEVEL '%s': expected error, warn, info or debug", level);
+        r = IMGQ_EINVAL;
+    }
+    if (r) {
+        imgq_config_clear(c);
+        return r;
+    }
+    /* Secrets: only the environment. */
     for (int i = 0; i < IMGQ_CONFIG_APIS; i++) {
-        from_env(&c->apis[i].base_url, api_defaults[i].url_env);
         from_env(&c->apis[i].api_key, api_defaults[i].key_env2);
         from_env(&c->apis[i].api_key, api_defaults[i].key_env); /* wins over the other name */
     }
@@ -388,19 +575,7 @@ int imgq_config_load(struct imgq_config *c, const char *file, char *err, size_t 
         snprintf(name + k, sizeof name - (size_t)k, "_API_KEY");
         from_env(&c->gateways[i].api_key, name);
     }
-    from_env(&c->s3_bucket, "IMGQ_S3_BUCKET");
-    from_env(&c->s3_key_prefix, "IMGQ_S3_KEY_PREFIX");
-    from_env(&c->s3_reference_buckets, "IMGQ_S3_REFERENCE_BUCKETS");
-    from_env(&c->ssrf_allow, "IMGQ_SSRF_ALLOW");
     from_env(&c->webhook_secret, "IMGQ_WEBHOOK_SECRET");
-    from_env(&c->spool_dir, "IMGQ_SPOOL_DIR");
-    int rb = env_bytes("IMGQ_SPOOL_MAX_BYTES", &c->spool_max_bytes, err, errlen);
-    if (rb == 0)
-        rb = env_bytes("IMGQ_SPOOL_MEMORY_BYTES", &c->spool_memory_bytes, err, errlen);
-    if (rb) {
-        imgq_config_clear(c);
-        return rb;
-    }
     for (size_t i = 0; i < c->nwebhook_endpoints; i++)
         from_env(&c->webhook_endpoints[i].secrets, c->webhook_endpoints[i].secret_env);
     if (!c->catalog)

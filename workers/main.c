@@ -366,9 +366,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "imgq-worker: S3 configuration: %s\n", why ? why : "invalid");
         goto out;
     }
+    /* cfg holds each S3 setting resolved (the environment beats the file, config.c): the
+     * endpoint, region and bucket come from there, the credentials from the environment. */
     if (cfg.s3_endpoint) {
+        const char *style = getenv("IMGQ_S3_ADDRESSING_STYLE");
+        if (!w.s3.endpoint) /* the file's: path style unless told "virtual", as from env */
+            w.s3.path_style = !(style && strcmp(style, "virtual") == 0);
         imgq_s3_config_set(&w.s3.endpoint, cfg.s3_endpoint);
-        w.s3.path_style = true;
     }
     if (cfg.s3_region)
         imgq_s3_config_set(&w.s3.region, cfg.s3_region);

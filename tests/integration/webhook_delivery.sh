@@ -348,7 +348,7 @@ expect_exit2 "IMGQ_WEBHOOK_SECRET: secret 2" "IMGQ_WEBHOOK_SECRET=$S1,whsec_" --
 expect_exit2 "CMS_SECRET is not set" -u CMS_SECRET -- --config "$T/config.json"
 expect_exit2 "CMS_SECRET: secret 1" CMS_SECRET=nope -- --config "$T/config.json"
 printf '{"webhooks": {"endpoints": [{"url_prefix": "%s/", "secret_env": "X", "secret": "%s"}]}}\n' "$R" "$S1" >"$T/bad.json"
-expect_exit2 "do not belong in a config file" -- --config "$T/bad.json"
+expect_exit2 "does not belong in a config file" -- --config "$T/bad.json"
 before=$(field "$moved" "m['attempts']")
 imgq clock --advance 3600 >/dev/null # the moved message is due again
 st=0
