@@ -333,6 +333,9 @@ static bool looks_secret(const char *key)
     return false;
 }
 
+/* The 'env' of check_keys for the s3 section: the AWS variable that matches the key. */
+static const char s3_credentials[] = "AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY";
+
 /*
  * Check the keys of object o (at 'where': "" for the root, else "s3." and the like) against
  * 'known': a secret is refused, pointing at 'env' (the variable that holds it instead), any
@@ -351,6 +354,16 @@ static int check_keys(json_t *o, const char *where, const char *const *known, si
         if (j < nknown)
             continue;
         if (looks_secret(k)) {
+            if (env == s3_credentials) {
+                char low[64];
+                size_t n = 0;
+                for (; k[n] && n < sizeof low - 1; n++)
+                    low[n] = (char)tolower((unsigned char)k[n]);
+                low[n] = '\0';
+                env = strstr(low, "secret")  ? "AWS_SECRET_ACCESS_KEY"
+                      : strstr(low, "token") ? "AWS_SESSION_TOKEN"
+                                             : "AWS_ACCESS_KEY_ID";
+            }
             snprintf(err, errlen,
                      "%s: '%s' does not belong in a config file (%s%s: secrets come only from "
                      "the environment, so that config files can be shared): set %s instead",
@@ -436,9 +449,7 @@ static int check_file(const struct imgq_config *c, json_t *root, const char *pat
             r = check_keys(o, where, base, 1, api_defaults[ai].key_env, path, err, errlen);
         } else if (strcmp(name, "s3") == 0) {
             size_t k = section_keys(name, known);
-            r = check_keys(o, where, known, k,
-                           "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)", path,
-                           err, errlen);
+            r = check_keys(o, where, known, k, s3_credentials, path, err, errlen);
         } else if (strcmp(name, "worker") == 0) {
             size_t k = section_keys(name, known);
             r = check_keys(o, where, known, k, "an environment variable", path, err, errlen);
