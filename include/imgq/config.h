@@ -29,8 +29,14 @@
  * DASHSCOPE_API_KEY, REPLICATE_BASE_URL, REPLICATE_API_TOKEN, FAL_BASE_URL, FAL_KEY, BFL_BASE_URL,
  * BFL_API_KEY, IMGQ_S3_BUCKET, IMGQ_S3_KEY_PREFIX, IMGQ_WEBHOOK_SECRET, IMGQ_SPOOL_DIR,
  * IMGQ_SPOOL_MAX_BYTES, IMGQ_SPOOL_MEMORY_BYTES (sizes: imgq_config_parse_bytes), and the AWS_*
- * variables (see s3.h). Secrets (API keys, S3 credentials, webhook secrets) come from the
- * environment; a config file may not hold them, so that config files can be shared and committed.
+ * variables (see s3.h): AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL and AWS_REGION or
+ * AWS_DEFAULT_REGION beat the file's s3.endpoint and s3.region.  Each setting is resolved in one
+ * place (config.c's table): its default, the file, then its variables; the programs' flags are
+ * applied over the result.  The file is strict: an unknown key is an error naming it and the
+ * nearest known key.  Secrets (API keys, S3 credentials, webhook secrets, a password in
+ * redis_url) come from the environment: a key anywhere in the file that looks like one is
+ * refused with the variable to use, so that config files can be shared and committed.
+ * IMGQ_LOG_LEVEL, when set, must be error, warn, info or debug.
  *
  * Ownership: the struct owns its strings; imgq_config_clear frees them.
  */
@@ -96,7 +102,8 @@ struct imgq_config {
 
 /*
  * Fill *c from defaults, the file (NULL = IMGQ_CONFIG or none) and the environment.
- * IMGQ_EIO / IMGQ_EPARSE / IMGQ_EINVAL with err naming the file and key.
+ * IMGQ_EIO / IMGQ_EPARSE / IMGQ_EINVAL with err naming the file and key (an unknown key, a
+ * secret, a bad value) or the variable (a bad IMGQ_LOG_LEVEL or size).
  */
 int imgq_config_load(struct imgq_config *c, const char *file, char *err,
                      size_t errlen) IMGQ_MUST_CHECK;

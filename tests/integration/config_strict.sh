@@ -79,5 +79,5 @@ objects() { find "$1" -name '*._S3rver_object' -path "*/$bucket/*" | wc -l; }
 assert_eq 0 "$(objects "$FILE_S3_DIR")" "objects in the file's S3"
 [[ $(objects "$ENV_S3_DIR") -ge 1 ]] || fail "no object in the environment's S3 ($AWS_ENDPOINT_URL_S3)"
 state=$("$imgq" batch results cfg | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["state"])')
-assert_eq done "$state" "the job's state"
+assert_eq "done" "$state" "the job's state"
 echo "PASS config_strict"
