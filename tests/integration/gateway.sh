@@ -184,7 +184,8 @@ out=$("$IMGQ_BIN/imgq-worker" --config "$bad" --exit-when-idle 2>&1) || rc=$?
 assert_ne "0" "$rc" "imgq-worker refuses a config file with a gateway api_key"
 assert_contains "$out" "$bad" "the refusal names the file"
 assert_contains "$out" "'api_key' does not belong in a config file" "the refusal says why"
-assert_contains "$out" "IMGQ_GATEWAY_<ROUTE>_API_KEY" "the refusal says where the key goes"
+assert_contains "$out" "set IMGQ_GATEWAY_TREEROUTER_STANDARD_API_KEY instead" \
+    "the refusal names the variable the key goes in"
 assert_not_contains "$out" "in-file-0a9d8c7b6e" "the refusal does not echo the key"
 rc=0
 out=$(IMGQ_CONFIG="$bad" "$IMGQ_BIN/imgq" stats 2>&1) || rc=$?
