@@ -545,8 +545,16 @@ static void on_disconnect(const redisAsyncContext *c, int status)
              c->errstr[0] ? c->errstr : "no error");
     if (c == w->ac)
         w->ac = NULL;
+    bool refused = c == w->sub && (strncmp(c->errstr, "NOAUTH", 6) == 0 ||
+                                   strncmp(c->errstr, "WRONGPASS", 9) == 0);
     if (c == w->sub)
         w->sub = NULL;
+    if (refused) { /* hiredis closes a subscriber whose SUBSCRIBE is refused */
+        char err[256];
+        snprintf(err, sizeof err, "%s", w->auth_error[0] ? w->auth_error : c->errstr);
+        redis_refused(w, err);
+        return;
+    }
     lost_connection(w);
 }
 
