@@ -46,17 +46,17 @@ assert_contains "$(cat "$IMGQ_TMP/err")" "no job 'nosuchjob'"
 "$IMGQ_BIN/imgq-worker" --noop --lease-ms 1000 --log-level info >"$IMGQ_TMP/worker.log" 2>&1 &
 worker=$!
 track_pid $worker
-wait_until 30 "the four other jobs to run" has jc done 4
+wait_until 30 "the four other jobs to run" has jc "done" 4
 # The worker is idle now with the paused job in the batch: it must not have taken it.
 wait_until 10 "the worker to go idle" has jc running 0
 sleep 1
 assert_eq "1" "$(count jc paused)" "the paused job is still paused"
-assert_eq "4" "$(count jc done)" "and not run"
+assert_eq "4" "$(count jc "done")" "and not run"
 state_is "$held" paused || fail "job show no longer says paused"
 assert_contains "$("${imgq[@]}" batch status jc --json)" '"finished":false'
 
 assert_contains "$("${imgq[@]}" resume "$held")" "job $held resumed"
-wait_until 30 "the resumed job to run" has jc done 5
+wait_until 30 "the resumed job to run" has jc "done" 5
 assert_eq "0" "$(count jc paused)" "no paused job is counted after it ran"
 assert_contains "$("${imgq[@]}" batch status jc --json)" '"finished":true'
 
@@ -75,7 +75,7 @@ assert_eq "1" "$rc" "a paused job is not promoted"
 assert_contains "$("${imgq[@]}" resume "$first")" "resumed"
 assert_eq "0 2" "$(count nb paused) $(count nb scheduled)" "back to scheduled"
 assert_contains "$("${imgq[@]}" promote "$second")" "job $second promoted: it was scheduled"
-wait_until 30 "the promoted job to run at once" has nb done 1
+wait_until 30 "the promoted job to run at once" has nb "done" 1
 assert_eq "1" "$(count nb scheduled)" "the other still waits for its time"
 state_is "$first" scheduled || fail "the job not promoted should still be scheduled"
 # A cancelled batch with a paused job keeps its counters right.

@@ -51,10 +51,6 @@ set -e
 assert_eq "0" "$rc" "the right password works: $(cat "$IMGQ_TMP/right.log")"
 
 # --- a Redis Cluster node that does not hold the queue's slot answers MOVED.
-if ! redis-server --help 2>&1 | grep -q . || ! redis-cli --version >/dev/null; then
-    echo "redis_auth: cluster part skipped (no redis-cli)"
-    exit 0
-fi
 start_redis --cluster-enabled yes --cluster-config-file nodes.conf
 a=$REDIS_PORT
 start_redis --cluster-enabled yes --cluster-config-file nodes.conf
