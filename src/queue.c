@@ -601,6 +601,8 @@ static json_t *hash_to_json(redisReply *r)
                                               "finished",
                                               "deadline",
                                               "paused",
+                                              "paused_jobs",
+                                              "paused_due",
                                               "gated",
                                               "coalesced",
                                               "drafting",
@@ -1010,6 +1012,51 @@ int imgq_queue_cancel(imgq_queue *q, const char *scope, const char *id, long lon
         *n = json_integer_value(reply);
         json_decref(reply);
         return 0;
+    }
+}
+
+int imgq_queue_job_control(imgq_queue *q, const char *action, const char *id, int *code,
+                           char *state, size_t statelen, char *err, size_t errlen)
+{
+    const char *args[3] = {"job", action, id};
+    int nargs = 3;
+    char pr[8];
+    const char *pargs[6] = {"packed", action, id, pr, NULL, NULL};
+    json_t *job[1] = {NULL};
+    char *entry[1] = {NULL};
+    /* A packed job (-2) is paused by its exact entry; if it runs before that, as any job. */
+    for (int tries = 0;; tries++) {
+        json_t *reply = NULL;
+        int rc = imgq_queue_script(q, IMGQ_SCRIPT_PAUSE, nargs, nargs == 3 ? args : pargs, &reply,
+                                   err, errlen);
+        json_decref(job[0]);
+        free(entry[0]);
+        job[0] = NULL;
+        entry[0] = NULL;
+        if (rc)
+            return rc;
+        *code = (int)json_integer_value(json_array_get(reply, 0));
+        const char *st = json_string_value(json_array_get(reply, 1));
+        snprintf(state, statelen, "%s", st ? st : "");
+        json_decref(reply);
+        if (*code != -2)
+            return 0;
+        if (tries == 3) {
+            snprintf(err, errlen, "job %s: its entry in the ready list was not found", id);
+            return IMGQ_EREDIS;
+        }
+        char *ids[1] = {(char *)id};
+        int prio[1] = {0};
+        if (read_packed(q, ids, 1, job, entry, prio) != 0) {
+            snprintf(err, errlen, "redis: %s", q->rc->errstr[0] ? q->rc->errstr : "read failed");
+            return IMGQ_EREDIS;
+        }
+        nargs = 3;
+        if (entry[0]) { /* else it ran meanwhile: as any job */
+            snprintf(pr, sizeof pr, "%d", prio[0]);
+            pargs[4] = entry[0];
+            nargs = 5;
+        }
     }
 }
 

@@ -433,7 +433,7 @@ int main(int argc, char **argv)
     int lc = uv_loop_close(&loop);
     if (lc != 0)
         imgq_log(IMGQ_LOG_WARN, "worker", "loop closed with handles open: %s", uv_strerror(lc));
-    rc = 0;
+    rc = w.exit_code; /* 1: Redis refused or cannot serve this worker (worker.c) */
 out:
     webhooks_free(&w);
     spool_free(w.spool);

@@ -25,6 +25,9 @@
 #define IDLE_POLL_MS 5000
 #define EXIT_RECHECK_MS 1000 /* --exit-when-idle: while other workers finish their jobs */
 #define RECONNECT_MAX_MS 5000
+/* --exit-when-idle: a worker Redis refuses (NOAUTH, WRONGPASS) exits with status 1 after this
+ * long (README "Running workers"); without it, it keeps trying, an ERROR per attempt. */
+#define REFUSED_GIVE_UP_MS 30000
 #define CLOSE_DRAIN_MS 2000 /* shutdown: longest wait for the last commands' replies */
 
 static void connect_redis(struct worker *w);
@@ -32,6 +35,9 @@ static void shutdown_now(struct worker *w);
 static void check_stopped(struct worker *w);
 static void on_release(struct worker *w, redisReply *r, void *arg);
 static void close_handle(uv_handle_t *h);
+static void redis_unusable(struct worker *w, const char *why);
+static void drop_connections(struct worker *w);
+static void lost_connection(struct worker *w);
 
 /* Script calls ------------------------------------------------------------------------ */
 
@@ -74,7 +80,17 @@ static void scall_reply(redisAsyncContext *c, void *r, void *priv)
             return;
         reply = NULL;
     }
-    if (reply && reply->type == REDIS_REPLY_ERROR)
+    if (reply && reply->type == REDIS_REPLY_ERROR &&
+        (strncmp(reply->str, "MOVED ", 6) == 0 || strncmp(reply->str, "ASK ", 4) == 0 ||
+         strncmp(reply->str, "CLUSTERDOWN", 11) == 0)) {
+        /* A Redis Cluster node that does not hold the queue's slot: following it is issue 18. */
+        char why[512];
+        snprintf(why, sizeof why,
+                 "Redis at %s:%d is a Redis Cluster node (it answered '%s'); cluster mode is "
+                 "not supported yet (issue 18): point the worker at a standalone Redis",
+                 s->w->redis.host, s->w->redis.port, reply->str);
+        redis_unusable(s->w, why);
+    } else if (reply && reply->type == REDIS_REPLY_ERROR)
         imgq_log(IMGQ_LOG_ERROR, "redis", "script %s: %s", imgq_script_get(s->id)->name,
                  reply->str);
     s->cb(s->w, reply, s->arg);
@@ -439,6 +455,46 @@ static void on_reconnect_timer(uv_timer_t *t)
     connect_redis(w);
 }
 
+/* Redis cannot serve this worker at all (a cluster node): say so and stop, status 1. */
+static void redis_unusable(struct worker *w, const char *why)
+{
+    if (w->stopping && w->exit_code)
+        return;
+    imgq_log(IMGQ_LOG_ERROR, "redis", "%s; stopping", why);
+    w->exit_code = 1;
+    w->stopping = true;
+    check_stopped(w);
+}
+
+/* Redis refused the connection's credentials (or wants some): an ERROR for each attempt (one
+ * per backoff step), and with --exit-when-idle, status 1 once it has refused for
+ * REFUSED_GIVE_UP_MS. */
+static void redis_refused(struct worker *w, const char *err)
+{
+    uint64_t now = uv_now(w->loop);
+    if (!w->refused_since)
+        w->refused_since = now;
+    int next = w->reconnect_ms ? w->reconnect_ms * 2 : 100;
+    if (next > RECONNECT_MAX_MS)
+        next = RECONNECT_MAX_MS;
+    if (w->opt.exit_when_idle && now - w->refused_since >= REFUSED_GIVE_UP_MS) {
+        imgq_log(IMGQ_LOG_ERROR, "redis",
+                 "Redis at %s:%d refused this worker: %s; giving up after %d s "
+                 "(--exit-when-idle): check the user and password of --redis",
+                 w->redis.host, w->redis.port, err, REFUSED_GIVE_UP_MS / 1000);
+        drop_connections(w);
+        w->exit_code = 1;
+        w->stopping = true;
+        check_stopped(w);
+        return;
+    }
+    imgq_log(IMGQ_LOG_ERROR, "redis",
+             "Redis at %s:%d refused this worker: %s; check the user and password of --redis "
+             "(trying again in %d ms)",
+             w->redis.host, w->redis.port, err, next);
+    lost_connection(w);
+}
+
 /* Free both connections (pending callbacks run with a NULL reply).  Re-entrant: freeing a
  * connected context runs on_disconnect, which finds nothing left to drop. */
 static void drop_connections(struct worker *w)
@@ -489,8 +545,16 @@ static void on_disconnect(const redisAsyncContext *c, int status)
              c->errstr[0] ? c->errstr : "no error");
     if (c == w->ac)
         w->ac = NULL;
+    bool refused = c == w->sub && (strncmp(c->errstr, "NOAUTH", 6) == 0 ||
+                                   strncmp(c->errstr, "WRONGPASS", 9) == 0);
     if (c == w->sub)
         w->sub = NULL;
+    if (refused) { /* hiredis closes a subscriber whose SUBSCRIBE is refused */
+        char err[256];
+        snprintf(err, sizeof err, "%s", w->auth_error[0] ? w->auth_error : c->errstr);
+        redis_refused(w, err);
+        return;
+    }
     lost_connection(w);
 }
 
@@ -519,6 +583,7 @@ static void on_wake_message(redisAsyncContext *c, void *r, void *priv)
         if (!w->connected) {
             w->connected = true;
             w->reconnect_ms = 0;
+            w->refused_since = 0;
             imgq_log(IMGQ_LOG_INFO, "redis", "connected to %s:%d", w->redis.host, w->redis.port);
         }
     }
@@ -527,6 +592,30 @@ static void on_wake_message(redisAsyncContext *c, void *r, void *priv)
     if (w->claiming)
         w->claim_again = true;
     worker_maybe_claim(w);
+}
+
+/* The first command after AUTH and SELECT on the command connection: refused (NOAUTH: no
+ * password, or a wrong one, and then the AUTH before it said why), Redis will not serve this
+ * worker. */
+static void on_first_reply(redisAsyncContext *c, void *r, void *priv)
+{
+    struct worker *w = priv;
+    redisReply *reply = r;
+    if (c != w->ac || !reply || reply->type != REDIS_REPLY_ERROR)
+        return;
+    char err[256];
+    snprintf(err, sizeof err, "%s", w->auth_error[0] ? w->auth_error : reply->str);
+    redis_refused(w, err);
+}
+
+/* AUTH refused (WRONGPASS, ...): kept to say why when the command after it fails. */
+static void on_auth_reply(redisAsyncContext *c, void *r, void *priv)
+{
+    (void)c;
+    struct worker *w = priv;
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        snprintf(w->auth_error, sizeof w->auth_error, "%s", reply->str);
 }
 
 static redisAsyncContext *open_ctx(struct worker *w)
@@ -553,9 +642,9 @@ static redisAsyncContext *open_ctx(struct worker *w)
     /* Commands queue until the connection is up; AUTH and SELECT go first. */
     if (w->redis.password) {
         if (w->redis.user)
-            redisAsyncCommand(c, NULL, NULL, "AUTH %s %s", w->redis.user, w->redis.password);
+            redisAsyncCommand(c, on_auth_reply, w, "AUTH %s %s", w->redis.user, w->redis.password);
         else
-            redisAsyncCommand(c, NULL, NULL, "AUTH %s", w->redis.password);
+            redisAsyncCommand(c, on_auth_reply, w, "AUTH %s", w->redis.password);
     }
     if (w->redis.db)
         redisAsyncCommand(c, NULL, NULL, "SELECT %d", w->redis.db);
@@ -566,12 +655,14 @@ static void connect_redis(struct worker *w)
 {
     if (w->closing)
         return;
+    w->auth_error[0] = '\0';
     w->ac = open_ctx(w);
     w->sub = w->ac ? open_ctx(w) : NULL;
     if (!w->ac || !w->sub) {
         lost_connection(w);
         return;
     }
+    redisAsyncCommand(w->ac, on_first_reply, w, "PING");
     for (int i = 0; i < IMGQ_SCRIPT_COUNT; i++)
         redisAsyncCommand(w->ac, NULL, NULL, "SCRIPT LOAD %s",
                           imgq_script_get((enum imgq_script_id)i)->body);

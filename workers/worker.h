@@ -72,6 +72,10 @@ struct worker {
     redisAsyncContext *sub; /* SUBSCRIBE to the wake channel; NULL while disconnected */
     bool connected;
     int reconnect_ms;
+    /* Redis refused this worker (credentials: NOAUTH, WRONGPASS): since when (uv_now ms, 0
+     * while not refused), and the AUTH error of the current attempt (worker.c). */
+    uint64_t refused_since;
+    char auth_error[256];
 
     uv_timer_t wake_timer;  /* next claim attempt when idle (delayed jobs, fallback) */
     uv_timer_t lease_timer; /* renew leases */

@@ -162,6 +162,14 @@ int imgq_queue_jobs_info(imgq_queue *q, char **ids, size_t n, json_t **out) IMGQ
  */
 int imgq_queue_cancel(imgq_queue *q, const char *scope, const char *id, long long *n, char *err,
                       size_t errlen) IMGQ_MUST_CHECK;
+/*
+ * Pause, resume or promote one job ('action': "pause", "resume", "promote"; src/lua/pause.lua).
+ * *code: 1 done, 0 no such job, -1 its state does not allow it; 'state' gets the job's state
+ * before (or the one that refused it).  A job that has not run yet is taken out of its ready
+ * list by its exact entry.
+ */
+int imgq_queue_job_control(imgq_queue *q, const char *action, const char *id, int *code,
+                           char *state, size_t statelen, char *err, size_t errlen) IMGQ_MUST_CHECK;
 
 /*
  * Run one of the queue's scripts with KEYS[1] = stats and ARGV = {base, args...}; *reply (may

@@ -23,6 +23,7 @@ int imgq_cmd_cancel(int argc, char **argv);
 int imgq_cmd_select(int argc, char **argv);
 int imgq_cmd_pause(int argc, char **argv);
 int imgq_cmd_resume(int argc, char **argv);
+int imgq_cmd_promote(int argc, char **argv);
 int imgq_cmd_dlq(int argc, char **argv);
 int imgq_cmd_stats(int argc, char **argv);
 int imgq_cmd_events(int argc, char **argv);

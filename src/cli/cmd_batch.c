@@ -118,6 +118,8 @@ static int batch_status(const char *id, int json)
         json_t *counts = json_object();
         for (const char *const *s = states; *s; s++)
             json_object_set_new(counts, *s, json_integer(field_int(info, *s)));
+        /* Jobs paused one by one (imgq pause JOB; the batch's own pause is 'paused'). */
+        json_object_set_new(counts, "paused", json_integer(field_int(info, "paused_jobs")));
         json_object_set_new(o, "counts", counts);
         json_object_set_new(o, "images", json_integer(field_int(info, "images")));
         json_object_set_new(o, "cost_micros", json_integer(cost));
@@ -161,6 +163,8 @@ static int batch_status(const char *id, int json)
                        (long long)limited);
             }
         }
+        if (field_int(info, "paused_jobs") != 0)
+            printf("  %-14s %lld\n", "paused", (long long)field_int(info, "paused_jobs"));
         printf("  %-14s %lld\n", "images", (long long)field_int(info, "images"));
         print_money(stdout, "  cost           ", cost);
         printf("\n");

@@ -1,6 +1,6 @@
 /*
- * cmd_control.c - imgq cancel, select, pause, resume and dlq: operating a queue while it runs.
- * Each action is one script in Redis, so every worker sees it at once.
+ * cmd_control.c - imgq cancel, select, pause, resume, promote and dlq: operating a queue while it
+ * runs. Each action is one script in Redis, so every worker sees it at once.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,24 +171,58 @@ int imgq_cmd_select(int argc, char **argv)
     return st;
 }
 
+/* imgq pause|resume|promote JOB: one job (imgq_queue_job_control). */
+static int job_control(const struct imgq_cli_args *a, const char *action, const char *job)
+{
+    imgq_queue *q = imgq__cli_queue();
+    if (!q)
+        return IMGQ_EXIT_FAIL;
+    int code = 0;
+    char state[64], err[512];
+    if (imgq_queue_job_control(q, action, job, &code, state, sizeof state, err, sizeof err) != 0) {
+        fprintf(stderr, "imgq %s: %s\n", action, err);
+        return IMGQ_EXIT_FAIL;
+    }
+    if (code == 0) {
+        fprintf(stderr, "imgq %s: no job '%s'\n", action, job);
+        return IMGQ_EXIT_NOTFOUND;
+    }
+    if (code < 0) {
+        const char *can = strcmp(action, "pause") == 0    ? "queued, scheduled or retrying"
+                          : strcmp(action, "resume") == 0 ? "paused"
+                                                          : "scheduled or retrying";
+        fprintf(stderr, "imgq %s: job '%s' is %s; only a %s job can be %s\n", action, job, state,
+                can, strcmp(action, "promote") == 0 ? "promoted" : a->cmd->name + 5);
+        return IMGQ_EXIT_FAIL;
+    }
+    if (strcmp(action, "pause") == 0)
+        printf("job %s paused (it was %s)\n", job, state);
+    else if (strcmp(action, "resume") == 0)
+        printf("job %s resumed\n", job);
+    else
+        printf("job %s promoted: it was %s, it is queued to run now\n", job, state);
+    return IMGQ_EXIT_OK;
+}
+
 static int pause_resume(int argc, char **argv, const char *action)
 {
     static const char *const flags[] = {"batch=", "queue-wide", NULL};
     static const struct imgq_cli_cmd pause = {
         "imgq pause",
-        "usage: imgq pause --batch BATCH | imgq pause --queue-wide\n"
-        "  stop dispatching (all workers); running jobs finish\n",
+        "usage: imgq pause JOB | imgq pause --batch BATCH | imgq pause --queue-wide\n"
+        "  stop dispatching (all workers); running jobs finish.  JOB: a queued, scheduled or\n"
+        "  retrying job, shown as paused until resumed\n",
         flags,
         0,
-        0,
+        1,
         NULL};
     static const struct imgq_cli_cmd resume = {
         "imgq resume",
-        "usage: imgq resume --batch BATCH | imgq resume --queue-wide\n"
-        "  start dispatching again\n",
+        "usage: imgq resume JOB | imgq resume --batch BATCH | imgq resume --queue-wide\n"
+        "  start dispatching again (a job goes back to the state it was paused in)\n",
         flags,
         0,
-        0,
+        1,
         NULL};
     struct imgq_cli_args a;
     int st = imgq__cli_parse(strcmp(action, "pause") == 0 ? &pause : &resume, argc, argv, &a);
@@ -196,8 +230,11 @@ static int pause_resume(int argc, char **argv, const char *action)
         return st;
     const char *batch = imgq__cli_opt(&a, "batch");
     int queue = imgq__cli_set(&a, "queue-wide");
-    if (!batch == !queue)
-        return imgq__cli_error(&a, "give --batch BATCH or --queue-wide");
+    const char *job = a.nargs == 1 ? a.args[0] : NULL;
+    if ((batch != NULL) + queue + (job != NULL) != 1)
+        return imgq__cli_error(&a, "give one JOB, or --batch BATCH, or --queue-wide");
+    if (job)
+        return job_control(&a, action, job);
     const char *args[3] = {batch ? "batch" : "queue", action, batch ? batch : ""};
     json_int_t n;
     int rc = run(action, IMGQ_SCRIPT_PAUSE, 3, args, &n);
@@ -223,6 +260,24 @@ int imgq_cmd_pause(int argc, char **argv)
 int imgq_cmd_resume(int argc, char **argv)
 {
     return pause_resume(argc, argv, "resume");
+}
+
+/* imgq promote JOB: a scheduled (--not-before) or retrying job runs now. */
+int imgq_cmd_promote(int argc, char **argv)
+{
+    static const struct imgq_cli_cmd cmd = {
+        "imgq promote",
+        "usage: imgq promote JOB\n"
+        "  a scheduled (--not-before) or retrying job is queued to run now\n",
+        NULL,
+        1,
+        1,
+        "JOB"};
+    struct imgq_cli_args a;
+    int st = imgq__cli_parse(&cmd, argc, argv, &a);
+    if (st >= 0)
+        return st;
+    return job_control(&a, "promote", a.args[0]);
 }
 
 static int dlq_list(int argc, char **argv)

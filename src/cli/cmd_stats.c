@@ -260,11 +260,12 @@ static int print_event(const redisReply *e, const char *batch, int json)
 
 int imgq_cmd_events(int argc, char **argv)
 {
-    static const char *const flags[] = {"follow", "batch=", "json", NULL};
+    static const char *const flags[] = {"follow", "from-start", "batch=", "json", NULL};
     static const struct imgq_cli_cmd cmd = {
         "imgq events",
-        "usage: imgq events [--follow] [--batch B] [--json]\n"
-        "  job and batch transitions; --follow: then wait for new ones\n",
+        "usage: imgq events [--follow [--from-start]] [--batch B] [--json]\n"
+        "  job and batch transitions the stream holds; --follow: only new ones, as they\n"
+        "  happen (--from-start: the stream first, then new ones)\n",
         flags,
         0,
         0,
@@ -278,11 +279,16 @@ int imgq_cmd_events(int argc, char **argv)
         return IMGQ_EXIT_FAIL;
     const char *batch = imgq__cli_opt(&a, "batch");
     int follow = imgq__cli_set(&a, "follow"), json = imgq__cli_set(&a, "json");
+    int from_start = imgq__cli_set(&a, "from-start");
+    if (from_start && !follow)
+        return imgq__cli_error(&a, "--from-start goes with --follow");
     redisContext *rc = imgq_queue_redis(q);
     const char *key = imgq_queue_keys(q)->events;
     char last[64] = "-";
-    /* What the stream holds now, then (with --follow) what arrives. */
-    redisReply *r = redisCommand(rc, "XRANGE %s - +", key);
+    /* What the stream holds now (or with --follow, only its last id, to start after it),
+     * then (with --follow) what arrives. */
+    redisReply *r = follow && !from_start ? redisCommand(rc, "XREVRANGE %s + - COUNT 1", key)
+                                          : redisCommand(rc, "XRANGE %s - +", key);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         fprintf(stderr, "imgq events: %s\n", r && r->str ? r->str : rc->errstr);
         if (r)
@@ -290,7 +296,8 @@ int imgq_cmd_events(int argc, char **argv)
         return IMGQ_EXIT_FAIL;
     }
     for (size_t i = 0; i < r->elements; i++) {
-        print_event(r->element[i], batch, json);
+        if (!follow || from_start)
+            print_event(r->element[i], batch, json);
         snprintf(last, sizeof last, "%s", r->element[i]->element[0]->str);
     }
     freeReplyObject(r);

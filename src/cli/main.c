@@ -146,10 +146,11 @@ static void usage(FILE *f)
         "  batch watch ID [--json] [--interval S]   progress, rate and ETA until done\n"
         "  cancel JOB_ID | cancel --batch B          end jobs that have not finished\n"
         "  select JOB [INDEX]            a pipeline's drafts awaiting selection; choose one\n"
-        "  pause|resume --batch B | --queue-wide    stop/restart dispatch, all workers\n"
+        "  pause|resume JOB | --batch B | --queue-wide   stop/restart dispatch, all workers\n"
+        "  promote JOB                   a scheduled or retrying job runs now\n"
         "  dlq list [--batch B] [--json] | dlq retry|purge (IDS|--batch B|--all)\n"
         "  stats [--json]                depths, in flight, retrying, dead, oldest wait\n"
-        "  events [--follow] [--batch B] [--json]   job and batch transitions\n"
+        "  events [--follow [--from-start]] [--batch B] [--json]   job and batch transitions\n"
         "  job show ID                   everything about one job\n"
         "  cost --model M [--text-in N] [--image-in N] [--image-out N] [--text-out N]\n"
         "       [--route R] [--json]     cost of a token workload (N takes k, M, B); with\n"
@@ -247,17 +248,17 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"submit", imgq_cmd_submit},    {"batch", imgq_cmd_batch},
-                {"job", imgq_cmd_job},          {"cost", imgq_cmd_cost},
-                {"presign", imgq_cmd_presign},  {"cancel", imgq_cmd_cancel},
-                {"select", imgq_cmd_select},    {"pause", imgq_cmd_pause},
-                {"resume", imgq_cmd_resume},    {"dlq", imgq_cmd_dlq},
-                {"stats", imgq_cmd_stats},      {"events", imgq_cmd_events},
-                {"clock", imgq_cmd_clock},      {"retention", imgq_cmd_retention},
-                {"budget", imgq_cmd_budget},    {"route", imgq_cmd_route},
-                {"quote", imgq_cmd_quote},      {"report", imgq_cmd_report},
-                {"results", imgq_cmd_results},  {"webhook", imgq_cmd_webhook},
-                {"webhooks", imgq_cmd_webhooks}};
+    } cmds[] = {{"submit", imgq_cmd_submit},     {"batch", imgq_cmd_batch},
+                {"job", imgq_cmd_job},           {"cost", imgq_cmd_cost},
+                {"presign", imgq_cmd_presign},   {"cancel", imgq_cmd_cancel},
+                {"select", imgq_cmd_select},     {"pause", imgq_cmd_pause},
+                {"resume", imgq_cmd_resume},     {"dlq", imgq_cmd_dlq},
+                {"stats", imgq_cmd_stats},       {"events", imgq_cmd_events},
+                {"clock", imgq_cmd_clock},       {"retention", imgq_cmd_retention},
+                {"budget", imgq_cmd_budget},     {"route", imgq_cmd_route},
+                {"quote", imgq_cmd_quote},       {"report", imgq_cmd_report},
+                {"results", imgq_cmd_results},   {"webhook", imgq_cmd_webhook},
+                {"webhooks", imgq_cmd_webhooks}, {"promote", imgq_cmd_promote}};
     int rc = -1;
     const char *name = argv[optind];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

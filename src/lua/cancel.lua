@@ -67,7 +67,7 @@ cancel_job = function(id)
     if deadline and deadline > now then redis.call('ZADD', pfx .. 'orphans', deadline, id) end
     redis.call('HDEL', jk, 'token')
     coalesce_release(id, jk)
-  elseif st ~= 'drafting' and st ~= 'awaiting_selection' then
+  elseif st ~= 'drafting' and st ~= 'awaiting_selection' and st ~= 'paused' then
     -- (a pipeline job parked between stages holds nothing: it just ends; its draft job
     -- follows it below)
     return 0
@@ -78,7 +78,8 @@ cancel_job = function(id)
   redis.call('HSET', jk, 'state', 'canceled', 'finished', now)
   ended(id, now)
   emit('job.canceled', 'job', id, 'batch', h[3])
-  batch_move(h[3], st, 'canceled')
+  -- (a paused job is counted as 'paused_jobs': the batch's 'paused' is its own pause)
+  batch_move(h[3], st == 'paused' and 'paused_jobs' or st, 'canceled')
   local child = st == 'drafting' and redis.call('HGET', jk, 'child')
   if child then return 1 + cancel_job(child) end
   return 1
@@ -127,7 +128,7 @@ local n = end_ready(batch, 'canceled', now)
 for _, id in ipairs(redis.call('LRANGE', bk .. ':jobs', 0, -1)) do
   local st = redis.call('HGET', pfx .. 'j:' .. id, 'state')
   if st == 'running' or st == 'retrying' or st == 'scheduled' or st == 'blocked_budget' or
-      st == 'coalesced' or st == 'drafting' or st == 'awaiting_selection' then
+      st == 'coalesced' or st == 'drafting' or st == 'awaiting_selection' or st == 'paused' then
     n = n + cancel_job(id)
   end
 end

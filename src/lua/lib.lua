@@ -601,12 +601,13 @@ local function expire_batch(batch, now)
     local jk = pfx .. 'j:' .. id
     local st = redis.call('HGET', jk, 'state')
     if st == 'scheduled' or st == 'retrying' or st == 'blocked_budget' or st == 'coalesced' or
-        st == 'awaiting_selection' then
+        st == 'awaiting_selection' or st == 'paused' then
       redis.call('ZREM', pfx .. 'delayed', id)
       redis.call('ZREM', pfx .. 'blocked', id)
       redis.call('HSET', jk, 'state', 'expired', 'finished', now)
       ended(id, now)
-      batch_move(batch, st, 'expired')
+      -- (a paused job is counted as 'paused_jobs': the batch's 'paused' is its own pause)
+      batch_move(batch, st == 'paused' and 'paused_jobs' or st, 'expired')
       n = n + 1
     end
   end
