@@ -93,8 +93,13 @@ static void scall_reply(redisAsyncContext *c, void *r, void *priv)
     } else if (reply && reply->type == REDIS_REPLY_ERROR)
         imgq_log(IMGQ_LOG_ERROR, "redis", "script %s: %s", imgq_script_get(s->id)->name,
                  reply->str);
-    s->cb(s->w, reply, s->arg);
+    struct worker *w = s->w;
+    s->cb(w, reply, s->arg);
     scall_free(s);
+    /* Stopping because Redis cannot serve the worker: the reply just handled may have been
+     * what the stop waited for (a claim's slots). */
+    if (w->stopping && w->exit_code)
+        check_stopped(w);
 }
 
 int worker_script(struct worker *w, enum imgq_script_id id, int nargs, const char **args,
